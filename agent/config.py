@@ -1,0 +1,535 @@
+"""The agent's configuration: pydantic models of its YAML file. The one place input is validated.
+
+Nothing here reads a file at import time; ``agent.configfile.load_config`` loads and reports.
+Every model forbids unknown keys, so a typo is an error, not a silently ignored setting.
+Secrets are never written in the file: a :class:`SecretRef` names where the value lives
+(``env:NAME`` or ``file:PATH``) and never prints the value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import core_schema
+
+from agent.domain.model import Address, Prefix
+from agent.errors import RefusedError
+
+
+class SecretUnavailable(RefusedError):
+    code = "secret_unavailable"
+
+
+class SecretRef:
+    """A reference to a secret: ``env:NAME`` or ``file:PATH``. Prints as the reference only.
+
+    A plain value in the config (``password: hunter2``) is refused at load time: secrets do not
+    belong in a file that is copied around, diffed and pasted into tickets.
+    """
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: str) -> None:
+        scheme, sep, rest = ref.partition(":")
+        if not sep or scheme not in ("env", "file") or not rest:
+            raise ValueError(
+                "secrets must be references, 'env:VARIABLE' or 'file:/path/to/secret'; "
+                "a plain-text secret is not accepted"
+            )
+        self.ref = ref
+
+    @property
+    def scheme(self) -> str:
+        return self.ref.partition(":")[0]
+
+    def reveal(self) -> str:
+        """The secret's value. Call only where it is handed to the library that needs it."""
+        scheme, _, rest = self.ref.partition(":")
+        if scheme == "env":
+            value = os.environ.get(rest)
+            if value is None:
+                raise SecretUnavailable(f"environment variable {rest} is not set", secret=self.ref)
+            return value
+        try:
+            return Path(rest).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SecretUnavailable(f"cannot read secret file {rest}: {exc.strerror}", secret=self.ref) from exc
+
+    def __repr__(self) -> str:
+        return f"SecretRef({self.ref!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretRef) and other.ref == self.ref
+
+    def __hash__(self) -> int:
+        return hash(self.ref)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: type, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        def build(value: object) -> SecretRef:
+            if isinstance(value, SecretRef):
+                return value
+            if not isinstance(value, str):
+                raise ValueError("a secret reference is a string: 'env:NAME' or 'file:PATH'")
+            return cls(value)
+
+        return core_schema.no_info_plain_validator_function(
+            build, serialization=core_schema.plain_serializer_function_ser_schema(lambda v: v.ref)
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict:
+        return {"type": "string", "pattern": r"^(env|file):.+$", "description": "env:NAME or file:PATH"}
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._\-]*$")]
+
+
+# -------------------------------------------------------------------------------- sites
+
+
+class Endpoint(Model):
+    """How the agent reaches one remote system."""
+
+    transport: Literal["sim", "psrp", "winrm"] = "sim"
+    """``sim``: the simulated site; ``psrp``: PowerShell remoting over WSMan (pypsrp)."""
+    address: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str | None = None
+    credential: SecretRef | None = None
+    auth: Literal["negotiate", "kerberos", "ntlm", "credssp", "certificate", "basic"] = "negotiate"
+    ssl: bool = True
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _remote_needs_address(self) -> Endpoint:
+        if self.transport != "sim" and not self.address:
+            raise ValueError(f"transport {self.transport} needs an address")
+        return self
+
+
+class HyperVHost(Model):
+    name: Name
+    endpoint: Endpoint = Endpoint()
+
+
+class Router(Model):
+    name: Name
+    kind: Literal["sim", "netroute", "bgp"] = "sim"
+    """``netroute``: ``New-NetRoute``/``Remove-NetRoute``; ``bgp``: ``Add-BgpCustomRoute``."""
+    endpoint: Endpoint = Endpoint()
+
+
+class Site(Model):
+    name: Name
+    vmm: Endpoint = Endpoint()
+    hyperv_hosts: list[HyperVHost] = Field(default_factory=list)
+    dns_servers: list[Name] = Field(default_factory=list)
+    """Names of entries in ``dns.servers`` that serve this site."""
+    routers: list[Router] = Field(default_factory=list)
+
+
+class ThirdSite(Model):
+    """A site outside the protection pair whose routers must follow a moved subnet."""
+
+    name: Name
+    routers: list[Router] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------- network maps
+
+
+class NetworkRef(Model):
+    site: Name
+    vm_network: Name
+
+
+class TestNetworkOption(Model):
+    """Where test-failover VMs are connected (the three options of the source documents)."""
+
+    mode: Literal["none", "existing", "create"] = "none"
+    vm_network: Name | None = None
+    """With ``existing``: the isolated VM network at the target site."""
+
+    @model_validator(mode="after")
+    def _existing_needs_network(self) -> TestNetworkOption:
+        if self.mode == "existing" and not self.vm_network:
+            raise ValueError("test_network mode 'existing' needs vm_network")
+        if self.mode != "existing" and self.vm_network:
+            raise ValueError(f"test_network mode '{self.mode}' takes no vm_network")
+        return self
+
+
+class NetworkMapping(Model):
+    """Source VM network -> target VM network, and how addresses cross over."""
+
+    source: NetworkRef
+    target: NetworkRef
+    ip_strategy: Literal["retain", "change", "dhcp"]
+    test_network: TestNetworkOption = TestNetworkOption()
+
+
+# ------------------------------------------------------------------------------ subnets
+
+
+class Announcement(Model):
+    """A route for a subnet on one router (next hop or interface, and metric)."""
+
+    router: Name
+    next_hop: Address | None = None
+    interface: str | None = None
+    metric: int = Field(default=256, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _has_target(self) -> Announcement:
+        if (self.next_hop is None) == (self.interface is None):
+            raise ValueError("give exactly one of next_hop or interface")
+        return self
+
+
+class ThirdSiteRoute(Model):
+    """A third-site router whose route for the subnet must point at whichever site holds it."""
+
+    router: Name
+    next_hop_by_site: dict[Name, Address]
+    metric: int = Field(default=256, ge=0, le=65535)
+
+
+class WholeSubnet(Model):
+    """A subnet that fails over as a whole (its addresses are retained), or is stretched."""
+
+    prefix: Prefix
+    stretched: bool = False
+    """Stretched across both sites: no route move, partial failover allowed."""
+    announcements: dict[Name, list[Announcement]] = Field(default_factory=dict)
+    """Per site: the routes that make the subnet reachable there."""
+    third_site_routes: list[ThirdSiteRoute] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------- DNS
+
+
+class Tsig(Model):
+    name: str
+    algorithm: Literal[
+        "hmac-sha256", "hmac-sha224", "hmac-sha384", "hmac-sha512", "hmac-sha1", "hmac-md5"
+    ] = "hmac-sha256"
+    secret: SecretRef
+
+
+class DnsServer(Model):
+    name: Name
+    kind: Literal["rfc2136", "windows", "sim"]
+    address: str | None = None
+    port: int = Field(default=53, ge=1, le=65535)
+    tsig: Tsig | None = None
+    endpoint: Endpoint | None = None
+    """``windows``: how to reach the DNS server for the DnsServer cmdlets."""
+    purpose: Literal["production", "test"] = "production"
+    """``test``: the DNS of the isolated test networks; test failovers update only these."""
+    timeout_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> DnsServer:
+        if self.kind == "rfc2136":
+            if not self.address:
+                raise ValueError("an rfc2136 server needs address")
+            if self.tsig is None:
+                raise ValueError("an rfc2136 server needs tsig (unsigned updates are not sent)")
+        if self.kind == "windows" and self.endpoint is None:
+            raise ValueError("a windows DNS server needs endpoint")
+        return self
+
+
+class DnsZone(Model):
+    name: str
+    """Fully qualified or not; a trailing dot is added."""
+    server: Name
+
+    @field_validator("name")
+    @classmethod
+    def _fqdn(cls, value: str) -> str:
+        value = value.strip().lower()
+        return value if value.endswith(".") else value + "."
+
+
+class TtlPolicy(Model):
+    failover_ttl: int = Field(default=60, ge=0, le=86400)
+    """TTL written with changed records."""
+    lower_before_planned: bool = False
+    """Lower the TTL of records a planned failover will change, and wait out the old TTL."""
+
+
+class DnsConfig(Model):
+    servers: list[DnsServer] = Field(default_factory=list)
+    zones: list[DnsZone] = Field(default_factory=list)
+    """Forward and reverse zones; a VM's record goes in the longest matching zone."""
+    default_domain: str | None = None
+    """A VM's host name is ``<vm name>.<default_domain>`` unless ``hostnames`` says otherwise."""
+    hostnames: dict[Name, str] = Field(default_factory=dict)
+    ttl: TtlPolicy = TtlPolicy()
+    self_registering_vms: list[Name] = Field(default_factory=list)
+    """VMs that register their own records (dynamic DNS): the agent leaves their records alone."""
+
+    @field_validator("default_domain")
+    @classmethod
+    def _fqdn(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        return value if value.endswith(".") else value + "."
+
+
+# ------------------------------------------------------------------------ recovery plans
+
+
+class ScriptStep(Model):
+    """A PowerShell script run on a named host between groups."""
+
+    host: Name
+    path: str
+    """A path on that host, or the name of a script shipped with the agent."""
+    timeout_s: float = Field(default=600, gt=0)
+    parameters: dict[str, str | int | bool] = Field(default_factory=dict)
+
+
+class ManualStep(Model):
+    """A pause: the operation waits (``waiting_for_manual_action``) until an operator resumes it."""
+
+    instruction: str = Field(min_length=1)
+
+
+class Step(Model):
+    script: ScriptStep | None = None
+    manual: ManualStep | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Step:
+        if (self.script is None) == (self.manual is None):
+            raise ValueError("a step is exactly one of script or manual")
+        return self
+
+
+class Group(Model):
+    name: Name
+    vms: list[Name] = Field(min_length=1)
+    after: list[Step] = Field(default_factory=list)
+    """Steps run after this group's VMs have failed over, before the next group starts."""
+
+
+class RecoveryPlan(Model):
+    name: Name
+    groups: list[Group] = Field(min_length=1)
+
+    @property
+    def vms(self) -> list[str]:
+        return [vm for g in self.groups for vm in g.vms]
+
+
+# ----------------------------------------------------------------------------- policies
+
+
+class RetryPolicy(Model):
+    attempts: int = Field(default=5, ge=1, le=100)
+    initial_backoff_s: float = Field(default=1.0, ge=0)
+    max_backoff_s: float = Field(default=30.0, ge=0)
+    multiplier: float = Field(default=2.0, ge=1)
+
+
+class Concurrency(Model):
+    global_limit: int = Field(default=16, ge=1)
+    per_host: int = Field(default=4, ge=1)
+
+
+class Policies(Model):
+    test_failover_max_age: timedelta = timedelta(days=14)
+    """Older test failovers are cleaned up by force (the source documents' two weeks)."""
+    concurrency: Concurrency = Concurrency()
+    retry: RetryPolicy = RetryPolicy()
+
+
+# ------------------------------------------------------------------------------- agent
+
+
+class Simulator(Model):
+    """The simulated sites: an inventory describing the world, and where its state is kept."""
+
+    inventory: Path
+    """YAML inventory (relative paths are relative to the config file)."""
+    state: Path | None = None
+    """Where the simulated world is persisted; default: beside the store."""
+
+
+class Store(Model):
+    url: str | None = None
+    """Any SQLAlchemy URL; default: a SQLite file in ``data_dir``."""
+
+
+class ApiToken(Model):
+    name: Name
+    token: SecretRef
+    scopes: list[Literal["read", "plan", "operate", "admin"]] = Field(default_factory=lambda: ["read"])
+
+
+class Api(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8740, ge=1, le=65535)
+    tokens: list[ApiToken] = Field(default_factory=list)
+
+
+class AgentSettings(Model):
+    site: Name
+    """The site this agent runs at."""
+    mode: Literal["network-only", "full"] = "network-only"
+    owner_id: str = Field(default="failover-agent", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@\-]+$")
+    """Written into every reservation description and journal entry: what the agent owns."""
+    data_dir: Path = Path("var")
+    """Store, simulator state and logs (relative paths are relative to the config file)."""
+
+
+class AgentConfig(Model):
+    """The whole configuration file."""
+
+    agent: AgentSettings
+    sites: list[Site] = Field(min_length=2, max_length=2)
+    third_sites: list[ThirdSite] = Field(default_factory=list)
+    simulator: Simulator | None = None
+    network_mappings: list[NetworkMapping] = Field(default_factory=list)
+    subnets: list[WholeSubnet] = Field(default_factory=list)
+    dns: DnsConfig = DnsConfig()
+    recovery_plans: list[RecoveryPlan] = Field(default_factory=list)
+    policies: Policies = Policies()
+    store: Store = Store()
+    api: Api = Api()
+
+    # Cross-references are checked here so a bad config is reported before anything runs.
+    @model_validator(mode="after")
+    def _cross_references(self, info: ValidationInfo) -> AgentConfig:
+        problems: list[str] = []
+        site_names = [s.name for s in self.sites]
+        all_sites = set(site_names) | {t.name for t in self.third_sites}
+        if len(set(site_names)) != len(site_names):
+            problems.append(f"sites: the two sites need different names (got {site_names})")
+        if self.agent.site not in site_names:
+            problems.append(f"agent.site: {self.agent.site!r} is not one of the sites {site_names}")
+        routers = {r.name for s in self.sites for r in s.routers} | {
+            r.name for t in self.third_sites for r in t.routers
+        }
+        hosts = {h.name for s in self.sites for h in s.hyperv_hosts}
+        servers = {d.name for d in self.dns.servers}
+        for i, site in enumerate(self.sites):
+            for j, name in enumerate(site.dns_servers):
+                if name not in servers:
+                    problems.append(f"sites[{i}].dns_servers[{j}]: no dns.servers entry named {name!r}")
+        for i, m in enumerate(self.network_mappings):
+            for end in ("source", "target"):
+                ref = getattr(m, end)
+                if ref.site not in site_names:
+                    problems.append(f"network_mappings[{i}].{end}.site: unknown site {ref.site!r}")
+            if m.source.site == m.target.site:
+                problems.append(f"network_mappings[{i}]: source and target are at the same site")
+        seen_sources: dict[tuple[str, str], int] = {}
+        for i, m in enumerate(self.network_mappings):
+            key = (m.source.site, m.source.vm_network)
+            if key in seen_sources:
+                problems.append(
+                    f"network_mappings[{i}].source: {m.source.vm_network!r} at {m.source.site} "
+                    f"is already mapped by network_mappings[{seen_sources[key]}]"
+                )
+            seen_sources.setdefault(key, i)
+        prefixes = []
+        for i, sn in enumerate(self.subnets):
+            net = ipaddress.ip_network(sn.prefix)
+            for k, other in prefixes:
+                if net.overlaps(other):
+                    problems.append(f"subnets[{i}].prefix: {net} overlaps subnets[{k}].prefix {other}")
+            prefixes.append((i, net))
+            for site, anns in sn.announcements.items():
+                if site not in site_names:
+                    problems.append(f"subnets[{i}].announcements.{site}: unknown site")
+                for j, a in enumerate(anns):
+                    if a.router not in routers:
+                        problems.append(f"subnets[{i}].announcements.{site}[{j}].router: unknown router {a.router!r}")
+            if not sn.stretched:
+                missing = [s for s in site_names if not sn.announcements.get(s)]
+                if missing:
+                    problems.append(
+                        f"subnets[{i}].announcements: a subnet that fails over whole needs routes "
+                        f"at both sites; none for {', '.join(missing)}"
+                    )
+            for j, t in enumerate(sn.third_site_routes):
+                if t.router not in routers:
+                    problems.append(f"subnets[{i}].third_site_routes[{j}].router: unknown router {t.router!r}")
+                for site in t.next_hop_by_site:
+                    if site not in all_sites:
+                        problems.append(f"subnets[{i}].third_site_routes[{j}].next_hop_by_site.{site}: unknown site")
+        for i, z in enumerate(self.dns.zones):
+            if z.server not in servers:
+                problems.append(f"dns.zones[{i}].server: no dns.servers entry named {z.server!r}")
+        plan_names: set[str] = set()
+        for i, p in enumerate(self.recovery_plans):
+            if p.name in plan_names:
+                problems.append(f"recovery_plans[{i}].name: duplicate plan name {p.name!r}")
+            plan_names.add(p.name)
+            seen_vms: dict[str, str] = {}
+            for j, g in enumerate(p.groups):
+                for k, vm in enumerate(g.vms):
+                    if vm in seen_vms:
+                        problems.append(
+                            f"recovery_plans[{i}].groups[{j}].vms[{k}]: {vm!r} is already in group {seen_vms[vm]!r}"
+                        )
+                    seen_vms.setdefault(vm, g.name)
+                for k, step in enumerate(g.after):
+                    if step.script and step.script.host not in hosts:
+                        problems.append(
+                            f"recovery_plans[{i}].groups[{j}].after[{k}].script.host: "
+                            f"unknown Hyper-V host {step.script.host!r}"
+                        )
+        uses_sim = any(s.vmm.transport == "sim" for s in self.sites) or any(
+            d.kind == "sim" for d in self.dns.servers
+        )
+        if uses_sim and self.simulator is None:
+            problems.append("simulator: sites use transport 'sim' but no simulator inventory is configured")
+        if problems:
+            # One ValueError carrying every problem; the loader splits them back into located errors.
+            raise ValueError(CROSS_REFERENCE_MARK + "\n".join(problems))
+        return self
+
+    def site(self, name: str) -> Site:
+        return next(s for s in self.sites if s.name == name)
+
+    def plan(self, name: str) -> RecoveryPlan | None:
+        return next((p for p in self.recovery_plans if p.name == name), None)
+
+    @property
+    def local_site(self) -> Site:
+        return self.site(self.agent.site)
+
+    @property
+    def peer_site(self) -> Site:
+        return next(s for s in self.sites if s.name != self.agent.site)
+
+
+CROSS_REFERENCE_MARK = "cross-reference problems:\n"
+"""Prefix of the ValueError raised by ``AgentConfig``'s cross-reference check; each following
+line starts with the dotted key path it is about."""
