@@ -1,0 +1,480 @@
+"""Step actions: each turns one journalled step into one batched port call.
+
+Every action is idempotent -- it reads current state (or relies on an idempotent port) and acts
+only on drift -- so re-running a step that was cut off mid-way changes nothing twice. Snapshots
+of what an action overwrites are taken before the first change (first write wins), so cleanup,
+cancel and failback can restore the exact original.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.domain.model import FailoverIpSetting, IpGrant, NicFailoverConfig, RecordChange, RecordType, Route
+from agent.engine.model import ItemOutcome, StepResult
+from agent.engine.runner import ActionContext, action, error_json
+from agent.errors import AgentError, ConflictError, TransientError
+from agent.ports import GrantRequest, ItemResult, NicConnection, TestNetworkSpec
+
+TEST_VM_SUFFIX = " - Test"
+
+
+def test_vm_name(vm: str) -> str:
+    return vm + TEST_VM_SUFFIX
+
+
+def _outcomes(items: list[dict[str, Any]], results: list[ItemResult]) -> list[ItemOutcome]:
+    out = []
+    for it, res in zip(items, results, strict=True):
+        out.append(ItemOutcome(key=it["key"], vm=it.get("vm"), changed=res.changed,
+                               error=error_json(res.error) if res.error else None))
+    return out
+
+
+def _tolerant(ctx: ActionContext, spec: dict[str, Any], items: list[dict[str, Any]], what: str, fn) -> list[ItemOutcome] | list[ItemResult]:
+    """Unplanned failover: the source site may be gone. When the step is marked
+    ``tolerate_unreachable`` and the call still fails transiently after retries, every item is
+    recorded as skipped (with the reason) instead of failing its VM."""
+    try:
+        return ctx.call(what, fn)
+    except TransientError as exc:
+        if not spec.get("tolerate_unreachable"):
+            raise
+        return [ItemOutcome(key=it["key"], vm=it.get("vm"), skipped=f"unreachable: {exc.code}: {exc.message}")
+                for it in items]
+
+
+def _owner_description(ctx: ActionContext, it: dict[str, Any]) -> str:
+    return (f"{ctx.config.agent.owner_id} op={ctx.op_id} vm={it['vm']} nic={it['nic']} "
+            f"ip={it['ip_index']} purpose={it['purpose']}")
+
+
+# ------------------------------------------------------------------------------ VMM
+
+
+def _nic_ids(ctx: ActionContext, site: str, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    inv = ctx.call(f"vmm.read_inventory@{site}", ctx.drivers.vmm[site].read_inventory)
+    return {(vm.name, nic.name): nic.id for vm in inv.vms for nic in vm.nics if (vm.name, nic.name) in wanted}
+
+
+@action("vmm.reserve")
+def reserve(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    """Grant each planned address to its NIC. An address the plan chose freely (not a retained
+    source address) that someone else took since planning is replaced by any free address of
+    the same pool, chosen by VMM itself; the deviation is recorded."""
+
+    site = spec["site"]
+    vmm = ctx.drivers.vmm[site]
+    items, skipped = ctx.live(spec["items"])
+    # Test VM NICs only exist once the test failover has started: resolve their ids now.
+    unresolved = {(it["owner_vm"], it["nic"]) for it in items if not it.get("nic_id")}
+    ids = _nic_ids(ctx, site, unresolved) if unresolved else {}
+    outcomes: list[ItemOutcome] = list(skipped)
+    requests, ready = [], []
+    for it in items:
+        nic_id = it.get("nic_id") or ids.get((it["owner_vm"], it["nic"]))
+        if not nic_id:
+            outcomes.append(ItemOutcome(key=it["key"], vm=it["vm"], error={
+                "code": "not_found", "category": "permanent",
+                "message": f"NIC {it['nic']} of {it['owner_vm']} not found at {site}", "vm": it["owner_vm"]}))
+            continue
+        it = dict(it, nic_id=nic_id)
+        ready.append(it)
+        requests.append(GrantRequest(pool=it["pool"], address=it["address"], owner_id=nic_id,
+                                     description=_owner_description(ctx, it)))
+    results = ctx.call(f"vmm.grant_ips@{site}", lambda: vmm.grant_ips(requests)) if requests else []
+    retry_items, retry_requests = [], []
+    for it, req, res in zip(ready, requests, results, strict=True):
+        if res.error and res.error.code in ("address_already_granted", "address_reserved") and it.get("flexible"):
+            retry_items.append(it)
+            retry_requests.append(GrantRequest(pool=req.pool, address="", owner_id=req.owner_id,
+                                               description=req.description))
+            continue
+        outcomes.append(_record_grant(ctx, site, it, res))
+    if retry_requests:
+        again = ctx.call(f"vmm.grant_ips@{site}", lambda: vmm.grant_ips(retry_requests))
+        for it, res in zip(retry_items, again, strict=True):
+            out = _record_grant(ctx, site, it, res)
+            if res.ok:
+                out.value = {"address": res.value.address, "planned": it["address"],
+                             "note": "planned address was taken meanwhile; VMM granted another"}
+            outcomes.append(out)
+    return StepResult(items=outcomes)
+
+
+def _record_grant(ctx: ActionContext, site: str, it: dict[str, Any], res: ItemResult[IpGrant]) -> ItemOutcome:
+    if not res.ok:
+        return ItemOutcome(key=it["key"], vm=it["vm"], error=error_json(res.error))
+    grant = res.value
+    try:
+        ctx.journal.record_reservation(site=site, pool=grant.pool, address=grant.address, owner_id=grant.owner_id,
+                                       vm=it["vm"], nic=it["nic"], ip_index=it["ip_index"], purpose=it["purpose"],
+                                       operation_id=ctx.op_id)
+    except ConflictError as exc:
+        return ItemOutcome(key=it["key"], vm=it["vm"], error=error_json(exc))
+    if res.changed:
+        ctx.journal.store.audit(actor=ctx.config.agent.owner_id, action="vmm.grant_ip", operation_id=ctx.op_id,
+                                target=f"{site}/{grant.pool}/{grant.address}", details={"vm": it["vm"], "nic": it["nic"]})
+    return ItemOutcome(key=it["key"], vm=it["vm"], changed=res.changed, value={"address": grant.address})
+
+
+def reserved_addresses(ctx: ActionContext, vm: str, nic: str, purpose: str) -> dict[int, str]:
+    """ip_index -> address actually granted in this operation (may differ from the plan)."""
+    return {r.ip_index: r.address for r in ctx.journal.reservations(operation_id=ctx.op_id, purpose=purpose, vms=[vm])
+            if r.nic == nic}
+
+
+@action("vmm.connect")
+def connect(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    site = spec["site"]
+    items, skipped = ctx.live(spec["items"])
+    conns = []
+    for it in items:
+        addresses = tuple(tuple(a) for a in it.get("addresses", []))
+        if addresses and it.get("purpose") == "test":
+            granted = reserved_addresses(ctx, it["vm"], it["nic"], "test")
+            addresses = tuple((granted.get(i, a), p) for i, (a, p) in enumerate(addresses))
+        conns.append(NicConnection(vm=it["target_vm"], nic=it["nic"], vm_network=it["vm_network"],
+                                   vm_subnet=it.get("vm_subnet"), addresses=addresses))
+    results = ctx.call(f"vmm.connect_nics@{site}", lambda: ctx.drivers.vmm[site].connect_nics(conns)) if conns else []
+    outcomes = _outcomes(items, results)
+    for it, out in zip(items, outcomes, strict=True):
+        # Cleanup disconnects test NICs whose test VM may already be gone: nothing left to do.
+        if it.get("missing_ok") and out.error and out.error.get("code") == "not_found":
+            out.error, out.skipped = None, "already gone"
+    return StepResult(items=skipped + outcomes)
+
+
+@action("vmm.create_test_networks")
+def create_test_networks(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    site = spec["site"]
+    items = spec["items"]
+    specs = [TestNetworkSpec(name=it["name"], copy_of=it["copy_of"],
+                             description=f"{ctx.config.agent.owner_id} test network op={ctx.op_id}") for it in items]
+    results = ctx.call(f"vmm.create_test_networks@{site}", lambda: ctx.drivers.vmm[site].create_test_networks(specs))
+    return StepResult(items=_outcomes(items, results))
+
+
+@action("vmm.delete_test_networks")
+def delete_test_networks(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    site = spec["site"]
+    items = spec["items"]
+    names = [it["name"] for it in items]
+    results = ctx.call(f"vmm.delete_test_networks@{site}", lambda: ctx.drivers.vmm[site].delete_test_networks(names))
+    return StepResult(items=_outcomes(items, results))
+
+
+@action("vmm.revoke_test_grants")
+def revoke_test_grants(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    """Return every test reservation of the test failover being cleaned up: those the journal
+    recorded, plus any grant in VMM still owned by a test VM NIC with the agent's marker (a test
+    interrupted between grant and journal entry leaves one of those)."""
+    site = spec["site"]
+    parent = spec["test_operation"]
+    vmm = ctx.drivers.vmm[site]
+    inv = ctx.call(f"vmm.read_inventory@{site}", vmm.read_inventory)
+    marker = f"{ctx.config.agent.owner_id} op={parent} "
+    grants = [g for g in inv.grants if g.description.startswith(marker) and "purpose=test" in g.description]
+    recorded = {(r.pool, r.address) for r in ctx.journal.reservations(operation_id=parent, purpose="test")}
+    grants += [g for g in inv.grants if (g.pool, g.address) in recorded and g not in grants]
+    outcomes: list[ItemOutcome] = []
+    if grants:
+        results = ctx.call(f"vmm.revoke_ips@{site}", lambda: vmm.revoke_ips(grants))
+        for g, res in zip(grants, results, strict=True):
+            if res.ok:
+                ctx.journal.release_reservation(site=site, pool=g.pool, address=g.address)
+            outcomes.append(ItemOutcome(key=f"{g.pool}:{g.address}", changed=res.changed,
+                                        error=error_json(res.error) if res.error else None))
+    for pool, address in recorded - {(g.pool, g.address) for g in grants}:
+        ctx.journal.release_reservation(site=site, pool=pool, address=address)  # already gone in VMM
+    return StepResult(items=outcomes)
+
+
+# ---------------------------------------------------------------------------- Hyper-V
+
+
+@action("hyperv.power")
+def power(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    site, host, what = spec["site"], spec["host"], spec["power"]
+    items, skipped = ctx.live(spec["items"])
+    if not items:
+        return StepResult(items=skipped)
+    vms = [it["target_vm"] for it in items]
+    res = _tolerant(ctx, spec, items, f"hyperv.set_power.{what}@{host}",
+                    lambda: ctx.drivers.hyperv[site].set_power(host, what, vms))
+    return StepResult(items=skipped + (res if res and isinstance(res[0], ItemOutcome) else _outcomes(items, res)))
+
+
+@action("hyperv.replicate")
+def replicate(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    site, host, what = spec["site"], spec["host"], spec["replica_action"]
+    items, skipped = ctx.live(spec["items"])
+    if not items:
+        return StepResult(items=skipped)
+    vms = [it["vm"] for it in items]
+    res = _tolerant(ctx, spec, items, f"hyperv.replicate.{what}@{host}",
+                    lambda: ctx.drivers.hyperv[site].replicate(host, what, vms))
+    return StepResult(items=skipped + (res if res and isinstance(res[0], ItemOutcome) else _outcomes(items, res)))
+
+
+@action("hyperv.set_failover")
+def set_failover(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    """Set failover IPs just before failover, with the addresses actually reserved. The previous
+    configuration is snapshotted first so a cancel can put it back."""
+    site, host = spec["site"], spec["host"]
+    hv = ctx.drivers.hyperv[site]
+    items, skipped = ctx.live(spec["items"])
+    if not items:
+        return StepResult(items=skipped)
+    current = ctx.call(f"hyperv.get_failover_configs@{host}",
+                       lambda: hv.get_failover_configs(host, [(it["vm"], it["nic"]) for it in items]))
+    by_nic = {(c.vm, c.nic): c for c in current}
+    configs = []
+    for it in items:
+        before = by_nic.get((it["vm"], it["nic"]))
+        ctx.journal.snapshot(scope=ctx.op_id, kind="failover_config", key=f"{site}/{host}/{it['vm']}/{it['nic']}",
+                             data=[s.model_dump(mode="json") for s in (before.settings if before else ())])
+        granted = reserved_addresses(ctx, it["vm"], it["nic"], "failover")
+        settings = []
+        for setting in it["settings"]:
+            setting = dict(setting)
+            ip_index = setting.pop("ip_index")
+            setting["address"] = granted.get(ip_index, setting["address"])
+            settings.append(FailoverIpSetting.model_validate(setting))
+        settings = tuple(settings)
+        configs.append(NicFailoverConfig(vm=it["vm"], nic=it["nic"], host=host, settings=settings))
+    results = ctx.call(f"hyperv.set_failover_configs@{host}", lambda: hv.set_failover_configs(host, configs))
+    return StepResult(items=skipped + _outcomes(items, results))
+
+
+@action("hyperv.restore_failover")
+def restore_failover(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    """Put back the failover configuration snapshotted by operation ``scope``."""
+    site, host, scope = spec["site"], spec["host"], spec["scope"]
+    hv = ctx.drivers.hyperv[site]
+    snaps = {s.key: s.data for s in ctx.journal.snapshots(scope=scope, kind="failover_config")}
+    configs, items = [], []
+    for it in spec["items"]:
+        key = f"{site}/{host}/{it['vm']}/{it['nic']}"
+        if key not in snaps:
+            continue
+        items.append(it)
+        configs.append(NicFailoverConfig(vm=it["vm"], nic=it["nic"], host=host,
+                                         settings=tuple(FailoverIpSetting.model_validate(s) for s in snaps[key])))
+    if not configs:
+        return StepResult()
+    results = ctx.call(f"hyperv.set_failover_configs@{host}", lambda: hv.set_failover_configs(host, configs))
+    return StepResult(items=_outcomes(items, results))
+
+
+@action("hyperv.await_failover")
+def await_failover(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    """Network-only mode: the outside orchestrator fails the VMs over. Wait (for an operator or
+    the orchestrator to resume the operation) until every live VM of the group has failed over."""
+    site = spec["site"]
+    items, skipped = ctx.live(spec["items"])
+    pending = []
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for it in items:
+        by_host.setdefault(it["host"], []).append(it)
+    for host, its in by_host.items():
+        reps = ctx.call(f"hyperv.get_replications@{host}",
+                        lambda h=host, v=[i["vm"] for i in its]: ctx.drivers.hyperv[site].get_replications(h, v))
+        states = {r.vm: r for r in reps}
+        want = set(spec["states"])
+        for it in its:
+            rep = states.get(it["vm"])
+            if rep is None or rep.state.value not in want or (spec.get("require_test_vm") and not rep.test_vm):
+                pending.append(it["vm"])
+    if pending:
+        return StepResult(items=skipped, waiting=spec["instruction"].format(vms=", ".join(sorted(pending))))
+    return StepResult(items=skipped + [ItemOutcome(key=it["key"], vm=it["vm"]) for it in items])
+
+
+# ------------------------------------------------------------------------------ routes
+
+
+def _route(d: dict[str, Any]) -> Route:
+    return Route.model_validate(d)
+
+
+def _snapshot_routes(ctx: ActionContext, router: str, prefixes: set[str]) -> None:
+    current = ctx.call(f"routes.read@{router}", lambda: ctx.drivers.routes.read_routes(router, sorted(prefixes)))
+    for prefix in prefixes:
+        ctx.journal.snapshot(scope=ctx.op_id, kind="routes", key=f"{router}/{prefix}",
+                             data=[r.model_dump(mode="json") for r in current if r.prefix == prefix])
+
+
+@action("routes.withdraw")
+def withdraw(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    router = spec["router"]
+    items = spec["items"]
+    routes = [_route(it["route"]) for it in items]
+    try:
+        _snapshot_routes(ctx, router, {r.prefix for r in routes})
+    except TransientError:
+        if not spec.get("tolerate_unreachable"):
+            raise
+    res = _tolerant(ctx, spec, items, f"routes.withdraw@{router}", lambda: ctx.drivers.routes.withdraw(routes))
+    return StepResult(items=res if res and isinstance(res[0], ItemOutcome) else _outcomes(items, res))
+
+
+@action("routes.announce")
+def announce(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    router = spec["router"]
+    items = spec["items"]
+    routes = [_route(it["route"]) for it in items]
+    _snapshot_routes(ctx, router, {r.prefix for r in routes})
+    res = ctx.call(f"routes.announce@{router}", lambda: ctx.drivers.routes.announce(routes))
+    return StepResult(items=_outcomes(items, res))
+
+
+@action("routes.restore")
+def routes_restore(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    """Put a router's routes for the prefixes operation ``scope`` changed back as they were."""
+    router, scope = spec["router"], spec["scope"]
+    snaps = [s for s in ctx.journal.snapshots(scope=scope, kind="routes") if s.key.startswith(router + "/")]
+    if not snaps:
+        return StepResult()
+    prefixes = sorted({s.key[len(router) + 1:] for s in snaps})
+    now = {r for r in ctx.call(f"routes.read@{router}", lambda: ctx.drivers.routes.read_routes(router, prefixes))}
+    before = {_route(d) for s in snaps for d in s.data}
+    extra, missing = sorted(now - before, key=str), sorted(before - now, key=str)
+    outcomes: list[ItemOutcome] = []
+    if extra:
+        res = ctx.call(f"routes.withdraw@{router}", lambda: ctx.drivers.routes.withdraw(extra))
+        outcomes += _outcomes([{"key": f"withdraw {r.prefix}@{router}"} for r in extra], res)
+    if missing:
+        res = ctx.call(f"routes.announce@{router}", lambda: ctx.drivers.routes.announce(missing))
+        outcomes += _outcomes([{"key": f"announce {r.prefix}@{router}"} for r in missing], res)
+    return StepResult(items=outcomes)
+
+
+# --------------------------------------------------------------------------------- DNS
+
+
+@action("dns.apply")
+def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    """Write the planned record sets of one zone in one atomic batch, pinned to what is there.
+
+    A record set that already holds the new values is left alone (idempotent). One that holds
+    neither the planned old values nor the new ones was changed by someone else since planning:
+    it is reported, never clobbered. What was there first is snapshotted for cleanup/failback.
+    """
+    server, zone = spec["server"], spec["zone"]
+    dns = ctx.drivers.dns[server]
+    items, skipped = ctx.live(spec["items"])
+    if not items:
+        return StepResult(items=skipped)
+    names = [(it["name"], RecordType(it["type"])) for it in items]
+    current = {(r.name, r.type.value): r for r in ctx.call(f"dns.read@{server}", lambda: dns.read(zone, names))}
+    outcomes: list[ItemOutcome] = list(skipped)
+    changes, pending = [], []
+    for it in items:
+        now = current.get((it["name"], it["type"]))
+        now_values = tuple(sorted(now.values)) if now else ()
+        ctx.journal.snapshot(scope=ctx.op_id, kind="dns", key=f"{server}|{zone}|{it['name']}|{it['type']}",
+                             data={"values": list(now_values), "ttl": now.ttl if now else None})
+        new = tuple(sorted(it["new_values"]))
+        if now_values == new and (not new or now.ttl == it["ttl"]):
+            outcomes.append(ItemOutcome(key=it["key"], vm=it.get("vm")))
+            continue
+        if now_values != tuple(sorted(it["old_values"])) and not it.get("force"):
+            outcomes.append(ItemOutcome(key=it["key"], vm=it.get("vm"), error={
+                "code": "dns_foreign_change", "category": "permanent",
+                "message": (f"{it['name']} {it['type']} holds {list(now_values)} but the plan expected "
+                            f"{list(it['old_values'])}: changed by someone else since planning; not overwritten"),
+                "zone": zone, "record": it["name"], "type": it["type"], "server": server}))
+            continue
+        changes.append(RecordChange(zone=zone, name=it["name"], type=RecordType(it["type"]), ttl=it["ttl"],
+                                    expected=now_values, new_values=new))
+        pending.append(it)
+    if changes:
+        try:
+            ctx.call(f"dns.apply@{server}", lambda: dns.apply(zone, changes))
+        except AgentError as exc:
+            if exc.transient:
+                raise
+            outcomes += [ItemOutcome(key=it["key"], vm=it.get("vm"), error=error_json(exc)) for it in pending]
+            return StepResult(items=outcomes)
+        for it, ch in zip(pending, changes, strict=True):
+            ctx.journal.manage_record(zone, ch.name, ch.type.value, "written")
+            ctx.journal.set_written(scope=ctx.op_id, kind="dns", key=f"{server}|{zone}|{it['name']}|{it['type']}",
+                                    written={"values": list(ch.new_values), "ttl": ch.ttl})
+            ctx.journal.store.audit(actor=ctx.config.agent.owner_id, action="dns.replace", operation_id=ctx.op_id,
+                                    target=f"{server}/{it['name']}/{it['type']}",
+                                    details={"old": list(ch.expected), "new": list(ch.new_values), "ttl": ch.ttl})
+            outcomes.append(ItemOutcome(key=it["key"], vm=it.get("vm"), changed=True))
+    return StepResult(items=outcomes)
+
+
+@action("dns.restore")
+def dns_restore(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    """Put back the record sets operation ``scope`` changed in one zone, exactly (values and
+    TTL), pinned to what the agent wrote: a record someone changed since is reported, not
+    clobbered."""
+    server, zone, scope = spec["server"], spec["zone"], spec["scope"]
+    dns = ctx.drivers.dns[server]
+    prefix = f"{server}|{zone}|"
+    snaps = [s for s in ctx.journal.snapshots(scope=scope, kind="dns") if s.key.startswith(prefix) and s.written]
+    if not snaps:
+        return StepResult()
+    keys = [tuple(s.key[len(prefix):].rsplit("|", 1)) for s in snaps]
+    current = {(r.name, r.type.value): r for r in ctx.call(
+        f"dns.read@{server}", lambda: dns.read(zone, [(n, RecordType(t)) for n, t in keys]))}
+    outcomes, changes, pending = [], [], []
+    for snap, (name, rtype) in zip(snaps, keys, strict=True):
+        now = current.get((name, rtype))
+        now_values = tuple(sorted(now.values)) if now else ()
+        original = tuple(sorted(snap.data["values"]))
+        key = f"{name}/{rtype}"
+        if now_values == original and (not original or now.ttl == snap.data["ttl"]):
+            outcomes.append(ItemOutcome(key=key))
+            continue
+        if now_values != tuple(sorted(snap.written["values"])):
+            outcomes.append(ItemOutcome(key=key, error={
+                "code": "dns_foreign_change", "category": "permanent", "zone": zone, "record": name, "type": rtype,
+                "message": (f"{name} {rtype} holds {list(now_values)}, not what the agent wrote "
+                            f"({snap.written['values']}): changed by someone else; not restored")}))
+            continue
+        changes.append(RecordChange(zone=zone, name=name, type=RecordType(rtype),
+                                    ttl=snap.data["ttl"] if snap.data["ttl"] is not None else 0,
+                                    expected=now_values, new_values=original))
+        pending.append(key)
+    if changes:
+        try:
+            ctx.call(f"dns.apply@{server}", lambda: dns.apply(zone, changes))
+        except AgentError as exc:
+            if exc.transient:
+                raise
+            return StepResult(items=outcomes + [ItemOutcome(key=k, error=error_json(exc)) for k in pending])
+        for ch in changes:
+            ctx.journal.store.audit(actor=ctx.config.agent.owner_id, action="dns.restore", operation_id=ctx.op_id,
+                                    target=f"{server}/{ch.name}/{ch.type.value}",
+                                    details={"from": list(ch.expected), "to": list(ch.new_values), "ttl": ch.ttl})
+        outcomes += [ItemOutcome(key=k, changed=True) for k in pending]
+    return StepResult(items=outcomes)
+
+
+# ------------------------------------------------------------------ scripts and pauses
+
+
+@action("manual")
+def manual(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    """Wait for an operator. The step succeeds only when an operator resumes the operation."""
+    return StepResult(waiting=spec["instruction"])
+
+
+@action("script")
+def script(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    runner = getattr(ctx.drivers, "scripts", None)
+    if runner is None:
+        raise ConflictError("no script runner is configured for this site", host=spec["host"])
+    result = ctx.call(f"script@{spec['host']}", lambda: runner.run_script(
+        spec["host"], spec["path"], spec.get("parameters", {}), spec.get("timeout_s", 600)))
+    item = ItemOutcome(key=f"{spec['host']}:{spec['path']}", changed=True, value=result.model_dump(mode="json")
+                       if hasattr(result, "model_dump") else result)
+    if getattr(result, "succeeded", True) is False:
+        item.error = {"code": "script_failed", "category": "permanent", "host": spec["host"],
+                      "message": f"script {spec['path']} on {spec['host']} failed: {getattr(result, 'error', '')}"}
+    return StepResult(items=[item])

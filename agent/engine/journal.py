@@ -1,0 +1,341 @@
+"""The journal: operations and their steps in the store, with DBOS-style semantics.
+
+* Steps are keyed by (operation, ordinal, name) and fixed when the operation is created; a
+  resumed operation whose step list no longer matches raises :class:`StepSequenceChanged`.
+* Intent is committed before a step acts (status ``running``, attempt count) and its outcome
+  after (per-item results). On resume a recorded outcome is replayed, never re-executed; a step
+  found ``running`` was cut off mid-way and runs again -- safe, because every action is
+  idempotent (reads state, acts only on drift).
+* One active operation per VM (``vm_locks``); reservations are unique per address while held.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from agent.engine.model import (
+    FINAL_STATUSES,
+    ErrorPolicy,
+    OperationKind,
+    OperationView,
+    OpStatus,
+    StepResult,
+    StepSpec,
+    StepStatus,
+    StepView,
+)
+from agent.engine.store import (
+    ManagedRecordRow,
+    NoteRow,
+    OperationRow,
+    ReservationRow,
+    SnapshotRow,
+    StepRow,
+    Store,
+    VmLockRow,
+    utcnow,
+)
+from agent.errors import ConflictError, NotFoundError, RefusedError
+
+
+class VmBusy(ConflictError):
+    code = "vm_busy"
+
+
+class StepSequenceChanged(RefusedError):
+    code = "step_sequence_changed"
+
+
+class Journal:
+    def __init__(self, store: Store, actor: str = "agent") -> None:
+        self.store = store
+        self.actor = actor
+
+    # ------------------------------------------------------------------ operations
+
+    def create_operation(
+        self,
+        *,
+        kind: OperationKind,
+        plan_name: str,
+        plan: dict[str, Any] | None,
+        mode: str,
+        error_policy: ErrorPolicy,
+        source_site: str,
+        target_site: str,
+        steps: Sequence[StepSpec],
+        vms: Iterable[str],
+        parent_id: str | None = None,
+        requested_by: str = "cli",
+        lock_vms: bool = True,
+    ) -> str:
+        """Record a new operation with all its steps, and lock its VMs -- atomically: if any VM
+        is held by another unfinished operation, nothing is written and :class:`VmBusy` names it."""
+
+        op_id = "op-" + uuid.uuid4().hex[:12]
+        names = [s.name for s in steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate step names in {kind}: {sorted(n for n in names if names.count(n) > 1)}")
+        with self.store.session() as s:
+            s.add(OperationRow(
+                id=op_id, kind=kind.value, plan_name=plan_name,
+                plan_kind=(plan or {}).get("kind"), plan_checksum=(plan or {}).get("checksum"), plan=plan,
+                mode=mode, error_policy=error_policy.value, status=OpStatus.PENDING.value,
+                source_site=source_site, target_site=target_site, parent_id=parent_id,
+                requested_by=requested_by,
+            ))
+            s.flush()
+            if lock_vms:
+                vms = sorted(set(vms))
+                held = {r.vm: r.operation_id for r in s.scalars(select(VmLockRow).where(VmLockRow.vm.in_(vms)))}
+                if held:
+                    raise VmBusy(
+                        "VMs are held by other unfinished operations: "
+                        + ", ".join(f"{vm} ({op})" for vm, op in sorted(held.items())),
+                        vms=sorted(held), operations=sorted(set(held.values())),
+                    )
+                s.add_all(VmLockRow(vm=vm, operation_id=op_id) for vm in vms)
+            s.add_all(
+                StepRow(operation_id=op_id, ordinal=i, name=st.name, group_name=st.group, action=st.action,
+                        target=st.target, spec={"stage": st.stage, **st.spec})
+                for i, st in enumerate(steps)
+            )
+            try:
+                s.flush()
+            except IntegrityError as exc:  # a concurrent creator took a VM between our read and write
+                raise VmBusy("a VM of this operation was just taken by another operation") from exc
+        self.store.audit(actor=requested_by, action=f"operation.create.{kind.value}", target=plan_name,
+                         operation_id=op_id, details={"steps": len(steps)})
+        return op_id
+
+    def operation(self, op_id: str) -> OperationRow:
+        with self.store.session() as s:
+            row = s.get(OperationRow, op_id)
+            if row is None:
+                raise NotFoundError(f"no operation {op_id}", operation=op_id)
+            return row
+
+    def operations(self, *, status: Iterable[str] | None = None, limit: int = 100) -> list[OperationRow]:
+        with self.store.session() as s:
+            q = select(OperationRow).order_by(OperationRow.created_at.desc())
+            if status is not None:
+                q = q.where(OperationRow.status.in_(list(status)))
+            return list(s.scalars(q.limit(limit)))
+
+    def set_status(self, op_id: str, status: OpStatus, *, result: dict[str, Any] | None = None) -> None:
+        with self.store.session() as s:
+            values: dict[str, Any] = {"status": status.value, "updated_at": utcnow()}
+            if result is not None:
+                values["result"] = result
+            if status in FINAL_STATUSES or status == OpStatus.FAILED:
+                values["finished_at"] = utcnow()
+            else:
+                values["finished_at"] = None
+            s.execute(update(OperationRow).where(OperationRow.id == op_id).values(**values))
+            if status in FINAL_STATUSES:
+                s.execute(delete(VmLockRow).where(VmLockRow.operation_id == op_id))
+        self.store.audit(actor=self.actor, action=f"operation.{status.value}", operation_id=op_id)
+
+    def release_vms(self, op_id: str) -> None:
+        with self.store.session() as s:
+            s.execute(delete(VmLockRow).where(VmLockRow.operation_id == op_id))
+
+    def request_cancel(self, op_id: str, actor: str) -> None:
+        self.operation(op_id)
+        with self.store.session() as s:
+            s.execute(update(OperationRow).where(OperationRow.id == op_id).values(cancel_requested=True))
+        self.store.audit(actor=actor, action="operation.cancel_requested", operation_id=op_id)
+
+    def cancel_requested(self, op_id: str) -> bool:
+        with self.store.session() as s:
+            return bool(s.scalar(select(OperationRow.cancel_requested).where(OperationRow.id == op_id)))
+
+    def mark_interrupted(self) -> list[str]:
+        """At start-up: operations left ``running`` by a stopped agent become ``interrupted``."""
+        with self.store.session() as s:
+            ids = list(s.scalars(select(OperationRow.id).where(OperationRow.status == OpStatus.RUNNING.value)))
+            if ids:
+                s.execute(update(OperationRow).where(OperationRow.id.in_(ids))
+                          .values(status=OpStatus.INTERRUPTED.value, updated_at=utcnow()))
+        for op_id in ids:
+            self.store.audit(actor=self.actor, action="operation.interrupted", operation_id=op_id)
+        return ids
+
+    # ------------------------------------------------------------------------ steps
+
+    def steps(self, op_id: str) -> list[StepRow]:
+        with self.store.session() as s:
+            return list(s.scalars(select(StepRow).where(StepRow.operation_id == op_id).order_by(StepRow.ordinal)))
+
+    def check_sequence(self, op_id: str, expected: Sequence[StepSpec]) -> None:
+        recorded = [(r.ordinal, r.name) for r in self.steps(op_id)]
+        wanted = list(enumerate(s.name for s in expected))
+        if recorded != wanted:
+            raise StepSequenceChanged(
+                f"operation {op_id}: the recorded steps differ from what this agent version would run; "
+                "finish or cancel it with the agent version that started it",
+                operation=op_id,
+            )
+
+    def mark_intent(self, step_id: int) -> None:
+        with self.store.session() as s:
+            s.execute(update(StepRow).where(StepRow.id == step_id).values(
+                status=StepStatus.RUNNING.value, attempts=StepRow.attempts + 1,
+                intent_at=utcnow(), started_at=func.coalesce(StepRow.started_at, utcnow())))
+
+    def record_outcome(self, step_id: int, status: StepStatus, result: StepResult) -> None:
+        with self.store.session() as s:
+            s.execute(update(StepRow).where(StepRow.id == step_id).values(
+                status=status.value, outcome=result.to_json(), errors=result.errors or None,
+                finished_at=None if status == StepStatus.WAITING else utcnow()))
+
+    def complete_manual(self, op_id: str, actor: str) -> bool:
+        """An operator says the manual action is done: the waiting step succeeds."""
+        with self.store.session() as s:
+            row = s.scalars(select(StepRow).where(StepRow.operation_id == op_id,
+                                                  StepRow.status == StepStatus.WAITING.value)).first()
+            if row is None:
+                return False
+            row.status = StepStatus.SUCCEEDED.value
+            row.finished_at = utcnow()
+            row.outcome = dict(row.outcome or {}, resumed_by=actor)
+        self.store.audit(actor=actor, action="operation.manual_step_done", operation_id=op_id)
+        return True
+
+    # ------------------------------------------------------------------------ notes
+
+    def add_note(self, op_id: str, author: str, text: str) -> None:
+        self.operation(op_id)
+        with self.store.session() as s:
+            s.add(NoteRow(operation_id=op_id, author=author, text=text))
+
+    def notes(self, op_id: str) -> list[NoteRow]:
+        with self.store.session() as s:
+            return list(s.scalars(select(NoteRow).where(NoteRow.operation_id == op_id).order_by(NoteRow.id)))
+
+    # ----------------------------------------------------------------- reservations
+
+    def record_reservation(self, *, site: str, pool: str, address: str, owner_id: str, vm: str, nic: str,
+                           ip_index: int, purpose: str, operation_id: str) -> None:
+        """Idempotent: a held reservation of that address for that owner is left as it is."""
+        with self.store.session() as s:
+            existing = s.scalars(select(ReservationRow).where(
+                ReservationRow.site == site, ReservationRow.pool == pool, ReservationRow.address == address,
+                ReservationRow.held.is_(True))).first()
+            if existing is not None:
+                if existing.owner_id != owner_id:
+                    raise ConflictError(
+                        f"{address} in pool {pool} is already recorded for {existing.vm}/{existing.nic}",
+                        pool=pool, address=address, vm=existing.vm, code_detail="address_already_granted")
+                return
+            s.add(ReservationRow(site=site, pool=pool, address=address, owner_id=owner_id, vm=vm, nic=nic,
+                                 ip_index=ip_index, purpose=purpose, operation_id=operation_id))
+
+    def release_reservation(self, *, site: str, pool: str, address: str) -> None:
+        with self.store.session() as s:
+            for row in s.scalars(select(ReservationRow).where(
+                    ReservationRow.site == site, ReservationRow.pool == pool, ReservationRow.address == address,
+                    ReservationRow.held.is_(True))):
+                row.held = False
+                row.held_key = row.id
+                row.released_at = utcnow()
+
+    def reservations(self, *, operation_id: str | None = None, purpose: str | None = None,
+                     held: bool | None = True, vms: Iterable[str] | None = None) -> list[ReservationRow]:
+        with self.store.session() as s:
+            q = select(ReservationRow).order_by(ReservationRow.id)
+            if operation_id is not None:
+                q = q.where(ReservationRow.operation_id == operation_id)
+            if purpose is not None:
+                q = q.where(ReservationRow.purpose == purpose)
+            if held is not None:
+                q = q.where(ReservationRow.held.is_(held))
+            if vms is not None:
+                q = q.where(ReservationRow.vm.in_(list(vms)))
+            return list(s.scalars(q))
+
+    # ------------------------------------------------------------------- snapshots
+
+    def snapshot(self, *, scope: str, kind: str, key: str, data: Any) -> bool:
+        """Store what was there before the first change. First write wins: returns False (and
+        keeps the original) if a snapshot of that key already exists in the scope."""
+        with self.store.session() as s:
+            exists = s.scalar(select(func.count()).select_from(SnapshotRow).where(
+                SnapshotRow.scope == scope, SnapshotRow.kind == kind, SnapshotRow.key == key))
+            if exists:
+                return False
+            s.add(SnapshotRow(scope=scope, kind=kind, key=key, data=data))
+            return True
+
+    def set_written(self, *, scope: str, kind: str, key: str, written: Any) -> None:
+        with self.store.session() as s:
+            s.execute(update(SnapshotRow).where(SnapshotRow.scope == scope, SnapshotRow.kind == kind,
+                                                SnapshotRow.key == key).values(written=written))
+
+    def snapshots(self, *, scope: str, kind: str | None = None) -> list[SnapshotRow]:
+        with self.store.session() as s:
+            q = select(SnapshotRow).where(SnapshotRow.scope == scope).order_by(SnapshotRow.id)
+            if kind is not None:
+                q = q.where(SnapshotRow.kind == kind)
+            return list(s.scalars(q))
+
+    # ------------------------------------------------------------- managed records
+
+    def manage_record(self, zone: str, name: str, rtype: str, reason: str) -> None:
+        with self.store.session() as s:
+            exists = s.scalar(select(func.count()).select_from(ManagedRecordRow).where(
+                ManagedRecordRow.zone == zone, ManagedRecordRow.name == name, ManagedRecordRow.type == rtype))
+            if not exists:
+                s.add(ManagedRecordRow(zone=zone, name=name, type=rtype, reason=reason))
+
+    def managed_records(self) -> set[tuple[str, str, str]]:
+        with self.store.session() as s:
+            return {(r.zone, r.name, r.type) for r in s.scalars(select(ManagedRecordRow))}
+
+    # ------------------------------------------------------------------------- view
+
+    def view(self, op_id: str) -> OperationView:
+        op = self.operation(op_id)
+        rows = self.steps(op_id)
+        steps = []
+        failed: set[str] = set()
+        touched: set[str] = set()
+        waiting = None
+        for r in rows:
+            outcome = r.outcome or {}
+            items = outcome.get("items", [])
+            for it in items:
+                if it.get("vm"):
+                    touched.add(it["vm"])
+                    if it.get("error"):
+                        failed.add(it["vm"])
+            if r.status == StepStatus.WAITING.value:
+                waiting = outcome.get("waiting")
+            steps.append(StepView(
+                ordinal=r.ordinal, name=r.name, action=r.action, group=r.group_name, target=r.target,
+                status=r.status, attempts=r.attempts, items=len(items),
+                changed=sum(1 for it in items if it.get("changed")), errors=r.errors or [],
+                started_at=r.started_at, finished_at=r.finished_at))
+        plan_vms = [v["name"] for v in (op.plan or {}).get("vms", [])]
+        result = op.result or {}
+        failed_vms = sorted(set(result.get("failed_vms", [])) | failed)
+        succeeded = [vm for vm in plan_vms if vm not in failed_vms] if op.status in (
+            OpStatus.SUCCEEDED.value, OpStatus.PARTIAL.value) else []
+        return OperationView(
+            id=op.id, kind=op.kind, plan=op.plan_name, status=op.status, mode=op.mode,
+            error_policy=op.error_policy, source_site=op.source_site, target_site=op.target_site,
+            created_at=op.created_at, finished_at=op.finished_at, steps=steps, failed_vms=failed_vms,
+            succeeded_vms=succeeded, waiting_for=waiting,
+            notes=[{"author": n.author, "text": n.text, "at": n.created_at.isoformat()} for n in self.notes(op_id)],
+            parent_id=op.parent_id,
+        )
+
+
+def now() -> datetime:
+    return utcnow()

@@ -1,0 +1,252 @@
+"""Runs a journalled operation: stage after stage, the steps of a stage concurrently.
+
+The runner owns no state of its own: everything it knows comes from the journal, so a runner
+started on a store left by a killed agent continues exactly where the dead one stopped.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import structlog
+
+from agent.config import AgentConfig, RetryPolicy
+from agent.engine.journal import Journal
+from agent.engine.model import (
+    FINAL_STATUSES,
+    ErrorPolicy,
+    ItemOutcome,
+    OperationView,
+    OpStatus,
+    StepResult,
+    StepStatus,
+)
+from agent.engine.store import OperationRow, StepRow
+from agent.errors import AgentError, PermanentError, TransientError
+
+log = structlog.get_logger("agent.engine")
+
+Action = Callable[["ActionContext", dict[str, Any]], StepResult]
+ACTIONS: dict[str, Action] = {}
+
+
+def action(name: str) -> Callable[[Action], Action]:
+    """Register a step action. Every action must be idempotent: read state, act only on drift."""
+
+    def register(fn: Action) -> Action:
+        ACTIONS[name] = fn
+        return fn
+
+    return register
+
+
+class HostLimits:
+    """Process-wide concurrency limits: per target host and overall, shared by all operations."""
+
+    def __init__(self, per_host: int, global_limit: int) -> None:
+        self.per_host = per_host
+        self._global = threading.BoundedSemaphore(global_limit)
+        self._hosts: dict[str, threading.BoundedSemaphore] = defaultdict(lambda: threading.BoundedSemaphore(per_host))
+        self._lock = threading.Lock()
+
+    def slot(self, target: str | None):
+        with self._lock:
+            host = self._hosts[target or ""]
+        return _Both(self._global, host)
+
+
+@dataclass
+class _Both:
+    a: threading.BoundedSemaphore
+    b: threading.BoundedSemaphore
+
+    def __enter__(self) -> None:
+        self.b.acquire()
+        self.a.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.a.release()
+        self.b.release()
+
+
+def backoff_delays(policy: RetryPolicy, rng: random.Random | None = None) -> list[float]:
+    """Delays between attempts: exponential, capped, with full jitter on the upper half."""
+    rng = rng or random.Random()
+    delays, delay = [], policy.initial_backoff_s
+    for _ in range(policy.attempts - 1):
+        capped = min(delay, policy.max_backoff_s)
+        delays.append(capped / 2 + rng.random() * capped / 2)
+        delay *= policy.multiplier
+    return delays
+
+
+@dataclass
+class ActionContext:
+    """What an action may use: the drivers, the journal, the config, and the operation."""
+
+    op: OperationRow
+    journal: Journal
+    config: AgentConfig
+    drivers: Any
+    retry: RetryPolicy
+    failed_vms: set[str]
+    sleep: Callable[[float], None] = time.sleep
+    retries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def op_id(self) -> str:
+        return self.op.id
+
+    def call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Call a port with retries for transient errors. The port is idempotent, so repeating a
+        call whose first attempt timed out (and may have taken effect) is safe."""
+        delays = backoff_delays(self.retry)
+        for attempt in range(len(delays) + 1):
+            try:
+                return fn()
+            except TransientError as exc:
+                if attempt == len(delays):
+                    raise
+                self.retries.append({"call": what, "attempt": attempt + 1, "code": exc.code})
+                log.warning("transient error, retrying", call=what, attempt=attempt + 1, code=exc.code,
+                            error=exc.message, operation=self.op.id)
+                self.sleep(delays[attempt])
+        raise AssertionError("unreachable")
+
+    def live(self, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[ItemOutcome]]:
+        """Split items into those to act on and those skipped because their VM failed earlier."""
+        keep, skipped = [], []
+        for it in items:
+            if it.get("vm") in self.failed_vms:
+                skipped.append(ItemOutcome(key=it["key"], vm=it.get("vm"), skipped="its VM failed in an earlier step"))
+            else:
+                keep.append(it)
+        return keep, skipped
+
+
+def error_json(exc: AgentError) -> dict[str, Any]:
+    return exc.to_dict()
+
+
+class Runner:
+    def __init__(self, journal: Journal, config: AgentConfig, drivers: Any, limits: HostLimits | None = None,
+                 sleep: Callable[[float], None] = time.sleep, on_progress: Callable[[str], None] | None = None,
+                 crash_hook: Callable[[str, str], None] | None = None) -> None:
+        self.journal = journal
+        self.config = config
+        self.drivers = drivers
+        pol = config.policies.concurrency
+        self.limits = limits or HostLimits(pol.per_host, pol.global_limit)
+        self.sleep = sleep
+        self.on_progress = on_progress or (lambda op_id: None)
+        # Recovery tests kill the engine at a step boundary through this seam:
+        # ("intent" | "acted" | "outcome", step name).
+        self.crash_hook = crash_hook or (lambda phase, step: None)
+
+    def run(self, op_id: str) -> OperationView:
+        op = self.journal.operation(op_id)
+        if OpStatus(op.status) in FINAL_STATUSES:
+            return self.journal.view(op_id)
+        policy = ErrorPolicy(op.error_policy)
+        self.journal.set_status(op_id, OpStatus.RUNNING)
+        rows = self.journal.steps(op_id)
+        failed_vms = self._replayed_failures(rows)
+        stages: dict[int, list[StepRow]] = defaultdict(list)
+        for r in rows:
+            stages[int(r.spec.get("stage", r.ordinal))].append(r)
+        log.info("operation running", operation=op_id, kind=op.kind, steps=len(rows))
+
+        for stage in sorted(stages):
+            if self.journal.cancel_requested(op_id):
+                return self._cancel(op_id, op)
+            todo = [r for r in stages[stage] if r.status not in (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value)]
+            if not todo:
+                continue
+            ctx = ActionContext(op=op, journal=self.journal, config=self.config, drivers=self.drivers,
+                                retry=self.config.policies.retry, failed_vms=set(failed_vms), sleep=self.sleep)
+            if len(todo) == 1:
+                results = [self._run_step(ctx, todo[0])]
+            else:
+                with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix=f"{op_id}-s{stage}") as pool:
+                    results = list(pool.map(lambda r: self._run_step(ctx, r), todo))
+            self.on_progress(op_id)
+            stage_failed = False
+            for row, (status, result) in zip(todo, results, strict=True):
+                if status == StepStatus.WAITING:
+                    self.journal.set_status(op_id, OpStatus.WAITING)
+                    log.info("operation waiting for an operator", operation=op_id, step=row.name,
+                             instruction=result.waiting)
+                    return self.journal.view(op_id)
+                for item in result.items:
+                    if item.error and item.vm:
+                        failed_vms.add(item.vm)
+                if status == StepStatus.FAILED:
+                    stage_failed = True
+            if stage_failed and policy == ErrorPolicy.STOP_AT_FIRST_ERROR:
+                self.journal.set_status(op_id, OpStatus.FAILED, result={"failed_vms": sorted(failed_vms)})
+                log.error("operation stopped at the first error", operation=op_id, failed_vms=sorted(failed_vms))
+                return self.journal.view(op_id)
+
+        final = OpStatus.PARTIAL if failed_vms else OpStatus.SUCCEEDED
+        self.journal.set_status(op_id, final, result={"failed_vms": sorted(failed_vms)})
+        log.info("operation finished", operation=op_id, status=final.value, failed_vms=sorted(failed_vms))
+        return self.journal.view(op_id)
+
+    @staticmethod
+    def _replayed_failures(rows: list[StepRow]) -> set[str]:
+        failed: set[str] = set()
+        for r in rows:
+            if r.status in (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value) and r.outcome:
+                failed |= {it["vm"] for it in r.outcome.get("items", []) if it.get("error") and it.get("vm")}
+        # A failed step is re-run when the operation is started again: its VMs get another chance.
+        failed -= {it["vm"] for r in rows if r.status == StepStatus.FAILED.value
+                   for it in (r.outcome or {}).get("items", []) if it.get("vm")}
+        return failed
+
+    def _run_step(self, ctx: ActionContext, row: StepRow) -> tuple[StepStatus, StepResult]:
+        fn = ACTIONS.get(row.action)
+        if fn is None:
+            raise PermanentError(f"step {row.name}: unknown action {row.action}", step=row.name)
+        ctx = replace(ctx, retries=[])
+        with self.limits.slot(row.target):
+            self.journal.mark_intent(row.id)
+            self.crash_hook("intent", row.name)
+            try:
+                result = fn(ctx, row.spec)
+            except Exception as exc:  # noqa: BLE001 -- every failure is journalled, a bug included
+                if not isinstance(exc, AgentError):
+                    log.exception("step crashed", operation=ctx.op_id, step=row.name)
+                    exc = PermanentError(f"internal error in step {row.name}: {exc!r}", step=row.name)
+                    exc.code = "internal_error"  # type: ignore[misc]
+                err = error_json(exc)
+                items = [ItemOutcome(key=it["key"], vm=it.get("vm"), error=err)
+                         for it in row.spec.get("items", [])] or [ItemOutcome(key=row.name, error=err)]
+                result = StepResult(items=items, info={"call_error": err})
+                log.error("step failed", operation=ctx.op_id, step=row.name, code=exc.code, error=exc.message)
+            if ctx.retries:
+                result.info.setdefault("retries", list(ctx.retries))
+            if result.waiting is not None:
+                status = StepStatus.WAITING
+            elif any(i.error for i in result.items):
+                status = StepStatus.FAILED
+            else:
+                status = StepStatus.SUCCEEDED
+            self.crash_hook("acted", row.name)
+            self.journal.record_outcome(row.id, status, result)
+            self.crash_hook("outcome", row.name)
+        return status, result
+
+    def _cancel(self, op_id: str, op: OperationRow) -> OperationView:
+        from agent.engine.compensation import compensate
+
+        info = compensate(self, op)
+        self.journal.set_status(op_id, OpStatus.CANCELLED, result={"compensation": info})
+        log.info("operation cancelled", operation=op_id)
+        return self.journal.view(op_id)

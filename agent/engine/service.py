@@ -1,0 +1,252 @@
+"""The operations engine as the CLI and the API use it: plan, create, run, resume, cancel.
+
+``Engine`` computes each operation's plan from live inventory (or, for follow-ups, takes its
+parent's stored plan), turns it into journalled steps, and runs them. Keyword-only service
+functions; no I/O of its own beyond the drivers and the store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from agent.config import AgentConfig
+from agent.domain.model import RecordType
+from agent.domain.plan import DnsChange, Plan, PlanKind
+from agent.domain.planning import build_plan
+from agent.engine.journal import Journal
+from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OperationView, OpStatus, StepSpec
+from agent.engine.operations import (
+    cleanup_test_steps,
+    commit_steps,
+    failover_steps,
+    prepare_steps,
+    reverse_steps,
+    test_failover_steps,
+)
+from agent.engine.planio import plan_from_json
+from agent.engine.runner import HostLimits, Runner
+from agent.engine.store import Store, utcnow
+from agent.errors import ConflictError, NotFoundError, RefusedError
+
+import agent.engine.actions  # noqa: F401  -- registers the step actions
+
+log = structlog.get_logger("agent.engine")
+
+FAILOVER_KINDS = (OperationKind.PLANNED_FAILOVER, OperationKind.UNPLANNED_FAILOVER, OperationKind.FAILBACK)
+PLAN_KIND: dict[OperationKind, PlanKind] = {
+    OperationKind.PREPARE: "planned",
+    OperationKind.TEST_FAILOVER: "test",
+    OperationKind.PLANNED_FAILOVER: "planned",
+    OperationKind.UNPLANNED_FAILOVER: "unplanned",
+    OperationKind.FAILBACK: "planned",
+}
+FOLLOW_UP_OF: dict[OperationKind, tuple[OperationKind, ...]] = {
+    OperationKind.CLEANUP_TEST: (OperationKind.TEST_FAILOVER,),
+    OperationKind.COMMIT: FAILOVER_KINDS,
+    OperationKind.REVERSE: FAILOVER_KINDS,
+}
+
+# Address allocation is serialised in-process: a prepare plans and grants under this lock, so two
+# concurrent prepares never pick the same free address. Failover reservations rely on VMM's own
+# refusal of a double grant plus re-allocation of freely chosen addresses (``vmm.reserve``).
+_ALLOCATION_LOCK = threading.Lock()
+
+
+class PlanChanged(RefusedError):
+    code = "plan_changed"
+
+
+class Engine:
+    def __init__(self, config: AgentConfig, drivers: Any, store: Store, *, sleep: Callable[[float], None] = time.sleep,
+                 limits: HostLimits | None = None, on_progress: Callable[[str], None] | None = None,
+                 scheduler: Any = None, crash_hook: Callable[[str, str], None] | None = None) -> None:
+        self.config = config
+        self.drivers = drivers
+        self.store = store
+        self.journal = Journal(store, actor=config.agent.owner_id)
+        self.runner = Runner(self.journal, config, drivers, limits=limits, sleep=sleep, on_progress=on_progress,
+                             crash_hook=crash_hook)
+        self.scheduler = scheduler
+
+    # ----------------------------------------------------------------------- planning
+
+    def inventory(self):
+        from agent.inventory import gather_inventory
+
+        return gather_inventory(self.config, self.drivers)
+
+    def plan(self, plan_name: str, kind: PlanKind) -> Plan:
+        return build_plan(self.config, self.inventory(), plan_name, kind)
+
+    # --------------------------------------------------------------------- operations
+
+    def create(self, kind: OperationKind, plan_name: str | None = None, *, parent_id: str | None = None,
+               requested_by: str = "cli", expect_checksum: str | None = None) -> str:
+        """Record a new operation with its steps (nothing outside changes yet)."""
+        if kind == OperationKind.CANCEL:
+            raise RefusedError("cancel an operation with Engine.cancel(operation id)")
+        if kind in FOLLOW_UP_OF:
+            parent = self._parent(kind, plan_name, parent_id)
+            plan = plan_from_json(parent.plan)
+            steps = {
+                OperationKind.CLEANUP_TEST: lambda: cleanup_test_steps(self.config, plan, parent.id),
+                OperationKind.COMMIT: lambda: commit_steps(self.config, plan),
+                OperationKind.REVERSE: lambda: reverse_steps(self.config, plan),
+            }[kind]()
+            parent_id = parent.id
+        else:
+            if plan_name is None:
+                raise RefusedError(f"{kind.value} needs a recovery plan name")
+            plan = self.plan(plan_name, PLAN_KIND[kind])
+            if kind == OperationKind.FAILBACK:
+                plan = self._restore_original_dns(plan)
+            if expect_checksum and plan.checksum() != expect_checksum:
+                raise PlanChanged(
+                    f"the plan for {plan_name} changed since it was reviewed "
+                    f"(reviewed {expect_checksum}, now {plan.checksum()}); preview it again",
+                    plan=plan_name, expected=expect_checksum, actual=plan.checksum())
+            steps = self._steps(kind, plan)
+        op_id = self.journal.create_operation(
+            kind=kind, plan_name=plan.plan, plan=plan.to_json(), mode=self.config.agent.mode,
+            error_policy=ERROR_POLICY[kind], source_site=plan.source_site, target_site=plan.target_site,
+            steps=steps, vms=[v.name for v in plan.vms], parent_id=parent_id, requested_by=requested_by,
+        )
+        log.info("operation created", operation=op_id, kind=kind.value, plan=plan.plan, steps=len(steps),
+                 summary=plan.summary())
+        if kind == OperationKind.TEST_FAILOVER and self.scheduler is not None:
+            self.scheduler.schedule_expiry(op_id, utcnow() + self.config.policies.test_failover_max_age)
+        return op_id
+
+    def _steps(self, kind: OperationKind, plan: Plan) -> list[StepSpec]:
+        if kind == OperationKind.PREPARE:
+            return prepare_steps(self.config, plan)
+        if kind == OperationKind.TEST_FAILOVER:
+            return test_failover_steps(self.config, plan)
+        return failover_steps(self.config, plan, kind)
+
+    def _parent(self, kind: OperationKind, plan_name: str | None, parent_id: str | None):
+        wanted = {k.value for k in FOLLOW_UP_OF[kind]}
+        if parent_id:
+            parent = self.journal.operation(parent_id)
+            if parent.kind not in wanted:
+                raise RefusedError(f"{kind.value} follows a {' or '.join(sorted(wanted))}, "
+                                   f"not {parent.kind} ({parent_id})", operation=parent_id)
+            return parent
+        for op in self.journal.operations(limit=1000):
+            if op.kind in wanted and (plan_name is None or op.plan_name == plan_name):
+                return op
+        raise NotFoundError(f"no {' or '.join(sorted(wanted))} operation of plan {plan_name} to follow up",
+                            plan=plan_name)
+
+    def _restore_original_dns(self, plan: Plan) -> Plan:
+        """Failback writes back the exact records (values and TTL) the original failover found,
+        from its snapshots, rather than values computed afresh."""
+        original = next((op for op in self.journal.operations(limit=1000)
+                         if op.kind in (OperationKind.PLANNED_FAILOVER.value, OperationKind.UNPLANNED_FAILOVER.value)
+                         and op.plan_name == plan.plan and op.target_site == plan.source_site), None)
+        if original is None:
+            return plan
+        snaps = {s.key: s for s in self.journal.snapshots(scope=original.id, kind="dns") if s.written}
+        changes, covered = [], set()
+        for c in plan.changes:
+            key = f"{c.server}|{c.zone}|{c.name}|{c.type}" if isinstance(c, DnsChange) else None
+            if key in snaps:
+                snap = snaps[key]
+                covered.add(key)
+                c = replace(c, new_values=tuple(sorted(snap.data["values"])),
+                            ttl=snap.data["ttl"] if snap.data["ttl"] is not None else c.ttl)
+            changes.append(c)
+        vm_of = {c.name: c.vm for c in plan.of(DnsChange)}
+        for key, snap in snaps.items():
+            if key in covered:
+                continue
+            server, zone, name, rtype = key.split("|")
+            changes.append(DnsChange(server=server, zone=zone, name=name, type=RecordType(rtype),
+                                     ttl=snap.data["ttl"] if snap.data["ttl"] is not None else self.config.dns.ttl.failover_ttl,
+                                     old_values=tuple(sorted(snap.written["values"])),
+                                     new_values=tuple(sorted(snap.data["values"])), vm=vm_of.get(name, "")))
+        return replace(plan, changes=Plan.sort_changes(changes), _checksum=[])
+
+    def run(self, op_id: str) -> OperationView:
+        view = self.runner.run(op_id)
+        op = self.journal.operation(op_id)
+        if view.status in (OpStatus.SUCCEEDED.value, OpStatus.PARTIAL.value):
+            if op.kind == OperationKind.CLEANUP_TEST.value and self.scheduler is not None and op.parent_id:
+                self.scheduler.cancel_expiry(op.parent_id)
+            if op.kind == OperationKind.REVERSE.value:
+                # Reprotect: mirror reservations in the old primary's pools for the way back.
+                child = self.create(OperationKind.PREPARE, op.plan_name, parent_id=op_id, requested_by=op.requested_by)
+                self.run(child)
+        return view
+
+    def start(self, kind: OperationKind, plan_name: str | None = None, **kwargs: Any) -> OperationView:
+        """Create and run an operation to its end (or to a manual pause)."""
+        if kind == OperationKind.PREPARE:
+            with _ALLOCATION_LOCK:
+                return self.run(self.create(kind, plan_name, **kwargs))
+        return self.run(self.create(kind, plan_name, **kwargs))
+
+    def resume_unfinished(self) -> list[OperationView]:
+        """At start-up: every operation a stopped agent left unfinished runs on from its journal.
+        Operations waiting for an operator stay waiting; failed ones wait to be started again."""
+        self.journal.mark_interrupted()
+        views = []
+        for op in sorted(self.journal.operations(status=[OpStatus.INTERRUPTED.value, OpStatus.PENDING.value],
+                                                 limit=10000), key=lambda o: o.created_at):
+            log.info("resuming operation", operation=op.id, kind=op.kind, status=op.status)
+            views.append(self.run(op.id))
+        return views
+
+    def resume(self, op_id: str, *, actor: str) -> OperationView:
+        """Continue after a manual pause, or start a failed operation again from its failed step."""
+        op = self.journal.operation(op_id)
+        if OpStatus(op.status) in FINAL_STATUSES:
+            raise ConflictError(f"operation {op_id} is {op.status}; it cannot run again", operation=op_id)
+        if op.status == OpStatus.WAITING.value:
+            self.journal.complete_manual(op_id, actor)
+        self.store.audit(actor=actor, action="operation.resume", operation_id=op_id)
+        return self.run(op_id)
+
+    def cancel(self, op_id: str, *, actor: str) -> OperationView:
+        op = self.journal.operation(op_id)
+        if OpStatus(op.status) in FINAL_STATUSES:
+            raise ConflictError(f"operation {op_id} is already {op.status}", operation=op_id)
+        self.journal.request_cancel(op_id, actor)
+        if op.status != OpStatus.RUNNING.value:
+            # Nobody is running it: compensate now, in this caller.
+            return self.runner.run(op_id)
+        return self.journal.view(op_id)
+
+    def expire_test_failover(self, op_id: str) -> OperationView | None:
+        """The scheduler's job: a test failover past its maximum age is cleaned up by force,
+        with an audit record of what was removed."""
+        op = self.journal.operation(op_id)
+        done = [o for o in self.journal.operations(limit=10000)
+                if o.kind == OperationKind.CLEANUP_TEST.value and o.parent_id == op_id
+                and o.status in (OpStatus.SUCCEEDED.value, OpStatus.PARTIAL.value)]
+        if done:
+            return None
+        if op.status not in (s.value for s in FINAL_STATUSES):
+            self.journal.set_status(op_id, OpStatus.CANCELLED, result={"expired": True})
+        self.journal.release_vms(op_id)
+        self.store.audit(actor="scheduler", action="test_failover.expired", operation_id=op_id,
+                         details={"max_age_s": self.config.policies.test_failover_max_age.total_seconds()})
+        child = self.create(OperationKind.CLEANUP_TEST, op.plan_name, parent_id=op_id, requested_by="scheduler")
+        view = self.run(child)
+        self.store.audit(actor="scheduler", action="test_failover.force_cleaned", operation_id=op_id,
+                         details={"cleanup": child, "status": view.status,
+                                  "removed": [{"step": s.name, "changed": s.changed} for s in view.steps]})
+        return view
+
+    def view(self, op_id: str) -> OperationView:
+        return self.journal.view(op_id)
+
+    def operations(self, *, status: Iterable[str] | None = None, limit: int = 100):
+        return self.journal.operations(status=status, limit=limit)
+

@@ -1,0 +1,272 @@
+"""The agent's store: operations, their journalled steps, reservations it owns, snapshots of
+everything it changes, operator notes and an append-only audit trail.
+
+SQLAlchemy 2 on SQLite by default (a file: zero set-up, embedded); any SQLAlchemy URL works
+(PostgreSQL, SQL Server) because only portable types and constructs are used: strings, integers,
+text-encoded JSON, UTC timestamps as naive ``DateTime`` values. The schema is owned by
+Alembic migrations (``agent/engine/migrations``) so an upgraded agent opens an older store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JsonText(TypeDecorator):
+    """JSON kept as text: portable to every database the store may run on."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect) -> str | None:
+        return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+    def process_result_value(self, value: str | None, dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class UtcDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone otherwise)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class OperationRow(Base):
+    __tablename__ = "operations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    plan_name: Mapped[str] = mapped_column(String(128))
+    plan_kind: Mapped[str | None] = mapped_column(String(16))
+    plan_checksum: Mapped[str | None] = mapped_column(String(80))
+    plan: Mapped[Any] = mapped_column(JsonText)
+    mode: Mapped[str] = mapped_column(String(16))
+    error_policy: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    source_site: Mapped[str] = mapped_column(String(128))
+    target_site: Mapped[str] = mapped_column(String(128))
+    parent_id: Mapped[str | None] = mapped_column(String(40))
+    """The operation this one follows up (cleanup of a test, failback of a failover)."""
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    requested_by: Mapped[str] = mapped_column(String(128), default="cli")
+    result: Mapped[Any] = mapped_column(JsonText, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class StepRow(Base):
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("operation_id", "ordinal", name="uq_step_ordinal"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), index=True)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    group_name: Mapped[str | None] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(200))
+    """The host, site, server or router the step talks to."""
+    spec: Mapped[Any] = mapped_column(JsonText)
+    """What the step is to do (its items); fixed when the operation is created."""
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    intent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    outcome: Mapped[Any] = mapped_column(JsonText, nullable=True)
+    """Per-item results; replayed on resume, never re-executed."""
+    errors: Mapped[Any] = mapped_column(JsonText, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class ReservationRow(Base):
+    """An address the agent holds in a VMM pool. Unique per (site, pool, address) while held,
+    so two operations can never both record the same address."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (
+        Index("ix_reservation_held", "site", "pool", "address", "held_key", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site: Mapped[str] = mapped_column(String(128))
+    pool: Mapped[str] = mapped_column(String(256))
+    address: Mapped[str] = mapped_column(String(64))
+    owner_id: Mapped[str] = mapped_column(String(64))
+    vm: Mapped[str] = mapped_column(String(128))
+    nic: Mapped[str] = mapped_column(String(128))
+    ip_index: Mapped[int] = mapped_column(Integer, default=0)
+    purpose: Mapped[str] = mapped_column(String(16))
+    operation_id: Mapped[str] = mapped_column(String(40), index=True)
+    held: Mapped[bool] = mapped_column(Boolean, default=True)
+    held_key: Mapped[int] = mapped_column(Integer, default=0)
+    """0 while held; the row id once released, so the unique index only binds held rows."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class SnapshotRow(Base):
+    """What was there before the agent first changed it: a DNS record set, a router's routes
+    for a prefix, a NIC's failover configuration. First write wins within a scope, so a resumed
+    or repeated operation never overwrites the original with its own work."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("scope", "kind", "key", name="uq_snapshot"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(80))
+    """The operation whose changes it precedes (or a protection cycle id)."""
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(400))
+    data: Mapped[Any] = mapped_column(JsonText)
+    written: Mapped[Any] = mapped_column(JsonText, nullable=True)
+    """What the agent wrote over it (to check nobody changed it since, before restoring)."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ManagedRecordRow(Base):
+    """DNS record sets the agent manages (listed in config, created by it, or taken over)."""
+
+    __tablename__ = "managed_records"
+    __table_args__ = (UniqueConstraint("zone", "name", "type", name="uq_managed_record"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    zone: Mapped[str] = mapped_column(String(256))
+    name: Mapped[str] = mapped_column(String(256))
+    type: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class NoteRow(Base):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), index=True)
+    author: Mapped[str] = mapped_column(String(128))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class VmLockRow(Base):
+    """One active operation per VM: the row exists while an operation holds the VM."""
+
+    __tablename__ = "vm_locks"
+
+    vm: Mapped[str] = mapped_column(String(128), primary_key=True)
+    operation_id: Mapped[str] = mapped_column(String(40), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class AuditRow(Base):
+    """Append-only: every change the agent made to an outside system, and who asked for it."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    operation_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(400))
+    details: Mapped[Any] = mapped_column(JsonText, nullable=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cur = dbapi_connection.cursor()
+    # WAL: readers (CLI, API) never block the engine. NORMAL (not FULL): every commit survives
+    # a killed process, which is what resume needs; a power cut may lose the last few commits,
+    # and that is safe too because every step is idempotent and re-reads state before acting --
+    # a lost outcome only means the step runs once more and finds nothing to do. FULL would add
+    # an fsync per step to the recovery time for no gain in correctness.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Store:
+    """Owns the engine and sessions. ``Store.open(url)`` migrates the schema to the newest."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(engine, "connect", _sqlite_pragmas)
+        if migrate:
+            from agent.engine.migrate import upgrade
+
+            upgrade(engine)
+        return cls(engine)
+
+    @classmethod
+    def for_path(cls, path: Path) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls.open(f"sqlite:///{path.resolve()}")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def audit(self, *, actor: str, action: str, target: str | None = None,
+              operation_id: str | None = None, details: Any = None) -> None:
+        with self.session() as s:
+            s.add(AuditRow(actor=actor, action=action, target=target, operation_id=operation_id, details=details))
+
+    def audit_trail(self, operation_id: str | None = None, limit: int = 1000) -> list[AuditRow]:
+        with self.session() as s:
+            q = select(AuditRow).order_by(AuditRow.id)
+            if operation_id:
+                q = q.where(AuditRow.operation_id == operation_id)
+            return list(s.scalars(q.limit(limit)))
+
+    def close(self) -> None:
+        self.engine.dispose()

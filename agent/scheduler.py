@@ -1,0 +1,65 @@
+"""APScheduler jobs: the forced cleanup of test failovers past their maximum age.
+
+The job store lives in the agent's own database, so a scheduled cleanup survives restarts; a
+job that fell due while the agent was down runs right after start-up. That needs
+``misfire_grace_time=None`` ("run however late"): APScheduler's default of one second silently
+*drops* a one-shot job that is late, which would leave a forgotten test failover running
+forever (cmdlets-and-libraries.md section 7, observed with APScheduler 3.11).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import structlog
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+
+log = structlog.get_logger("agent.scheduler")
+
+_ENGINE: Any = None
+"""The engine the jobs of this process act on (one agent per process)."""
+
+
+def run_expiry(op_id: str) -> None:
+    """Job function, referenced by name in the job store (so it must stay importable here)."""
+    if _ENGINE is None:
+        log.error("test failover expiry fell due with no engine running", operation=op_id)
+        return
+    log.warning("test failover exceeded its maximum age: cleaning up by force", operation=op_id)
+    _ENGINE.expire_test_failover(op_id)
+
+
+class Scheduler:
+    def __init__(self, store) -> None:
+        self._scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=store.engine, tablename="apscheduler_jobs")},
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+            timezone="UTC",
+        )
+
+    def start(self, engine: Any) -> None:
+        global _ENGINE
+        _ENGINE = engine
+        self._scheduler.start()
+
+    def schedule_expiry(self, op_id: str, when: datetime) -> None:
+        self._scheduler.add_job("agent.scheduler:run_expiry", trigger="date", run_date=when, args=[op_id],
+                                id=f"test-expiry:{op_id}", replace_existing=True, misfire_grace_time=None)
+        log.info("test failover cleanup scheduled", operation=op_id, due=when.isoformat())
+
+    def cancel_expiry(self, op_id: str) -> None:
+        try:
+            self._scheduler.remove_job(f"test-expiry:{op_id}")
+        except JobLookupError:
+            pass
+
+    def due(self) -> list[tuple[str, datetime]]:
+        return [(j.args[0], j.next_run_time) for j in self._scheduler.get_jobs() if j.id.startswith("test-expiry:")]
+
+    def shutdown(self) -> None:
+        global _ENGINE
+        self._scheduler.shutdown(wait=True)
+        _ENGINE = None
