@@ -1,0 +1,127 @@
+"""A simulated authoritative DNS server (:class:`agent.ports.Dns`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from agent.domain.errors import DnsNotAuthoritative, DnsPrerequisiteFailed, DnsRefused
+from agent.domain.model import RecordChange, RecordSet, RecordType
+from agent.drivers.sim.inventory import canonical_value, fqdn, in_zone
+from agent.drivers.sim.state import State, record_value
+
+if TYPE_CHECKING:
+    from agent.drivers.sim.world import SimWorld
+
+
+class SimDns:
+    """One DNS server of the inventory, serving its zones.
+
+    Like a real server it answers only for its zones (``dns_not_authoritative``, also for a name
+    outside the zone: NOTZONE), compares names case-insensitively, stores A/AAAA values in
+    canonical form and PTR targets fully qualified (malformed values: ``dns_refused``), and
+    treats an RRset's values as a set. ``apply`` is all-or-nothing per call: every change not
+    already in effect must find exactly its ``expected`` values, else ``dns_prerequisite_failed``
+    names each record that differs and what it holds, and nothing is applied. Two changes to one
+    RRset in a call are ``dns_refused``.
+    """
+
+    def __init__(self, world: SimWorld, name: str) -> None:
+        self._world = world
+        self.name = name
+
+    def _zone(self, st: State, zone: str) -> tuple[str, dict[str, Any]]:
+        z = fqdn(zone)
+        data = st["dns"][self.name].get(z)
+        if data is None:
+            raise DnsNotAuthoritative(f"DNS server {self.name} is not authoritative for {z}", zone=z, server=self.name)
+        return z, data
+
+    def _name(self, name: str, zone: str) -> str:
+        n = name.strip().lower()
+        if not n.endswith(".") or not in_zone(n, zone):
+            raise DnsNotAuthoritative(
+                f"{name} is not a fully qualified name in zone {zone} (NOTZONE)", zone=zone, record=name, server=self.name
+            )
+        return n
+
+    def read(self, zone: str, names: Sequence[tuple[str, RecordType]]) -> list[RecordSet]:
+        def run(st: State) -> tuple[list[RecordSet], Sequence[str]]:
+            z, data = self._zone(st, zone)
+            out = []
+            for name, rtype in names:
+                key = f"{self._name(name, z)} {RecordType(rtype).value}"
+                rec = data.get(key)
+                if rec is not None:
+                    out.append(record_value(z, key, rec))
+            return out, ()
+
+        return self._world._single(
+            "dns.read",
+            self.name,
+            [fqdn(zone), *(n for n, _ in names)],
+            run,
+            mutating=False,
+            items=len(names),
+            keys=[f"{n} {RecordType(t).value}" for n, t in names],
+        )
+
+    def apply(self, zone: str, changes: Sequence[RecordChange]) -> None:
+        def run(st: State) -> tuple[None, Sequence[str]]:
+            z, data = self._zone(st, zone)
+            todo: list[tuple[str, int, list[str]]] = []
+            mismatches: list[tuple[str, list[str], list[str]]] = []
+            seen: set[str] = set()
+            for ch in changes:
+                if fqdn(ch.zone) != z:
+                    raise DnsNotAuthoritative(
+                        f"change for {ch.name} names zone {ch.zone}; this update is for {z}", zone=ch.zone, record=ch.name
+                    )
+                key = f"{self._name(ch.name, z)} {ch.type.value}"
+                if key in seen:
+                    raise DnsRefused(f"two changes to {key} in one update", zone=z, record=key)
+                seen.add(key)
+                new = self._values(ch.type.value, ch.new_values, key)
+                expected = self._values(ch.type.value, ch.expected, key)
+                current = data.get(key)
+                found = current["values"] if current else []
+                if (not new and current is None) or (current and found == new and current["ttl"] == ch.ttl):
+                    continue  # already in effect: left out of the update, not a failed prerequisite
+                if expected != found:
+                    mismatches.append((key, expected, found))
+                todo.append((key, ch.ttl, new))
+            if mismatches:
+                detail = "; ".join(
+                    f"{k}: expected {', '.join(e) or 'no record'}, found {', '.join(f) or 'no record'}"
+                    for k, e, f in mismatches
+                )
+                first = mismatches[0]
+                raise DnsPrerequisiteFailed(
+                    f"zone {z} on {self.name} changed since it was read, nothing applied: {detail}",
+                    zone=z,
+                    record=first[0],
+                    found=list(first[2]),
+                    records=[m[0] for m in mismatches],
+                )
+            for key, ttl, new in todo:
+                if new:
+                    data[key] = {"ttl": ttl, "values": new}
+                else:
+                    data.pop(key, None)
+            return None, [key for key, _, _ in todo]
+
+        self._world._single(
+            "dns.apply",
+            self.name,
+            [fqdn(zone), *(c.name for c in changes)],
+            run,
+            mutating=True,
+            items=len(changes),
+            keys=[f"{c.name.strip().lower()} {c.type.value}" for c in changes],
+        )
+
+    def _values(self, rtype: str, values: Sequence[str], key: str) -> list[str]:
+        try:
+            return sorted({canonical_value(rtype, v) for v in values})
+        except ValueError as exc:
+            raise DnsRefused(f"{key}: {exc}", record=key, server=self.name) from None
