@@ -25,7 +25,12 @@ PLAN_KINDS: tuple[PlanKind, ...] = ("test", "planned", "unplanned")
 @dataclass(frozen=True, slots=True)
 class ReserveIp:
     """Reserve ``address`` in the target pool for one IP configuration of a replica (or test) NIC
-    (``Grant-SCIPAddress``). ``existing`` says the grant is already there and will be reused."""
+    (``Grant-SCIPAddress``). ``existing`` says the grant is already there and will be reused.
+
+    With ``purpose="test"`` the owner is the NIC of ``vm``'s test VM (``"<vm> - Test"``, see
+    :func:`name_test_vm`); ``vm`` still names the VM itself. The test VM exists only once the
+    test failover has started, so ``nic_id`` is ``""`` until then and the engine fills it in
+    from the test VM's NIC of the same name before granting."""
 
     kind: ClassVar[str] = "reserve"
     site: str
@@ -48,7 +53,8 @@ class ReserveIp:
 @dataclass(frozen=True, slots=True)
 class ConnectNic:
     """Connect a replica (or test) NIC to its target VM network and subnet (the mapping rule:
-    the subnet with the source subnet's name, else the first)."""
+    the subnet with the source subnet's name, else the first). With ``purpose="test"`` it is the
+    NIC of ``vm``'s test VM (``"<vm> - Test"``) that is connected, to the test network."""
 
     kind: ClassVar[str] = "connect"
     site: str
@@ -173,7 +179,23 @@ class Plan:
 
     @staticmethod
     def sort_changes(changes: list[Change] | tuple[Change, ...]) -> tuple[Change, ...]:
-        return tuple(sorted(changes, key=lambda c: (_ORDER[c.kind], c.sort_key, _canonical(change_to_json(c)))))
+        # Ordered by (type, sort_key, canonical JSON). The JSON form only breaks ties, and
+        # rendering it costs more than everything else in planning, so it is computed for the
+        # (few) runs of changes whose (type, sort_key) are equal -- the result is the same.
+        keyed = sorted(((_ORDER[c.kind], c.sort_key, c) for c in changes), key=lambda t: t[:2])
+        out: list[Change] = []
+        i, n = 0, len(keyed)
+        while i < n:
+            head = keyed[i][:2]
+            j = i + 1
+            while j < n and keyed[j][:2] == head:
+                j += 1
+            if j - i == 1:
+                out.append(keyed[i][2])
+            else:
+                out.extend(sorted((t[2] for t in keyed[i:j]), key=lambda c: _canonical(change_to_json(c))))
+            i = j
+        return tuple(out)
 
     def of(self, change_type: type) -> list:
         return [c for c in self.changes if isinstance(c, change_type)]
@@ -239,3 +261,148 @@ def _jsonable(value: Any) -> Any:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+# ------------------------------------------------------------------------------ naming
+
+TEST_VM_SUFFIX = " - Test"
+"""Hyper-V names a test-failover VM ``"<vm> - Test"`` (``Start-VMFailover -AsTest``)."""
+
+
+def name_test_vm(vm: str) -> str:
+    """The name Hyper-V gives the test-failover VM of ``vm``."""
+    return vm + TEST_VM_SUFFIX
+
+
+def name_test_network(target_network: str, plan: str) -> str:
+    """The auto-created test network copying ``target_network`` for recovery plan ``plan``:
+    deterministic, so planning again finds the network a previous run created."""
+    return f"{target_network}-test-{plan}"
+
+
+# ------------------------------------------------------------------------------- diff
+
+
+def render_diff(plan: Plan) -> str:
+    """The plan as a site admin reads it: global changes (test networks, routes), then per
+    recovery-plan group and VM every connection, reservation (pool, address, reused or new,
+    kept or changed from), failover IP (before -> after) and DNS change (old -> new, TTL), then
+    the notes, and the summary line last.
+
+    Markers: ``+`` adds, ``-`` removes, ``~`` replaces, ``=`` reuses what exists.
+    """
+    out: list[str] = [f"{plan.kind} failover of plan {plan.plan}: {plan.source_site} -> {plan.target_site}",
+                      f"checksum {plan.checksum()}"]
+    by_vm: dict[str, list[Change]] = {}
+    names = {v.name for v in plan.vms}
+    unowned: list[Change] = []
+    networks = [c for c in plan.changes if isinstance(c, CreateTestNetwork)]
+    routes = [c for c in plan.changes if isinstance(c, MoveRoute)]
+    for c in plan.changes:
+        if isinstance(c, (CreateTestNetwork, MoveRoute)):
+            continue
+        if c.vm in names:
+            by_vm.setdefault(c.vm, []).append(c)
+        else:
+            unowned.append(c)
+
+    if networks:
+        out += ["", "test networks:"]
+        out += [f"  + create {c.name} at {c.site} (isolated copy of {c.copy_of})" for c in networks]
+
+    groups: dict[tuple[int, str], list[PlannedVm]] = {}
+    for v in plan.vms:
+        groups.setdefault((v.group_index, v.group), []).append(v)
+    for (index, group), vms in sorted(groups.items()):
+        out += ["", f"group {index + 1} {group!r} ({len(vms)} VM{'s' if len(vms) != 1 else ''}):"]
+        for v in vms:
+            extra = " [registers itself in DNS]" if v.self_registering else ""
+            out.append(f"  VM {v.name}: {v.source_site} ({v.source_host}) -> {v.target_site} ({v.target_host}){extra}")
+            changes = sorted(by_vm.get(v.name, []), key=_display_rank)
+            if not changes:
+                out.append("    nothing to do")
+            out += ["    " + line for c in changes for line in _describe(c)]
+
+    if unowned:
+        out += ["", "other changes:"]
+        out += ["  " + line for c in unowned for line in _describe(c)]
+    if routes:
+        out += ["", "routes:"]
+        out += ["  " + line for c in routes for line in _describe(c)]
+    if plan.notes:
+        out += ["", "notes:"]
+        out += [f"  - {n}" for n in plan.notes]
+    out += ["", plan.summary()]
+    return "\n".join(out) + "\n"
+
+
+def _display_rank(c: Change) -> tuple[int, int]:
+    # Within a VM, read in the order things happen: connect, reserve, failover IP, DNS
+    # (forward records before PTR). Stable, so the plan's own order holds within a rank.
+    if isinstance(c, ConnectNic):
+        return (0, 0)
+    if isinstance(c, ReserveIp):
+        return (1, 0)
+    if isinstance(c, SetFailoverIp):
+        return (2, 0)
+    if isinstance(c, DnsChange):
+        return (3, 1 if c.type == RecordType.PTR else 0)
+    return (4, 0)
+
+
+def _describe(c: Change) -> list[str]:
+    if isinstance(c, ReserveIp):
+        where = f"{c.nic} ip {c.ip_index}"
+        who = f"test VM {name_test_vm(c.vm)} " if c.purpose == "test" else ""
+        how = "= reuse existing grant" if c.existing else "+ reserve"
+        if c.source_address is None:
+            origin = ""
+        elif c.source_address == c.address:
+            origin = ", kept"
+        else:
+            origin = f", changed from {c.source_address}"
+        return [f"{how} {c.address} in pool {c.pool} at {c.site} for {who}{where}{origin}"]
+    if isinstance(c, ConnectNic):
+        target = f"network {c.vm_network} subnet {c.vm_subnet or '(none)'}"
+        if c.purpose == "test":
+            addrs = ", ".join(f"{a}/{p}" for a, p in c.addresses) or "DHCP"
+            return [f"~ connect test VM {name_test_vm(c.vm)} {c.nic} to {target} at {c.site} with {addrs}"]
+        return [f"~ connect replica {c.nic} to {target} at {c.site}"]
+    if isinstance(c, SetFailoverIp):
+        before = "; ".join(_setting(s) for s in c.previous) or "(none)"
+        after = "; ".join(_setting(s) for s in c.settings) or "(none)"
+        return [f"~ failover IP of {c.nic} on {c.host}: {before} -> {after}"]
+    if isinstance(c, DnsChange):
+        old = ", ".join(c.old_values) or "(none)"
+        new = ", ".join(c.new_values) or "(delete)"
+        if not c.new_values:
+            ttl = ""  # a deleted record set has no TTL to speak of
+        elif c.old_ttl is not None and c.old_ttl != c.ttl:
+            ttl = f" (ttl {c.old_ttl} -> {c.ttl})"
+        else:
+            ttl = f" (ttl {c.ttl})"
+        mark = "+" if not c.old_values else "-" if not c.new_values else "~"
+        scope = " (test DNS)" if c.purpose == "test" else ""
+        return [f"{mark} dns {c.type.value} {c.name} in zone {c.zone} on {c.server}{scope}: {old} -> {new}{ttl}"]
+    if isinstance(c, MoveRoute):
+        lines = [f"~ move {c.prefix}: {c.from_site} -> {c.to_site}"]
+        lines += [f"    - withdraw on {r.router}: {_route(r)}" for r in c.withdraw]
+        lines += [f"    + announce on {r.router}: {_route(r)}" for r in c.announce]
+        return lines
+    if isinstance(c, CreateTestNetwork):
+        return [f"+ create test network {c.name} at {c.site} (copy of {c.copy_of})"]
+    return [f"? {c!r}"]
+
+
+def _setting(s: FailoverIpSetting) -> str:
+    text = f"{s.address}/{s.prefix_length}"
+    if s.gateway:
+        text += f" gw {s.gateway}"
+    if s.dns_servers:
+        text += " dns " + ",".join(s.dns_servers)
+    return text
+
+
+def _route(r: Route) -> str:
+    via = f"via {r.next_hop}" if r.next_hop else f"dev {r.interface}"
+    return f"{r.prefix} {via} metric {r.metric}"
