@@ -241,6 +241,12 @@ class Dns(Protocol):
     ``dns_prerequisite_failed`` (someone changed a record set since it was read: nothing
     applied), ``dns_refused`` / ``dns_not_authoritative`` / ``dns_bad_key`` (permanent),
     ``timeout`` / ``unreachable`` / ``dns_servfail`` (transient).
+
+    A driver may carry one zone's changes in several update messages (RFC 2136: ``batch_size``
+    changes each). Each message is atomic; when any of several fails, ``apply`` raises
+    ``dns_batch_failed`` (:class:`agent.dns.errors.DnsBatchError`, ``.failures`` = one error per
+    failed message, naming its records) after trying them all, and the messages that succeeded
+    stay applied: re-read. Codes and classes for every driver: :mod:`agent.dns.errors`.
     """
 
     name: str
