@@ -1,0 +1,206 @@
+"""Read what both sites hold into one :class:`~agent.domain.model.Inventory` for the planner.
+
+Batched like the ports: one ``read_inventory`` per VMM server, one ``get_replications`` and one
+``get_failover_configs`` per Hyper-V host, one ``read`` per (DNS server, zone), one
+``read_routes`` per router. Nothing here changes anything.
+
+What is read:
+
+* both VMM servers: VM networks, static pools, grants, VMs with NICs;
+* every Hyper-V host that holds a VM: the replication of each of its VMs, and the failover
+  TCP/IP configuration of each replica NIC;
+* DNS, in the configured zones only: A/AAAA of the host names of the recovery plans' VMs, and PTR
+  of every address those VMs have, hold in a pool, carry as a failover IP -- or may be given at
+  failover (the free addresses of pools the ``change`` mappings point into), so the plan pins
+  each record it writes to what is really there;
+* routes of the declared subnets on every configured router.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Literal
+
+import dns.reversename
+
+from agent.config import AgentConfig
+from agent.domain.model import (
+    Inventory,
+    IpGrant,
+    NicFailoverConfig,
+    RecordSet,
+    RecordType,
+    Replication,
+    Route,
+    StaticIpPool,
+    VirtualMachine,
+    VmNetwork,
+)
+from agent.drivers import Drivers
+from agent.logging import get_logger
+
+log = get_logger(__name__)
+
+PTR_RANGE_CAP = 1024
+"""Most addresses of one pool whose PTR names are read ahead of a failover. Larger pools are
+read from their start (where allocation starts) up to this many; a PTR beyond that which turns out
+to exist is caught by the DNS update's prerequisite, never overwritten blindly."""
+
+
+def gather_inventory(
+    config: AgentConfig, drivers: Drivers, *, dns_purpose: Literal["production", "test"] | None = None
+) -> Inventory:
+    """Read both sites, their hosts, the configured DNS zones and routers into one Inventory.
+
+    ``dns_purpose`` limits DNS reads to the servers of that purpose. Pass it when planning: a
+    :class:`RecordSet` does not name its server, so the same zone held by a production and a
+    test server would otherwise show both servers' records as one.
+    """
+
+    networks: list[VmNetwork] = []
+    pools: list[StaticIpPool] = []
+    grants: list[IpGrant] = []
+    vms: list[VirtualMachine] = []
+    for site in config.sites:
+        inv = drivers.vmm[site.name].read_inventory()
+        networks += inv.vm_networks
+        pools += inv.pools
+        grants += inv.grants
+        vms += inv.vms
+        log.debug("vmm inventory read", site=site.name, vms=len(inv.vms), pools=len(inv.pools))
+
+    replications, failover_configs = _read_hosts(drivers, vms)
+    record_sets = _read_dns(config, drivers, vms, pools, grants, failover_configs, dns_purpose)
+    routes = _read_routes(config, drivers)
+    return Inventory(
+        vm_networks=tuple(networks),
+        pools=tuple(pools),
+        grants=tuple(grants),
+        vms=tuple(vms),
+        replications=tuple(replications),
+        failover_configs=tuple(failover_configs),
+        record_sets=tuple(record_sets),
+        routes=tuple(routes),
+    )
+
+
+def _read_hosts(drivers: Drivers, vms: list[VirtualMachine]) -> tuple[list[Replication], list[NicFailoverConfig]]:
+    by_host: dict[tuple[str, str], list[VirtualMachine]] = defaultdict(list)
+    for vm in vms:
+        by_host[(vm.site, vm.host)].append(vm)
+    replications: dict[tuple[str, str, str], Replication] = {}
+    configs: list[NicFailoverConfig] = []
+    for (site, host), on_host in sorted(by_host.items()):
+        hyperv = drivers.hyperv[site]
+        # Test VMs ("<vm> - Test") have no replication of their own.
+        names = sorted({vm.name for vm in on_host if vm.role != "test"})
+        if names:
+            for rep in hyperv.get_replications(host, names):
+                # Both ends of a relationship report it; keep one.
+                replications.setdefault((rep.vm, rep.primary_site, rep.replica_site), rep)
+        nics = [(vm.name, nic.name) for vm in on_host if vm.role == "replica" for nic in vm.nics]
+        if nics:
+            configs += hyperv.get_failover_configs(host, nics)
+    return list(replications.values()), configs
+
+
+def _plan_vms(config: AgentConfig) -> list[str]:
+    return sorted({vm for plan in config.recovery_plans for vm in plan.vms})
+
+
+def _read_dns(
+    config: AgentConfig,
+    drivers: Drivers,
+    vms: list[VirtualMachine],
+    pools: list[StaticIpPool],
+    grants: list[IpGrant],
+    failover_configs: list[NicFailoverConfig],
+    purpose: str | None,
+) -> list[RecordSet]:
+    if not config.dns.zones:
+        return []
+    from agent.domain.planning import host_name
+
+    wanted_vms = set(_plan_vms(config))
+    names: set[tuple[str, RecordType]] = set()
+    for vm in wanted_vms:
+        fqdn = host_name(config, vm)
+        if fqdn is not None:
+            names.add((fqdn, RecordType.A))
+            names.add((fqdn, RecordType.AAAA))
+
+    addresses: set[str] = set()
+    nic_ids: set[str] = set()
+    for vm in vms:
+        if vm.name not in wanted_vms:
+            continue
+        for nic in vm.nics:
+            nic_ids.add(nic.id)
+            addresses.update(c.address for c in nic.ip_configurations if c.address)
+    addresses.update(g.address for g in grants if g.owner_id in nic_ids)
+    addresses.update(s.address for c in failover_configs if c.vm in wanted_vms for s in c.settings)
+    addresses.update(_addresses_that_may_be_given(config, pools))
+    names.update((dns.reversename.from_address(a).to_text().lower(), RecordType.PTR) for a in addresses)
+
+    # Each name goes to the longest configured zone it falls in, on every server of that zone.
+    by_zone: dict[tuple[str, str], list[tuple[str, RecordType]]] = defaultdict(list)
+    zones_by_server: dict[str, list[str]] = defaultdict(list)
+    servers = {s.name: s for s in config.dns.servers}
+    for z in config.dns.zones:
+        if purpose is None or servers[z.server].purpose == purpose:
+            zones_by_server[z.server].append(z.name)
+    for server, zones in zones_by_server.items():
+        for name, rtype in sorted(names):
+            zone = _longest_zone(name, zones)
+            if zone is not None:
+                by_zone[(server, zone)].append((name, rtype))
+
+    found: list[RecordSet] = []
+    for (server, zone), zone_names in sorted(by_zone.items()):
+        found += drivers.dns[server].read(zone, zone_names)
+        log.debug("dns read", server=server, zone=zone, names=len(zone_names))
+    return found
+
+
+def _addresses_that_may_be_given(config: AgentConfig, pools: list[StaticIpPool]) -> Iterable[str]:
+    """The addresses of pools that ``change`` mappings point into (either way round: a failback
+    goes back into the source network) and of existing test networks, capped per pool."""
+
+    networks = set()
+    for m in config.network_mappings:
+        if m.ip_strategy == "change":
+            networks.add((m.target.site, m.target.vm_network))
+            networks.add((m.source.site, m.source.vm_network))
+        if m.test_network.mode == "existing" and m.test_network.vm_network:
+            # Test VMs take their failover address there if free, else another one.
+            networks.add((m.target.site, m.test_network.vm_network))
+    for pool in pools:
+        if (pool.site, pool.vm_network) not in networks:
+            continue
+        start = int(ipaddress.ip_address(pool.range_start))
+        end = min(int(ipaddress.ip_address(pool.range_end)), start + PTR_RANGE_CAP - 1)
+        for value in range(start, end + 1):
+            yield str(ipaddress.ip_address(value))
+
+
+def _longest_zone(name: str, zones: list[str]) -> str | None:
+    best = None
+    for zone in zones:
+        if (name == zone or name.endswith("." + zone) or zone == ".") and (best is None or len(zone) > len(best)):
+            best = zone
+    return best
+
+
+def _read_routes(config: AgentConfig, drivers: Drivers) -> list[Route]:
+    if not config.subnets:
+        return []
+    prefixes = [s.prefix for s in config.subnets]
+    routers = [r.name for s in config.sites for r in s.routers] + [
+        r.name for t in config.third_sites for r in t.routers
+    ]
+    found: list[Route] = []
+    for router in dict.fromkeys(routers):
+        found += drivers.routes.read_routes(router, prefixes)
+    return found
