@@ -42,6 +42,7 @@ from agent.domain.model import (
     VmNetwork,
 )
 from agent.errors import AgentError
+from pydantic import BaseModel, ConfigDict
 
 T = TypeVar("T")
 
@@ -287,6 +288,35 @@ class Routes(Protocol):
         ...
 
 
+# ------------------------------------------------------------------------------- scripts
+
+
+class ScriptResult(BaseModel):
+    """The one JSON document a recovery-plan script writes, plus how the run ended."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str
+    path: str
+    succeeded: bool
+    output: dict = {}
+    error: str | None = None
+    duration_s: float = 0.0
+
+
+@runtime_checkable
+class Scripts(Protocol):
+    """Runs recovery-plan script steps (a PowerShell script on a named host).
+
+    Raises :class:`~agent.errors.TimeoutError_` when the script outlives ``timeout_s`` (it is
+    stopped), :class:`~agent.errors.NotFoundError` for an unknown host; a script that ran and
+    failed returns ``succeeded=False`` with its error text. Parameters are bound, never spliced.
+    """
+
+    def run_script(self, host: str, path: str, parameters: dict, timeout_s: float) -> ScriptResult:
+        ...
+
+
 __all__ = [
     "Dns",
     "FailoverIpSetting",
@@ -297,6 +327,8 @@ __all__ = [
     "PowerAction",
     "ReplicaAction",
     "Routes",
+    "ScriptResult",
+    "Scripts",
     "TestNetworkSpec",
     "Vmm",
     "VmmInventory",

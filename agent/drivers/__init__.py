@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.ports import Dns, HyperV, Routes, Vmm
+from agent.ports import Dns, HyperV, Routes, Scripts, Vmm
 from agent.yamlfile import InvalidFileError, Problem
 
 if TYPE_CHECKING:
@@ -44,6 +44,9 @@ class Drivers:
     hyperv: dict[str, HyperV]
     dns: dict[str, Dns]
     routes: Routes
+    scripts: Scripts | None = None
+    world: Any = None
+    """The simulated sites, when the config uses them (tests and the demo inspect it)."""
     _closers: list[Callable[[], Any]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -131,6 +134,8 @@ def build_drivers(loaded: LoadedConfig) -> Drivers:
                 zones = [z.name for z in cfg.dns.zones if z.server == server.name]
                 drivers.dns[server.name] = _rfc2136(server, zones, drivers)
         drivers.routes = world.routes()
+        drivers.scripts = world.scripts()
+        drivers.world = world
     except BaseException:
         drivers.close()
         raise

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from agent.domain.errors import AddressAlreadyGranted
 from agent.engine.model import (
     FINAL_STATUSES,
     ErrorPolicy,
@@ -230,9 +231,9 @@ class Journal:
                 ReservationRow.held.is_(True))).first()
             if existing is not None:
                 if existing.owner_id != owner_id:
-                    raise ConflictError(
+                    raise AddressAlreadyGranted(
                         f"{address} in pool {pool} is already recorded for {existing.vm}/{existing.nic}",
-                        pool=pool, address=address, vm=existing.vm, code_detail="address_already_granted")
+                        pool=pool, address=address, vm=existing.vm)
                 return
             s.add(ReservationRow(site=site, pool=pool, address=address, owner_id=owner_id, vm=vm, nic=nic,
                                  ip_index=ip_index, purpose=purpose, operation_id=operation_id))

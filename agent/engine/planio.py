@@ -3,6 +3,7 @@ commit, reverse, cancel -- work from the exact plan their parent executed, not a
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from agent.domain.model import FailoverIpSetting, RecordType, Route
@@ -20,7 +21,7 @@ _NESTED = {
 def _change(data: dict[str, Any]):
     cls = _BY_KIND[data["kind"]]
     kwargs = {}
-    for name in cls.__dataclass_fields__:
+    for name in (f.name for f in fields(cls)):
         if name not in data:
             continue
         value = data[name]

@@ -76,13 +76,14 @@ class Engine:
 
     # ----------------------------------------------------------------------- planning
 
-    def inventory(self):
+    def inventory(self, kind: PlanKind = "planned"):
         from agent.inventory import gather_inventory
 
-        return gather_inventory(self.config, self.drivers)
+        # A test failover writes only the test DNS servers; a real one only the production ones.
+        return gather_inventory(self.config, self.drivers, dns_purpose="test" if kind == "test" else "production")
 
     def plan(self, plan_name: str, kind: PlanKind) -> Plan:
-        return build_plan(self.config, self.inventory(), plan_name, kind)
+        return build_plan(self.config, self.inventory(kind), plan_name, kind)
 
     # --------------------------------------------------------------------- operations
 

@@ -9,6 +9,11 @@ once, so the four drivers contain only the rules of the systems they imitate.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TC
+
+if _TC:
+    from agent.drivers.sim.scripts import SimScripts
+
 import fnmatch
 import hashlib
 import os
@@ -182,6 +187,11 @@ class SimWorld:
 
         self._require("dns", server, "server")
         return SimDns(self, server)
+
+    def scripts(self) -> SimScripts:
+        from agent.drivers.sim.scripts import SimScripts
+
+        return SimScripts(self)
 
     def routes(self) -> SimRoutes:
         """Every router of the inventory (a :class:`agent.ports.Routes`)."""
