@@ -248,6 +248,13 @@ class DnsServer(Model):
     purpose: Literal["production", "test"] = "production"
     """``test``: the DNS of the isolated test networks; test failovers update only these."""
     timeout_s: float = Field(default=5.0, gt=0)
+    verify_servers: list[str] = Field(default_factory=list)
+    """After an update, every one of these (``host`` or ``host:port``) must answer the new data:
+    the zone's other authoritative servers. Default: the server itself."""
+    verify_resolvers: list[str] = Field(default_factory=list)
+    """Resolvers to ask once after an update, to report what they still cache."""
+    verify_timeout_s: float = Field(default=30.0, ge=0)
+    """How long to wait for lagging servers before reporting them (0: do not verify)."""
 
     @model_validator(mode="after")
     def _kind_needs(self) -> DnsServer:

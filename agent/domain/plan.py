@@ -406,3 +406,19 @@ def _setting(s: FailoverIpSetting) -> str:
 def _route(r: Route) -> str:
     via = f"via {r.next_hop}" if r.next_hop else f"dev {r.interface}"
     return f"{r.prefix} {via} metric {r.metric}"
+
+
+def ttl_lowering(plan: Plan, failover_ttl: int) -> tuple[list[DnsChange], int]:
+    """The TTL choreography ahead of a planned failover: which existing forward records the plan
+    will change get their TTL lowered to ``failover_ttl`` first (values unchanged), and how long
+    to wait afterwards -- the longest old TTL, so no resolver still caches an old answer for
+    longer than the new TTL once the addresses change."""
+
+    lowered = [
+        DnsChange(server=c.server, zone=c.zone, name=c.name, type=c.type, ttl=failover_ttl,
+                  old_values=c.old_values, new_values=c.old_values, vm=c.vm, purpose=c.purpose, old_ttl=c.old_ttl)
+        for c in plan.of(DnsChange)
+        if c.type in ("A", "AAAA") and c.old_values and c.old_values != c.new_values
+        and c.old_ttl is not None and c.old_ttl > failover_ttl
+    ]
+    return lowered, max((c.old_ttl or 0 for c in lowered), default=0)

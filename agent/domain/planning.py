@@ -62,6 +62,7 @@ from agent.domain.model import (
     VmNetwork,
 )
 from agent.domain.plan import (
+    ttl_lowering,
     PLAN_KINDS,
     Change,
     ConnectNic,
@@ -364,7 +365,7 @@ class _Planner:
             self._failover_changes()
             self._route_changes(moved)
         self._dns_changes()
-        return Plan(
+        plan = Plan(
             plan=self.plan_name,
             kind=self.kind,
             source_site=self.source_site,
@@ -373,6 +374,17 @@ class _Planner:
             changes=Plan.sort_changes(self.changes),
             notes=tuple(self.notes.build()),
         )
+        ttl = self.config.dns.ttl
+        if self.kind == "planned" and ttl.lower_before_planned:
+            lowered, wait_s = ttl_lowering(plan, ttl.failover_ttl)
+            if lowered:
+                plan = Plan(plan=plan.plan, kind=plan.kind, source_site=plan.source_site,
+                            target_site=plan.target_site, vms=plan.vms, changes=plan.changes,
+                            notes=(*plan.notes,
+                                   f"before failover: the TTL of {len(lowered)} DNS records drops to "
+                                   f"{ttl.failover_ttl} s, then the failover waits {wait_s} s "
+                                   f"(the longest old TTL) so no resolver still caches an old address"))
+        return plan
 
     # ---------------------------------------------------------------------------- VMs
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from agent.domain.model import FailoverIpSetting, IpGrant, NicFailoverConfig, RecordChange, RecordType, Route
 from agent.engine.model import ItemOutcome, StepResult
-from agent.engine.runner import ActionContext, action, error_json
+from agent.engine.runner import ActionContext, action, error_json, log
 from agent.errors import AgentError, ConflictError, TransientError
 from agent.ports import GrantRequest, ItemResult, NicConnection, TestNetworkSpec
 
@@ -353,6 +353,35 @@ def routes_restore(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
 # --------------------------------------------------------------------------------- DNS
 
 
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]")
+        return host, int(port.lstrip(":") or default_port)
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port)
+    return text, default_port
+
+
+def verify_applied(ctx: ActionContext, server: str, zone: str, changes: list[RecordChange]) -> dict[str, Any] | None:
+    """Ask every authoritative server of the zone (configured, else the server written to) until
+    all answer the new data or the server's verify timeout passes. A lagging server is reported
+    with what it still answers -- not an error: the update itself is in place and will spread."""
+    from agent.dns.verify import verify
+
+    cfg = next((d for d in ctx.config.dns.servers if d.name == server), None)
+    if cfg is None or cfg.kind == "sim" or not cfg.address or cfg.verify_timeout_s == 0 or not changes:
+        return None
+    servers = [_host_port(s, 53) for s in cfg.verify_servers] or [(cfg.address, cfg.port)]
+    resolvers = [_host_port(s, 53) for s in cfg.verify_resolvers]
+    report = verify(zone, changes, servers=servers, resolvers=resolvers, timeout_s=cfg.verify_timeout_s,
+                    query_timeout_s=min(2.0, cfg.timeout_s))
+    if not report.ok:
+        log.warning("DNS servers lag behind the update", zone=zone, server=server, summary=report.summary())
+    return report.to_dict()
+
+
 @action("dns.apply")
 def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     """Write the planned record sets of one zone in one atomic batch, pinned to what is there.
@@ -397,6 +426,7 @@ def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
                 raise
             outcomes += [ItemOutcome(key=it["key"], vm=it.get("vm"), error=error_json(exc)) for it in pending]
             return StepResult(items=outcomes)
+        verification = verify_applied(ctx, server, zone, changes)
         for it, ch in zip(pending, changes, strict=True):
             ctx.journal.manage_record(zone, ch.name, ch.type.value, "written")
             ctx.journal.set_written(scope=ctx.op_id, kind="dns", key=f"{server}|{zone}|{it['name']}|{it['type']}",
@@ -405,6 +435,8 @@ def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
                                     target=f"{server}/{it['name']}/{it['type']}",
                                     details={"old": list(ch.expected), "new": list(ch.new_values), "ttl": ch.ttl})
             outcomes.append(ItemOutcome(key=it["key"], vm=it.get("vm"), changed=True))
+        if verification is not None:
+            return StepResult(items=outcomes, info={"verification": verification})
     return StepResult(items=outcomes)
 
 
@@ -453,7 +485,72 @@ def dns_restore(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
                                     target=f"{server}/{ch.name}/{ch.type.value}",
                                     details={"from": list(ch.expected), "to": list(ch.new_values), "ttl": ch.ttl})
         outcomes += [ItemOutcome(key=k, changed=True) for k in pending]
+        verification = verify_applied(ctx, server, zone, changes)
+        if verification is not None:
+            return StepResult(items=outcomes, info={"verification": verification})
     return StepResult(items=outcomes)
+
+
+@action("dns.restore_ttl")
+def dns_restore_ttl(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    """After commit: the records a failover wrote with the low failover TTL get the TTL they had
+    before (values unchanged), pinned to what the agent wrote."""
+    server, zone, scope = spec["server"], spec["zone"], spec["scope"]
+    low = ctx.config.dns.ttl.failover_ttl
+    dns = ctx.drivers.dns[server]
+    prefix = f"{server}|{zone}|"
+    snaps = [s for s in ctx.journal.snapshots(scope=scope, kind="dns")
+             if s.key.startswith(prefix) and s.written and s.written["values"] and s.written["ttl"] == low
+             and s.data["ttl"] not in (None, low)]
+    if not snaps:
+        return StepResult()
+    keys = [tuple(s.key[len(prefix):].rsplit("|", 1)) for s in snaps]
+    current = {(r.name, r.type.value): r for r in ctx.call(
+        f"dns.read@{server}", lambda: dns.read(zone, [(n, RecordType(t)) for n, t in keys]))}
+    outcomes, changes, pending = [], [], []
+    for snap, (name, rtype) in zip(snaps, keys, strict=True):
+        now = current.get((name, rtype))
+        key = f"{name}/{rtype}"
+        written = tuple(sorted(snap.written["values"]))
+        if now is None or tuple(sorted(now.values)) != written:
+            outcomes.append(ItemOutcome(key=key, skipped="changed since the failover wrote it; TTL left alone"))
+            continue
+        if now.ttl == snap.data["ttl"]:
+            outcomes.append(ItemOutcome(key=key))
+            continue
+        changes.append(RecordChange(zone=zone, name=name, type=RecordType(rtype), ttl=snap.data["ttl"],
+                                    expected=written, new_values=written))
+        pending.append(key)
+    if changes:
+        try:
+            ctx.call(f"dns.apply@{server}", lambda: dns.apply(zone, changes))
+        except AgentError as exc:
+            if exc.transient:
+                raise
+            return StepResult(items=outcomes + [ItemOutcome(key=k, error=error_json(exc)) for k in pending])
+        outcomes += [ItemOutcome(key=k, changed=True) for k in pending]
+    return StepResult(items=outcomes)
+
+
+@action("dns.wait_ttl")
+def dns_wait_ttl(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    """Wait out the old TTL after lowering it, so no resolver still caches the old answer for
+    longer than the new TTL. The deadline is journalled on the first attempt, so a restarted
+    agent waits only for what is left."""
+    from datetime import datetime, timedelta
+
+    from agent.engine.store import utcnow
+
+    key = spec["key"]
+    ctx.journal.snapshot(scope=ctx.op_id, kind="deadline", key=key,
+                         data=(utcnow() + timedelta(seconds=spec["seconds"])).isoformat())
+    deadline = datetime.fromisoformat(next(s.data for s in ctx.journal.snapshots(scope=ctx.op_id, kind="deadline")
+                                           if s.key == key))
+    left = (deadline - utcnow()).total_seconds()
+    if left > 0:
+        log.info("waiting out the old DNS TTL", operation=ctx.op_id, seconds=round(left, 1))
+        ctx.sleep(left)
+    return StepResult(info={"waited_s": max(0.0, round(left, 3)), "ttl_s": spec["seconds"]})
 
 
 # ------------------------------------------------------------------ scripts and pauses

@@ -26,6 +26,7 @@ from agent.domain.plan import (
     PlannedVm,
     ReserveIp,
     SetFailoverIp,
+    ttl_lowering,
 )
 from agent.engine.actions import test_vm_name
 from agent.engine.model import OperationKind, StepSpec
@@ -147,6 +148,12 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
     full = config.agent.mode == "full"
     unplanned = kind == OperationKind.UNPLANNED_FAILOVER
     b = _Steps()
+    if kind != OperationKind.UNPLANNED_FAILOVER and config.dns.ttl.lower_before_planned:
+        lowered, wait_s = ttl_lowering(plan, config.dns.ttl.failover_ttl)
+        b.add_stage(_dns_steps("before", lowered, "lower-ttl"))
+        if lowered:
+            b.add_stage([StepSpec(name="before/wait-old-ttl", action="dns.wait_ttl", stage=0, target=None,
+                                  group="before", spec={"seconds": wait_s, "key": "before/wait-old-ttl"})])
     group_index = {v.name: v.group_index for v in plan.vms}
     groups = _by(list(plan.vms), lambda v: (v.group_index, v.group))
     moves_by_group = _by(plan.of(MoveRoute), lambda m: _route_group(plan, m, group_index))
@@ -278,12 +285,18 @@ def cleanup_test_steps(config: AgentConfig, test_plan: Plan, test_op_id: str) ->
     return b.steps
 
 
-def commit_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
-    """Commit: complete the failover (the old recovery points go away)."""
+def commit_steps(config: AgentConfig, plan: Plan, failover_op_id: str) -> list[StepSpec]:
+    """Commit: complete the failover (the old recovery points go away), then give the records
+    the failover wrote with the low failover TTL their original TTL back."""
     b = _Steps()
     if config.agent.mode == "full":
         b.add_stage(_host_steps("commit", "complete", "hyperv.replicate", plan.target_site, list(plan.vms),
                                 lambda v: v.target_host, {"replica_action": "complete"}))
+    zones = sorted({(c.server, c.zone) for c in plan.of(DnsChange)})
+    b.add_stage([StepSpec(name=f"commit/restore-ttl/{server}/{zone}", action="dns.restore_ttl", stage=0,
+                          target=f"dns:{server}", group="commit",
+                          spec={"server": server, "zone": zone, "scope": failover_op_id, "items": []})
+                 for server, zone in zones])
     return b.steps
 
 

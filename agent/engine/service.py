@@ -17,8 +17,8 @@ import structlog
 
 from agent.config import AgentConfig
 from agent.domain.model import RecordType
-from agent.domain.plan import DnsChange, Plan, PlanKind
-from agent.domain.planning import build_plan
+from agent.domain.plan import DnsChange, Plan, PlanKind, ReserveIp
+from agent.domain.planning import build_plan, host_name
 from agent.engine.journal import Journal
 from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OperationView, OpStatus, StepSpec
 from agent.engine.operations import (
@@ -62,6 +62,12 @@ class PlanChanged(RefusedError):
     code = "plan_changed"
 
 
+class RecordNotManaged(RefusedError):
+    """The plan would change DNS data the agent does not manage; take it over explicitly."""
+
+    code = "dns_record_not_managed"
+
+
 class Engine:
     def __init__(self, config: AgentConfig, drivers: Any, store: Store, *, sleep: Callable[[float], None] = time.sleep,
                  limits: HostLimits | None = None, on_progress: Callable[[str], None] | None = None,
@@ -88,8 +94,11 @@ class Engine:
     # --------------------------------------------------------------------- operations
 
     def create(self, kind: OperationKind, plan_name: str | None = None, *, parent_id: str | None = None,
-               requested_by: str = "cli", expect_checksum: str | None = None) -> str:
-        """Record a new operation with its steps (nothing outside changes yet)."""
+               requested_by: str = "cli", expect_checksum: str | None = None, take_over: bool = False) -> str:
+        """Record a new operation with its steps (nothing outside changes yet).
+
+        ``take_over``: the operator takes over DNS record sets the plan would change that hold
+        data the agent does not manage (refused otherwise, naming them)."""
         if kind == OperationKind.CANCEL:
             raise RefusedError("cancel an operation with Engine.cancel(operation id)")
         if kind in FOLLOW_UP_OF:
@@ -97,7 +106,7 @@ class Engine:
             plan = plan_from_json(parent.plan)
             steps = {
                 OperationKind.CLEANUP_TEST: lambda: cleanup_test_steps(self.config, plan, parent.id),
-                OperationKind.COMMIT: lambda: commit_steps(self.config, plan),
+                OperationKind.COMMIT: lambda: commit_steps(self.config, plan, parent.id),
                 OperationKind.REVERSE: lambda: reverse_steps(self.config, plan),
             }[kind]()
             parent_id = parent.id
@@ -112,6 +121,7 @@ class Engine:
                     f"the plan for {plan_name} changed since it was reviewed "
                     f"(reviewed {expect_checksum}, now {plan.checksum()}); preview it again",
                     plan=plan_name, expected=expect_checksum, actual=plan.checksum())
+            self._check_dns_ownership(plan, take_over=take_over, actor=requested_by)
             steps = self._steps(kind, plan)
         op_id = self.journal.create_operation(
             kind=kind, plan_name=plan.plan, plan=plan.to_json(), mode=self.config.agent.mode,
@@ -123,6 +133,42 @@ class Engine:
         if kind == OperationKind.TEST_FAILOVER and self.scheduler is not None:
             self.scheduler.schedule_expiry(op_id, utcnow() + self.config.policies.test_failover_max_age)
         return op_id
+
+    def _check_dns_ownership(self, plan: Plan, *, take_over: bool, actor: str) -> None:
+        """The agent changes only DNS data it manages: a VM's own records (holding only that VM's
+        source addresses, or only its host name for a PTR), records it wrote before, and records
+        an operator took over. Anything else is refused before anything changes."""
+        own_addresses: dict[str, set[str]] = {}
+        for r in plan.of(ReserveIp):
+            if r.source_address:
+                own_addresses.setdefault(r.vm, set()).add(r.source_address)
+        managed = self.journal.managed_records()
+        foreign = []
+        for c in plan.of(DnsChange):
+            key = (c.zone, c.name, str(c.type))
+            if not c.old_values or key in managed:
+                continue
+            if c.type == "PTR":
+                host = host_name(self.config, c.vm)
+                mine = {host} if host else set()
+            else:
+                mine = own_addresses.get(c.vm, set())
+            others = sorted(set(c.old_values) - mine)
+            if others:
+                foreign.append((c, others))
+        if not foreign:
+            return
+        if take_over:
+            for c, others in foreign:
+                self.journal.manage_record(c.zone, c.name, str(c.type), "taken_over")
+                self.store.audit(actor=actor, action="dns.take_over", target=f"{c.server}/{c.name}/{c.type}",
+                                 details={"foreign_values": others})
+            return
+        listing = "; ".join(f"{c.name} {c.type} holds {', '.join(o)}" for c, o in foreign)
+        raise RecordNotManaged(
+            f"the plan would change DNS records the agent does not manage: {listing}. "
+            "Check them, then take them over explicitly (--take-over) or fix them by hand",
+            records=[f"{c.name}/{c.type}" for c, _ in foreign], plan=plan.plan)
 
     def _steps(self, kind: OperationKind, plan: Plan) -> list[StepSpec]:
         if kind == OperationKind.PREPARE:
