@@ -55,8 +55,8 @@ hosts, logical and VM networks, subnets, pools of a site, VMs of a site, NICs, z
 sets, routers); unknown references (logical network, VM network, subnet, host, replica site and
 host, a grant's owner NIC, a router's site); a pool whose prefix is not a subnet of its VM
 subnet, whose range leaves its prefix or whose reserved addresses leave its range; pools of one
-family at one site whose ranges overlap (the message names both) -- except pools of different
-Windows Network Virtualization networks, which have address spaces of their own; a NIC address
+family on one logical network at one site whose ranges overlap (the message names both) -- pools
+of different Windows Network Virtualization networks have address spaces of their own; a NIC address
 outside its VM subnet, in a pool's reserved set, used twice on one VM network, or granted to
 someone else; a grant outside its pool's range or in its reserved set; malformed record values
 and failover settings.
@@ -430,8 +430,10 @@ class _Checker:
                         continue
                     if self._pool(pat, pool, pool_net):
                         pools.append((pat, pool, pool_net, net.name, sub.name))
-                        # WNV networks each have their own address space; the others share one.
-                        space[pat] = net.name if net.isolation == Isolation.WNV else ""
+                        # WNV networks each have their own address space; the others share their
+                        # logical network's (an isolated drill network on a logical network of its
+                        # own may reuse the production subnet, as VMM allows).
+                        space[pat] = f"wnv:{net.name}" if net.isolation == Isolation.WNV else f"ln:{net.logical_network}"
         seen: dict[str, str] = {}
         for pat, name in pool_names:
             if name in seen:
