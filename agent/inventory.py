@@ -14,6 +14,11 @@ What is read:
   failover (the free addresses of pools the ``change`` mappings point into), so the plan pins
   each record it writes to what is really there;
 * routes of the declared subnets on every configured router.
+
+The site that just went dark cannot be read, yet an unplanned failover must still be planned.
+Every successful read of a site's VMM, Hyper-V hosts and routers is therefore remembered (in the
+agent's store); with ``fallback=True`` an unreachable one is replaced by what was last read
+there, and the inventory says so in ``stale`` (the plan shows it as a note).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import dns.reversename
 
@@ -39,7 +44,9 @@ from agent.domain.model import (
     VmNetwork,
 )
 from agent.drivers import Drivers
+from agent.errors import TransientError
 from agent.logging import get_logger
+from agent.ports import VmmInventory
 
 log = get_logger(__name__)
 
@@ -49,8 +56,57 @@ read from their start (where allocation starts) up to this many; a PTR beyond th
 to exist is caught by the DNS update's prerequisite, never overwritten blindly."""
 
 
+class SiteMemory(Protocol):
+    """Where the last good read of each part of a site is kept (the engine's journal)."""
+
+    def save_site_view(self, site: str, part: str, data: Any) -> None: ...
+
+    def load_site_view(self, site: str, part: str) -> tuple[Any, str] | None:
+        """(data, when it was read as ISO text), or None."""
+        ...
+
+
+class _Reader:
+    def __init__(self, memory: SiteMemory | None, fallback: bool) -> None:
+        self.memory = memory
+        self.fallback = fallback
+        self.stale: list[str] = []
+
+    def read(self, site: str, part: str, what: str, fetch, dump, load):
+        try:
+            value = fetch()
+        except TransientError as exc:
+            cached = self.memory.load_site_view(site, part) if (self.fallback and self.memory) else None
+            if cached is None:
+                raise
+            log.warning("unreachable: planning from its last known state", site=site, part=part, code=exc.code)
+            self.stale.append(f"{what} at {site} is unreachable ({exc.code}): planned from its state as "
+                              f"last read at {cached[1]}")
+            return load(cached[0])
+        if self.memory is not None:
+            self.memory.save_site_view(site, part, dump(value))
+        return value
+
+
+def _dump_models(items: Iterable[Any]) -> list[Any]:
+    return [i.model_dump(mode="json") for i in items]
+
+
+def _dump_vmm(inv: VmmInventory) -> dict[str, Any]:
+    return {"site": inv.site, "vm_networks": _dump_models(inv.vm_networks), "pools": _dump_models(inv.pools),
+            "grants": _dump_models(inv.grants), "vms": _dump_models(inv.vms)}
+
+
+def _load_vmm(d: dict[str, Any]) -> VmmInventory:
+    return VmmInventory(site=d["site"], vm_networks=tuple(VmNetwork.model_validate(x) for x in d["vm_networks"]),
+                        pools=tuple(StaticIpPool.model_validate(x) for x in d["pools"]),
+                        grants=tuple(IpGrant.model_validate(x) for x in d["grants"]),
+                        vms=tuple(VirtualMachine.model_validate(x) for x in d["vms"]))
+
+
 def gather_inventory(
-    config: AgentConfig, drivers: Drivers, *, dns_purpose: Literal["production", "test"] | None = None
+    config: AgentConfig, drivers: Drivers, *, dns_purpose: Literal["production", "test"] | None = None,
+    memory: SiteMemory | None = None, fallback: bool = False,
 ) -> Inventory:
     """Read both sites, their hosts, the configured DNS zones and routers into one Inventory.
 
@@ -63,18 +119,20 @@ def gather_inventory(
     pools: list[StaticIpPool] = []
     grants: list[IpGrant] = []
     vms: list[VirtualMachine] = []
+    reader = _Reader(memory, fallback)
     for site in config.sites:
-        inv = drivers.vmm[site.name].read_inventory()
+        inv = reader.read(site.name, "vmm", "VMM", drivers.vmm[site.name].read_inventory, _dump_vmm, _load_vmm)
         networks += inv.vm_networks
         pools += inv.pools
         grants += inv.grants
         vms += inv.vms
         log.debug("vmm inventory read", site=site.name, vms=len(inv.vms), pools=len(inv.pools))
 
-    replications, failover_configs = _read_hosts(drivers, vms)
+    replications, failover_configs = _read_hosts(drivers, vms, reader)
     record_sets = _read_dns(config, drivers, vms, pools, grants, failover_configs, dns_purpose)
-    routes = _read_routes(config, drivers)
+    routes = _read_routes(config, drivers, reader)
     return Inventory(
+        stale=tuple(reader.stale),
         vm_networks=tuple(networks),
         pools=tuple(pools),
         grants=tuple(grants),
@@ -86,7 +144,7 @@ def gather_inventory(
     )
 
 
-def _read_hosts(drivers: Drivers, vms: list[VirtualMachine]) -> tuple[list[Replication], list[NicFailoverConfig]]:
+def _read_hosts(drivers: Drivers, vms: list[VirtualMachine], reader: _Reader) -> tuple[list[Replication], list[NicFailoverConfig]]:
     by_host: dict[tuple[str, str], list[VirtualMachine]] = defaultdict(list)
     for vm in vms:
         by_host[(vm.site, vm.host)].append(vm)
@@ -96,13 +154,21 @@ def _read_hosts(drivers: Drivers, vms: list[VirtualMachine]) -> tuple[list[Repli
         hyperv = drivers.hyperv[site]
         # Test VMs ("<vm> - Test") have no replication of their own.
         names = sorted({vm.name for vm in on_host if vm.role != "test"})
-        if names:
-            for rep in hyperv.get_replications(host, names):
-                # Both ends of a relationship report it; keep one.
-                replications.setdefault((rep.vm, rep.primary_site, rep.replica_site), rep)
         nics = [(vm.name, nic.name) for vm in on_host if vm.role == "replica" for nic in vm.nics]
-        if nics:
-            configs += hyperv.get_failover_configs(host, nics)
+
+        def fetch(hyperv=hyperv, host=host, names=names, nics=nics):
+            reps = hyperv.get_replications(host, names) if names else []
+            return reps, (hyperv.get_failover_configs(host, nics) if nics else [])
+
+        reps, cfgs = reader.read(
+            site, f"host:{host}", f"Hyper-V host {host}", fetch,
+            lambda v: {"replications": _dump_models(v[0]), "configs": _dump_models(v[1])},
+            lambda d: ([Replication.model_validate(x) for x in d["replications"]],
+                       [NicFailoverConfig.model_validate(x) for x in d["configs"]]))
+        for rep in reps:
+            # Both ends of a relationship report it; keep one.
+            replications.setdefault((rep.vm, rep.primary_site, rep.replica_site), rep)
+        configs += cfgs
     return list(replications.values()), configs
 
 
@@ -193,14 +259,18 @@ def _longest_zone(name: str, zones: list[str]) -> str | None:
     return best
 
 
-def _read_routes(config: AgentConfig, drivers: Drivers) -> list[Route]:
+def _read_routes(config: AgentConfig, drivers: Drivers, reader: _Reader) -> list[Route]:
     if not config.subnets:
         return []
     prefixes = [s.prefix for s in config.subnets]
     routers = [r.name for s in config.sites for r in s.routers] + [
         r.name for t in config.third_sites for r in t.routers
     ]
+    site_of = {r.name: s.name for s in config.sites for r in s.routers}
+    site_of.update({r.name: t.name for t in config.third_sites for r in t.routers})
     found: list[Route] = []
     for router in dict.fromkeys(routers):
-        found += drivers.routes.read_routes(router, prefixes)
+        found += reader.read(site_of[router], f"router:{router}", f"router {router}",
+                             lambda router=router: drivers.routes.read_routes(router, prefixes),
+                             _dump_models, lambda d: [Route.model_validate(x) for x in d])
     return found

@@ -308,3 +308,5 @@ class Inventory(Frozen):
     failover_configs: tuple[NicFailoverConfig, ...] = ()
     record_sets: tuple[RecordSet, ...] = ()
     routes: tuple[Route, ...] = ()
+    stale: tuple[str, ...] = ()
+    """Parts of a site that could not be read and were taken from the last good read."""

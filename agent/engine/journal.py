@@ -32,10 +32,12 @@ from agent.engine.model import (
     StepView,
 )
 from agent.engine.store import (
+    AuditRow,
     ManagedRecordRow,
     NoteRow,
     OperationRow,
     ReservationRow,
+    SiteViewRow,
     SnapshotRow,
     StepRow,
     Store,
@@ -238,6 +240,36 @@ class Journal:
             s.add(ReservationRow(site=site, pool=pool, address=address, owner_id=owner_id, vm=vm, nic=nic,
                                  ip_index=ip_index, purpose=purpose, operation_id=operation_id))
 
+    def record_reservations(self, entries: Sequence[dict[str, Any]]) -> list[AddressAlreadyGranted | None]:
+        """:meth:`record_reservation` for many addresses in one transaction (a step's worth).
+        ``entries`` hold its keyword arguments; returns, per entry, None (recorded now or already
+        held by that owner) or the conflict that refused it -- the other entries are recorded."""
+        out: list[AddressAlreadyGranted | None] = []
+        if not entries:
+            return out
+        with self.store.session() as s:
+            held: dict[tuple[str, str, str], ReservationRow] = {}
+            sites = sorted({e["site"] for e in entries})
+            for chunk in _chunks(sorted({e["address"] for e in entries})):
+                for row in s.scalars(select(ReservationRow).where(
+                        ReservationRow.site.in_(sites), ReservationRow.address.in_(chunk),
+                        ReservationRow.held.is_(True))):
+                    held[(row.site, row.pool, row.address)] = row
+            for e in entries:
+                key = (e["site"], e["pool"], e["address"])
+                existing = held.get(key)
+                if existing is None:
+                    held[key] = row = ReservationRow(**e)
+                    s.add(row)
+                    out.append(None)
+                elif existing.owner_id != e["owner_id"]:
+                    out.append(AddressAlreadyGranted(
+                        f"{e['address']} in pool {e['pool']} is already recorded for {existing.vm}/{existing.nic}",
+                        pool=e["pool"], address=e["address"], vm=existing.vm))
+                else:
+                    out.append(None)
+        return out
+
     def release_reservation(self, *, site: str, pool: str, address: str) -> None:
         with self.store.session() as s:
             for row in s.scalars(select(ReservationRow).where(
@@ -274,6 +306,26 @@ class Journal:
             s.add(SnapshotRow(scope=scope, kind=kind, key=key, data=data))
             return True
 
+    def snapshot_many(self, *, scope: str, kind: str, data: dict[str, Any]) -> set[str]:
+        """:meth:`snapshot` for many keys in one transaction: first write wins per key. Returns
+        the keys stored now (those not already snapshotted in the scope)."""
+        with self.store.session() as s:
+            existing: set[str] = set()
+            for chunk in _chunks(list(data)):
+                existing.update(s.scalars(select(SnapshotRow.key).where(
+                    SnapshotRow.scope == scope, SnapshotRow.kind == kind, SnapshotRow.key.in_(chunk))))
+            new = [k for k in data if k not in existing]
+            s.add_all(SnapshotRow(scope=scope, kind=kind, key=k, data=data[k]) for k in new)
+        return set(new)
+
+    def set_written_many(self, *, scope: str, kind: str, written: dict[str, Any]) -> None:
+        """:meth:`set_written` for many keys in one transaction."""
+        with self.store.session() as s:
+            for chunk in _chunks(list(written)):
+                for row in s.scalars(select(SnapshotRow).where(
+                        SnapshotRow.scope == scope, SnapshotRow.kind == kind, SnapshotRow.key.in_(chunk))):
+                    row.written = written[row.key]
+
     def set_written(self, *, scope: str, kind: str, key: str, written: Any) -> None:
         with self.store.session() as s:
             s.execute(update(SnapshotRow).where(SnapshotRow.scope == scope, SnapshotRow.kind == kind,
@@ -295,9 +347,47 @@ class Journal:
             if not exists:
                 s.add(ManagedRecordRow(zone=zone, name=name, type=rtype, reason=reason))
 
+    def manage_records(self, records: Iterable[tuple[str, str, str]], reason: str) -> None:
+        """:meth:`manage_record` for many (zone, name, type) in one transaction."""
+        wanted = list(dict.fromkeys(records))
+        if not wanted:
+            return
+        with self.store.session() as s:
+            have: set[tuple[str, str, str]] = set()
+            zones = sorted({z for z, _, _ in wanted})
+            for chunk in _chunks(sorted({n for _, n, _ in wanted})):
+                have.update((r.zone, r.name, r.type) for r in s.scalars(select(ManagedRecordRow).where(
+                    ManagedRecordRow.zone.in_(zones), ManagedRecordRow.name.in_(chunk))))
+            s.add_all(ManagedRecordRow(zone=z, name=n, type=t, reason=reason) for z, n, t in wanted
+                      if (z, n, t) not in have)
+
+    def audit_many(self, *, actor: str, action: str, operation_id: str | None,
+                   entries: Iterable[tuple[str | None, Any]]) -> None:
+        """Audit records (target, details) of one kind in one transaction, like ``Store.audit``."""
+        rows = [AuditRow(actor=actor, action=action, target=target, operation_id=operation_id, details=details)
+                for target, details in entries]
+        if rows:
+            with self.store.session() as s:
+                s.add_all(rows)
+
     def managed_records(self) -> set[tuple[str, str, str]]:
         with self.store.session() as s:
             return {(r.zone, r.name, r.type) for r in s.scalars(select(ManagedRecordRow))}
+
+    # ------------------------------------------------------------------ site views
+
+    def save_site_view(self, site: str, part: str, data: Any) -> None:
+        with self.store.session() as s:
+            row = s.get(SiteViewRow, (site, part))
+            if row is None:
+                s.add(SiteViewRow(site=site, part=part, data=data, read_at=utcnow()))
+            else:
+                row.data, row.read_at = data, utcnow()
+
+    def load_site_view(self, site: str, part: str) -> tuple[Any, str] | None:
+        with self.store.session() as s:
+            row = s.get(SiteViewRow, (site, part))
+            return None if row is None else (row.data, row.read_at.isoformat(timespec="seconds"))
 
     # ------------------------------------------------------------------------- view
 
@@ -336,6 +426,12 @@ class Journal:
             notes=[{"author": n.author, "text": n.text, "at": n.created_at.isoformat()} for n in self.notes(op_id)],
             parent_id=op.parent_id,
         )
+
+
+def _chunks(values: list, size: int = 500) -> Iterable[list]:
+    """Slices small enough for any database's limit on bound parameters in one IN list."""
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
 
 
 def now() -> datetime:

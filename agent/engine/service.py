@@ -86,10 +86,16 @@ class Engine:
         from agent.inventory import gather_inventory
 
         # A test failover writes only the test DNS servers; a real one only the production ones.
-        return gather_inventory(self.config, self.drivers, dns_purpose="test" if kind == "test" else "production")
+        # Only an unplanned failover may plan from the last known state of a site gone dark.
+        return gather_inventory(self.config, self.drivers, dns_purpose="test" if kind == "test" else "production",
+                                memory=self.journal, fallback=kind == "unplanned")
 
     def plan(self, plan_name: str, kind: PlanKind) -> Plan:
-        return build_plan(self.config, self.inventory(kind), plan_name, kind)
+        inventory = self.inventory(kind)
+        plan = build_plan(self.config, inventory, plan_name, kind)
+        if inventory.stale:
+            plan = replace(plan, notes=(*plan.notes, *inventory.stale), _checksum=[])
+        return plan
 
     # --------------------------------------------------------------------- operations
 
@@ -219,6 +225,15 @@ class Engine:
                                      old_values=tuple(sorted(snap.written["values"])),
                                      new_values=tuple(sorted(snap.data["values"])), vm=vm_of.get(name, "")))
         return replace(plan, changes=Plan.sort_changes(changes), _checksum=[])
+
+    def preview(self, kind: OperationKind, plan_name: str) -> Plan:
+        """The plan ``create(kind, plan_name)`` would execute if called now, for an operator to
+        review; pass its checksum as ``expect_checksum`` to execute exactly that plan. Follow-up
+        kinds (cleanup, commit, reverse) have no fresh plan: they execute their parent's."""
+        if kind in FOLLOW_UP_OF or kind == OperationKind.CANCEL:
+            raise RefusedError(f"{kind.value} executes the stored plan of the operation it follows up")
+        plan = self.plan(plan_name, PLAN_KIND[kind])
+        return self._restore_original_dns(plan) if kind == OperationKind.FAILBACK else plan
 
     def run(self, op_id: str) -> OperationView:
         view = self.runner.run(op_id)

@@ -197,6 +197,18 @@ class VmLockRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class SiteViewRow(Base):
+    """The last good read of one part of a site (its VMM, a Hyper-V host, a router), so an
+    unplanned failover can still be planned when that site has gone dark."""
+
+    __tablename__ = "site_views"
+
+    site: Mapped[str] = mapped_column(String(128), primary_key=True)
+    part: Mapped[str] = mapped_column(String(200), primary_key=True)
+    data: Mapped[Any] = mapped_column(JsonText)
+    read_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class AuditRow(Base):
     """Append-only: every change the agent made to an outside system, and who asked for it."""
 
