@@ -16,6 +16,7 @@ import structlog
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
 
 log = structlog.get_logger("agent.scheduler")
 
@@ -32,18 +33,31 @@ def run_expiry(op_id: str) -> None:
     _ENGINE.expire_test_failover(op_id)
 
 
+class _BackgroundScheduler(BackgroundScheduler):
+    def _process_jobs(self):
+        # On shutdown APScheduler 3.11 wakes its thread once more and processes the due jobs
+        # after the executors are gone: the submission fails, tracebacks go to stderr, and the
+        # one-shot job may be removed unrun. A due expiry must wait for the next start instead.
+        if self.state == STATE_STOPPED:
+            return None
+        return super()._process_jobs()
+
+
 class Scheduler:
     def __init__(self, store) -> None:
-        self._scheduler = BackgroundScheduler(
+        self._scheduler = _BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=store.engine, tablename="apscheduler_jobs")},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
             timezone="UTC",
         )
 
-    def start(self, engine: Any) -> None:
+    def start(self, engine: Any, *, paused: bool = False) -> None:
+        """``paused``: keep the job store (expiries can be scheduled, cancelled and listed) but
+        run no job: a command line runs the expiries already due itself, in the foreground,
+        rather than beside its own operation on the same VMs."""
         global _ENGINE
         _ENGINE = engine
-        self._scheduler.start()
+        self._scheduler.start(paused=paused)
 
     def schedule_expiry(self, op_id: str, when: datetime) -> None:
         self._scheduler.add_job("agent.scheduler:run_expiry", trigger="date", run_date=when, args=[op_id],

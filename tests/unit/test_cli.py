@@ -294,7 +294,8 @@ def test_demo_validates_and_previews_every_kind(tmp_path: Path) -> None:
     out = result.stdout
     assert "config OK" in out
     for kind in ("planned", "unplanned", "test"):
-        assert f"Preview a {kind} failover of recovery plan {DEMO_PLAN}" in out
+        article = "an" if kind == "unplanned" else "a"
+        assert f"Preview {article} {kind} failover of recovery plan {DEMO_PLAN}" in out
         assert f"{kind} failover of plan {DEMO_PLAN}: contoso-east -> contoso-west vms=4" in out
     assert (tmp_path / "data").is_dir()  # the per-user data dir, not the package directory
     again = run("demo", "--reset")
