@@ -83,18 +83,19 @@ def reserve(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
         requests.append(GrantRequest(pool=it["pool"], address=it["address"], owner_id=nic_id,
                                      description=_owner_description(ctx, it)))
     results = ctx.call(f"vmm.grant_ips@{site}", lambda: vmm.grant_ips(requests)) if requests else []
-    retry_items, retry_requests = [], []
+    retry_items, retry_requests, granted = [], [], []
     for it, req, res in zip(ready, requests, results, strict=True):
         if res.error and res.error.code in ("address_already_granted", "address_reserved") and it.get("flexible"):
             retry_items.append(it)
             retry_requests.append(GrantRequest(pool=req.pool, address="", owner_id=req.owner_id,
                                                description=req.description))
             continue
-        outcomes.append(_record_grant(ctx, site, it, res))
+        granted.append((it, res))
+    outcomes += _record_grants(ctx, site, granted)
     if retry_requests:
         again = ctx.call(f"vmm.grant_ips@{site}", lambda: vmm.grant_ips(retry_requests))
-        for it, res in zip(retry_items, again, strict=True):
-            out = _record_grant(ctx, site, it, res)
+        retried = list(zip(retry_items, again, strict=True))
+        for (it, res), out in zip(retried, _record_grants(ctx, site, retried), strict=True):
             if res.ok:
                 out.value = {"address": res.value.address, "planned": it["address"],
                              "note": "planned address was taken meanwhile; VMM granted another"}
@@ -102,26 +103,43 @@ def reserve(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     return StepResult(items=outcomes)
 
 
-def _record_grant(ctx: ActionContext, site: str, it: dict[str, Any], res: ItemResult[IpGrant]) -> ItemOutcome:
-    if not res.ok:
-        return ItemOutcome(key=it["key"], vm=it["vm"], error=error_json(res.error))
-    grant = res.value
-    try:
-        ctx.journal.record_reservation(site=site, pool=grant.pool, address=grant.address, owner_id=grant.owner_id,
-                                       vm=it["vm"], nic=it["nic"], ip_index=it["ip_index"], purpose=it["purpose"],
-                                       operation_id=ctx.op_id)
-    except ConflictError as exc:
-        return ItemOutcome(key=it["key"], vm=it["vm"], error=error_json(exc))
-    if res.changed:
-        ctx.journal.store.audit(actor=ctx.config.agent.owner_id, action="vmm.grant_ip", operation_id=ctx.op_id,
-                                target=f"{site}/{grant.pool}/{grant.address}", details={"vm": it["vm"], "nic": it["nic"]})
-    return ItemOutcome(key=it["key"], vm=it["vm"], changed=res.changed, value={"address": grant.address})
+def _record_grants(ctx: ActionContext, site: str,
+                   pairs: list[tuple[dict[str, Any], ItemResult[IpGrant]]]) -> list[ItemOutcome]:
+    """Journal what VMM granted (one transaction for the whole step, not one per address) and
+    audit the new grants; one outcome per (item, result), in order."""
+    conflicts = iter(ctx.journal.record_reservations([
+        {"site": site, "pool": res.value.pool, "address": res.value.address, "owner_id": res.value.owner_id,
+         "vm": it["vm"], "nic": it["nic"], "ip_index": it["ip_index"], "purpose": it["purpose"],
+         "operation_id": ctx.op_id}
+        for it, res in pairs if res.ok]))
+    outcomes, audits = [], []
+    for it, res in pairs:
+        if not res.ok:
+            outcomes.append(ItemOutcome(key=it["key"], vm=it["vm"], error=error_json(res.error)))
+            continue
+        grant, conflict = res.value, next(conflicts)
+        if conflict is not None:
+            outcomes.append(ItemOutcome(key=it["key"], vm=it["vm"], error=error_json(conflict)))
+            continue
+        if res.changed:
+            audits.append((f"{site}/{grant.pool}/{grant.address}", {"vm": it["vm"], "nic": it["nic"]}))
+        outcomes.append(ItemOutcome(key=it["key"], vm=it["vm"], changed=res.changed, value={"address": grant.address}))
+    ctx.journal.audit_many(actor=ctx.config.agent.owner_id, action="vmm.grant_ip", operation_id=ctx.op_id,
+                           entries=audits)
+    return outcomes
 
 
 def reserved_addresses(ctx: ActionContext, vm: str, nic: str, purpose: str) -> dict[int, str]:
     """ip_index -> address actually granted in this operation (may differ from the plan)."""
-    return {r.ip_index: r.address for r in ctx.journal.reservations(operation_id=ctx.op_id, purpose=purpose, vms=[vm])
-            if r.nic == nic}
+    return reserved_by_nic(ctx, [vm], purpose).get((vm, nic), {})
+
+
+def reserved_by_nic(ctx: ActionContext, vms: list[str], purpose: str) -> dict[tuple[str, str], dict[int, str]]:
+    """(vm, nic) -> ip_index -> address granted in this operation, for many VMs in one query."""
+    out: dict[tuple[str, str], dict[int, str]] = {}
+    for r in ctx.journal.reservations(operation_id=ctx.op_id, purpose=purpose, vms=vms):
+        out.setdefault((r.vm, r.nic), {})[r.ip_index] = r.address
+    return out
 
 
 @action("vmm.connect")
@@ -129,10 +147,12 @@ def connect(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     site = spec["site"]
     items, skipped = ctx.live(spec["items"])
     conns = []
+    tests = [it["vm"] for it in items if it.get("addresses") and it.get("purpose") == "test"]
+    test_grants = reserved_by_nic(ctx, tests, "test") if tests else {}
     for it in items:
         addresses = tuple(tuple(a) for a in it.get("addresses", []))
         if addresses and it.get("purpose") == "test":
-            granted = reserved_addresses(ctx, it["vm"], it["nic"], "test")
+            granted = test_grants.get((it["vm"], it["nic"]), {})
             addresses = tuple((granted.get(i, a), p) for i, (a, p) in enumerate(addresses))
         conns.append(NicConnection(vm=it["target_vm"], nic=it["nic"], vm_network=it["vm_network"],
                                    vm_subnet=it.get("vm_subnet"), addresses=addresses))
@@ -209,6 +229,16 @@ def power(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
 def replicate(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     site, host, what = spec["site"], spec["host"], spec["replica_action"]
     items, skipped = ctx.live(spec["items"])
+    if what == "start_test" and items:
+        # Hyper-V refuses to start a test failover of a VM that has a test VM already. Creating
+        # the operation refused VMs with a test failover running, so a test VM found now is this
+        # operation's own, from an attempt cut off before its outcome was journalled: done.
+        hv = ctx.drivers.hyperv[site]
+        reps = ctx.call(f"hyperv.get_replications@{host}",
+                        lambda: hv.get_replications(host, [it["vm"] for it in items]))
+        started = {r.vm for r in reps if r.test_vm}
+        skipped += [ItemOutcome(key=it["key"], vm=it["vm"]) for it in items if it["vm"] in started]
+        items = [it for it in items if it["vm"] not in started]
     if not items:
         return StepResult(items=skipped)
     vms = [it["vm"] for it in items]
@@ -229,12 +259,16 @@ def set_failover(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     current = ctx.call(f"hyperv.get_failover_configs@{host}",
                        lambda: hv.get_failover_configs(host, [(it["vm"], it["nic"]) for it in items]))
     by_nic = {(c.vm, c.nic): c for c in current}
-    configs = []
+    snaps: dict[str, Any] = {}
     for it in items:
         before = by_nic.get((it["vm"], it["nic"]))
-        ctx.journal.snapshot(scope=ctx.op_id, kind="failover_config", key=f"{site}/{host}/{it['vm']}/{it['nic']}",
-                             data=[s.model_dump(mode="json") for s in (before.settings if before else ())])
-        granted = reserved_addresses(ctx, it["vm"], it["nic"], "failover")
+        snaps.setdefault(f"{site}/{host}/{it['vm']}/{it['nic']}",
+                         [s.model_dump(mode="json") for s in (before.settings if before else ())])
+    ctx.journal.snapshot_many(scope=ctx.op_id, kind="failover_config", data=snaps)
+    reserved = reserved_by_nic(ctx, [it["vm"] for it in items], "failover")
+    configs = []
+    for it in items:
+        granted = reserved.get((it["vm"], it["nic"]), {})
         settings = []
         for setting in it["settings"]:
             setting = dict(setting)
@@ -253,18 +287,27 @@ def restore_failover(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     site, host, scope = spec["site"], spec["host"], spec["scope"]
     hv = ctx.drivers.hyperv[site]
     snaps = {s.key: s.data for s in ctx.journal.snapshots(scope=scope, kind="failover_config")}
-    configs, items = [], []
+    configs, items, cleared, unset = [], [], [], []
     for it in spec["items"]:
         key = f"{site}/{host}/{it['vm']}/{it['nic']}"
         if key not in snaps:
             continue
+        if not snaps[key]:
+            # There was none: remove ours (setting an empty configuration is refused).
+            cleared.append(it)
+            unset.append((it["vm"], it["nic"]))
+            continue
         items.append(it)
         configs.append(NicFailoverConfig(vm=it["vm"], nic=it["nic"], host=host,
                                          settings=tuple(FailoverIpSetting.model_validate(s) for s in snaps[key])))
-    if not configs:
-        return StepResult()
-    results = ctx.call(f"hyperv.set_failover_configs@{host}", lambda: hv.set_failover_configs(host, configs))
-    return StepResult(items=_outcomes(items, results))
+    outcomes: list[ItemOutcome] = []
+    if configs:
+        results = ctx.call(f"hyperv.set_failover_configs@{host}", lambda: hv.set_failover_configs(host, configs))
+        outcomes += _outcomes(items, results)
+    if unset:
+        results = ctx.call(f"hyperv.clear_failover_configs@{host}", lambda: hv.clear_failover_configs(host, unset))
+        outcomes += _outcomes(cleared, results)
+    return StepResult(items=outcomes)
 
 
 @action("hyperv.await_failover")
@@ -300,9 +343,8 @@ def _route(d: dict[str, Any]) -> Route:
 
 def _snapshot_routes(ctx: ActionContext, router: str, prefixes: set[str]) -> None:
     current = ctx.call(f"routes.read@{router}", lambda: ctx.drivers.routes.read_routes(router, sorted(prefixes)))
-    for prefix in prefixes:
-        ctx.journal.snapshot(scope=ctx.op_id, kind="routes", key=f"{router}/{prefix}",
-                             data=[r.model_dump(mode="json") for r in current if r.prefix == prefix])
+    ctx.journal.snapshot_many(scope=ctx.op_id, kind="routes", data={
+        f"{router}/{prefix}": [r.model_dump(mode="json") for r in current if r.prefix == prefix] for prefix in prefixes})
 
 
 @action("routes.withdraw")
@@ -399,11 +441,15 @@ def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     current = {(r.name, r.type.value): r for r in ctx.call(f"dns.read@{server}", lambda: dns.read(zone, names))}
     outcomes: list[ItemOutcome] = list(skipped)
     changes, pending = [], []
+    snaps: dict[str, Any] = {}
+    for it in items:
+        now = current.get((it["name"], it["type"]))
+        snaps.setdefault(f"{server}|{zone}|{it['name']}|{it['type']}",
+                         {"values": list(tuple(sorted(now.values)) if now else ()), "ttl": now.ttl if now else None})
+    ctx.journal.snapshot_many(scope=ctx.op_id, kind="dns", data=snaps)
     for it in items:
         now = current.get((it["name"], it["type"]))
         now_values = tuple(sorted(now.values)) if now else ()
-        ctx.journal.snapshot(scope=ctx.op_id, kind="dns", key=f"{server}|{zone}|{it['name']}|{it['type']}",
-                             data={"values": list(now_values), "ttl": now.ttl if now else None})
         new = tuple(sorted(it["new_values"]))
         if now_values == new and (not new or now.ttl == it["ttl"]):
             outcomes.append(ItemOutcome(key=it["key"], vm=it.get("vm")))
@@ -427,14 +473,16 @@ def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
             outcomes += [ItemOutcome(key=it["key"], vm=it.get("vm"), error=error_json(exc)) for it in pending]
             return StepResult(items=outcomes)
         verification = verify_applied(ctx, server, zone, changes)
-        for it, ch in zip(pending, changes, strict=True):
-            ctx.journal.manage_record(zone, ch.name, ch.type.value, "written")
-            ctx.journal.set_written(scope=ctx.op_id, kind="dns", key=f"{server}|{zone}|{it['name']}|{it['type']}",
-                                    written={"values": list(ch.new_values), "ttl": ch.ttl})
-            ctx.journal.store.audit(actor=ctx.config.agent.owner_id, action="dns.replace", operation_id=ctx.op_id,
-                                    target=f"{server}/{it['name']}/{it['type']}",
-                                    details={"old": list(ch.expected), "new": list(ch.new_values), "ttl": ch.ttl})
-            outcomes.append(ItemOutcome(key=it["key"], vm=it.get("vm"), changed=True))
+        done = list(zip(pending, changes, strict=True))
+        ctx.journal.manage_records([(zone, ch.name, ch.type.value) for _, ch in done], "written")
+        ctx.journal.set_written_many(scope=ctx.op_id, kind="dns", written={
+            f"{server}|{zone}|{it['name']}|{it['type']}": {"values": list(ch.new_values), "ttl": ch.ttl}
+            for it, ch in done})
+        ctx.journal.audit_many(actor=ctx.config.agent.owner_id, action="dns.replace", operation_id=ctx.op_id,
+                               entries=[(f"{server}/{it['name']}/{it['type']}",
+                                         {"old": list(ch.expected), "new": list(ch.new_values), "ttl": ch.ttl})
+                                        for it, ch in done])
+        outcomes += [ItemOutcome(key=it["key"], vm=it.get("vm"), changed=True) for it, _ in done]
         if verification is not None:
             return StepResult(items=outcomes, info={"verification": verification})
     return StepResult(items=outcomes)

@@ -16,8 +16,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
 
 from agent.domain.errors import AddressAlreadyGranted
 from agent.engine.model import (
@@ -248,26 +249,30 @@ class Journal:
         if not entries:
             return out
         with self.store.session() as s:
-            held: dict[tuple[str, str, str], ReservationRow] = {}
+            held: dict[tuple[str, str, str], dict[str, Any]] = {}
             sites = sorted({e["site"] for e in entries})
             for chunk in _chunks(sorted({e["address"] for e in entries})):
-                for row in s.scalars(select(ReservationRow).where(
+                for row in s.execute(select(ReservationRow.site, ReservationRow.pool, ReservationRow.address,
+                                            ReservationRow.owner_id, ReservationRow.vm, ReservationRow.nic).where(
                         ReservationRow.site.in_(sites), ReservationRow.address.in_(chunk),
                         ReservationRow.held.is_(True))):
-                    held[(row.site, row.pool, row.address)] = row
+                    held[(row.site, row.pool, row.address)] = row._asdict()
+            new = []
             for e in entries:
                 key = (e["site"], e["pool"], e["address"])
                 existing = held.get(key)
                 if existing is None:
-                    held[key] = row = ReservationRow(**e)
-                    s.add(row)
+                    held[key] = e
+                    new.append(e)
                     out.append(None)
-                elif existing.owner_id != e["owner_id"]:
+                elif existing["owner_id"] != e["owner_id"]:
                     out.append(AddressAlreadyGranted(
-                        f"{e['address']} in pool {e['pool']} is already recorded for {existing.vm}/{existing.nic}",
-                        pool=e["pool"], address=e["address"], vm=existing.vm))
+                        f"{e['address']} in pool {e['pool']} is already recorded for {existing['vm']}/{existing['nic']}",
+                        pool=e["pool"], address=e["address"], vm=existing["vm"]))
                 else:
                     out.append(None)
+            if new:
+                s.execute(insert(ReservationRow), new)
         return out
 
     def release_reservation(self, *, site: str, pool: str, address: str) -> None:
@@ -315,16 +320,18 @@ class Journal:
                 existing.update(s.scalars(select(SnapshotRow.key).where(
                     SnapshotRow.scope == scope, SnapshotRow.kind == kind, SnapshotRow.key.in_(chunk))))
             new = [k for k in data if k not in existing]
-            s.add_all(SnapshotRow(scope=scope, kind=kind, key=k, data=data[k]) for k in new)
+            if new:
+                s.execute(insert(SnapshotRow), [{"scope": scope, "kind": kind, "key": k, "data": data[k]} for k in new])
         return set(new)
 
     def set_written_many(self, *, scope: str, kind: str, written: dict[str, Any]) -> None:
         """:meth:`set_written` for many keys in one transaction."""
         with self.store.session() as s:
             for chunk in _chunks(list(written)):
-                for row in s.scalars(select(SnapshotRow).where(
-                        SnapshotRow.scope == scope, SnapshotRow.kind == kind, SnapshotRow.key.in_(chunk))):
-                    row.written = written[row.key]
+                rows = [{"id": i, "written": written[k]} for i, k in s.execute(select(SnapshotRow.id, SnapshotRow.key).where(
+                    SnapshotRow.scope == scope, SnapshotRow.kind == kind, SnapshotRow.key.in_(chunk)))]
+                if rows:
+                    s.execute(update(SnapshotRow), rows)
 
     def set_written(self, *, scope: str, kind: str, key: str, written: Any) -> None:
         with self.store.session() as s:
@@ -356,19 +363,21 @@ class Journal:
             have: set[tuple[str, str, str]] = set()
             zones = sorted({z for z, _, _ in wanted})
             for chunk in _chunks(sorted({n for _, n, _ in wanted})):
-                have.update((r.zone, r.name, r.type) for r in s.scalars(select(ManagedRecordRow).where(
+                have.update(tuple(r) for r in s.execute(select(
+                    ManagedRecordRow.zone, ManagedRecordRow.name, ManagedRecordRow.type).where(
                     ManagedRecordRow.zone.in_(zones), ManagedRecordRow.name.in_(chunk))))
-            s.add_all(ManagedRecordRow(zone=z, name=n, type=t, reason=reason) for z, n, t in wanted
-                      if (z, n, t) not in have)
+            new = [{"zone": z, "name": n, "type": t, "reason": reason} for z, n, t in wanted if (z, n, t) not in have]
+            if new:
+                s.execute(insert(ManagedRecordRow), new)
 
     def audit_many(self, *, actor: str, action: str, operation_id: str | None,
                    entries: Iterable[tuple[str | None, Any]]) -> None:
         """Audit records (target, details) of one kind in one transaction, like ``Store.audit``."""
-        rows = [AuditRow(actor=actor, action=action, target=target, operation_id=operation_id, details=details)
+        rows = [{"actor": actor, "action": action, "target": target, "operation_id": operation_id, "details": details}
                 for target, details in entries]
         if rows:
             with self.store.session() as s:
-                s.add_all(rows)
+                s.execute(insert(AuditRow), rows)
 
     def managed_records(self) -> set[tuple[str, str, str]]:
         with self.store.session() as s:
@@ -393,7 +402,10 @@ class Journal:
 
     def view(self, op_id: str) -> OperationView:
         op = self.operation(op_id)
-        rows = self.steps(op_id)
+        with self.store.session() as s:
+            # Not the specs: the view does not show them, and they hold every item of the plan.
+            rows = list(s.scalars(select(StepRow).where(StepRow.operation_id == op_id)
+                                  .order_by(StepRow.ordinal).options(defer(StepRow.spec))))
         steps = []
         failed: set[str] = set()
         touched: set[str] = set()
