@@ -447,11 +447,19 @@ def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
         snaps.setdefault(f"{server}|{zone}|{it['name']}|{it['type']}",
                          {"values": list(tuple(sorted(now.values)) if now else ()), "ttl": now.ttl if now else None})
     ctx.journal.snapshot_many(scope=ctx.op_id, kind="dns", data=snaps)
+    originals = {s.key: s.data for s in ctx.journal.snapshots(scope=ctx.op_id, kind="dns") if s.key in snaps}
+    recovered: dict[str, Any] = {}
     for it in items:
         now = current.get((it["name"], it["type"]))
         now_values = tuple(sorted(now.values)) if now else ()
         new = tuple(sorted(it["new_values"]))
         if now_values == new and (not new or now.ttl == it["ttl"]):
+            key = f"{server}|{zone}|{it['name']}|{it['type']}"
+            first = originals.get(key)
+            if first is not None and (tuple(first["values"]) != now_values or (new and first["ttl"] != now.ttl)):
+                # This operation wrote it and was cut off before journalling that: record it now,
+                # or a later restore would not know the record is the agent's to put back.
+                recovered[key] = {"values": list(new), "ttl": it["ttl"]}
             outcomes.append(ItemOutcome(key=it["key"], vm=it.get("vm")))
             continue
         if now_values != tuple(sorted(it["old_values"])) and not it.get("force"):
@@ -464,6 +472,9 @@ def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
         changes.append(RecordChange(zone=zone, name=it["name"], type=RecordType(it["type"]), ttl=it["ttl"],
                                     expected=now_values, new_values=new))
         pending.append(it)
+    if recovered:
+        ctx.journal.manage_records([tuple(k.split("|")[1:]) for k in recovered], "written")
+        ctx.journal.set_written_many(scope=ctx.op_id, kind="dns", written=recovered)
     if changes:
         try:
             ctx.call(f"dns.apply@{server}", lambda: dns.apply(zone, changes))

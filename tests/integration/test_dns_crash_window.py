@@ -1,0 +1,101 @@
+"""A DNS step killed after the server applied its update but before the journal said so.
+
+The resumed step finds the new records already in place. It must still record them as the
+agent's own writing, or a later cancel/failback would not put the originals back.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.configfile import demo_dir, load_config
+from agent.drivers import build_drivers
+from agent.engine.model import OperationKind
+from agent.engine.service import Engine
+from agent.engine.store import Store
+
+PLAN = "contoso-apps"
+
+
+class Killed(BaseException):
+    """Stops the engine where it stands, as kill -9 would (not an Exception: nothing catches it)."""
+
+
+class DiesAfterApply:
+    """The DNS driver, except that the agent dies right after the server accepted an update."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def read(self, zone, names):
+        return self.inner.read(zone, names)
+
+    def apply(self, zone, changes):
+        self.inner.apply(zone, changes)
+        raise Killed
+
+
+def _engine(tmp_path: Path, *, die: bool):
+    loaded = load_config(tmp_path / "demo.yaml")
+    drivers = build_drivers(loaded)
+    if die:
+        drivers.dns["dns-contoso"] = DiesAfterApply(drivers.dns["dns-contoso"])
+    store = Store.for_path(tmp_path / "var" / "agent.sqlite")
+    return Engine(loaded.config, drivers, store, sleep=lambda s: None), drivers, store
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    for name in ("demo.yaml", "demo-inventory.yaml"):
+        shutil.copy(demo_dir() / name, tmp_path / name)
+    cfg = yaml.safe_load((tmp_path / "demo.yaml").read_text())
+    cfg["agent"]["data_dir"] = str(tmp_path / "var")
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return tmp_path
+
+
+def test_records_written_just_before_a_crash_are_still_restored_by_cancel(config_dir: Path) -> None:
+    engine, drivers, store = _engine(config_dir, die=False)
+    original = drivers.world.snapshot()["record_sets"]
+    drivers.close()
+    store.close()
+
+    engine, drivers, store = _engine(config_dir, die=True)
+    with pytest.raises(Killed):
+        view = engine.start(OperationKind.PLANNED_FAILOVER, PLAN, requested_by="test")
+        while view.status == "waiting_for_manual_action":
+            view = engine.resume(view.id, actor="test")
+    op_id = engine.journal.operations(limit=1)[0].id
+    drivers.close()
+    store.close()
+
+    engine, drivers, store = _engine(config_dir, die=False)
+    [view] = engine.resume_unfinished()
+    while view.status == "waiting_for_manual_action":
+        view = engine.resume(view.id, actor="test")
+    assert view.id == op_id and view.status == "succeeded", view.errors
+    assert drivers.world.snapshot()["record_sets"] != original
+
+    # Roll the failover back through its snapshots: every record must come back, including
+    # those whose update landed just before the crash.
+    from agent.engine.compensation import cancel_steps
+    from agent.engine.model import ERROR_POLICY
+    from agent.engine.planio import plan_from_json
+
+    op = engine.journal.operation(op_id)
+    plan = plan_from_json(op.plan)
+    engine.journal.release_vms(op_id)
+    undo = engine.journal.create_operation(
+        kind=OperationKind.CANCEL, plan_name=PLAN, plan=op.plan, mode=op.mode,
+        error_policy=ERROR_POLICY[OperationKind.CANCEL], source_site=op.source_site, target_site=op.target_site,
+        steps=[s for s in cancel_steps(engine.config, plan, op_id) if s.action == "dns.restore"],
+        vms=[v.name for v in plan.vms], parent_id=op_id)
+    assert engine.run(undo).status == "succeeded"
+    assert drivers.world.snapshot()["record_sets"] == original
+    drivers.close()
+    store.close()
