@@ -9,6 +9,7 @@ forever (cmdlets-and-libraries.md section 7, observed with APScheduler 3.11).
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,9 @@ log = structlog.get_logger("agent.scheduler")
 _ENGINE: Any = None
 """The engine the jobs of this process act on (one agent per process)."""
 
+_JOB = threading.local()
+"""Which test failover the expiry job running in this thread is about."""
+
 
 def run_expiry(op_id: str) -> None:
     """Job function, referenced by name in the job store (so it must stay importable here)."""
@@ -30,7 +34,11 @@ def run_expiry(op_id: str) -> None:
         log.error("test failover expiry fell due with no engine running", operation=op_id)
         return
     log.warning("test failover exceeded its maximum age: cleaning up by force", operation=op_id)
-    _ENGINE.expire_test_failover(op_id)
+    _JOB.operation = op_id
+    try:
+        _ENGINE.expire_test_failover(op_id)
+    finally:
+        _JOB.operation = None
 
 
 class _BackgroundScheduler(BackgroundScheduler):
@@ -65,6 +73,11 @@ class Scheduler:
         log.info("test failover cleanup scheduled", operation=op_id, due=when.isoformat())
 
     def cancel_expiry(self, op_id: str) -> None:
+        if getattr(_JOB, "operation", None) == op_id:
+            # Called by that very job (its cleanup succeeded): a one-shot job is out of the job
+            # store once it fires, and asking for it from the job's thread deadlocks against a
+            # shutdown that holds the job stores while it waits for this thread to end.
+            return
         try:
             self._scheduler.remove_job(f"test-expiry:{op_id}")
         except JobLookupError:

@@ -31,12 +31,14 @@ def _outcomes(items: list[dict[str, Any]], results: list[ItemResult]) -> list[It
     return out
 
 
-def _tolerant(ctx: ActionContext, spec: dict[str, Any], items: list[dict[str, Any]], what: str, fn) -> list[ItemOutcome] | list[ItemResult]:
-    """Unplanned failover: the source site may be gone. When the step is marked
+def _tolerant(ctx: ActionContext, spec: dict[str, Any], items: list[dict[str, Any]], what: str, fn) -> list[ItemOutcome]:
+    """Make the step's one port call and turn its results into outcomes.
+
+    Unplanned failover: the source site may be gone. When the step is marked
     ``tolerate_unreachable`` and the call still fails transiently after retries, every item is
     recorded as skipped (with the reason) instead of failing its VM."""
     try:
-        return ctx.call(what, fn)
+        return _outcomes(items, ctx.call(what, fn))
     except TransientError as exc:
         if not spec.get("tolerate_unreachable"):
             raise
@@ -213,27 +215,13 @@ def revoke_test_grants(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
 # ---------------------------------------------------------------------------- Hyper-V
 
 
-@action("hyperv.power")
-def power(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
-    site, host, what = spec["site"], spec["host"], spec["power"]
+def _host_action(ctx: ActionContext, spec: dict[str, Any], what: str, vm_field: str, call) -> StepResult:
     items, skipped = ctx.live(spec["items"])
-    if not items:
-        return StepResult(items=skipped)
-    vms = [it["target_vm"] for it in items]
-    res = _tolerant(ctx, spec, items, f"hyperv.set_power.{what}@{host}",
-                    lambda: ctx.drivers.hyperv[site].set_power(host, what, vms))
-    return StepResult(items=skipped + (res if res and isinstance(res[0], ItemOutcome) else _outcomes(items, res)))
-
-
-@action("hyperv.replicate")
-def replicate(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
-    site, host, what = spec["site"], spec["host"], spec["replica_action"]
-    items, skipped = ctx.live(spec["items"])
-    if what == "start_test" and items:
+    if spec.get("replica_action") == "start_test" and items:
         # Hyper-V refuses to start a test failover of a VM that has a test VM already. Creating
         # the operation refused VMs with a test failover running, so a test VM found now is this
         # operation's own, from an attempt cut off before its outcome was journalled: done.
-        hv = ctx.drivers.hyperv[site]
+        hv, host = ctx.drivers.hyperv[spec["site"]], spec["host"]
         reps = ctx.call(f"hyperv.get_replications@{host}",
                         lambda: hv.get_replications(host, [it["vm"] for it in items]))
         started = {r.vm for r in reps if r.test_vm}
@@ -241,10 +229,24 @@ def replicate(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
         items = [it for it in items if it["vm"] not in started]
     if not items:
         return StepResult(items=skipped)
-    vms = [it["vm"] for it in items]
-    res = _tolerant(ctx, spec, items, f"hyperv.replicate.{what}@{host}",
-                    lambda: ctx.drivers.hyperv[site].replicate(host, what, vms))
-    return StepResult(items=skipped + (res if res and isinstance(res[0], ItemOutcome) else _outcomes(items, res)))
+    site, host = spec["site"], spec["host"]
+    vms = [it[vm_field] for it in items]
+    return StepResult(items=skipped + _tolerant(ctx, spec, items, f"{what}@{host}",
+                                                lambda: call(ctx.drivers.hyperv[site], host, vms)))
+
+
+@action("hyperv.power")
+def power(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    what = spec["power"]
+    return _host_action(ctx, spec, f"hyperv.set_power.{what}", "target_vm",
+                        lambda hv, host, vms: hv.set_power(host, what, vms))
+
+
+@action("hyperv.replicate")
+def replicate(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
+    what = spec["replica_action"]
+    return _host_action(ctx, spec, f"hyperv.replicate.{what}", "vm",
+                        lambda hv, host, vms: hv.replicate(host, what, vms))
 
 
 @action("hyperv.set_failover")
@@ -357,8 +359,8 @@ def withdraw(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     except TransientError:
         if not spec.get("tolerate_unreachable"):
             raise
-    res = _tolerant(ctx, spec, items, f"routes.withdraw@{router}", lambda: ctx.drivers.routes.withdraw(routes))
-    return StepResult(items=res if res and isinstance(res[0], ItemOutcome) else _outcomes(items, res))
+    return StepResult(items=_tolerant(ctx, spec, items, f"routes.withdraw@{router}",
+                                      lambda: ctx.drivers.routes.withdraw(routes)))
 
 
 @action("routes.announce")

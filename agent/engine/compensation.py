@@ -61,11 +61,18 @@ def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
         child_kind, steps = OperationKind.CLEANUP_TEST, cleanup_test_steps(runner.config, plan, op.id)
     else:
         child_kind, steps = OperationKind.CANCEL, cancel_steps(runner.config, plan, op.id)
-    runner.journal.release_vms(op.id)
-    child = runner.journal.create_operation(
-        kind=child_kind, plan_name=op.plan_name, plan=op.plan, mode=op.mode, error_policy=ERROR_POLICY[child_kind],
-        source_site=op.source_site, target_site=op.target_site, steps=steps, vms=[v.name for v in plan.vms],
-        parent_id=op.id, requested_by=op.requested_by,
-    )
+    # A compensation cut off by a crash is resumed, not started a second time (a second one
+    # could not even start: the first still holds the VMs).
+    earlier = [o for o in runner.journal.operations(limit=10000)
+               if o.parent_id == op.id and o.kind == child_kind.value]
+    if earlier:
+        child = earlier[-1].id  # the oldest: there is only ever one
+    else:
+        runner.journal.release_vms(op.id)
+        child = runner.journal.create_operation(
+            kind=child_kind, plan_name=op.plan_name, plan=op.plan, mode=op.mode,
+            error_policy=ERROR_POLICY[child_kind], source_site=op.source_site, target_site=op.target_site,
+            steps=steps, vms=[v.name for v in plan.vms], parent_id=op.id, requested_by=op.requested_by,
+        )
     view = runner.run(child)
     return {"operation": child, "status": view.status, "failed_vms": view.failed_vms}

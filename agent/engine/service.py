@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from agent.config import AgentConfig
-from agent.domain.model import RecordType
+from agent.domain.model import Inventory, RecordType, ReplicationState
 from agent.domain.plan import DnsChange, Plan, PlanKind, ReserveIp
 from agent.domain.planning import build_plan, host_name
 from agent.engine.journal import Journal
@@ -62,6 +62,21 @@ class PlanChanged(RefusedError):
     code = "plan_changed"
 
 
+FAILED_OVER_STATES = (ReplicationState.FAILED_OVER_WAITING_COMPLETION.value, ReplicationState.FAILED_OVER.value)
+
+
+class AlreadyFailedOver(RefusedError):
+    """The plan's VMs are failed over already (by an earlier operation, or by hand)."""
+
+    code = "already_failed_over"
+
+
+class UncleanedTestFailover(RefusedError):
+    """A test failover of the plan's VMs has not been cleaned up yet."""
+
+    code = "test_failover_running"
+
+
 class RecordNotManaged(RefusedError):
     """The plan would change DNS data the agent does not manage; take it over explicitly."""
 
@@ -83,19 +98,26 @@ class Engine:
     # ----------------------------------------------------------------------- planning
 
     def inventory(self, kind: PlanKind = "planned"):
+        from agent.engine.retrying import retrying_drivers
         from agent.inventory import gather_inventory
 
         # A test failover writes only the test DNS servers; a real one only the production ones.
         # Only an unplanned failover may plan from the last known state of a site gone dark.
-        return gather_inventory(self.config, self.drivers, dns_purpose="test" if kind == "test" else "production",
+        # Planning reads retry transient errors like a step's calls do (one flaky read must not
+        # refuse the whole operation); a site still unreachable after that falls back, as above.
+        drivers = retrying_drivers(self.drivers, self.config.policies.retry, self.runner.sleep)
+        return gather_inventory(self.config, drivers, dns_purpose="test" if kind == "test" else "production",
                                 memory=self.journal, fallback=kind == "unplanned")
 
     def plan(self, plan_name: str, kind: PlanKind) -> Plan:
+        return self._plan(plan_name, kind)[0]
+
+    def _plan(self, plan_name: str, kind: PlanKind) -> tuple[Plan, Inventory]:
         inventory = self.inventory(kind)
         plan = build_plan(self.config, inventory, plan_name, kind)
         if inventory.stale:
             plan = replace(plan, notes=(*plan.notes, *inventory.stale), _checksum=[])
-        return plan
+        return plan, inventory
 
     # --------------------------------------------------------------------- operations
 
@@ -109,6 +131,8 @@ class Engine:
             raise RefusedError("cancel an operation with Engine.cancel(operation id)")
         if kind in FOLLOW_UP_OF:
             parent = self._parent(kind, plan_name, parent_id)
+            if kind == OperationKind.CLEANUP_TEST:
+                self._supersede_test(parent, actor=requested_by)
             plan = plan_from_json(parent.plan)
             steps = {
                 OperationKind.CLEANUP_TEST: lambda: cleanup_test_steps(self.config, plan, parent.id),
@@ -119,7 +143,8 @@ class Engine:
         else:
             if plan_name is None:
                 raise RefusedError(f"{kind.value} needs a recovery plan name")
-            plan = self.plan(plan_name, PLAN_KIND[kind])
+            plan, inventory = self._plan(plan_name, PLAN_KIND[kind])
+            self._refuse_if_in_progress(kind, plan, inventory)
             if kind == OperationKind.FAILBACK:
                 plan = self._restore_original_dns(plan)
             if expect_checksum and plan.checksum() != expect_checksum:
@@ -139,6 +164,43 @@ class Engine:
         if kind == OperationKind.TEST_FAILOVER and self.scheduler is not None:
             self.scheduler.schedule_expiry(op_id, utcnow() + self.config.policies.test_failover_max_age)
         return op_id
+
+    def _refuse_if_in_progress(self, kind: OperationKind, plan: Plan, inventory: Inventory) -> None:
+        """In full mode the agent drives Hyper-V Replica itself, so VMs already failed over (or
+        already running a test failover) mean an earlier operation did it: a second one would
+        fail half-way at Hyper-V and hold the VMs, and cancelling it would undo the first one's
+        work. Refused before anything is recorded. (In network-only mode the orchestrator moves
+        the VMs and the agent follows, so an already failed-over VM is normal there.)"""
+        if self.config.agent.mode != "full" or kind == OperationKind.PREPARE:
+            return
+        names = {v.name for v in plan.vms}
+        reps = [r for r in inventory.replications if r.vm in names]
+        if kind == OperationKind.TEST_FAILOVER:
+            busy = sorted(f"{r.vm} ({r.test_vm})" for r in reps if r.test_vm)
+            if busy:
+                raise UncleanedTestFailover(
+                    f"a test failover of plan {plan.plan} is still running: {', '.join(busy)}; "
+                    "clean it up (or cancel it) before starting another", plan=plan.plan, vms=busy)
+            return
+        done = sorted(f"{r.vm} ({r.state.value} at {r.replica_site})" for r in reps
+                      if r.state.value in FAILED_OVER_STATES)
+        if done:
+            raise AlreadyFailedOver(
+                f"VMs of plan {plan.plan} are failed over already: {', '.join(done)}; commit (or cancel) "
+                "that failover, and reverse replication before failing back", plan=plan.plan, vms=done)
+
+    def _supersede_test(self, parent: Any, *, actor: str) -> None:
+        """A cleanup takes over a test failover that stopped before its end (waiting at a pause,
+        failed, interrupted): it ends ``cancelled`` and lets go of its VMs, so the cleanup can hold
+        them. One still running is refused: cancelling it stops it and runs this same cleanup."""
+        if OpStatus(parent.status) in FINAL_STATUSES:
+            return
+        if parent.status == OpStatus.RUNNING.value:
+            raise ConflictError(f"test failover {parent.id} is running: cancel it instead (that stops it "
+                                "and cleans it up)", operation=parent.id)
+        self.journal.set_status(parent.id, OpStatus.CANCELLED, result={"superseded_by": "cleanup_test"})
+        self.store.audit(actor=actor, action="test_failover.superseded_by_cleanup", operation_id=parent.id,
+                         details={"was": parent.status})
 
     def _check_dns_ownership(self, plan: Plan, *, take_over: bool, actor: str) -> None:
         """The agent changes only DNS data it manages: a VM's own records (holding only that VM's

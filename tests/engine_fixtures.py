@@ -1,0 +1,244 @@
+"""Shared rig for the operations-engine tests (``tests/integration/test_engine_*.py``).
+
+A *rig* is one agent on one pair of files: a SQLite store and a simulator state file (with its
+call log beside it). ``rig.restart()`` drops the engine, drivers and store -- as a killed agent
+would -- and opens new ones on the same two files, which is exactly what an agent restarted by
+its service manager sees.
+
+Speed: parsing the demo's YAML and seeding the simulator cost more than running a whole
+operation, and the recovery tests build a hundred rigs. So the demo config is copied and loaded
+once per session, and each rig starts from copies of a freshly seeded state file and a freshly
+migrated store (``Templates``). Each rig still gets files of its own under the test's
+``tmp_path`` (xdist-safe).
+
+Test modules import the fixtures they use by name::
+
+    from tests.engine_fixtures import demo, new_rig  # noqa: F401  (pytest fixtures)
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.configfile import LoadedConfig, load_config
+from agent.drivers import Drivers, build_drivers
+from agent.drivers.sim import SimWorld
+from agent.engine.model import OperationKind, OperationView, OpStatus
+from agent.engine.service import Engine
+from agent.engine.store import Store
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+DEMO_PLAN = "contoso-apps"
+ACTOR = "alice@test"
+WAITING = OpStatus.WAITING.value
+
+OP_ID = re.compile(r"op-[0-9a-f]{12}")
+
+
+def no_sleep(_seconds: float) -> None:
+    """The engine's retry backoff, made instant."""
+
+
+class Killed(BaseException):
+    """Raised by a crash hook to stop the engine where it stands, like ``kill -9`` would: not an
+    ``Exception``, so no ``except Exception`` in the engine journals it as a step failure."""
+
+
+def kill_at(phase: str, step: str) -> Callable[[str, str], None]:
+    """A crash hook that kills the engine the first time it reaches (``phase``, ``step``)."""
+
+    fired = []
+
+    def hook(p: str, s: str) -> None:
+        if (p, s) == (phase, step) and not fired:
+            fired.append(True)
+            raise Killed(f"{phase} of {step}")
+
+    return hook
+
+
+# ------------------------------------------------------------------------------ configs
+
+
+def copy_demo(into: Path, *, edit: Callable[[dict[str, Any]], None] | None = None,
+              inventory: str | None = None) -> Path:
+    """Copy config/demo.yaml (and its inventory) into ``into``; ``edit`` may change the config
+    (as a dict) first; ``inventory`` replaces the inventory's YAML text. Returns the config path."""
+
+    into.mkdir(parents=True, exist_ok=True)
+    text = (CONFIG_DIR / "demo.yaml").read_text()
+    if edit is not None:
+        data = yaml.safe_load(text)
+        edit(data)
+        text = yaml.safe_dump(data, sort_keys=False)
+    (into / "demo.yaml").write_text(text)
+    (into / "demo-inventory.yaml").write_text(
+        inventory if inventory is not None else (CONFIG_DIR / "demo-inventory.yaml").read_text())
+    return into / "demo.yaml"
+
+
+@dataclass
+class Templates:
+    """A loaded config with a freshly seeded simulator state and a freshly migrated store, to copy."""
+
+    loaded: LoadedConfig
+    sim_state: Path
+    store: Path
+
+    @classmethod
+    def build(cls, config_path: Path) -> Templates:
+        loaded = load_config(config_path)
+        base = config_path.parent / "template"
+        base.mkdir()
+        sim_state = base / "sim-state.json"
+        SimWorld.open(loaded.simulator_inventory, sim_state)  # seeds it
+        store_path = base / "agent.sqlite"
+        Store.for_path(store_path).close()
+        return cls(loaded, sim_state, store_path)
+
+    def copy_to(self, where: Path) -> tuple[Path, Path]:
+        where.mkdir(parents=True, exist_ok=True)
+        for p in self.sim_state.parent.iterdir():
+            shutil.copy(p, where / p.name)
+        return where / self.sim_state.name, where / self.store.name
+
+
+@dataclass
+class Rig:
+    """One agent (engine + drivers + store) on a store file and a simulator state file."""
+
+    loaded: LoadedConfig
+    state_path: Path
+    store_path: Path
+    sleep: Callable[[float], None] = no_sleep
+    crash_hook: Callable[[str, str], None] | None = None
+    scheduler: Any = None
+    drivers: Drivers = field(init=False)
+    store: Store = field(init=False)
+    engine: Engine = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._open()
+
+    def _open(self) -> None:
+        self.drivers = build_drivers(replace(self.loaded, simulator_state=self.state_path))
+        self.store = Store.for_path(self.store_path)
+        self.engine = Engine(self.loaded.config, self.drivers, self.store, sleep=self.sleep,
+                             crash_hook=self.crash_hook, scheduler=self.scheduler)
+
+    @property
+    def world(self) -> SimWorld:
+        return self.drivers.world
+
+    @property
+    def config(self):
+        return self.loaded.config
+
+    def restart(self, *, crash_hook: Callable[[str, str], None] | None = None, scheduler: Any = None) -> Rig:
+        """A new agent on the same files (the old one is dropped, not shut down cleanly)."""
+        self.close()
+        self.crash_hook, self.scheduler = crash_hook, scheduler
+        self._open()
+        return self
+
+    def close(self) -> None:
+        self.drivers.close()
+        self.store.close()
+
+    # -------------------------------------------------------------------- operating
+
+    def start(self, kind: OperationKind, plan: str | None = DEMO_PLAN, **kwargs: Any) -> OperationView:
+        """Start an operation and resume it through every manual pause, as an operator would."""
+        return self.through_pauses(self.engine.start(kind, plan, **kwargs))
+
+    def through_pauses(self, view: OperationView) -> OperationView:
+        for _ in range(50):
+            if view.status != WAITING:
+                return view
+            view = self.engine.resume(view.id, actor=ACTOR)
+        raise AssertionError(f"{view.id} keeps waiting: {view.waiting_for}")
+
+    def resume_all(self) -> list[OperationView]:
+        """What an agent does at start-up, then an operator resuming each manual pause."""
+        views = self.engine.resume_unfinished()
+        waiting = [op.id for op in self.engine.operations(status=[WAITING])]
+        return views + [self.through_pauses(self.engine.resume(op_id, actor=ACTOR)) for op_id in waiting]
+
+
+# ------------------------------------------------------------------------ observing
+
+
+def normalised(snapshot: Any) -> Any:
+    """A world snapshot with what differs between two runs of the same operations made equal:
+    operation ids (in grant and network descriptions) and the random ids Hyper-V gives the NICs
+    of test VMs (replaced by ``<test vm>/<nic>``, so a grant still shows which NIC holds it)."""
+
+    test_nics = {}
+    if isinstance(snapshot, dict) and isinstance(snapshot.get("vms"), dict):
+        test_nics = {nic["id"]: f"{name}/{nic['name']}" for vms in snapshot["vms"].values()
+                     for name, vm in vms.items() if vm.get("role") == "test" for nic in vm["nics"]}
+
+    def norm(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: norm(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [norm(v) for v in value]
+        if isinstance(value, str):
+            return test_nics.get(value) or OP_ID.sub("op-*", value)
+        return value
+
+    return norm(snapshot)
+
+
+Effect = tuple[str, str, str]
+"""(call kind, target, item key): ``("hyperv.replicate.failover", "hv-west-01", "sql01")``."""
+
+
+def changes(world: SimWorld, since: int = 0) -> Counter[Effect]:
+    """How many times each item was changed, per call kind and target, over the calls from index
+    ``since`` of the world's call log (every process's calls, a killed one's included)."""
+
+    out: Counter[Effect] = Counter()
+    for call in world.calls()[since:]:
+        for key in call.changed:
+            out[(call.kind, call.target, key)] += 1
+    return out
+
+
+# ------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Templates:
+    """The shipped demo (config/demo.yaml + demo-inventory.yaml), copied and loaded once."""
+    return Templates.build(copy_demo(tmp_path_factory.mktemp("demo")))
+
+
+@pytest.fixture
+def new_rig(demo: Templates, tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    """``new_rig(templates=demo, name="a", **rig_options)``: a rig on fresh copies of the
+    templates under this test's ``tmp_path``. Closed at the end of the test."""
+
+    rigs: list[Rig] = []
+
+    def make(templates: Templates = demo, name: str = "rig", **kwargs: Any) -> Rig:
+        state, store = templates.copy_to(tmp_path / name)
+        rig = Rig(templates.loaded, state, store, **kwargs)
+        rigs.append(rig)
+        return rig
+
+    yield make
+    for rig in rigs:
+        try:
+            rig.close()
+        except Exception:  # noqa: BLE001 -- best effort: a test may have closed it already
+            pass

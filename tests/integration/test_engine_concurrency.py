@@ -1,0 +1,90 @@
+"""200 prepare requests at once against one target pool: no address is granted twice, and a NIC
+asked for by several requests holds exactly one grant.
+
+The world is generated: 100 replicated VMs whose application network changes addresses at
+failover (``ip_strategy: change``) into one pool at the recovery site, and 100 recovery plans of
+two VMs each, overlapping (plan i holds vm i and vm i+1), every plan requested twice -- so each
+NIC is asked for by four of the 200 concurrent requests, through one shared engine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.drivers.sim import nic_id
+from agent.engine.model import OperationKind, OpStatus
+from tests.engine_fixtures import Templates, demo, new_rig  # noqa: F401  (demo, new_rig: pytest fixtures)
+
+VMS = 100
+TARGET_POOL = ("172.16.0.10", "172.16.3.250")
+
+
+def pool_world(where: Path) -> Templates:
+    vms = [f"vm{i:03d}" for i in range(VMS)]
+
+    def source_address(i: int) -> str:
+        return f"{ipaddress.ip_address('10.1.0.10') + i}/22"
+
+    def network(site: str, name: str, prefix: str, pool: str, first: str, last: str, gateway: str) -> dict:
+        return {"name": name, "logical_network": "ln-hnv", "isolation": "WindowsNetworkVirtualization",
+                "subnets": [{"name": "apps", "prefix": prefix,
+                             "pools": [{"name": pool, "range": [first, last], "gateway": gateway}]}]}
+
+    inventory = {"sites": [
+        {"name": "east", "hosts": ["hv-e1", "hv-e2"], "logical_networks": ["ln-hnv"],
+         "vm_networks": [network("east", "east-apps", "10.1.0.0/22", "east-pool", "10.1.0.10", "10.1.3.250",
+                                 "10.1.0.1")],
+         "vms": [{"name": vm, "host": f"hv-e{i % 2 + 1}",
+                  "nics": [{"name": "nic0", "vm_network": "east-apps", "addresses": [source_address(i)]}],
+                  "replica": {"site": "west", "host": f"hv-w{i % 2 + 1}"}} for i, vm in enumerate(vms)]},
+        {"name": "west", "hosts": ["hv-w1", "hv-w2"], "logical_networks": ["ln-hnv"],
+         "vm_networks": [network("west", "west-apps", "172.16.0.0/22", "west-pool", *TARGET_POOL, "172.16.0.1")]},
+    ]}
+    config = {
+        "agent": {"site": "west", "mode": "full", "owner_id": "failover-agent-test"},
+        "simulator": {"inventory": "inventory.yaml"},
+        "sites": [{"name": "east", "vmm": {"transport": "sim"}, "hyperv_hosts": [{"name": "hv-e1"}, {"name": "hv-e2"}]},
+                  {"name": "west", "vmm": {"transport": "sim"}, "hyperv_hosts": [{"name": "hv-w1"}, {"name": "hv-w2"}]}],
+        "network_mappings": [{"source": {"site": "east", "vm_network": "east-apps"},
+                              "target": {"site": "west", "vm_network": "west-apps"}, "ip_strategy": "change"}],
+        "recovery_plans": [{"name": f"plan{i:03d}", "groups": [{"name": "apps", "vms": [vms[i], vms[(i + 1) % VMS]]}]}
+                           for i in range(VMS)],
+    }
+    where.mkdir()
+    (where / "inventory.yaml").write_text(yaml.safe_dump(inventory))
+    (where / "agent.yaml").write_text(yaml.safe_dump(config))
+    return Templates.build(where / "agent.yaml")
+
+
+@pytest.mark.slow
+def test_200_concurrent_prepares_grant_each_nic_one_address_and_no_address_twice(new_rig, tmp_path: Path) -> None:
+    templates = pool_world(tmp_path / "pool-world")
+    rig = new_rig(templates=templates)
+    requests = [plan.name for plan in templates.loaded.config.recovery_plans] * 2
+    assert len(requests) == 200
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        views = list(pool.map(lambda plan: rig.engine.start(OperationKind.PREPARE, plan), requests))
+
+    assert Counter(v.status for v in views) == {OpStatus.SUCCEEDED.value: 200}
+    grants = rig.world.snapshot()["grants"]["west"]["west-pool"]
+    owners = Counter(g["owner_id"] for g in grants.values())
+    expected = {nic_id("west", f"vm{i:03d}", "nic0") for i in range(VMS)}  # the replica NICs
+    assert set(owners) == expected, "every replica NIC holds a grant, nobody else does"
+    assert set(owners.values()) == {1}, "one grant per NIC, however many requests asked for it"
+    low, high = (ipaddress.ip_address(a) for a in TARGET_POOL)
+    assert all(low <= ipaddress.ip_address(a) <= high for a in grants)  # (dict keys: no address twice)
+    # The store records the same: one held reservation per NIC, every address once, matching VMM.
+    held = rig.engine.journal.reservations(purpose="failover")
+    assert sorted((r.address, r.owner_id) for r in held) == sorted((a, g["owner_id"]) for a, g in grants.items())
+    assert len({r.address for r in held}) == len(held) == VMS
+    assert {r.vm for r in held} == {f"vm{i:03d}" for i in range(VMS)}
+    # Each NIC was granted by exactly one call; the other requests found its grant and reused it.
+    granted = Counter(key for c in rig.world.calls("vmm.grant_ips") for key in c.changed)
+    assert len(granted) == VMS and set(granted.values()) == {1}

@@ -1,0 +1,79 @@
+"""The store across agent versions: a store left at the initial schema revision (by an older
+agent) opens in this one, which migrates it in place and carries on with what it recorded;
+opening an existing store never loses data. (PostgreSQL: optional, not run here.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy import create_engine, inspect
+
+from agent.engine.migrate import _config, current_revision, head_revision
+from agent.engine.model import OperationKind, OpStatus
+from agent.engine.store import Store
+from tests.engine_fixtures import ACTOR, demo, new_rig  # noqa: F401  (demo, new_rig: pytest fixtures)
+
+INITIAL = "0001"
+
+
+def at_revision(path: Path, revision: str) -> None:
+    """Take the store file back to ``revision``, as an agent of that version left it."""
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as connection:
+            command.downgrade(_config(connection), revision)
+        assert current_revision(engine) == revision
+    finally:
+        engine.dispose()
+
+
+def test_a_store_at_the_initial_revision_is_migrated_and_its_operations_carry_on(new_rig) -> None:
+    rig = new_rig()
+    prepared = rig.start(OperationKind.PREPARE)
+    waiting = rig.engine.start(OperationKind.TEST_FAILOVER, "contoso-apps")  # left at its manual pause
+    rig.engine.journal.add_note(waiting.id, ACTOR, "paused for the application owners")
+    reserved = [(r.pool, r.address, r.vm) for r in rig.engine.journal.reservations()]
+    trail = [(a.id, a.action, a.operation_id) for a in rig.store.audit_trail(limit=100000)]
+    rig.close()
+    assert head_revision() != INITIAL, "there is a later revision to migrate to"
+    at_revision(rig.store_path, INITIAL)
+
+    rig.restart()  # Store.open migrates
+
+    engine = create_engine(f"sqlite:///{rig.store_path}")
+    try:
+        assert current_revision(engine) == head_revision()
+        assert "site_views" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    assert rig.engine.view(prepared.id).status == OpStatus.SUCCEEDED.value
+    paused = rig.engine.view(waiting.id)
+    assert (paused.status, paused.notes[0]["text"]) == (OpStatus.WAITING.value, "paused for the application owners")
+    assert [(r.pool, r.address, r.vm) for r in rig.engine.journal.reservations()] == reserved
+    assert [(a.id, a.action, a.operation_id) for a in rig.store.audit_trail(limit=100000)] == trail
+    # The migrated store is fully usable: the drill resumes from its pause and is cleaned up.
+    assert rig.through_pauses(rig.engine.resume(waiting.id, actor=ACTOR)).status == OpStatus.SUCCEEDED.value
+    assert rig.start(OperationKind.CLEANUP_TEST, parent_id=waiting.id).status == OpStatus.SUCCEEDED.value
+
+
+def test_opening_an_existing_store_keeps_everything(new_rig) -> None:
+    rig = new_rig()
+    view = rig.start(OperationKind.PLANNED_FAILOVER)
+    steps = [(s.name, s.status, s.attempts, s.outcome) for s in rig.engine.journal.steps(view.id)]
+    snapshots = [(s.kind, s.key, s.data, s.written) for s in rig.engine.journal.snapshots(scope=view.id)]
+    trail = [(a.id, a.action) for a in rig.store.audit_trail(limit=100000)]
+    rig.close()
+
+    for _ in range(2):  # opened (and "migrated") twice
+        store = Store.for_path(rig.store_path)
+        store.close()
+    rig.restart()
+
+    assert [(s.name, s.status, s.attempts, s.outcome) for s in rig.engine.journal.steps(view.id)] == steps
+    assert [(s.kind, s.key, s.data, s.written) for s in rig.engine.journal.snapshots(scope=view.id)] == snapshots
+    assert [(a.id, a.action) for a in rig.store.audit_trail(limit=100000)] == trail
+    # ... which is what commit needs: the TTLs the failover snapshotted are restored.
+    commit = rig.start(OperationKind.COMMIT)
+    assert commit.status == OpStatus.SUCCEEDED.value
+    assert any(s.changed for s in commit.steps if s.action == "dns.restore_ttl")
