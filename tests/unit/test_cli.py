@@ -353,7 +353,7 @@ def test_logs_are_json_when_stderr_is_not_a_terminal() -> None:
 def test_no_print_outside_the_cli() -> None:
     offenders = []
     for path in (REPO / "agent").rglob("*.py"):
-        if path.name == "cli.py":
+        if "cli" in path.relative_to(REPO / "agent").parts[:1]:
             continue
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if re.match(r"\s*print\(", line):

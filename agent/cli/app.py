@@ -1,0 +1,209 @@
+"""The frame every command runs in: the typer app and its root options, the two consoles, the
+exit codes and how an error becomes a report and an exit code, and the --config option."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from agent import __version__
+from agent.errors import AgentError, RefusedError, TransientError
+
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+EXIT_UNREACHABLE = 3
+EXIT_WAITING = 4
+
+ENV_LOG_LEVEL = "FAILOVER_AGENT_LOG_LEVEL"
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 the operation failed (or partially succeeded: the VMs that failed are "
+    "named); 2 bad config or refused request "
+    "(nothing changed; every problem is listed with file, line and key); "
+    "3 a VMM, Hyper-V, DNS or router endpoint could not be reached (try again later); "
+    "4 the operation is paused for a manual action (do it, then 'failover-agent ops resume OP')."
+)
+
+
+app = typer.Typer(
+    name="failover-agent",
+    help=(
+        "The network side of disaster recovery for Hyper-V / System Center VMM sites: reserves "
+        "IP addresses in VMM static pools, sets failover IPs on replica NICs, builds isolated "
+        "test networks, moves subnet routes and updates DNS.\n\n"
+        "Start with 'failover-agent demo' (two simulated sites, nothing real is touched). "
+        "'plan' previews a failover, 'run' carries one out with live progress, 'ops' looks after "
+        "the operations recorded in the store. "
+        "Commands read the config given by --config, else the file named by "
+        "$FAILOVER_AGENT_CONFIG, else the demo config shipped with the agent.\n\n"
+        + EXIT_CODES_HELP
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="PATH",
+        help="Config file (YAML). Default: $FAILOVER_AGENT_CONFIG, else the shipped demo config.",
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+
+
+# -------------------------------------------------------------------------- plumbing
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"failover-agent {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level",
+            envvar=ENV_LOG_LEVEL,
+            metavar="LEVEL",
+            help="Log detail on stderr: debug, info, warning or error. Logs are JSON lines when "
+            "stderr is not a terminal.",
+        ),
+    ] = "warning",
+) -> None:
+    from agent.logging import LEVELS, configure_logging
+
+    if log_level.lower() not in LEVELS:
+        raise typer.BadParameter(f"use one of {', '.join(LEVELS)}", param_hint="--log-level")
+    configure_logging(log_level.lower())
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code for an error."""
+
+    if isinstance(exc, RefusedError):
+        return EXIT_REFUSED
+    if isinstance(exc, TransientError):
+        return EXIT_UNREACHABLE
+    return EXIT_FAILED
+
+
+@dataclass
+class _Mode:
+    json: bool = False
+
+
+@contextmanager
+def _reporting(mode: _Mode) -> Iterator[None]:
+    """Turn the agent's errors into a readable report and the documented exit code."""
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except AgentError as exc:
+        _report_error(exc, mode)
+        raise typer.Exit(exit_code_for(exc)) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for the logs
+        from agent.logging import get_logger
+
+        get_logger("agent.cli").exception("unexpected error")
+        if mode.json:
+            _json_out({"error": {"code": "internal_error", "category": "permanent", "message": str(exc)}})
+        err.print(
+            f"error: unexpected {type(exc).__name__}: {escape(str(exc))}\n"
+            "This is a bug in failover-agent; run again with --log-level debug and report the log."
+        )
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _report_error(exc: AgentError, mode: _Mode) -> None:
+    from agent.domain.validation import PlanRefused
+    from agent.yamlfile import InvalidFileError
+
+    if mode.json:
+        body = exc.to_dict()
+        if isinstance(exc, InvalidFileError):
+            body["problems"] = [p.to_dict() for p in exc.problems]
+        _json_out({"error": body})
+    if isinstance(exc, InvalidFileError):
+        _print_problems(exc)
+    elif isinstance(exc, PlanRefused):
+        head = exc.message.splitlines()[0]
+        err.print(f"[bold red]refused:[/] {escape(head)}")
+        for r in exc.reasons:
+            # The structured facts the sentence does not already say (a NIC, a network ...).
+            about = ", ".join(
+                f"{k}={v}" for k, v in r.fields.items() if isinstance(v, (str, int)) and str(v) not in r.message
+            )
+            suffix = f"  ({escape(about)})" if about else ""
+            err.print(f"  - {escape(f'[{r.code}]')} {escape(r.message)}{suffix}")
+        err.print("Nothing was changed. Fix the inventory or the config and plan again.")
+    else:
+        label = {EXIT_REFUSED: "refused", EXIT_UNREACHABLE: "unreachable"}.get(exit_code_for(exc), "failed")
+        err.print(f"[bold red]{label}:[/] {escape(exc.message)}")
+        details = {
+            k: v for k, v in exc.fields.items() if isinstance(v, (str, int, float)) and str(v) not in exc.message
+        }
+        if details:
+            err.print("  " + escape(", ".join(f"{k}={v}" for k, v in details.items())))
+        if isinstance(exc, TransientError):
+            err.print("Nothing was changed by this command; try again when the system answers.")
+
+
+def _print_problems(exc: Any) -> None:
+    problems = exc.problems
+    files = sorted({p.file for p in problems})
+    noun = "problem" if len(problems) == 1 else "problems"
+    err.print(f"[bold red]{len(problems)} {noun}[/] in {escape(', '.join(files))}:")
+    for p in problems:
+        where = f"{p.file}:{p.line}" if p.line else p.file
+        key = f"[cyan]{escape(p.key)}[/]: " if p.key else ""
+        err.print(f"  {escape(where)}: {key}{escape(p.message)}")
+    hint = getattr(exc, "hint", None)
+    if hint:
+        err.print(escape(hint))
+
+
+def _json_out(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def _load(config: Path | None) -> Any:
+    from agent.configfile import ENV_CONFIG, load_config, resolve_config_path
+
+    path, source = resolve_config_path(config)
+    if source == "env" and not path.exists():
+        # Otherwise the admin sees a path they never typed and no hint where it came from.
+        raise RefusedError(f"${ENV_CONFIG} names {path}, which does not exist", file=str(path))
+    return load_config(path, source=source)

@@ -1,0 +1,197 @@
+"""``failover-agent demo``: the shipped demo config checked, previewed, and a test failover run
+and cleaned up on the simulated sites, step by step (``DEMO_STEPS``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from agent import __version__
+from agent.cli.app import EXIT_CODES_HELP, EXIT_FAILED, _Mode, _report_error, _reporting, app, err, exit_code_for, out
+from agent.cli.planning import _plan, _validate
+from agent.cli.session import (
+    _create,
+    _drive,
+    _exit_for,
+    _print_outcome,
+    _remove_store,
+    _resume_unfinished,
+    _session,
+    _Session,
+    _shown_run,
+)
+from agent.cli.vocabulary import _OP_STYLE, FINAL, _duration, _now, _plural
+from agent.errors import RefusedError
+
+
+DEMO_STORE_NAME = "demo-operations.sqlite"
+"""The demo keeps its operations apart from 'failover-agent run' on the demo config."""
+
+
+DemoStep = Callable[[Any, "DemoOptions"], None]
+
+
+@dataclass
+class DemoOptions:
+    reset: bool = False
+    headings: int = 0
+    """Numbered headings printed so far (each step numbers its own)."""
+
+    def heading(self, text: str) -> None:
+        self.headings += 1
+        _heading(f"{self.headings}. {text}")
+
+
+def _demo_validate(loaded: Any, options: DemoOptions) -> None:
+    options.heading("Check the demo config against the simulated sites")
+    _validate(loaded, reset_sim=options.reset)
+
+
+def _demo_preview(loaded: Any, options: DemoOptions) -> None:
+    from agent.configfile import DEMO_PLAN
+    from agent.domain.plan import PLAN_KINDS, render_diff
+
+    order = [k for k in ("planned", "unplanned", "test") if k in PLAN_KINDS]
+    for kind in order:
+        article = "an" if kind[0] in "aeiou" else "a"
+        options.heading(f"Preview {article} {kind} failover of recovery plan {DEMO_PLAN} (nothing changes)")
+        typer.echo(render_diff(_plan(loaded, DEMO_PLAN, kind)), nl=False)
+
+
+def _demo_test_failover(loaded: Any, options: DemoOptions) -> None:
+    """Run a test failover of the demo plan on the simulated sites and clean it up, answering the
+    manual pause itself, then prove the sites are exactly as they were. Its operations go to a
+    store of the demo's own, so 'failover-agent run' on the demo config keeps its history apart."""
+
+    from agent.configfile import DEMO_PLAN
+
+    store_path = loaded.data_dir / DEMO_STORE_NAME
+    if options.reset:
+        _remove_store(store_path)
+    with _session(loaded, as_json=False, store_path=store_path) as sess:
+        _resume_unfinished(sess)
+        _demo_clean_leftovers(sess)
+        before = sess.drivers.world.snapshot()
+
+        options.heading(f"Run a test failover of {DEMO_PLAN} on the simulated sites (isolated networks, "
+                        "production untouched)")
+        try:
+            op_id = _create(sess, "test_failover", DEMO_PLAN, None)
+        except RefusedError as exc:
+            # Most likely a test failover started with 'failover-agent run' on the same sites.
+            _report_error(exc, _Mode())
+            err.print("The simulated sites are shared with 'failover-agent run' on the demo config: "
+                      "'failover-agent ops list' shows what runs there, 'failover-agent run --plan "
+                      f"{DEMO_PLAN} --kind cleanup' cleans up its test failover, and 'failover-agent demo "
+                      "--reset' starts the simulated sites afresh.")
+            raise typer.Exit(exit_code_for(exc)) from None
+        view = _drive(sess, op_id, lambda: sess.engine.run(op_id), interactive=False, answer_manual=True)
+        _demo_outcome(sess, view)
+
+        options.heading("Clean up the test failover")
+        from agent.engine.model import OperationKind
+
+        cleanup = sess.engine.create(OperationKind.CLEANUP_TEST, DEMO_PLAN, parent_id=op_id, requested_by="demo")
+        view = _drive(sess, cleanup, lambda: sess.engine.run(cleanup), interactive=False, answer_manual=True)
+        _demo_outcome(sess, view)
+
+        after = sess.drivers.world.snapshot()
+        out.print()
+        if before == after:
+            out.print("[bold green]The simulated sites are back exactly as before the test failover[/] "
+                      "(VM networks, IP pools and grants, VMs, replication, failover IPs, DNS records and "
+                      "routes compared).")
+            return
+        changes = _differences(before, after)
+        out.print(f"[bold red]The simulated sites differ from before the test failover[/] "
+                  f"({_plural(len(changes), 'difference')}):")
+        for line in changes[:20]:
+            out.print("  " + escape(line))
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _demo_outcome(sess: _Session, view: Any) -> None:
+    style = _OP_STYLE.get(view.status, "")
+    out.print(f"[{style}]{view.status.replace('_', ' ')}[/]: {view.kind} {view.id} in "
+              f"{_duration(view.elapsed_s(_now()))}, {_plural(len(view.steps), 'step')}")
+    if view.status != "succeeded":
+        _print_outcome(sess, view)
+        out.print("'failover-agent demo --reset' starts the simulated sites afresh.")
+        raise typer.Exit(_exit_for(view))
+
+
+def _demo_clean_leftovers(sess: _Session) -> None:
+    """An interrupted demo may have left a test failover behind: clean it up before starting."""
+
+    from agent.engine.model import OperationKind
+
+    ops = sess.engine.operations(limit=1000)
+    cleaned = {o.parent_id for o in ops if o.kind == "cleanup_test" and o.status in FINAL}
+    for op in ops:
+        if op.kind != "test_failover" or op.status == "cancelled" or op.id in cleaned:
+            continue
+        sess.say(f"An earlier demo left test failover {op.id} ({op.status}); cleaning it up first.")
+        if op.status in FINAL:
+            child = sess.engine.create(OperationKind.CLEANUP_TEST, op.plan_name, parent_id=op.id,
+                                       requested_by="demo")
+            _shown_run(sess, child, lambda child=child: sess.engine.run(child))
+        else:
+            _shown_run(sess, op.id, lambda op=op: sess.engine.cancel(op.id, actor="demo"))
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where two world snapshots differ, as 'path: before -> after' lines."""
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        out_: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                out_.append(f"{path}/{key}: {a.get(key, '(none)')} -> {b.get(key, '(none)')}")
+            else:
+                out_ += _differences(a[key], b[key], f"{path}/{key}")
+        return out_
+    return [] if a == b else [f"{path}: {a} -> {b}"]
+
+
+DEMO_STEPS: list[DemoStep] = [_demo_validate, _demo_preview, _demo_test_failover]
+"""What ``failover-agent demo`` does, in order. Later versions append steps (serve the API)."""
+
+
+def _heading(text: str) -> None:
+    out.print()
+    out.print(f"[bold]== {escape(text)}[/]")
+
+
+@app.command(
+    help="Try the agent on two simulated VMM sites (contoso-east -> contoso-west) shipped with it: "
+    "checks the demo config, previews a planned, an unplanned and a test failover of its "
+    "recovery plan, then runs a test failover on the simulated sites and cleans it up (answering "
+    "its manual step itself) and checks the sites are back exactly as before. Nothing real is "
+    "contacted; the simulated sites and the demo's operations are kept in "
+    "$FAILOVER_AGENT_DATA_DIR, else ~/.local/state/failover-agent/demo (Linux) or "
+    "%LOCALAPPDATA%\\failover-agent\\demo (Windows).\n\n" + EXIT_CODES_HELP
+)
+def demo(
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Start the simulated sites (and the demo's operations) afresh "
+                           "from the demo inventory.")
+    ] = False,
+) -> None:
+    with _reporting(_Mode()):
+        from agent.configfile import DEMO_CONFIG_NAME, demo_dir, load_config
+
+        loaded = load_config(demo_dir() / DEMO_CONFIG_NAME, source="demo")
+        options = DemoOptions(reset=reset)
+        out.print(f"failover-agent {__version__} demo: config {escape(str(loaded.path))}")
+        out.print(f"simulated sites kept in {escape(str(loaded.data_dir))}")
+        for step in DEMO_STEPS:
+            step(loaded, options)
+        out.print()
+        out.print("Next: 'failover-agent run --plan contoso-apps --kind test' runs a test failover yourself "
+                  "(then 'failover-agent ops list', and '--kind cleanup'); "
+                  "'failover-agent plan --plan contoso-apps --kind test --json' gives a plan as JSON; "
+                  "'failover-agent config template > site.yaml' starts a real config.")

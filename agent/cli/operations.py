@@ -1,0 +1,452 @@
+"""``failover-agent run`` and the ``ops`` commands (list, show, resume, cancel, note, audit)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+import agent.cli
+from agent.cli.app import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, ConfigOption, _json_out, _load, _Mode, _reporting, app, out
+from agent.cli.progress import _error_text, _skip_lines, _skipped_items
+from agent.cli.session import (
+    _actor,
+    _conclude,
+    _create,
+    _drive,
+    _journal,
+    _resume_unfinished,
+    _review,
+    _session,
+    _shown_run,
+    _shown_url,
+)
+from agent.cli.vocabulary import (
+    _OP_STYLE,
+    _POLICY_WORDS,
+    _STEP_STYLE,
+    _STEP_WORD,
+    FINAL,
+    FOLLOW_UPS,
+    KIND_ALIASES,
+    OPERATION_KINDS,
+    REAL_FAILOVERS,
+    STATUS_ALIASES,
+    STATUSES,
+    WAITING,
+    _cmd,
+    _duration,
+    _now,
+    _plural,
+    _when,
+)
+from agent.errors import RefusedError
+
+
+ops_app = typer.Typer(
+    help="Look after the operations recorded in the agent's store: list them, show one (steps, "
+    "errors, notes), resume one paused for a manual action or stopped by an error, cancel one "
+    "(undoing what is safe to undo), add a note, read the audit trail. Commands that only read "
+    "work even when the sites cannot be reached.\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(ops_app, name="ops")
+
+
+class UnknownOperation(RefusedError):
+    code = "unknown_operation"
+
+
+def _kind_option(value: str | None) -> str | None:
+    if value is None:
+        return None
+    kind = KIND_ALIASES.get(value.lower().replace("-", "_"), value.lower().replace("-", "_"))
+    if kind not in OPERATION_KINDS:
+        raise typer.BadParameter(
+            f"{value!r} is not a kind; use one of {', '.join(OPERATION_KINDS)} "
+            f"(or {', '.join(KIND_ALIASES)})"
+        )
+    return kind
+
+
+def _status_option(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    out_ = []
+    for value in values:
+        status = STATUS_ALIASES.get(value.lower(), value.lower())
+        if status not in STATUSES:
+            raise typer.BadParameter(f"{value!r} is not a status; use one of {', '.join(STATUSES)} "
+                                     f"(or waiting, partial)")
+        out_.append(status)
+    return out_
+
+
+def _resolve_op(journal: Any, text: str) -> str:
+    """An operation id as typed: the whole id or a unique prefix (``op-3f2a`` or ``3f2a``)."""
+
+    from agent.errors import NotFoundError
+
+    try:
+        return journal.operation(text).id
+    except NotFoundError:
+        pass
+    ids = [o.id for o in journal.operations(limit=100_000)]
+    # At least 4 characters of the id itself: 'op-' alone must not pick "the only operation".
+    long_enough = len(text.removeprefix("op-")) >= 4
+    matches = [i for i in ids if i.startswith(text) or i.startswith("op-" + text)] if long_enough else []
+    if len(matches) == 1:
+        return matches[0]
+    where = _shown_url(str(journal.store.engine.url))
+    if matches:
+        raise UnknownOperation(f"{text!r} matches {len(matches)} operations ({', '.join(matches[:5])}"
+                               f"{' ...' if len(matches) > 5 else ''}); give more of the id", operation=text)
+    raise UnknownOperation(f"no operation {text!r} in the store {where}; 'failover-agent ops list' shows "
+                           "the operations it holds (is this the same --config?)", operation=text)
+
+
+def _audit_rows(store: Any, op_id: str | None, limit: int) -> list[Any]:
+    """The newest ``limit`` audit entries (of one operation, or all), oldest first. (The store's
+    ``audit_trail`` gives the oldest ones.)"""
+
+    from sqlalchemy import select
+
+    from agent.engine.store import AuditRow
+
+    with store.session() as s:
+        q = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        if op_id is not None:
+            q = q.where(AuditRow.operation_id == op_id)
+        return list(reversed(list(s.scalars(q))))
+
+
+# ------------------------------------------------------------------------------- run
+
+
+@app.command(
+    "run",
+    help="Carry out an operation on a recovery plan, in this process, against the configured sites, "
+    "with live progress (a line per step, errors with code and target; on a terminal a progress "
+    "bar, counts and elapsed time). Unfinished operations found in the store (an agent stopped "
+    "while running them) are resumed first.\n\n"
+    "Planned and unplanned failovers and failbacks change production: their plan is shown and "
+    "must be confirmed, unless --yes; --checksum runs only if the plan is still the one reviewed "
+    "(see 'failover-agent plan'). Without a terminal to ask, they need --yes.\n\n"
+    "At a manual pause the instruction is shown and, on a terminal, 'Done?' is asked; otherwise "
+    "the command ends with exit code 4 and 'failover-agent ops resume OP' continues later.\n\n"
+    "The store is store.url from the config, else agent.sqlite in the data directory.\n\n"
+    + EXIT_CODES_HELP,
+)
+def run_operation(
+    plan_name: Annotated[
+        str, typer.Option("--plan", "-p", metavar="NAME", help="Recovery plan name (recovery_plans[].name).")
+    ],
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            "-k",
+            metavar="KIND",
+            callback=_kind_option,
+            help="prepare: reserve the failover addresses ahead of time. test_failover (test): a drill "
+            "in isolated networks. cleanup_test (cleanup): undo the last test failover. "
+            "planned_failover (planned): source VMs shut down first, no data loss. "
+            "unplanned_failover (unplanned): the primary site is lost. commit: make a failover "
+            "final. reverse: replicate back to the old primary. failback: return to it.",
+        ),
+    ],
+    config: ConfigOption = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation before a real failover.")
+    ] = False,
+    checksum: Annotated[
+        str | None,
+        typer.Option("--checksum", metavar="SHA", help="Run only if the plan's checksum is still this "
+                     "one (printed by 'failover-agent plan'): the plan you reviewed."),
+    ] = None,
+    take_over: Annotated[
+        bool, typer.Option("--take-over", help="Take over the DNS record sets the plan would change that hold "
+                           "data the agent does not manage (refused otherwise, naming them); each is "
+                           "recorded in the audit trail.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the operation's final state as JSON on stdout, no progress.")
+    ] = False,
+) -> None:
+    mode = _Mode(json=as_json)
+    with _reporting(mode):
+        loaded = _load(config)
+        if checksum is not None and kind in FOLLOW_UPS:
+            raise RefusedError(f"--checksum pins a plan computed from the sites; {kind} executes the stored "
+                               "plan of the operation it follows")
+        # Through the package: tests replace ``agent.cli._interactive``.
+        interactive = agent.cli._interactive() and not as_json
+        with _session(loaded, as_json=as_json) as sess:
+            _resume_unfinished(sess)
+            expect = checksum
+            if kind in REAL_FAILOVERS:
+                expect = _review(sess, kind, plan_name, yes=yes, checksum=checksum, interactive=interactive)
+            op_id = _create(sess, kind, plan_name, expect, take_over=take_over)
+            if kind not in FOLLOW_UPS and (yes or kind not in REAL_FAILOVERS):
+                plan = sess.journal.operation(op_id).plan or {}
+                label = "reserving ahead for" if kind == "prepare" else "plan"
+                sess.say(f"{label}: {escape(plan.get('summary', '?'))}\nchecksum {plan.get('checksum', '?')}")
+            view = _drive(sess, op_id, lambda: sess.engine.run(op_id), interactive=interactive)
+            _conclude(sess, view)
+
+
+# ------------------------------------------------------------------------------- ops
+
+
+OpArgument = Annotated[
+    str, typer.Argument(metavar="OP", help="Operation id (op-...); a unique beginning of it is enough.",
+                        show_default=False)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (nothing else goes to stdout).")]
+
+
+def _columns(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    """Plain aligned columns: the same on a terminal and in a pipe (never wrapped or cut).
+    A cell is text, or (text, style)."""
+
+    cells = [[c if isinstance(c, tuple) else (str(c), "") for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i][0]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["[bold]" + escape("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()) + "[/]"]
+    for r in cells:
+        parts = []
+        for (text, style), w in zip(r, widths, strict=True):
+            padded = escape(text.ljust(w))
+            parts.append(f"[{style}]{padded}[/]" if style else padded)
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+@ops_app.command("list", help="List the operations in the store, newest first: kind, plan, status, "
+                 "progress, start (UTC), elapsed time and the VMs that failed.")
+def ops_list(
+    status: Annotated[
+        list[str] | None,
+        typer.Option("--status", "-s", metavar="STATUS", callback=_status_option,
+                     help="Only operations in this status (repeatable): " + ", ".join(STATUSES)
+                     + " (or waiting, partial)."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 50,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    with _reporting(_Mode(json=as_json)):
+        loaded = _load(config)
+        with _journal(loaded) as journal:
+            views = [journal.view(o.id) for o in journal.operations(status=status, limit=limit)]
+            now = _now()
+            if as_json:
+                _json_out([{k: v for k, v in view.to_json(now).items() if k != "steps"} for view in views])
+                return
+            if not views:
+                what = f" {' or '.join(status)}" if status else ""
+                out.print(f"no{what} operations in the store {escape(_shown_url(str(journal.store.engine.url)))}")
+                return
+            rows = [[v.id, v.kind, v.plan, (v.status, _OP_STYLE.get(v.status, "")), f"{v.percent:.0f}%",
+                     _when(v.created_at).removesuffix(" UTC"), _duration(v.elapsed_s(now)),
+                     ", ".join(v.failed_vms) or "-"] for v in views]
+            for line in _columns(["OPERATION", "KIND", "PLAN", "STATUS", "DONE", "STARTED (UTC)", "ELAPSED",
+                                  "FAILED VMS"], rows):
+                out.print(line)
+
+
+@ops_app.command("show", help="Show one operation: status, progress, elapsed time, VMs that failed, "
+                 "what it waits for, its steps (status, target, items changed, attempts, time), every "
+                 "error with code and target, and the operators' notes.")
+def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    with _reporting(_Mode(json=as_json)):
+        loaded = _load(config)
+        with _journal(loaded) as journal:
+            op_id = _resolve_op(journal, op)
+            view, row, now = journal.view(op_id), journal.operation(op_id), _now()
+            children = [o for o in journal.operations(limit=100_000) if o.parent_id == op_id]
+            if as_json:
+                _json_out({**view.to_json(now), "requested_by": row.requested_by,
+                           "plan_checksum": row.plan_checksum, "result": row.result,
+                           "followed_by": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children]})
+                return
+            _print_operation(loaded, journal, view, row, children, now)
+
+
+def _print_operation(loaded: Any, journal: Any, view: Any, row: Any, children: list[Any], now: Any) -> None:
+    style = _OP_STYLE.get(view.status, "")
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(view.counts.items()))
+    facts = [
+        ("operation", f"[bold]{view.id}[/] {view.kind} of plan {escape(view.plan)}: "
+                      f"{escape(view.source_site)} -> {escape(view.target_site)}"),
+        ("status", f"[{style}]{view.status}[/] ({view.percent:.0f}% of {_plural(len(view.steps), 'step')}: "
+                   f"{counts or 'none'})"),
+        ("started", f"{_when(view.created_at)} by {escape(row.requested_by)}"),
+        ("elapsed", _duration(view.elapsed_s(now))
+         + (f" (finished {_when(view.finished_at)})" if view.finished_at else "")),
+        ("mode", f"{view.mode}; {_POLICY_WORDS.get(view.error_policy, view.error_policy)}"),
+        ("plan", row.plan_checksum or "-"),
+    ]
+    if view.parent_id:
+        facts.append(("follows", view.parent_id))
+    for c in children:
+        facts.append(("followed by", f"{c.id} {c.kind} ({c.status})"))
+    if view.succeeded_vms:
+        facts.append(("VMs done", escape(", ".join(view.succeeded_vms))))
+    if view.failed_vms:
+        facts.append(("VMs failed", f"[red]{escape(', '.join(view.failed_vms))}[/]"))
+    for label, value in facts:
+        out.print(f"{label + ':':<13}{value}")
+    if view.status == WAITING:
+        out.print(f"\n[bold yellow]waiting for a manual action:[/] {escape(view.waiting_for or '')}")
+        out.print(f"when it is done: {_cmd(loaded, f'ops resume {view.id}')}")
+    elif view.status in ("failed", "interrupted"):
+        out.print(f"\nstart it again from where it stopped: {_cmd(loaded, f'ops resume {view.id}')}")
+
+    out.print("\n[bold]steps[/]")
+    rows = []
+    skipped = _skipped_items(journal, view.id)
+    for s in view.steps:
+        took = _duration((s.finished_at - s.started_at).total_seconds()) if s.started_at and s.finished_at else "-"
+        tried = s.attempts > 0
+        rows.append([str(s.ordinal + 1), (_STEP_WORD.get(s.status, s.status), _STEP_STYLE.get(s.status, "")),
+                     s.name, s.target or "agent", str(s.items) if tried else "-", str(s.changed) if tried else "-",
+                     str(len(skipped.get(s.ordinal, []))) if tried else "-", str(s.attempts) if tried else "-", took])
+    for line in _columns(["#", "STATUS", "STEP", "TARGET", "ITEMS", "CHANGED", "SKIPPED", "TRIES", "TIME"], rows):
+        out.print("  " + line)
+    if skipped:
+        out.print(f"\n[bold]skipped[/] (items not attempted)")
+        for ordinal, items in sorted(skipped.items()):
+            for line in _skip_lines(items):
+                out.print(f"  {ordinal + 1}. {view.steps[ordinal].name}: {line}")
+    if view.errors:
+        out.print(f"\n[bold]errors[/] ({len(view.errors)})")
+        targets = {s.name: s.target for s in view.steps}
+        for e in view.errors:
+            out.print(f"  - {_error_text(e, targets.get(e['step']))}  [dim](step {escape(e['step'])})[/]")
+    out.print(f"\n[bold]notes[/] ({len(view.notes)})")
+    for n in view.notes:
+        out.print(f"  {n['at'][:19].replace('T', ' ')} UTC  {escape(n['author'])}: {escape(n['text'])}")
+    if not view.notes:
+        out.print(f"  none; add one with {_cmd(loaded, f'ops note {view.id} TEXT')}")
+
+
+@ops_app.command("resume", help="Continue an operation: after a manual pause (this says the manual "
+                 "action is done), after an error was fixed (the failed step runs again; steps that "
+                 "succeeded are not repeated), or after the agent was stopped. Shows progress like "
+                 "'run'.\n\n" + EXIT_CODES_HELP)
+def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    with _reporting(_Mode(json=as_json)):
+        loaded = _load(config)
+        with _session(loaded, as_json=as_json) as sess:
+            op_id = _resolve_op(sess.journal, op)
+            row = sess.journal.operation(op_id)
+            if row.status in FINAL:
+                raise RefusedError(f"{op_id} is {row.status}; it cannot run again"
+                                   + (f" ({_cmd(loaded, f'run --plan {row.plan_name} --kind cleanup')} "
+                                      "undoes a test failover)" if row.kind == "test_failover" else ""),
+                                   operation=op_id)
+            if row.status == WAITING:
+                view = sess.engine.view(op_id)
+                sess.say(f"{op_id}: marking the manual step done: {escape(view.waiting_for or '')}")
+            elif row.status == "running":
+                sess.say(f"{op_id} is marked running; continuing it from its journal here "
+                         "(an agent that stops leaves its operations so).")
+            view = _drive(sess, op_id, lambda: sess.engine.resume(op_id, actor=_actor()),
+                          interactive=agent.cli._interactive() and not as_json)
+            _conclude(sess, view)
+
+
+@ops_app.command("cancel", help="Cancel an operation and undo what is safe to undo: a test failover "
+                 "is cleaned up; a planned or unplanned failover or failback that has not finished is "
+                 "rolled back from its snapshots (Hyper-V Replica failover cancelled, source VMs "
+                 "started, failover IPs, routes and DNS put back). Reservations are kept. The undoing "
+                 "is an operation of its own, shown as it runs.\n\n" + EXIT_CODES_HELP)
+def ops_cancel(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    with _reporting(_Mode(json=as_json)):
+        loaded = _load(config)
+        with _session(loaded, as_json=as_json) as sess:
+            op_id = _resolve_op(sess.journal, op)
+            row = sess.journal.operation(op_id)
+            if row.status in FINAL:
+                hint = (f"; {_cmd(loaded, f'run --plan {row.plan_name} --kind cleanup')} cleans up a test "
+                        "failover" if row.kind == "test_failover" and row.status != "cancelled" else "")
+                raise RefusedError(f"{op_id} is already {row.status}: nothing to cancel{hint}", operation=op_id)
+            if row.status == "running":
+                view = sess.engine.cancel(op_id, actor=_actor())
+                sess.say(f"cancel requested: the agent running {op_id} stops after its current stage and "
+                         f"undoes what it did. If no agent runs it any more, {_cmd(loaded, f'ops resume {op_id}')} "
+                         "carries out the cancel.")
+                if as_json:
+                    _json_out(view.to_json(_now()))
+                raise typer.Exit(EXIT_OK)
+            view = _shown_run(sess, op_id, lambda: sess.engine.cancel(op_id, actor=_actor()))
+            comp = (sess.journal.operation(op_id).result or {}).get("compensation") or {}
+            if as_json:
+                _json_out({**view.to_json(_now()), "compensation": comp})
+            else:
+                out.print()
+                out.print(f"[{_OP_STYLE['cancelled']}]cancelled[/]: {view.kind} {op_id} of plan {escape(view.plan)}")
+                if comp.get("operation"):
+                    style = _OP_STYLE.get(comp.get("status", ""), "")
+                    out.print(f"  undone by {comp['operation']}: [{style}]{comp.get('status')}[/]"
+                              + (f"; VMs that failed: {escape(', '.join(comp['failed_vms']))}"
+                                 if comp.get("failed_vms") else ""))
+                    if comp.get("status") != "succeeded":
+                        child = comp["operation"]
+                        out.print(f"  see {_cmd(loaded, f'ops show {child}')}; "
+                                  f"{_cmd(loaded, f'ops resume {child}')} tries again")
+                else:
+                    out.print(f"  {escape(comp.get('undone', 'nothing to undo'))}")
+            failed = comp.get("operation") and comp.get("status") != "succeeded"
+            raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@ops_app.command("note", help="Add a note to an operation (who did what, what was checked): shown by "
+                 "'ops show' and kept in the audit trail.")
+def ops_note(
+    op: OpArgument,
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="The note (quote it).", show_default=False)],
+    author: Annotated[str | None, typer.Option("--author", metavar="NAME",
+                                               help="Who writes it. Default: your user name.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    with _reporting(_Mode()):
+        if not text.strip():
+            raise RefusedError("the note is empty")
+        loaded = _load(config)
+        with _journal(loaded) as journal:
+            op_id = _resolve_op(journal, op)
+            who = author or _actor()
+            journal.add_note(op_id, who, text)
+            journal.store.audit(actor=who, action="operation.note", operation_id=op_id, details={"text": text})
+            out.print(f"note added to {op_id} by {escape(who)}")
+
+
+@ops_app.command("audit", help="The audit trail, oldest first: every change the agent made to an outside "
+                 "system and every operator action, with time (UTC), actor and target; of one operation, "
+                 "or the newest entries of all.")
+def ops_audit(
+    op: Annotated[str | None, typer.Argument(metavar="[OP]", help="Only this operation.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many (the newest).")] = 200,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    with _reporting(_Mode(json=as_json)):
+        loaded = _load(config)
+        with _journal(loaded) as journal:
+            op_id = _resolve_op(journal, op) if op is not None else None
+            rows = _audit_rows(journal.store, op_id, limit)
+            if as_json:
+                _json_out([{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "target": r.target,
+                            "operation": r.operation_id, "details": r.details} for r in rows])
+                return
+            if not rows:
+                out.print("the audit trail is empty" + (f" for {op_id}" if op_id else ""))
+                return
+            table = [[_when(r.at).removesuffix(" UTC"), r.actor, r.action, r.operation_id or "-", r.target or "-",
+                      json.dumps(r.details, sort_keys=True, default=str) if r.details else ""] for r in rows]
+            for line in _columns(["AT (UTC)", "ACTOR", "ACTION", "OPERATION", "TARGET", "DETAILS"], table):
+                out.print(line)

@@ -1,0 +1,168 @@
+"""The commands that change nothing: validate a config against the sites, preview a plan, and
+the config file format (schema, template). The demo runs the same checks and previews."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from agent.cli.app import EXIT_CODES_HELP, ConfigOption, _json_out, _load, _Mode, _reporting, app, err, out
+from agent.cli.sites import _open_world
+
+
+config_app = typer.Typer(
+    help="Work with the config file format (JSON Schema for editors, a template for a real site).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(config_app, name="config")
+
+
+class Kind(StrEnum):
+    test = "test"
+    planned = "planned"
+    unplanned = "unplanned"
+
+
+def _summary(loaded: Any, inventory: Any | None = None) -> str:
+    cfg = loaded.config
+    primary, recovery = (s.name for s in cfg.sites)
+    plans = ", ".join(
+        f"{p.name} ({len(p.vms)} VM{'s' if len(p.vms) != 1 else ''} in {len(p.groups)} "
+        f"group{'s' if len(p.groups) != 1 else ''})"
+        for p in cfg.recovery_plans
+    ) or "none"
+    lines = [
+        f"sites: {primary} <-> {recovery}; this agent runs at {cfg.agent.site} in {cfg.agent.mode} mode",
+        f"network mappings: {len(cfg.network_mappings)} "
+        f"({_count(m.ip_strategy for m in cfg.network_mappings)})",
+        f"subnets failing over whole: {', '.join(s.prefix for s in cfg.subnets if not s.stretched) or 'none'}",
+        f"DNS: {len(cfg.dns.servers)} server{'s' if len(cfg.dns.servers) != 1 else ''}, "
+        f"{len(cfg.dns.zones)} zone{'s' if len(cfg.dns.zones) != 1 else ''}",
+        f"recovery plans: {plans}",
+    ]
+    if inventory is not None:
+        replicated = {r.vm for r in inventory.replications}
+        lines.append(
+            f"inventory: {len(replicated)} replicated VMs, {len(inventory.vm_networks)} VM networks, "
+            f"{len(inventory.pools)} static pools, {len(inventory.record_sets)} DNS record sets, "
+            f"{len(inventory.routes)} routes read"
+        )
+    return "\n".join("  " + line for line in lines)
+
+
+def _count(items: Any) -> str:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in counts.items()) or "none"
+
+
+def _where(loaded: Any) -> str:
+    how = {"option": "--config", "env": "$FAILOVER_AGENT_CONFIG", "demo": "the shipped demo"}[loaded.source]
+    return f"{loaded.path} (from {how})"
+
+
+def _validate(loaded: Any, *, reset_sim: bool = False) -> None:
+    from agent.configfile import validate_against_inventory
+    from agent.drivers import NotAvailableYet, check_available
+
+    try:
+        check_available(loaded)
+    except NotAvailableYet:
+        # Say what did pass: someone filling in the site template can check the file today.
+        err.print(
+            f"the file itself is valid (format and internal references): {escape(str(loaded.path))}\n"
+            "but it cannot be checked against the sites yet:"
+        )
+        raise
+    with _open_world(loaded, reset_sim=reset_sim) as world:
+        validate_against_inventory(loaded, world.inventory)
+        out.print(f"config OK: {escape(_where(loaded))}")
+        out.print(escape(_summary(loaded, world.inventory)))
+
+
+def _plan(loaded: Any, plan_name: str, kind: str) -> Any:
+    from agent.domain.planning import build_plan
+
+    # A test failover writes only to test DNS servers, the others only to production ones.
+    with _open_world(loaded, dns_purpose="test" if kind == "test" else "production") as world:
+        return build_plan(loaded.config, world.inventory, plan_name, kind)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------------- commands
+
+
+@app.command(
+    help="Check a config file: its format, its internal references (sites, routers, hosts, DNS "
+    "servers), and that the VM networks and VMs it names exist at the sites. Prints 'config OK' "
+    "with a short summary, or every problem found with file, line and key.\n\n" + EXIT_CODES_HELP
+)
+def validate(config: ConfigOption = None) -> None:
+    with _reporting(_Mode()):
+        _validate(_load(config))
+
+
+@app.command(
+    help="Preview what a failover of a recovery plan would change, without changing anything: "
+    "IP reservations in VMM pools, failover IPs on replica NICs, test networks, route moves and "
+    "DNS records, per group and VM, then a summary line. A plan that breaks a rule (a subnet "
+    "left half behind, a test network that cannot work, an exhausted pool ...) is refused with "
+    "every reason.\n\n" + EXIT_CODES_HELP
+)
+def plan(
+    plan_name: Annotated[
+        str, typer.Option("--plan", "-p", metavar="NAME", help="Recovery plan name (recovery_plans[].name).")
+    ],
+    kind: Annotated[
+        Kind,
+        typer.Option(
+            "--kind",
+            "-k",
+            help="test: a drill in isolated networks, production untouched. planned: source VMs "
+            "shut down first, no data loss. unplanned: the primary site is lost.",
+            case_sensitive=False,
+        ),
+    ],
+    config: ConfigOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the plan as JSON on stdout (nothing else goes to stdout).")
+    ] = False,
+) -> None:
+    mode = _Mode(json=as_json)
+    with _reporting(mode):
+        result = _plan(_load(config), plan_name, kind.value)
+        if as_json:
+            _json_out(result.to_json())
+        else:
+            from agent.domain.plan import render_diff
+
+            typer.echo(render_diff(result), nl=False)
+
+
+@config_app.command("schema", help="Print the JSON Schema of the config file, for editors (e.g. the "
+                    "YAML extension of VS Code: '# yaml-language-server: $schema=<file>').")
+def config_schema() -> None:
+    with _reporting(_Mode(json=True)):
+        from agent.config import AgentConfig
+
+        schema = AgentConfig.model_json_schema()
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "failover-agent config",
+            **{k: v for k, v in schema.items() if k != "title"},
+        }
+        _json_out(schema)
+
+
+@config_app.command("template", help="Print a commented config template for a real pair of sites "
+                    "(PowerShell remoting to VMM and Hyper-V, RFC 2136 DNS). Save it, fill it in, "
+                    "then run 'failover-agent validate --config FILE'.")
+def config_template() -> None:
+    with _reporting(_Mode()):
+        from agent.configfile import demo_dir
+
+        typer.echo((demo_dir() / "site-template.yaml").read_text(encoding="utf-8"), nl=False)

@@ -1,0 +1,388 @@
+"""One command's session with the sites: the store, the engine and the test-failover expiry
+scheduler wired together; driving an operation with the display on (asking the operator at a
+manual pause or before a real failover); and reporting how it ended, with its exit code."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+
+from agent.cli.app import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_WAITING, _json_out, err, out
+from agent.cli.progress import _Display, _error_text
+from agent.cli.sites import _open_world
+from agent.cli.vocabulary import (
+    _OP_STYLE,
+    REAL_FAILOVERS,
+    UNFINISHED,
+    WAITING,
+    _age,
+    _cmd,
+    _duration,
+    _now,
+    _plural,
+)
+from agent.errors import AgentError, RefusedError
+
+
+STORE_NAME = "agent.sqlite"
+
+
+class NotConfirmed(RefusedError):
+    code = "not_confirmed"
+
+
+# ---------------------------------------------------------------------- the operator
+
+
+def _interactive() -> bool:
+    """Whether the operator can be asked (stdin is a terminal). Tests replace it as
+    ``agent.cli._interactive``, which is where the commands look it up."""
+
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _actor() -> str:
+    """Who is asking, for the journal and the audit trail."""
+
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name (a container without a passwd entry)
+        return "operator"
+
+
+def _ask(question: str) -> bool:
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:  # end of input (Ctrl-D) at the prompt: a no
+        out.print()
+        return False
+
+
+# ----------------------------------------------------------------------------- store
+
+
+def _store_url(loaded: Any, path: Path | None = None) -> str:
+    if path is not None:
+        return f"sqlite:///{path.resolve()}"
+    return loaded.config.store.url or f"sqlite:///{(loaded.data_dir / STORE_NAME).resolve()}"
+
+
+def _shown_url(url: str) -> str:
+    """The store as the operator may see it: a file path, or the URL without its password."""
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        return parsed.database or url
+    return parsed.render_as_string(hide_password=True)
+
+
+def _open_store(loaded: Any, path: Path | None = None) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from agent.engine.store import Store
+    from agent.errors import UnreachableError
+
+    url = _store_url(loaded, path)
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return Store.open(url)
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        if url.startswith("sqlite"):
+            raise RefusedError(f"cannot open the store {_shown_url(url)}: {reason}",
+                               hint="check the path and its permissions (agent.data_dir, store.url)") from exc
+        raise UnreachableError(f"cannot reach the store {_shown_url(url)}: {reason}") from exc
+
+
+def _remove_store(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+@contextmanager
+def _journal(loaded: Any) -> Iterator[Any]:
+    """The store alone, for the commands that only read it (or add a note): no site is contacted."""
+
+    from agent.engine.journal import Journal
+
+    store = _open_store(loaded)
+    try:
+        yield Journal(store, actor=loaded.config.agent.owner_id)
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- session
+
+
+@dataclass
+class _Session:
+    loaded: Any
+    engine: Any
+    display: _Display
+    drivers: Any
+    as_json: bool
+
+    @property
+    def journal(self) -> Any:
+        return self.engine.journal
+
+    def say(self, text: str = "") -> None:
+        """A notice: on stdout, or on stderr when stdout carries JSON."""
+
+        (err if self.as_json else out).print(text)
+
+
+@contextmanager
+def _session(loaded: Any, *, as_json: bool, store_path: Path | None = None) -> Iterator[_Session]:
+    """Drivers, store, engine and the test-failover expiry scheduler, for one command."""
+
+    from agent.engine.service import Engine
+    from agent.scheduler import Scheduler
+
+    display = _Display.for_output(as_json)
+    store = _open_store(loaded, store_path)
+    try:
+        with _open_world(loaded, read_inventory=False) as world:
+            scheduler = Scheduler(store)
+            engine = Engine(loaded.config, world.drivers, store, on_progress=display.progress, scheduler=scheduler)
+            display.engine = engine
+            # A forgotten test failover is cleaned up even if no agent runs as a service: the
+            # expiries already due run first, in the foreground, before this command's own work
+            # (not beside it, on the same VMs). The scheduler stays paused: it keeps the job
+            # store, so a new test failover gets its expiry and a cleanup cancels it.
+            scheduler.start(engine, paused=True)
+            try:
+                sess = _Session(loaded, engine, display, world.drivers, as_json)
+                _run_due_expiries(sess, scheduler)
+                yield sess
+            finally:
+                scheduler.shutdown()
+    finally:
+        store.close()
+
+
+def _run_due_expiries(sess: _Session, scheduler: Any) -> None:
+    now = _now()
+    due = sorted(op for op, when in scheduler.due() if when is not None and when <= now)
+    if not due:
+        return
+    age = _age(sess.loaded.config.policies.test_failover_max_age)
+    for op_id in due:
+        sess.say(f"[yellow]Test failover {op_id} is past its maximum age ({age}): cleaning it up by force "
+                 "first.[/]")
+        try:
+            # A cleanup that ends well removes the expiry; otherwise it stays due for the next start.
+            view = _shown_run(sess, None, lambda op_id=op_id: sess.engine.expire_test_failover(op_id))
+        except AgentError as exc:  # this command's own work may matter more: go on with it
+            sess.say(f"  [red]could not clean it up now:[/] {escape(exc.message)}; tried again at the next "
+                     "start ('run', 'ops resume', 'ops cancel' or the agent service)")
+            continue
+        if view is not None:
+            sess.say(f"  {view.id} {view.kind}: [{_OP_STYLE.get(view.status, '')}]{view.status}[/]")
+    sess.say()
+
+
+def _drive(sess: _Session, op_id: str, start: Callable[[], Any], *, interactive: bool,
+           answer_manual: bool = False) -> Any:
+    """Run an operation with the display on; at a manual pause show the instruction and, when
+    someone can answer, ask whether it is done."""
+
+    view = _shown_run(sess, op_id, start)
+    while view.status == WAITING:
+        _show_waiting(sess, view)
+        if answer_manual:
+            sess.say("[yellow]demo: answering the manual step[/] (an operator would do it, then answer y)")
+        elif not interactive or not _ask("Done?"):
+            return view
+        view = _shown_run(sess, op_id, lambda: sess.engine.resume(op_id, actor=_actor()))
+    return view
+
+
+@contextmanager
+def _survive_hangup() -> Iterator[None]:
+    """A lost terminal (an SSH session dropped) must not stop an operation half-way: SIGHUP is
+    ignored while the engine runs and the operation goes on to its end or its next pause; the
+    display falls silent and 'ops show' tells how it ended. Ctrl-C still stops it (resumable)."""
+
+    import signal
+
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _shown_run(sess: _Session, op_id: str | None, start: Callable[[], Any]) -> Any:
+    try:
+        with _survive_hangup(), sess.display.following(op_id):
+            return start()
+    except KeyboardInterrupt:
+        if op_id is not None:
+            err.print(f"\n{op_id} was left running; {_cmd(sess.loaded, f'ops resume {op_id}')} continues it "
+                      "from its journal (so does the next 'run').")
+        raise
+
+
+def _show_waiting(sess: _Session, view: Any) -> None:
+    step = next((s for s in view.steps if s.status == "waiting"), None)
+    sess.say()
+    sess.say(f"[bold yellow]paused for a manual action[/] (step {escape(step.name if step else '?')}):")
+    sess.say(f"  {escape(view.waiting_for or '(no instruction recorded)')}")
+
+
+def _resume_unfinished(sess: _Session) -> None:
+    left = sorted(sess.engine.operations(status=list(UNFINISHED), limit=1000), key=lambda o: o.created_at)
+    if not left:
+        return
+    sess.say(f"Resuming {_plural(len(left), 'unfinished operation')} found in the store first "
+             "(an agent stopped while running them):")
+    for op in left:
+        sess.say(f"  {op.id} {op.kind} of plan {escape(op.plan_name)} ({op.status})")
+    views = _shown_run(sess, left[0].id, sess.engine.resume_unfinished)
+    for view in views:
+        sess.say(f"  {view.id}: [{_OP_STYLE.get(view.status, '')}]{view.status}[/]"
+                 + (f" -- resume it with {_cmd(sess.loaded, f'ops resume {view.id}')}"
+                    if view.status in (WAITING, "failed") else ""))
+    sess.say()
+
+
+def _review(sess: _Session, kind: str, plan_name: str, *, yes: bool, checksum: str | None,
+            interactive: bool) -> str | None:
+    """A real failover is previewed and confirmed before anything changes; returns the checksum
+    to pin the operation to (the plan the operator saw or named)."""
+
+    from agent.domain.plan import render_diff
+    from agent.engine.model import OperationKind
+    from agent.engine.service import PlanChanged
+
+    if yes and checksum is None:
+        return None  # reviewed elsewhere (or accepted blind, as asked): plan once, at create
+    plan = sess.engine.preview(OperationKind(kind), plan_name)
+    actual = plan.checksum()
+    if checksum is not None and checksum != actual:
+        raise PlanChanged(f"the plan for {plan_name} changed since it was reviewed (reviewed {checksum}, "
+                          f"now {actual}); preview it again with 'failover-agent plan'",
+                          plan=plan_name, expected=checksum, actual=actual)
+    if yes:
+        return actual  # the plan line is printed once the operation is created
+    if not sess.as_json:
+        typer.echo(render_diff(plan), nl=False)
+        out.print()
+    if not interactive:
+        raise NotConfirmed(
+            f"a {kind.replace('_', ' ')} changes production and needs a confirmation, and there is "
+            f"nobody to ask (stdin is not a terminal{' or --json' if sess.as_json else ''}). Review the plan "
+            f"{'with failover-agent plan' if sess.as_json else 'above'}, then run again with "
+            f"--yes --checksum {actual}")
+    if not _ask(f"Run this {kind.replace('_', ' ')} of {plan_name} now ({len(plan.vms)} VMs, "
+                f"{plan.source_site} -> {plan.target_site})?"):
+        raise NotConfirmed("not confirmed")
+    return actual
+
+
+def _create(sess: _Session, kind: str, plan_name: str, expect: str | None, *, take_over: bool = False) -> str:
+    from agent.engine.journal import VmBusy
+    from agent.engine.model import OperationKind
+    from agent.errors import ConflictError, NotFoundError
+
+    try:
+        return sess.engine.create(OperationKind(kind), plan_name, requested_by=_actor(), expect_checksum=expect,
+                                  take_over=take_over)
+    except VmBusy as exc:
+        ops = exc.fields.get("operations") or ["OP"]
+        first = ops[0]
+        raise RefusedError(
+            f"{exc.message}. Finish {'it' if len(ops) == 1 else 'them'} first "
+            f"({_cmd(sess.loaded, f'ops resume {first}')}) or cancel {'it' if len(ops) == 1 else 'them'} "
+            f"({_cmd(sess.loaded, f'ops cancel {first}')}; cancelling a test failover cleans it up)") from exc
+    except (NotFoundError, ConflictError) as exc:  # e.g. no test failover to clean up; nothing changed
+        raise RefusedError(exc.message, **exc.fields) from exc
+
+
+def _exit_for(view: Any) -> int:
+    if view.status == "succeeded":
+        return EXIT_OK
+    if view.status == WAITING:
+        return EXIT_WAITING
+    if view.status == "failed" and view.errors and all(e.get("category") == "transient" for e in view.errors):
+        return EXIT_UNREACHABLE
+    return EXIT_FAILED
+
+
+def _conclude(sess: _Session, view: Any, *, extra: dict[str, Any] | None = None) -> None:
+    """Report how an operation ended and leave with its exit code."""
+
+    if sess.as_json:
+        _json_out({**view.to_json(_now()), **(extra or {})})
+    else:
+        _print_outcome(sess, view)
+    raise typer.Exit(_exit_for(view))
+
+
+def _print_outcome(sess: _Session, view: Any) -> None:
+    loaded, op = sess.loaded, view.id
+    took = _duration(view.elapsed_s(_now()))
+    style = _OP_STYLE.get(view.status, "")
+    head = f"[{style}]{view.status.replace('_', ' ')}[/]: {view.kind} {op} of plan {escape(view.plan)}"
+    out.print()
+    if view.status == WAITING:
+        out.print(f"[{style}]paused[/]: {view.kind} {op} of plan {escape(view.plan)} waits for the manual action "
+                  f"above ({view.percent:.0f}% done).")
+        out.print(f"When it is done: {_cmd(loaded, f'ops resume {op}')}   (to undo instead: "
+                  f"{_cmd(loaded, f'ops cancel {op}')})")
+        return
+    vms = view.succeeded_vms
+    out.print(f"{head} after {took}, {_plural(len(view.steps), 'step')}"
+              + (f"; VMs: {escape(', '.join(vms))}" if vms and view.status == "succeeded" else ""))
+    if view.failed_vms:
+        out.print(f"  [red]VMs that failed:[/] {escape(', '.join(view.failed_vms))}")
+        if view.status == "partially_succeeded" and vms:
+            out.print(f"  VMs that succeeded: {escape(', '.join(vms))}")
+    targets = {s.name: s.target for s in view.steps}
+    for e in view.errors:
+        out.print(f"  - {_error_text(e, targets.get(e.get('step')))}  [dim](step {escape(e.get('step', ''))})[/]")
+    for hint in _next_steps(sess, view):
+        out.print(hint)
+
+
+def _next_steps(sess: _Session, view: Any) -> list[str]:
+    loaded, op, plan = sess.loaded, view.id, view.plan
+    if view.status == "failed":
+        return [f"Fix the cause, then start it again from the failed step: {_cmd(loaded, f'ops resume {op}')}",
+                f"or undo what it did: {_cmd(loaded, f'ops cancel {op}')}"]
+    if view.status not in ("succeeded", "partially_succeeded"):
+        return []
+    if view.kind == "test_failover":
+        age = loaded.config.policies.test_failover_max_age
+        return [f"The test VMs run in isolated networks. When the drill is over: "
+                f"{_cmd(loaded, f'run --plan {plan} --kind cleanup')}",
+                f"(a test failover left alone is cleaned up by force after {_age(age)})."]
+    hints = []
+    if view.failed_vms:
+        hints.append(f"The VMs that failed need attention (the errors above; {_cmd(loaded, f'ops show {op}')}).")
+    if view.kind in REAL_FAILOVERS:
+        hints.append(f"Once the VMs are checked, make it final: {_cmd(loaded, f'run --plan {plan} --kind commit')}")
+    elif view.kind == "commit":
+        hints.append(f"Then protect the way back: {_cmd(loaded, f'run --plan {plan} --kind reverse')}")
+    elif view.kind == "reverse":
+        hints.append(f"The VMs replicate back to {view.source_site}. To return there, when it is time: "
+                     f"{_cmd(loaded, f'run --plan {plan} --kind failback')}")
+    return hints

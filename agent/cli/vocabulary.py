@@ -1,0 +1,70 @@
+"""What the operation commands call things and how they show them: operation kinds and
+statuses, their styles, and the small formatters for times, counts and command lines. Shared by
+the progress display, the run/ops commands and the demo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+OPERATION_KINDS = ("prepare", "test_failover", "cleanup_test", "planned_failover", "unplanned_failover",
+                   "commit", "reverse", "failback")
+"""What 'run --kind' accepts (``agent.engine.model.OperationKind`` without ``cancel``, which is
+'ops cancel')."""
+KIND_ALIASES = {"test": "test_failover", "cleanup": "cleanup_test", "planned": "planned_failover",
+                "unplanned": "unplanned_failover"}
+REAL_FAILOVERS = ("planned_failover", "unplanned_failover", "failback")
+"""They change production: previewed and confirmed (or --yes) before anything runs."""
+FOLLOW_UPS = ("cleanup_test", "commit", "reverse")
+"""They execute the stored plan of the operation they follow, not a fresh one."""
+
+WAITING = "waiting_for_manual_action"
+FINAL = ("succeeded", "partially_succeeded", "cancelled")
+UNFINISHED = ("running", "interrupted", "pending")
+STATUS_ALIASES = {"waiting": WAITING, "partial": "partially_succeeded"}
+STATUSES = ("pending", "running", WAITING, "succeeded", "partially_succeeded", "failed", "interrupted",
+            "cancelled")
+
+_OP_STYLE = {"succeeded": "green", "partially_succeeded": "yellow", "failed": "bold red", WAITING: "bold yellow",
+             "cancelled": "magenta", "running": "cyan", "interrupted": "yellow", "pending": "dim"}
+_STEP_WORD = {"succeeded": "ok", "failed": "FAILED", "skipped": "skipped", "waiting": "WAITING",
+              "running": "running", "pending": "pending"}
+_POLICY_WORDS = {"stop_at_first_error": "stops at the first error", "carry_on": "carries on past errors"}
+_STEP_STYLE = {"succeeded": "green", "failed": "bold red", "skipped": "dim", "waiting": "bold yellow",
+               "running": "cyan", "pending": "dim"}
+
+
+def _cmd(loaded: Any, args: str) -> str:
+    """A command line to show the operator, with the same config as this one."""
+
+    extra = f" --config {loaded.path}" if loaded.source == "option" else ""
+    return f"failover-agent {args}{extra}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _when(at: Any) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC") if at is not None else "-"
+
+
+def _now() -> Any:
+    from agent.engine.store import utcnow
+
+    return utcnow()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _age(delta: Any) -> str:
+    days = delta.total_seconds() / 86400
+    return _plural(int(days), "day") if days >= 1 and days == int(days) else _duration(delta.total_seconds())
