@@ -449,7 +449,7 @@ def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
         snaps.setdefault(f"{server}|{zone}|{it['name']}|{it['type']}",
                          {"values": list(tuple(sorted(now.values)) if now else ()), "ttl": now.ttl if now else None})
     ctx.journal.snapshot_many(scope=ctx.op_id, kind="dns", data=snaps)
-    originals = {s.key: s.data for s in ctx.journal.snapshots(scope=ctx.op_id, kind="dns") if s.key in snaps}
+    originals = {s.key: s.data for s in ctx.journal.snapshots(scope=ctx.op_id, kind="dns", keys=snaps)}
     recovered: dict[str, Any] = {}
     for it in items:
         now = current.get((it["name"], it["type"]))

@@ -338,11 +338,14 @@ class Journal:
             s.execute(update(SnapshotRow).where(SnapshotRow.scope == scope, SnapshotRow.kind == kind,
                                                 SnapshotRow.key == key).values(written=written))
 
-    def snapshots(self, *, scope: str, kind: str | None = None) -> list[SnapshotRow]:
+    def snapshots(self, *, scope: str, kind: str | None = None,
+                  keys: Iterable[str] | None = None) -> list[SnapshotRow]:
         with self.store.session() as s:
             q = select(SnapshotRow).where(SnapshotRow.scope == scope).order_by(SnapshotRow.id)
             if kind is not None:
                 q = q.where(SnapshotRow.kind == kind)
+            if keys is not None:
+                q = q.where(SnapshotRow.key.in_(list(keys)))
             return list(s.scalars(q))
 
     # ------------------------------------------------------------- managed records
