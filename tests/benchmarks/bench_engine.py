@@ -609,7 +609,7 @@ def report(res: dict[str, Any], command: str) -> str:
         f"hosts per site, mode full, planned failover; `{med['summary']}`",
         f"- journal: SQLite file on disk ({res['journal_dir']}; WAL, synchronous=NORMAL, as the agent opens it); "
         f"the simulator's state file in {res['sim_dir']} (it stands in for the remote systems, whose cost is the "
-        "latency model below; its fsync per call is harness cost)",
+        "latency model below; what it spends per call beyond the model is harness cost)",
         f"- latency model: round trip {RT * 1000:.0f} ms added to every call; VMM 400 ms + 5 ms/item, Hyper-V "
         "150 ms + 5 ms/item, DNS 5 ms + 0.5 ms/record, routers 50 ms; all multiplied by the scale. "
         f"Stated scale: **{a['scale']:g}**" + (f"; one more run at **{full[0]['scale']:g}**"
@@ -655,10 +655,10 @@ def report(res: dict[str, Any], command: str) -> str:
         f"({med['wall'] / med['bound_all']:.2f} x)"
         + (f", {'met' if ratio_ok[1] else 'missed'} at scale {full[0]['scale']:g} "
            f"({full[0]['wall'] / full[0]['bound_all']:.3f} x)" if full else "")
-        + ". Most of what separates wall and bound is the simulator, not the engine: every changing call "
-        f"re-serialises the simulator's whole JSON state ({res['state_mb']:.1f} MB for this world) under one "
-        f"lock, so the {a['hosts']} parallel host calls of a stage finish one after another, ~10-15 ms apart, "
-        "whatever the latency scale: "
+        + ". What separates wall and bound does not scale with latency: every changing call rewrites the "
+        f"simulator's whole state ({res['state_mb']:.1f} MB for this world, marshal format) under one lock, so the "
+        f"{a['hosts']} parallel host calls of a stage finish a few ms apart, and the engine spends ~10 ms per stage "
+        "(intent and outcome commits of its steps, the stage's threads): "
         + "; ".join(f"at scale {r['scale']:g} that is {r['sim_path'] - r['bound_all']:.2f} s of the path and the "
                     f"engine's own time {r['wall'] - r['sim_path']:.2f} s: an engine costing nothing would "
                     f"still measure {r['sim_path'] / r['bound_all']:.3f} x the bound here"
