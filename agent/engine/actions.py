@@ -426,6 +426,18 @@ def verify_applied(ctx: ActionContext, server: str, zone: str, changes: list[Rec
     return report.to_dict()
 
 
+def _send_dns(ctx: ActionContext, server: str, zone: str, changes: list[RecordChange]) -> dict[str, Any] | None:
+    """One atomic update of ``zone``. Transient errors propagate (the runner retries the step);
+    a permanent refusal is returned as the error of every change in it."""
+    try:
+        ctx.call(f"dns.apply@{server}", lambda: ctx.drivers.dns[server].apply(zone, changes))
+    except AgentError as exc:
+        if exc.transient:
+            raise
+        return error_json(exc)
+    return None
+
+
 @action("dns.apply")
 def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     """Write the planned record sets of one zone in one atomic batch, pinned to what is there.
@@ -478,12 +490,9 @@ def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
         ctx.journal.manage_records([tuple(k.split("|")[1:]) for k in recovered], "written")
         ctx.journal.set_written_many(scope=ctx.op_id, kind="dns", written=recovered)
     if changes:
-        try:
-            ctx.call(f"dns.apply@{server}", lambda: dns.apply(zone, changes))
-        except AgentError as exc:
-            if exc.transient:
-                raise
-            outcomes += [ItemOutcome(key=it["key"], vm=it.get("vm"), error=error_json(exc)) for it in pending]
+        refused = _send_dns(ctx, server, zone, changes)
+        if refused is not None:
+            outcomes += [ItemOutcome(key=it["key"], vm=it.get("vm"), error=refused) for it in pending]
             return StepResult(items=outcomes)
         verification = verify_applied(ctx, server, zone, changes)
         done = list(zip(pending, changes, strict=True))
@@ -535,12 +544,9 @@ def dns_restore(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
                                     expected=now_values, new_values=original))
         pending.append(key)
     if changes:
-        try:
-            ctx.call(f"dns.apply@{server}", lambda: dns.apply(zone, changes))
-        except AgentError as exc:
-            if exc.transient:
-                raise
-            return StepResult(items=outcomes + [ItemOutcome(key=k, error=error_json(exc)) for k in pending])
+        refused = _send_dns(ctx, server, zone, changes)
+        if refused is not None:
+            return StepResult(items=outcomes + [ItemOutcome(key=k, error=refused) for k in pending])
         for ch in changes:
             ctx.journal.store.audit(actor=ctx.config.agent.owner_id, action="dns.restore", operation_id=ctx.op_id,
                                     target=f"{server}/{ch.name}/{ch.type.value}",
@@ -583,12 +589,9 @@ def dns_restore_ttl(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
                                     expected=written, new_values=written))
         pending.append(key)
     if changes:
-        try:
-            ctx.call(f"dns.apply@{server}", lambda: dns.apply(zone, changes))
-        except AgentError as exc:
-            if exc.transient:
-                raise
-            return StepResult(items=outcomes + [ItemOutcome(key=k, error=error_json(exc)) for k in pending])
+        refused = _send_dns(ctx, server, zone, changes)
+        if refused is not None:
+            return StepResult(items=outcomes + [ItemOutcome(key=k, error=refused) for k in pending])
         outcomes += [ItemOutcome(key=k, changed=True) for k in pending]
     return StepResult(items=outcomes)
 
