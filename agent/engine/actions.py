@@ -426,6 +426,26 @@ def verify_applied(ctx: ActionContext, server: str, zone: str, changes: list[Rec
     return report.to_dict()
 
 
+def dns_snapshot_key(server: str, zone: str, name: str, rtype: str) -> str:
+    """How a DNS record set's snapshot is keyed (apply, restore and failback must agree)."""
+    return f"{server}|{zone}|{name}|{rtype}"
+
+
+def _written_in_zone(ctx: ActionContext, server: str, zone: str, scope: str, keep) -> list[tuple[Any, str, str, Any]]:
+    """The record sets operation ``scope`` wrote in ``zone`` (their snapshots, filtered by
+    ``keep``), each with what the server holds now: (snapshot, name, type, current or None)."""
+    prefix = f"{server}|{zone}|"
+    snaps = [s for s in ctx.journal.snapshots(scope=scope, kind="dns")
+             if s.key.startswith(prefix) and s.written and keep(s)]
+    if not snaps:
+        return []
+    keys = [tuple(s.key[len(prefix):].rsplit("|", 1)) for s in snaps]
+    dns = ctx.drivers.dns[server]
+    current = {(r.name, r.type.value): r for r in ctx.call(
+        f"dns.read@{server}", lambda: dns.read(zone, [(n, RecordType(t)) for n, t in keys]))}
+    return [(snap, name, rtype, current.get((name, rtype))) for snap, (name, rtype) in zip(snaps, keys, strict=True)]
+
+
 def _send_dns(ctx: ActionContext, server: str, zone: str, changes: list[RecordChange]) -> dict[str, Any] | None:
     """One atomic update of ``zone``. Transient errors propagate (the runner retries the step);
     a permanent refusal is returned as the error of every change in it."""
@@ -458,7 +478,7 @@ def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     snaps: dict[str, Any] = {}
     for it in items:
         now = current.get((it["name"], it["type"]))
-        snaps.setdefault(f"{server}|{zone}|{it['name']}|{it['type']}",
+        snaps.setdefault(dns_snapshot_key(server, zone, it["name"], it["type"]),
                          {"values": list(tuple(sorted(now.values)) if now else ()), "ttl": now.ttl if now else None})
     ctx.journal.snapshot_many(scope=ctx.op_id, kind="dns", data=snaps)
     originals = {s.key: s.data for s in ctx.journal.snapshots(scope=ctx.op_id, kind="dns", keys=snaps)}
@@ -468,7 +488,7 @@ def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
         now_values = tuple(sorted(now.values)) if now else ()
         new = tuple(sorted(it["new_values"]))
         if now_values == new and (not new or now.ttl == it["ttl"]):
-            key = f"{server}|{zone}|{it['name']}|{it['type']}"
+            key = dns_snapshot_key(server, zone, it["name"], it["type"])
             first = originals.get(key)
             if first is not None and (tuple(first["values"]) != now_values or (new and first["ttl"] != now.ttl)):
                 # This operation wrote it and was cut off before journalling that: record it now,
@@ -498,7 +518,7 @@ def dns_apply(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
         done = list(zip(pending, changes, strict=True))
         ctx.journal.manage_records([(zone, ch.name, ch.type.value) for _, ch in done], "written")
         ctx.journal.set_written_many(scope=ctx.op_id, kind="dns", written={
-            f"{server}|{zone}|{it['name']}|{it['type']}": {"values": list(ch.new_values), "ttl": ch.ttl}
+            dns_snapshot_key(server, zone, it["name"], it["type"]): {"values": list(ch.new_values), "ttl": ch.ttl}
             for it, ch in done})
         ctx.journal.audit_many(actor=ctx.config.agent.owner_id, action="dns.replace", operation_id=ctx.op_id,
                                entries=[(f"{server}/{it['name']}/{it['type']}",
@@ -516,17 +536,8 @@ def dns_restore(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     TTL), pinned to what the agent wrote: a record someone changed since is reported, not
     clobbered."""
     server, zone, scope = spec["server"], spec["zone"], spec["scope"]
-    dns = ctx.drivers.dns[server]
-    prefix = f"{server}|{zone}|"
-    snaps = [s for s in ctx.journal.snapshots(scope=scope, kind="dns") if s.key.startswith(prefix) and s.written]
-    if not snaps:
-        return StepResult()
-    keys = [tuple(s.key[len(prefix):].rsplit("|", 1)) for s in snaps]
-    current = {(r.name, r.type.value): r for r in ctx.call(
-        f"dns.read@{server}", lambda: dns.read(zone, [(n, RecordType(t)) for n, t in keys]))}
     outcomes, changes, pending = [], [], []
-    for snap, (name, rtype) in zip(snaps, keys, strict=True):
-        now = current.get((name, rtype))
+    for snap, name, rtype, now in _written_in_zone(ctx, server, zone, scope, keep=lambda s: True):
         now_values = tuple(sorted(now.values)) if now else ()
         original = tuple(sorted(snap.data["values"]))
         key = f"{name}/{rtype}"
@@ -564,19 +575,10 @@ def dns_restore_ttl(ctx: ActionContext, spec: dict[str, Any]) -> StepResult:
     before (values unchanged), pinned to what the agent wrote."""
     server, zone, scope = spec["server"], spec["zone"], spec["scope"]
     low = ctx.config.dns.ttl.failover_ttl
-    dns = ctx.drivers.dns[server]
-    prefix = f"{server}|{zone}|"
-    snaps = [s for s in ctx.journal.snapshots(scope=scope, kind="dns")
-             if s.key.startswith(prefix) and s.written and s.written["values"] and s.written["ttl"] == low
-             and s.data["ttl"] not in (None, low)]
-    if not snaps:
-        return StepResult()
-    keys = [tuple(s.key[len(prefix):].rsplit("|", 1)) for s in snaps]
-    current = {(r.name, r.type.value): r for r in ctx.call(
-        f"dns.read@{server}", lambda: dns.read(zone, [(n, RecordType(t)) for n, t in keys]))}
+    lowered = _written_in_zone(ctx, server, zone, scope, keep=lambda s: bool(
+        s.written["values"] and s.written["ttl"] == low and s.data["ttl"] not in (None, low)))
     outcomes, changes, pending = [], [], []
-    for snap, (name, rtype) in zip(snaps, keys, strict=True):
-        now = current.get((name, rtype))
+    for snap, name, rtype, now in lowered:
         key = f"{name}/{rtype}"
         written = tuple(sorted(snap.written["values"]))
         if now is None or tuple(sorted(now.values)) != written:

@@ -34,7 +34,7 @@ from agent.engine.runner import HostLimits, Runner
 from agent.engine.store import Store, utcnow
 from agent.errors import ConflictError, NotFoundError, RefusedError
 
-import agent.engine.actions  # noqa: F401  -- registers the step actions
+from agent.engine.actions import dns_snapshot_key  # also registers the step actions
 
 log = structlog.get_logger("agent.engine")
 
@@ -270,7 +270,7 @@ class Engine:
         snaps = {s.key: s for s in self.journal.snapshots(scope=original.id, kind="dns") if s.written}
         changes, covered = [], set()
         for c in plan.changes:
-            key = f"{c.server}|{c.zone}|{c.name}|{c.type}" if isinstance(c, DnsChange) else None
+            key = dns_snapshot_key(c.server, c.zone, c.name, str(c.type)) if isinstance(c, DnsChange) else None
             if key in snaps:
                 snap = snaps[key]
                 covered.add(key)
