@@ -2,7 +2,7 @@
 
 Every driver -- the simulator (``agent.drivers.sim``), the PowerShell-remoting drivers, the
 RFC 2136 driver -- implements these protocols and nothing more, so the engine cannot tell them
-apart.
+apart. :class:`Ports` bundles one config's ports; :mod:`agent.wiring` builds it.
 
 Shared contract, for every port:
 
@@ -23,9 +23,9 @@ Shared contract, for every port:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from agent.domain.model import (
     FailoverIpSetting,
@@ -245,9 +245,9 @@ class Dns(Protocol):
 
     A driver may carry one zone's changes in several update messages (RFC 2136: ``batch_size``
     changes each). Each message is atomic; when any of several fails, ``apply`` raises
-    ``dns_batch_failed`` (:class:`agent.dns.errors.DnsBatchError`, ``.failures`` = one error per
+    ``dns_batch_failed`` (:class:`agent.domain.errors.DnsBatchError`, ``.failures`` = one error per
     failed message, naming its records) after trying them all, and the messages that succeeded
-    stay applied: re-read. Codes and classes for every driver: :mod:`agent.dns.errors`.
+    stay applied: re-read. Codes and classes for every driver: :mod:`agent.domain.errors`.
     """
 
     name: str
@@ -260,6 +260,31 @@ class Dns(Protocol):
         """Apply all ``changes`` to ``zone`` atomically, each pinned to its ``expected`` values.
         Idempotent in effect: a change whose ``new_values`` already hold (with its TTL) is left
         out of the update rather than failing its prerequisite."""
+        ...
+
+    def verify(self, zone: str, changes: Sequence[RecordChange]) -> DnsVerification | None:
+        """After ``apply``: ask every authoritative server of ``zone`` until each answers the new
+        data of ``changes`` or the server's verification timeout passes. A server that lags is
+        reported, not raised: the update itself is in place and will spread. ``None`` when this
+        server is configured not to verify. Never raises for a lagging or unreachable server."""
+        ...
+
+
+@runtime_checkable
+class DnsVerification(Protocol):
+    """What :meth:`Dns.verify` found: the engine journals ``to_dict()`` with the step and logs
+    ``summary()`` when ``ok`` is false."""
+
+    @property
+    def ok(self) -> bool:
+        """Every authoritative server answers the new data."""
+        ...
+
+    def summary(self) -> str:
+        """For an operator: one line per server, naming each that lags and what it still answers."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
         ...
 
 
@@ -299,7 +324,7 @@ class ScriptResult(BaseModel):
     host: str
     path: str
     succeeded: bool
-    output: dict = {}
+    output: dict[str, Any] = {}
     error: str | None = None
     duration_s: float = 0.0
 
@@ -313,17 +338,58 @@ class Scripts(Protocol):
     failed returns ``succeeded=False`` with its error text. Parameters are bound, never spliced.
     """
 
-    def run_script(self, host: str, path: str, parameters: dict, timeout_s: float) -> ScriptResult:
+    def run_script(self, host: str, path: str, parameters: dict[str, Any], timeout_s: float) -> ScriptResult:
         ...
+
+
+# ------------------------------------------------------------------------------ the bundle
+
+P = TypeVar("P")
+
+
+class PortWrapper(Protocol):
+    """Turns a port into one with the same interface (a retrying view, a recording one)."""
+
+    def __call__(self, port: P, /) -> P: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Every outside system of one config, as the engine and the inventory reader receive them:
+    a VMM and a Hyper-V port per site (by site name), a DNS port per configured DNS server (by
+    server name), one routes port for every router and one script runner for every host.
+
+    Built by :mod:`agent.wiring` from the config; the engine never learns which drivers it got.
+    """
+
+    vmm: Mapping[str, Vmm]
+    hyperv: Mapping[str, HyperV]
+    dns: Mapping[str, Dns]
+    routes: Routes
+    scripts: Scripts
+
+    def wrapped(self, wrap: PortWrapper) -> Ports:
+        """The same ports, each passed through ``wrap`` (which must keep its port's interface),
+        e.g. to retry every call of the reads that plan an operation."""
+
+        return Ports(
+            vmm={k: wrap(v) for k, v in self.vmm.items()},
+            hyperv={k: wrap(v) for k, v in self.hyperv.items()},
+            dns={k: wrap(v) for k, v in self.dns.items()},
+            routes=wrap(self.routes),
+            scripts=wrap(self.scripts),
+        )
 
 
 __all__ = [
     "Dns",
+    "DnsVerification",
     "FailoverIpSetting",
     "GrantRequest",
     "HyperV",
     "ItemResult",
     "NicConnection",
+    "Ports",
     "PowerAction",
     "ReplicaAction",
     "Routes",

@@ -1,10 +1,11 @@
-"""DNS above any driver: canonical names and values, the port's shared errors, a TCP session
+"""DNS above any driver: canonical names and values, the mapping of wire failures onto the port's errors, a TCP session
 on dnspython, and the verification that every authoritative server answers the new data.
 
 Modules:
 
 * :mod:`agent.dns.names` -- canonical text of names and values; PTR names (``reverse_name``).
-* :mod:`agent.dns.errors` -- the error types and codes of the ``Dns`` port, for every driver.
+* :mod:`agent.dns.errors` -- dnspython's and the socket layer's failures mapped onto the ``Dns``
+  port's errors (whose classes live in :mod:`agent.domain.errors`).
 * :mod:`agent.dns.transport` -- the I/O seam: one TCP connection, updates and pipelined queries.
 * :mod:`agent.dns.verify` -- after an update, wait until every authoritative server answers it,
   and report which lag and what resolvers still cache.

@@ -1,7 +1,8 @@
-"""The errors of the ``Dns`` port, shared by every DNS driver (RFC 2136, Windows, simulator).
+"""How dnspython's and the socket layer's failures become the ``Dns`` port's errors.
 
-Codes are what the port's docstring lists, so the engine and the API see the same code whatever
-the driver. By what the caller does next:
+The error classes themselves live with every other code in :mod:`agent.domain.errors`; this
+module only maps a reply's rcode or a raised exception onto them, for every driver that speaks
+DNS on the wire (the RFC 2136 driver, verification). By what the caller does next:
 
 =========================== ============ =========================================================
 code                        category     meaning
@@ -30,7 +31,6 @@ socket module's, whose messages hold no key material.
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
 from typing import Any
 
 import dns.exception
@@ -39,87 +39,19 @@ import dns.query
 import dns.rcode
 import dns.tsig
 
-from agent.errors import (
-    AgentError,
-    Category,
-    ConflictError,
-    PermanentError,
-    TimeoutError_,
-    TransientError,
-    UnreachableError,
+from agent.domain.errors import (
+    DnsBadKey,
+    DnsBadResponse,
+    DnsBadTime,
+    DnsInvalidRequest,
+    DnsNotAuthoritative,
+    DnsNotZone,
+    DnsPrerequisiteFailed,
+    DnsRefused,
+    DnsRejected,
+    DnsServfail,
 )
-
-
-class DnsServfail(TransientError):
-    code = "dns_servfail"
-
-
-class DnsBadResponse(TransientError):
-    code = "dns_bad_response"
-
-
-class DnsPrerequisiteFailed(ConflictError):
-    """The server (or the agent's own read) found an RRset other than the one the change was
-    pinned to. Nothing of that update message applied. ``conflicts`` names each RRset with what
-    was expected and what was found, when the agent could read it back."""
-
-    code = "dns_prerequisite_failed"
-
-
-class DnsRefused(PermanentError):
-    code = "dns_refused"
-
-
-class DnsNotAuthoritative(PermanentError):
-    code = "dns_not_authoritative"
-
-
-class DnsNotZone(PermanentError):
-    code = "dns_not_zone"
-
-
-class DnsBadKey(PermanentError):
-    code = "dns_bad_key"
-
-
-class DnsBadTime(PermanentError):
-    code = "dns_bad_time"
-
-
-class DnsRejected(PermanentError):
-    code = "dns_rejected"
-
-
-class DnsInvalidRequest(PermanentError):
-    code = "dns_invalid_request"
-
-
-class DnsBatchError(AgentError):
-    """Some of the update messages that carried one zone's changes failed.
-
-    ``failures`` holds one error per failed message, each naming its records (``records``) and
-    its position (``batch`` of ``batches``). **Messages that succeeded stay applied**: the caller
-    re-reads before deciding anything. The category is ``transient`` only when every failure is
-    transient (retrying the whole call is then safe and useful: what applied already holds and
-    is left out), else ``permanent``.
-    """
-
-    code = "dns_batch_failed"
-
-    def __init__(self, message: str, *, failures: Sequence[AgentError], **fields: Any) -> None:
-        fields.pop("failures", None)
-        super().__init__(message, failures=[f.to_dict() for f in failures], **fields)
-        self.failures: list[AgentError] = list(failures)
-        category: Category = "transient" if failures and all(f.transient for f in failures) else "permanent"
-        self.category = category  # type: ignore[misc]  # per instance: follows the failures
-
-    def __reduce__(self):  # the failures are errors, not plain fields: rebuild them too
-        fields = {k: v for k, v in self.fields.items() if k != "failures"}
-        return (_rebuild_batch, (self.message, self.failures, fields))
-
-
-def _rebuild_batch(message: str, failures: list[AgentError], fields: dict[str, Any]) -> DnsBatchError:
-    return DnsBatchError(message, failures=failures, **fields)
+from agent.errors import AgentError, TimeoutError_, UnreachableError
 
 
 def error_for_rcode(rcode: int, *, what: str, **fields: Any) -> AgentError | None:

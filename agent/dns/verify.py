@@ -31,9 +31,10 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
-from agent.dns.errors import DnsNotAuthoritative, error_for_exception, error_for_rcode
+from agent.dns.errors import error_for_exception, error_for_rcode
 from agent.dns.names import canonical_rdata, canonical_values, record_label, to_dns_name
 from agent.dns.transport import DnsSession, Question, TcpSession
+from agent.domain.errors import DnsNotAuthoritative
 from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.errors import AgentError
 
@@ -52,6 +53,18 @@ class Nameserver:
     def label(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.name} ({host}:{self.port})" if self.name else f"{host}:{self.port}"
+
+
+def host_port(text: str, default_port: int) -> tuple[str, int]:
+    """Where a config names a server to ask: ``host``, ``host:port``, ``[v6]:port`` or a bare
+    IPv6 address."""
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]")
+        return host, int(port.lstrip(":") or default_port)
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port)
+    return text, default_port
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ itself can never succeed; a ``TransientError`` may succeed if asked again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from agent.errors import (
@@ -113,37 +114,107 @@ class RouteConflict(ConflictError):
 
 
 # ----------------------------------------------------------------------------------- DNS
+# Every DNS driver (RFC 2136, Windows DNS, simulator) raises these; how dnspython's and the socket
+# layer's failures map onto them is agent.dns.errors. By what the caller does next:
+#
+#   timeout, unreachable, dns_servfail, dns_bad_response     transient: ask again (re-read first)
+#   dns_prerequisite_failed                                  a pinned RRset changed: re-read
+#   dns_refused, dns_not_authoritative, dns_not_zone,
+#   dns_bad_key, dns_bad_time, dns_rejected,
+#   dns_invalid_request                                      permanent
+#   dns_batch_failed                                         some of a zone's update messages failed
 
 
 class DnsPrerequisiteFailed(ConflictError):
-    """A record set no longer holds what the change expected; nothing in the batch was applied.
-    ``record`` names it, ``found`` what the server holds."""
+    """A record set no longer holds what the change was pinned to; nothing of that update message
+    was applied. ``record`` names it; ``conflicts`` gives what was expected and what was found,
+    when the agent could read it back."""
 
     code = "dns_prerequisite_failed"
 
 
 class DnsNotAuthoritative(PermanentError):
-    """The server is not authoritative for the zone (or a name lies outside it: NOTAUTH/NOTZONE)."""
+    """The server is not authoritative for the zone (NOTAUTH), or a read came back without the
+    authoritative-answer flag."""
 
     code = "dns_not_authoritative"
 
 
+class DnsNotZone(PermanentError):
+    """A name of the update lies outside the zone (NOTZONE)."""
+
+    code = "dns_not_zone"
+
+
 class DnsRefused(PermanentError):
-    """The server refused the update (REFUSED, FORMERR, malformed record data)."""
+    """The server refused the update (REFUSED): its policy does not let this key or this client
+    update the zone."""
 
     code = "dns_refused"
 
 
 class DnsBadKey(PermanentError):
-    """The TSIG key or signature was rejected (BADKEY, BADSIG, BADTIME)."""
+    """The TSIG key or signature was rejected (BADKEY, BADSIG), or the reply failed verification."""
 
     code = "dns_bad_key"
+
+
+class DnsBadTime(PermanentError):
+    """The TSIG time was rejected (BADTIME): the agent's and the server's clocks differ too much."""
+
+    code = "dns_bad_time"
+
+
+class DnsRejected(PermanentError):
+    """Any other error rcode (FORMERR, NOTIMP, ...)."""
+
+    code = "dns_rejected"
+
+
+class DnsInvalidRequest(PermanentError):
+    """A malformed call (a record outside the zone, a message too big), refused before sending."""
+
+    code = "dns_invalid_request"
 
 
 class DnsServfail(TransientError):
     """The server failed to process the request (SERVFAIL); it may succeed later."""
 
     code = "dns_servfail"
+
+
+class DnsBadResponse(TransientError):
+    """A reply that does not parse or does not match the request."""
+
+    code = "dns_bad_response"
+
+
+class DnsBatchError(AgentError):
+    """Some of the update messages that carried one zone's changes failed.
+
+    ``failures`` holds one error per failed message, each naming its records (``records``) and
+    its position (``batch`` of ``batches``). **Messages that succeeded stay applied**: the caller
+    re-reads before deciding anything. The category is ``transient`` only when every failure is
+    transient (retrying the whole call is then safe and useful: what applied already holds and
+    is left out), else ``permanent``.
+    """
+
+    code = "dns_batch_failed"
+
+    def __init__(self, message: str, *, failures: Sequence[AgentError], **fields: Any) -> None:
+        fields.pop("failures", None)
+        super().__init__(message, failures=[f.to_dict() for f in failures], **fields)
+        self.failures: list[AgentError] = list(failures)
+        category: Category = "transient" if failures and all(f.transient for f in failures) else "permanent"
+        self.category = category  # type: ignore[misc]  # per instance: follows the failures
+
+    def __reduce__(self) -> tuple[Any, ...]:  # the failures are errors, not plain fields: rebuild them too
+        fields = {k: v for k, v in self.fields.items() if k != "failures"}
+        return (_rebuild_batch, (self.message, self.failures, fields))
+
+
+def _rebuild_batch(message: str, failures: list[AgentError], fields: dict[str, Any]) -> DnsBatchError:
+    return DnsBatchError(message, failures=failures, **fields)
 
 
 # -------------------------------------------------------------------------------- calls
@@ -179,9 +250,15 @@ _CLASSES: tuple[type[AgentError], ...] = (
     RouteConflict,
     DnsPrerequisiteFailed,
     DnsNotAuthoritative,
+    DnsNotZone,
     DnsRefused,
     DnsBadKey,
+    DnsBadTime,
+    DnsRejected,
+    DnsInvalidRequest,
     DnsServfail,
+    DnsBadResponse,
+    DnsBatchError,
     InvalidRequest,
 )
 
@@ -205,9 +282,15 @@ __all__ = [
     "AddressOutsidePool",
     "AddressReserved",
     "DnsBadKey",
+    "DnsBadResponse",
+    "DnsBadTime",
+    "DnsBatchError",
+    "DnsInvalidRequest",
     "DnsNotAuthoritative",
+    "DnsNotZone",
     "DnsPrerequisiteFailed",
     "DnsRefused",
+    "DnsRejected",
     "DnsServfail",
     "InvalidReplicationState",
     "InvalidRequest",

@@ -218,6 +218,15 @@ class NicFailoverConfig(Frozen):
     settings: tuple[FailoverIpSetting, ...] = ()
 
 
+TEST_VM_SUFFIX = " - Test"
+"""Hyper-V names a test-failover VM ``"<vm> - Test"`` (``Start-VMFailover -AsTest``)."""
+
+
+def name_test_vm(vm: str) -> str:
+    """The name Hyper-V gives the test-failover VM of ``vm``."""
+    return vm + TEST_VM_SUFFIX
+
+
 class Replication(Frozen):
     """A Hyper-V Replica relationship, seen from the pair of hosts."""
 

@@ -16,7 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
-from agent.domain.model import FailoverIpSetting, RecordType, Route
+from agent.domain.model import FailoverIpSetting, RecordType, Route, name_test_vm
 
 PlanKind = Literal["test", "planned", "unplanned"]
 PLAN_KINDS: tuple[PlanKind, ...] = ("test", "planned", "unplanned")
@@ -264,15 +264,6 @@ def _canonical(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------------ naming
-
-TEST_VM_SUFFIX = " - Test"
-"""Hyper-V names a test-failover VM ``"<vm> - Test"`` (``Start-VMFailover -AsTest``)."""
-
-
-def name_test_vm(vm: str) -> str:
-    """The name Hyper-V gives the test-failover VM of ``vm``."""
-    return vm + TEST_VM_SUFFIX
-
 
 def name_test_network(target_network: str, plan: str) -> str:
     """The auto-created test network copying ``target_network`` for recovery plan ``plan``:

@@ -35,12 +35,9 @@ VMs with 30,000 IP configurations plan in well under two seconds (tests/benchmar
 
 from __future__ import annotations
 
-import gc
 import ipaddress
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -60,6 +57,7 @@ from agent.domain.model import (
     StaticIpPool,
     VirtualMachine,
     VmNetwork,
+    name_test_vm,
 )
 from agent.domain.plan import (
     ttl_lowering,
@@ -75,9 +73,9 @@ from agent.domain.plan import (
     ReserveIp,
     SetFailoverIp,
     name_test_network,
-    name_test_vm,
 )
 from agent.domain.validation import PlanRefused, Refusal
+from agent.gcpause import gc_paused
 
 T = TypeVar("T")
 
@@ -271,36 +269,8 @@ def build_plan(config: AgentConfig, inventory: Inventory, plan_name: str, kind: 
     """
     if kind not in PLAN_KINDS:
         raise ValueError(f"unknown plan kind {kind!r}; expected one of {PLAN_KINDS}")
-    with _gc_paused():
+    with gc_paused():
         return _Planner(config, InventoryIndex(inventory), plan_name, kind).build()
-
-
-_gc_lock = threading.Lock()
-_gc_state = {"depth": 0, "was_enabled": False}
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a plan is built.
-
-    Planning allocates a few hundred thousand long-lived objects next to an inventory of
-    similar size; every full collection re-walks all of it, which took half of a 10,000-VM plan's
-    time. Reference counting still frees everything that is not in a cycle; the few cycles the
-    planner makes are collected once the collector runs again. Nested and concurrent plans keep
-    it paused until the last one ends, and it is re-enabled only if it was enabled before.
-    """
-    with _gc_lock:
-        if _gc_state["depth"] == 0:
-            _gc_state["was_enabled"] = gc.isenabled()
-            gc.disable()
-        _gc_state["depth"] += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_state["depth"] -= 1
-            if _gc_state["depth"] == 0 and _gc_state["was_enabled"]:
-                gc.enable()
 
 
 class _Planner:

@@ -42,7 +42,7 @@ time on one connection, and the next one is built while the server applies the c
 Every message is tried -- except that after a timeout or an unreachable server the ones not yet
 sent are reported as not attempted (``attempted=False``) instead of each waiting out the
 timeout. One message in all: its error is raised as is, and nothing applied. Several: a
-:class:`~agent.dns.errors.DnsBatchError` whose ``failures`` hold one error per failed message,
+:class:`~agent.domain.errors.DnsBatchError` whose ``failures`` hold one error per failed message,
 each naming its records -- **and the messages that succeeded stay applied**, so the caller
 re-reads before deciding anything (retrying the same call is safe: what applied already holds
 and is left out).
@@ -73,15 +73,7 @@ import dns.update
 import structlog
 
 from agent.config import DnsServer
-from agent.dns.errors import (
-    DnsBadKey,
-    DnsBatchError,
-    DnsInvalidRequest,
-    DnsNotAuthoritative,
-    DnsPrerequisiteFailed,
-    error_for_exception,
-    error_for_rcode,
-)
+from agent.dns.errors import error_for_exception, error_for_rcode
 from agent.dns.names import (
     canonical_name,
     canonical_rdata,
@@ -91,6 +83,8 @@ from agent.dns.names import (
     to_dns_name,
 )
 from agent.dns.transport import DnsSession, Question, TcpSession
+from agent.dns.verify import VerifyReport, host_port, verify
+from agent.domain.errors import DnsBadKey, DnsBatchError, DnsInvalidRequest, DnsNotAuthoritative, DnsPrerequisiteFailed
 from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.errors import AgentError, TimeoutError_, UnreachableError
 
@@ -200,6 +194,25 @@ class Rfc2136Dns:
             f"algorithm={self._tsig.algorithm!r}, zones={list(self.zones)!r}, batch_size={self.batch_size})"
         )
 
+    # -------------------------------------------------------------- verification
+
+    def verify(self, zone: str, changes: Sequence[RecordChange]) -> VerifyReport | None:
+        """Ask every authoritative server of ``zone`` (``verify_servers``, else this server)
+        until each answers the new data of ``changes`` or ``verify_timeout_s`` passes; ask
+        ``verify_resolvers`` once, to report what they still cache. ``None`` when
+        ``verify_timeout_s`` is 0 (verification off) or there is nothing to verify."""
+
+        cfg = self._server
+        if cfg.verify_timeout_s == 0 or not changes or not cfg.address:
+            return None
+        servers = [host_port(s, 53) for s in cfg.verify_servers] or [(cfg.address, cfg.port)]
+        resolvers = [host_port(s, 53) for s in cfg.verify_resolvers]
+        report = verify(zone, changes, servers=servers, resolvers=resolvers, timeout_s=cfg.verify_timeout_s,
+                        query_timeout_s=min(2.0, cfg.timeout_s))
+        if not report.ok:
+            log.warning("DNS servers lag behind the update", zone=zone, server=self.name, summary=report.summary())
+        return report
+
     # ------------------------------------------------------------------- reads
 
     def read(self, zone: str, names: Sequence[tuple[str, RecordType]]) -> list[RecordSet]:
@@ -289,10 +302,10 @@ class Rfc2136Dns:
         """Apply ``changes`` to ``zone``, each pinned to its ``expected`` RRset (see the module
         docstring for the pin, the batches and what a failure leaves applied).
 
-        Raises :class:`~agent.dns.errors.DnsInvalidRequest` before sending anything when a change
+        Raises :class:`~agent.domain.errors.DnsInvalidRequest` before sending anything when a change
         is malformed (another zone, a name outside the zone, the same RRset twice, a value that is
         not of its type); a read or a message failure as the ``agent.errors`` type of its code; and
-        :class:`~agent.dns.errors.DnsBatchError` when the zone took several messages and any
+        :class:`~agent.domain.errors.DnsBatchError` when the zone took several messages and any
         failed.
         """
         zone_name = self._zone_name(zone)

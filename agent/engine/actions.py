@@ -16,13 +16,6 @@ from agent.engine.runner import ActionContext, action, error_json, log
 from agent.errors import AgentError, ConflictError, TransientError
 from agent.ports import GrantRequest, ItemResult, NicConnection, TestNetworkSpec
 
-TEST_VM_SUFFIX = " - Test"
-
-
-def test_vm_name(vm: str) -> str:
-    return vm + TEST_VM_SUFFIX
-
-
 def _outcomes(items: list[dict[str, Any]], results: list[ItemResult]) -> list[ItemOutcome]:
     out = []
     for it, res in zip(items, results, strict=True):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config import AgentConfig
-from agent.domain.model import ReplicationState
+from agent.domain.model import ReplicationState, name_test_vm
 from agent.domain.plan import (
     ConnectNic,
     CreateTestNetwork,
@@ -28,7 +28,6 @@ from agent.domain.plan import (
     SetFailoverIp,
     ttl_lowering,
 )
-from agent.engine.actions import test_vm_name
 from agent.engine.model import OperationKind, StepSpec
 
 FAILED_OVER = [ReplicationState.FAILED_OVER_WAITING_COMPLETION.value, ReplicationState.FAILED_OVER.value]
@@ -58,7 +57,7 @@ def _by(items: list, key) -> dict[Any, list]:
 def _reserve_items(changes: list[ReserveIp], *, test: bool) -> list[dict[str, Any]]:
     return [{
         "key": f"{c.vm}/{c.nic}/{c.ip_index}/{c.purpose}", "vm": c.vm, "nic": c.nic, "nic_id": c.nic_id,
-        "owner_vm": test_vm_name(c.vm) if test else c.vm, "pool": c.pool, "address": c.address,
+        "owner_vm": name_test_vm(c.vm) if test else c.vm, "pool": c.pool, "address": c.address,
         "ip_index": c.ip_index, "purpose": c.purpose,
         # A retained source address must be exactly that address; any other was a free choice.
         "flexible": c.address != c.source_address,
@@ -68,7 +67,7 @@ def _reserve_items(changes: list[ReserveIp], *, test: bool) -> list[dict[str, An
 def _connect_items(changes: list[ConnectNic]) -> list[dict[str, Any]]:
     return [{
         "key": f"{c.vm}/{c.nic}/{c.purpose}", "vm": c.vm, "nic": c.nic, "purpose": c.purpose,
-        "target_vm": test_vm_name(c.vm) if c.purpose == "test" else c.vm,
+        "target_vm": name_test_vm(c.vm) if c.purpose == "test" else c.vm,
         "vm_network": c.vm_network, "vm_subnet": c.vm_subnet, "addresses": [list(a) for a in c.addresses],
     } for c in changes]
 
@@ -245,7 +244,7 @@ def test_failover_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
         if full:
             b.add_stage(_host_steps(group, "start-test-vms", "hyperv.power", plan.target_site, vms,
                                     lambda v: v.target_host, {"power": "start"},
-                                    target_vm=lambda v: test_vm_name(v.name)))
+                                    target_vm=lambda v: name_test_vm(v.name)))
         b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names and c.purpose == "test"],
                                "test-dns"))
         _after_steps(b, config, plan, group)

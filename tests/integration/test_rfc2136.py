@@ -16,7 +16,7 @@ import traceback
 import pytest
 import structlog
 
-from agent.dns.errors import DnsBatchError, DnsPrerequisiteFailed
+from agent.domain.errors import DnsBatchError, DnsPrerequisiteFailed
 from agent.dns.names import reverse_name
 from agent.dns.transport import TcpSession
 from agent.dns.verify import Expected, nameservers, verify

@@ -27,13 +27,8 @@ import pytest
 import structlog
 
 from agent.config import DnsServer, SecretUnavailable
-from agent.dns.errors import (
-    DnsBatchError,
-    DnsInvalidRequest,
-    DnsPrerequisiteFailed,
-    error_for_exception,
-    error_for_rcode,
-)
+from agent.dns.errors import error_for_exception, error_for_rcode
+from agent.domain.errors import DnsBatchError, DnsInvalidRequest, DnsPrerequisiteFailed
 from agent.dns.names import canonical_rdata
 from agent.dns.transport import TcpSession
 from agent.domain.model import RecordChange, RecordType

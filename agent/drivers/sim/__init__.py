@@ -20,7 +20,7 @@ The inventory format is described in :mod:`agent.drivers.sim.inventory`.
 from agent.drivers.sim.dns import SimDns
 from agent.drivers.sim.errors import InjectedFault
 from agent.drivers.sim.faults import FaultRule, Latency, LatencyModel, SimulationSpec
-from agent.drivers.sim.hyperv import SimHyperV, name_of_test_vm
+from agent.drivers.sim.hyperv import SimHyperV
 from agent.drivers.sim.inventory import SimInventory, load_inventory, nic_id
 from agent.drivers.sim.routes import SimRoutes
 from agent.drivers.sim.store import StateFileError
@@ -42,6 +42,5 @@ __all__ = [
     "SimulationSpec",
     "StateFileError",
     "load_inventory",
-    "name_of_test_vm",
     "nic_id",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.domain.errors import DnsNotAuthoritative, DnsPrerequisiteFailed, DnsRefused
@@ -12,6 +13,29 @@ from agent.drivers.sim.state import State, record_value
 
 if TYPE_CHECKING:
     from agent.drivers.sim.world import SimWorld
+
+
+@dataclass(frozen=True, slots=True)
+class SimVerification:
+    """What :meth:`SimDns.verify` found (an :class:`agent.ports.DnsVerification`)."""
+
+    zone: str
+    server: str
+    stale: tuple[str, ...]
+    """Each record set that does not answer the new data, with what it answers."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.stale
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"zone {self.zone}: simulated server {self.server} answers the new data"
+        return f"zone {self.zone}: simulated server {self.server} still answers " + "; ".join(self.stale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"zone": self.zone, "ok": self.ok,
+                "servers": [{"server": self.server, "converged": self.ok, "stale": list(self.stale)}]}
 
 
 class SimDns:
@@ -116,6 +140,37 @@ class SimDns:
             [fqdn(zone), *(c.name for c in changes)],
             run,
             mutating=True,
+            items=len(changes),
+            keys=[f"{c.name.strip().lower()} {c.type.value}" for c in changes],
+        )
+
+    def verify(self, zone: str, changes: Sequence[RecordChange]) -> SimVerification | None:
+        """Read the changed record sets back, as a real server's verification asks it: the
+        simulated server is its own only authoritative server, so it either answers the new data
+        or names what it answers instead (e.g. after a fault rule on ``dns.apply`` that acted
+        but reported a timeout, then another change)."""
+
+        if not changes:
+            return None
+
+        def run(st: State) -> tuple[SimVerification, Sequence[str]]:
+            z, data = self._zone(st, zone)
+            stale = []
+            for ch in changes:
+                key = f"{self._name(ch.name, z)} {ch.type.value}"
+                new = self._values(ch.type.value, ch.new_values, key)
+                current = data.get(key)
+                found = current["values"] if current else []
+                if found != new or (new and current is not None and current["ttl"] != ch.ttl):
+                    stale.append(f"{key} -> [{', '.join(found)}]" if found else f"{key} -> nothing")
+            return SimVerification(zone=z, server=self.name, stale=tuple(stale)), ()
+
+        return self._world._single(
+            "dns.verify",
+            self.name,
+            [fqdn(zone), *(c.name for c in changes)],
+            run,
+            mutating=False,
             items=len(changes),
             keys=[f"{c.name.strip().lower()} {c.type.value}" for c in changes],
         )

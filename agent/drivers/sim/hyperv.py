@@ -40,7 +40,14 @@ from agent.domain.errors import (
     TestFailoverRunning,
     VmRunning,
 )
-from agent.domain.model import NicFailoverConfig, PowerState, Replication, ReplicationState, VirtualMachine
+from agent.domain.model import (
+    NicFailoverConfig,
+    PowerState,
+    Replication,
+    ReplicationState,
+    VirtualMachine,
+    name_test_vm,
+)
 from agent.errors import NotFoundError
 from agent.ports import ItemResult, PowerAction, ReplicaAction
 from agent.drivers.sim.inventory import failover_setting_problem
@@ -57,11 +64,6 @@ RUNNING, OFF = PowerState.RUNNING.value, PowerState.OFF.value
 
 _ACTIONS = ("prepare", "failover", "start_test", "stop_test", "cancel", "complete", "reverse")
 
-
-def name_of_test_vm(vm: str) -> str:
-    """The name Hyper-V gives the VM a test failover creates."""
-
-    return f"{vm} - Test"
 
 
 class SimHyperV:
@@ -356,7 +358,7 @@ class SimHyperV:
         if rep["state"] != REPLICATING:
             raise self._refuse("start a test failover of", name, rep, "test failover needs Replicating")
         site_vms = st["vms"][rep["replica_site"]]
-        test_name = name_of_test_vm(name)
+        test_name = name_test_vm(name)
         if test_name in site_vms:
             raise InvalidReplicationState(
                 f"cannot start a test failover of {name}: a VM named {test_name!r} already exists", vm=name

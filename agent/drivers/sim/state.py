@@ -54,7 +54,7 @@ from agent.drivers.sim.inventory import (
     record_fqdn,
     split_interface,
 )
-from agent.drivers.sim.store import gc_paused
+from agent.gcpause import gc_paused
 
 State = dict[str, Any]
 

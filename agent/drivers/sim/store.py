@@ -16,7 +16,6 @@ whose ``seq`` is above the state's (filtered out when reading) or that the next 
 
 from __future__ import annotations
 
-import gc
 import glob
 import json
 import marshal
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import PermanentError
+from agent.gcpause import gc_paused
 
 FORMAT = 2
 _HEADER = re.compile(rb"^SIMSTATE(\d+) ([0-9a-f]+) (\d+)\n")
@@ -65,21 +65,6 @@ else:
 
     def _unlock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic GC while building or parsing big trees: each young collection would walk every
-    object of a 10,000-VM state, which triples the time of a load or a read. Nothing built here
-    is cyclic, so reference counting frees it all."""
-
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class StateFileError(PermanentError):

@@ -29,7 +29,7 @@ from agent.drivers.sim.state import (
     vm_value,
 )
 from agent.drivers.sim.inventory import ip_int
-from agent.drivers.sim.store import gc_paused
+from agent.gcpause import gc_paused
 
 if TYPE_CHECKING:
     from agent.drivers.sim.world import SimWorld
