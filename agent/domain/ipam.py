@@ -29,6 +29,7 @@ from agent.domain.model import StaticIpPool
 
 T = TypeVar("T")
 
+
 def to_int(address: str) -> tuple[int, int]:
     """``(version, integer)`` of an address in text form.
 
@@ -169,43 +170,27 @@ def allocate(
     alloc = PoolAllocator(pool, (address for address, _ in grants))
     version = alloc.version
 
-    owners = {r.owner for r in ordered if r.owner}
-    owned: dict[str, list[int]] = {}
-    for address, owner in grants:
-        if owner in owners:
-            v, value = to_int(address)
-            if v == version:
-                owned.setdefault(owner, []).append(value)
-    for values in owned.values():
-        values.sort()
-
-    preferred: dict[Hashable, int | None] = {}
-    for r in ordered:
-        value = None
-        if r.preferred is not None:
-            v, value = to_int(r.preferred)
-            if v != version:
-                value = None
-        preferred[r.key] = value
+    owned = _owned_grants(grants, {r.owner for r in ordered if r.owner}, version)
+    preferred = _preferred_values(ordered, version)
 
     result: dict[Hashable, Allocation] = {}
     if owned:
         owned_sets = {owner: set(values) for owner, values in owned.items()}
         for r in ordered:
-            value = preferred[r.key]
+            wanted = preferred[r.key]
             mine = owned_sets.get(r.owner)
-            if value is not None and mine and value in mine:
-                mine.discard(value)
-                result[r.key] = Allocation(r.key, alloc.text(value), existing=True, preferred=True)
+            if wanted is not None and mine and wanted in mine:
+                mine.discard(wanted)
+                result[r.key] = Allocation(r.key, alloc.text(wanted), existing=True, preferred=True)
         for r in ordered:
             if r.key in result:
                 continue
             mine = owned_sets.get(r.owner)
             if mine:
-                value = next(v for v in owned[r.owner] if v in mine)
-                mine.discard(value)
+                reused = next(v for v in owned[r.owner] if v in mine)
+                mine.discard(reused)
                 result[r.key] = Allocation(
-                    r.key, alloc.text(value), existing=True, preferred=value == preferred[r.key]
+                    r.key, alloc.text(reused), existing=True, preferred=reused == preferred[r.key]
                 )
         unused = tuple(
             (alloc.text(v), owner) for owner in sorted(owned) for v in owned[owner] if v in owned_sets[owner]
@@ -214,14 +199,40 @@ def allocate(
         unused = ()
 
     for r in ordered:
-        value = preferred[r.key]
-        if r.key not in result and value is not None and alloc.take(value):
-            result[r.key] = Allocation(r.key, alloc.text(value), preferred=True)
+        wanted = preferred[r.key]
+        if r.key not in result and wanted is not None and alloc.take(wanted):
+            result[r.key] = Allocation(r.key, alloc.text(wanted), preferred=True)
     for r in ordered:
         if r.key not in result:
-            value = alloc.take_lowest()
-            result[r.key] = Allocation(r.key, None if value is None else alloc.text(value))
+            lowest = alloc.take_lowest()
+            result[r.key] = Allocation(r.key, None if lowest is None else alloc.text(lowest))
     return AllocationResult(allocations={r.key: result[r.key] for r in ordered}, unused_grants=unused)
+
+
+def _owned_grants(grants: Iterable[tuple[str, str]], owners: set[str], version: int) -> dict[str, list[int]]:
+    """Per requesting owner, the addresses of the pool's family it holds, lowest first."""
+    owned: dict[str, list[int]] = {}
+    for address, owner in grants:
+        if owner in owners:
+            family, value = to_int(address)
+            if family == version:
+                owned.setdefault(owner, []).append(value)
+    for values in owned.values():
+        values.sort()
+    return owned
+
+
+def _preferred_values(ordered: Sequence[AddressRequest], version: int) -> dict[Hashable, int | None]:
+    """Per request key, its preferred address as an integer; None when it has none of the pool's family."""
+    preferred: dict[Hashable, int | None] = {}
+    for r in ordered:
+        value: int | None = None
+        if r.preferred is not None:
+            family, value = to_int(r.preferred)
+            if family != version:
+                value = None
+        preferred[r.key] = value
+    return preferred
 
 
 def _sort_key(request: AddressRequest) -> tuple:

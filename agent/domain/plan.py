@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, assert_never
 
 from agent.domain.model import FailoverIpSetting, RecordType, Route, name_test_vm
 
 PlanKind = Literal["test", "planned", "unplanned"]
 PLAN_KINDS: tuple[PlanKind, ...] = ("test", "planned", "unplanned")
+Purpose = Literal["failover", "test"]
+"""What a change serves: the real failover, or a test failover (test VM, test network, test DNS)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ class ReserveIp:
     nic_id: str
     ip_index: int
     """Which IP configuration of the NIC (0 = primary)."""
-    purpose: Literal["failover", "test"] = "failover"
+    purpose: Purpose = "failover"
     source_address: str | None = None
     existing: bool = False
 
@@ -62,7 +64,7 @@ class ConnectNic:
     nic: str
     vm_network: str
     vm_subnet: str
-    purpose: Literal["failover", "test"] = "failover"
+    purpose: Purpose = "failover"
     addresses: tuple[tuple[str, int], ...] = ()
     """For test VMs: static (address, prefix length) set through VMM. Empty: DHCP / failover IP."""
 
@@ -136,7 +138,7 @@ class DnsChange:
     old_values: tuple[str, ...]
     new_values: tuple[str, ...]
     vm: str
-    purpose: Literal["failover", "test"] = "failover"
+    purpose: Purpose = "failover"
     old_ttl: int | None = None
 
     @property
@@ -145,7 +147,7 @@ class DnsChange:
 
 
 Change = ReserveIp | ConnectNic | SetFailoverIp | CreateTestNetwork | MoveRoute | DnsChange
-CHANGE_TYPES: tuple[type, ...] = (CreateTestNetwork, ReserveIp, ConnectNic, SetFailoverIp, MoveRoute, DnsChange)
+CHANGE_TYPES: tuple[type[Change], ...] = (CreateTestNetwork, ReserveIp, ConnectNic, SetFailoverIp, MoveRoute, DnsChange)
 _ORDER = {t.kind: i for i, t in enumerate(CHANGE_TYPES)}
 
 
@@ -382,7 +384,7 @@ def _describe(c: Change) -> list[str]:
         return lines
     if isinstance(c, CreateTestNetwork):
         return [f"+ create test network {c.name} at {c.site} (copy of {c.copy_of})"]
-    return [f"? {c!r}"]
+    assert_never(c)
 
 
 def _setting(s: FailoverIpSetting) -> str:

@@ -24,7 +24,7 @@ import resource
 import sys
 import time
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def generate(n_vms: int = 10_000) -> tuple[AgentConfig, Inventory]:
     networks, pools, vms, reps, grants, records, routes = [], [], [], [], [], [], []
     for k in range(NETWORKS):
         change = k >= RETAIN
-        src4, src6 = _v4(k, False), _v6(k, False)
+        src4 = _v4(k, False)
         dst4, dst6 = _v4(k, change), _v6(k, change)
         networks.append(VmNetwork(name=f"net{k}", site=A, logical_network="ln", isolation=Isolation.VLAN,
                                   subnets=(VmSubnet(name="sn", prefix=str(src4)),)))
@@ -196,7 +196,7 @@ def write_results(results: dict, path: Path, command: str) -> str:
     lines = [
         "# Planning benchmark",
         "",
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), "
         f"Python {platform.python_version()}",
         f"- command: `{command}`",

@@ -39,7 +39,7 @@ def worlds(draw):
     n = draw(st.integers(0, 40))
     requests = []
     for i in range(n):
-        owner = draw(st.sampled_from(OWNERS[:3] + [""]))
+        owner = draw(st.sampled_from([*OWNERS[:3], ""]))
         pref = draw(st.one_of(st.none(), st.integers(max(0, start - 3), min(255, end + 3))))
         requests.append(AddressRequest(key=(i,), owner=owner, preferred=None if pref is None else addr(family, pref)))
     pool = StaticIpPool(name="p", site="s", vm_network="n", vm_subnet="sn", prefix=PREFIXES[family],
@@ -61,7 +61,7 @@ def test_allocations_are_unique_in_range_and_respect_reserved_and_foreign_grants
     assert len({a.address for a in got}) == len(got), "an address was handed out twice"
     lo, hi = to_int(pool.range_start)[1], to_int(pool.range_end)[1]
     reserved = _ints(pool.reserved)
-    granted = {a: o for a, o in grants}
+    granted = dict(grants)
     owner_of = {r.key: r.owner for r in requests}
     for a in got:
         value = to_int(a.address)[1]
@@ -85,7 +85,8 @@ def test_existing_grants_are_reused_before_anything_new(world) -> None:
         if r.owner and not a.existing:
             # a new address for this owner means every grant it held was already in use here
             held = {g for g, o in grants if o == r.owner and to_int(g)[0] == family}
-            reused = {x.address for x in result.allocations.values() if x.existing and owner_of(requests, x.key) == r.owner}
+            reused = {x.address for x in result.allocations.values()
+                      if x.existing and owner_of(requests, x.key) == r.owner}
             assert held <= reused
     unused = {g for g, _ in result.unused_grants}
     reused_all = {x.address for x in result.allocations.values() if x.existing}

@@ -36,7 +36,8 @@ from agent.errors import RefusedError
 
 
 def reserve(p: Plan, vm: str, nic: str = "nic0", ip_index: int = 0, purpose: str = "failover") -> ReserveIp:
-    hits = [c for c in p.of(ReserveIp) if c.vm == vm and c.nic == nic and c.ip_index == ip_index and c.purpose == purpose]
+    hits = [c for c in p.of(ReserveIp)
+            if c.vm == vm and c.nic == nic and c.ip_index == ip_index and c.purpose == purpose]
     assert len(hits) == 1, hits
     return hits[0]
 
@@ -59,7 +60,9 @@ def refused(cfg, inv, name: str = "web", kind: str = "planned") -> PlanRefused:
 def test_plan_names_direction_groups_and_hosts() -> None:
     p = build_plan(standard_config(), standard_world().inventory(), "web", "planned")
     assert (p.plan, p.kind, p.source_site, p.target_site) == ("web", "planned", A, B)
-    assert [(v.name, v.group, v.group_index) for v in p.vms] == [("web01", "g1", 0), ("web02", "g1", 0), ("app01", "g2", 1)]
+    assert [(v.name, v.group, v.group_index) for v in p.vms] == [
+        ("web01", "g1", 0), ("web02", "g1", 0), ("app01", "g2", 1),
+    ]
     v = p.vms[0]
     assert (v.source_site, v.source_host, v.target_site, v.target_host) == (A, f"{A}-host1", B, f"{B}-host1")
 
@@ -139,7 +142,9 @@ def test_replica_already_connected_needs_no_connect() -> None:
 def test_retain_keeps_the_source_address_when_free() -> None:
     p = build_plan(standard_config(), standard_world().inventory(), "web", "planned")
     r = reserve(p, "web01")
-    assert (r.site, r.pool, r.address, r.source_address, r.existing) == (B, "web-pool", "192.168.1.20", "192.168.1.20", False)
+    assert (r.site, r.pool, r.address, r.source_address, r.existing) == (
+        B, "web-pool", "192.168.1.20", "192.168.1.20", False,
+    )
     assert r.nic_id == "web01/nic0@r"
     s = set_ip(p, "web01")
     assert s.host == f"{B}-host1" and s.previous == ()
@@ -255,7 +260,8 @@ def test_several_ip_configurations_and_ipv6_on_one_nic() -> None:
     ]
     settings = set_ip(p, "multi01", "nic0").settings
     assert [(s.address, s.prefix_length, s.gateway) for s in settings] == [
-        ("192.168.1.30", 24, "192.168.1.1"), ("192.168.1.31", 24, "192.168.1.1"), ("2001:db8:1::30", 64, "2001:db8:1::1"),
+        ("192.168.1.30", 24, "192.168.1.1"), ("192.168.1.31", 24, "192.168.1.1"),
+        ("2001:db8:1::30", 64, "2001:db8:1::1"),
     ]
     assert [s.address for s in set_ip(p, "multi01", "nic1").settings] == ["172.16.1.10"]
     assert {m.prefix for m in p.of(MoveRoute)} == {"192.168.1.0/24", "2001:db8:1::/64"}
@@ -353,12 +359,13 @@ def test_a_second_plan_after_success_has_nothing_to_do() -> None:
     # apply every change to the world the way the engine would
     w.apply_grants(first.of(ReserveIp))
     for c in first.of(SetFailoverIp):
-        w.failover_config(c.vm, c.nic, c.host, [(s.address, s.prefix_length, s.gateway, s.dns_servers) for s in c.settings])
+        w.failover_config(c.vm, c.nic, c.host,
+                          [(s.address, s.prefix_length, s.gateway, s.dns_servers) for s in c.settings])
     replicas = {(v.site, v.name): v for v in w.vms if v.role == "replica"}
     for c in first.of(ConnectNic):
         vm = replicas[(c.site, c.vm)]
-        nics = tuple(n.model_copy(update={"vm_network": c.vm_network, "vm_subnet": c.vm_subnet}) if n.name == c.nic else n
-                     for n in vm.nics)
+        nics = tuple(n.model_copy(update={"vm_network": c.vm_network, "vm_subnet": c.vm_subnet})
+                     if n.name == c.nic else n for n in vm.nics)
         w.vms[w.vms.index(vm)] = replicas[(c.site, c.vm)] = vm.model_copy(update={"nics": nics})
     for m in first.of(MoveRoute):
         gone = {(r.router, r.next_hop) for r in m.withdraw}
@@ -371,7 +378,7 @@ def test_a_second_plan_after_success_has_nothing_to_do() -> None:
     second = build_plan(cfg, w.inventory(), "web", "planned")
     assert all(c.existing for c in second.of(ReserveIp))
     assert [c for c in second.changes if not isinstance(c, ReserveIp)] == []
-    assert second.counts() == {k: 0 for k in second.counts()}
+    assert second.counts() == dict.fromkeys(second.counts(), 0)
 
 
 # ------------------------------------------------------------------------- refusals
@@ -584,10 +591,12 @@ def test_diff_shows_every_change_grouped_by_group_and_vm_with_the_summary_last()
     assert "= reuse existing grant 192.168.1.20 in pool web-pool" in text and "kept" in text
     assert "+ reserve 192.168.1.10 in pool web-pool at bravo for nic0 ip 0, changed from 192.168.1.21" in text
     assert "failover IP of nic0 on bravo-host1: 172.16.1.49/24 -> 172.16.1.10/24 gw 172.16.1.1 dns 172.16.1.53" in text
-    assert "~ dns A app01.corp.example. in zone corp.example. on ns-prod: 192.168.3.30 -> 172.16.1.10 (ttl 3600 -> 60)" in text
+    assert ("~ dns A app01.corp.example. in zone corp.example. on ns-prod: 192.168.3.30 -> 172.16.1.10 "
+            "(ttl 3600 -> 60)") in text
     assert "- withdraw on r-a: 192.168.1.0/24 via 10.0.0.1 metric 256" in text
     assert "+ announce on r-b: 192.168.1.0/24 via 10.0.1.1 metric 256" in text
-    assert "- withdraw on r-c: 192.168.1.0/24 via 10.9.0.1" in text and "+ announce on r-c: 192.168.1.0/24 via 10.9.1.1" in text
+    assert ("- withdraw on r-c: 192.168.1.0/24 via 10.9.0.1" in text
+            and "+ announce on r-c: 192.168.1.0/24 via 10.9.1.1" in text)
     for c in p.changes:
         if isinstance(c, ReserveIp):
             assert f"{c.address} in pool {c.pool}" in text

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_planning_world import (
+    DNS_PROD,
     A,
     B,
-    DNS_PROD,
     World,
     config,
     mapping,
@@ -141,7 +141,9 @@ def test_changed_address_updates_a_and_ptr_with_the_failover_ttl() -> None:
     w.record("168.192.in-addr.arpa.", "30.3.168.192.in-addr.arpa.", "PTR", ("app01.corp.example.",), ttl=3600)
     p = build_plan(standard_config(), w.inventory(), "web", "planned")
     [a] = dns_changes(p, "A")
-    assert (a.server, a.zone, a.name, a.vm, a.purpose) == ("ns-prod", "corp.example.", "app01.corp.example.", "app01", "failover")
+    assert (a.server, a.zone, a.name, a.vm, a.purpose) == (
+        "ns-prod", "corp.example.", "app01.corp.example.", "app01", "failover",
+    )
     assert (a.old_values, a.new_values, a.ttl, a.old_ttl) == (("192.168.3.30",), ("172.16.1.10",), 60, 3600)
     ptrs = {c.name: c for c in dns_changes(p, "PTR")}
     gone = ptrs["30.3.168.192.in-addr.arpa."]
@@ -152,7 +154,8 @@ def test_changed_address_updates_a_and_ptr_with_the_failover_ttl() -> None:
 
 
 def test_a_retained_address_needs_no_dns_change() -> None:
-    p = build_plan(standard_config(plans=[plan("web", ["web01", "web02"])]), standard_world().inventory(), "web", "planned")
+    p = build_plan(standard_config(plans=[plan("web", ["web01", "web02"])]), standard_world().inventory(),
+                   "web", "planned")
     assert dns_changes(p) == []
 
 
@@ -276,7 +279,7 @@ def test_check_config_against_inventory_reports_key_paths() -> None:
         "recovery_plans[0].groups[0].vms[1]",
         "recovery_plans[0].groups[1].vms[0]",
     ]
-    messages = dict((i.path, i.message) for i in issues)
+    messages = {i.path: i.message for i in issues}
     assert "'nosuch' does not exist at site alpha" in messages["network_mappings[1].source.vm_network"]
     assert "not isolated" in messages["network_mappings[3].test_network.vm_network"]
     assert "no Hyper-V Replica" in messages["recovery_plans[0].groups[1].vms[0]"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from test_planning_world import (
+    DNS_PROD,
     A,
     B,
-    DNS_PROD,
     World,
     config,
     mapping,
@@ -124,7 +124,8 @@ def test_existing_isolated_network_gets_the_failover_address_when_free_else_anot
 def test_existing_test_network_must_exist_and_be_isolated() -> None:
     err = refused(cfg_with({"mode": "existing", "vm_network": "nowhere"}), standard_world().inventory())
     assert err.codes == ["test_network_not_found"] and err.reasons[0].fields["mapping"] == 0
-    err = refused(cfg_with({"mode": "existing", "vm_network": "iso"}), isolated_world(Isolation.NO_ISOLATION).inventory())
+    err = refused(cfg_with({"mode": "existing", "vm_network": "iso"}),
+                  isolated_world(Isolation.NO_ISOLATION).inventory())
     assert err.codes == ["test_network_not_isolated"]
 
 
@@ -161,7 +162,8 @@ def test_dhcp_replica_with_a_vlan_test_network_is_fine() -> None:
 
 def test_no_isolation_replica_network_with_a_wnv_test_network_is_refused() -> None:
     w = World()
-    w.network(A, "flat", {"s": "10.0.0.0/24"}).network(B, "flat-dr", {"s": "10.0.0.0/24"}, isolation=Isolation.NO_ISOLATION)
+    w.network(A, "flat", {"s": "10.0.0.0/24"}).network(B, "flat-dr", {"s": "10.0.0.0/24"},
+                                                        isolation=Isolation.NO_ISOLATION)
     w.pool(B, "flat-dr", "s", "10.0.0.0/24", "10.0.0.10", "10.0.0.90", name="flat-pool")
     w.vm("vm1", {"nic0": ("flat", "s", ["10.0.0.5/24"])})
     cfg = config(mappings=[mapping("flat", "flat-dr", "change", test={"mode": "create"})], plans=[plan("x", ["vm1"])])
@@ -193,13 +195,16 @@ def test_test_dns_goes_to_test_servers_only() -> None:
     p = build_plan(cfg_with({"mode": "none"}, {"mode": "create"}), w.inventory(), "web", "test")
     [a] = [c for c in p.of(DnsChange) if c.type == "A"]
     assert (a.server, a.zone, a.purpose, a.new_values) == ("ns-test", "corp.example.", "test", ("172.16.1.10",))
-    assert [(c.server, c.name) for c in p.of(DnsChange) if c.type == "PTR"] == [("ns-test", "10.1.16.172.in-addr.arpa.")]
+    assert [(c.server, c.name) for c in p.of(DnsChange) if c.type == "PTR"] == [
+        ("ns-test", "10.1.16.172.in-addr.arpa."),
+    ]
 
 
 def test_no_test_dns_server_is_a_note() -> None:
     dns_cfg = dict(DNS_PROD, servers=[{"name": "ns-prod", "kind": "sim"}],
                    zones=[z for z in DNS_PROD["zones"] if z["server"] == "ns-prod"])
-    p = build_plan(cfg_with({"mode": "none"}, {"mode": "create"}, dns=dns_cfg), standard_world().inventory(), "web", "test")
+    p = build_plan(cfg_with({"mode": "none"}, {"mode": "create"}, dns=dns_cfg), standard_world().inventory(),
+                   "web", "test")
     assert p.of(DnsChange) == []
     assert "no DNS server with purpose 'test' is configured: test DNS is not updated" in p.notes
 
@@ -220,7 +225,9 @@ def test_the_diff_of_a_test_plan() -> None:
     p = build_plan(cfg_with({"mode": "create"}, {"mode": "create"}), standard_world().inventory(), "web", "test")
     text = render_diff(p)
     assert "test networks:\n" in text and "  + create prod-dr-test-web at bravo (isolated copy of prod-dr)\n" in text
-    assert "+ reserve 192.168.1.20 in pool prod-dr-test-web/web-pool at bravo for test VM web01 - Test nic0 ip 0, kept" in text
-    assert "~ connect test VM web01 - Test nic0 to network prod-dr-test-web subnet web at bravo with 192.168.1.20/24" in text
+    assert ("+ reserve 192.168.1.20 in pool prod-dr-test-web/web-pool at bravo "
+            "for test VM web01 - Test nic0 ip 0, kept") in text
+    assert ("~ connect test VM web01 - Test nic0 to network prod-dr-test-web subnet web at bravo "
+            "with 192.168.1.20/24") in text
     assert "(test DNS)" in text
     assert text.splitlines()[-1] == p.summary()

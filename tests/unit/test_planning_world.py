@@ -108,7 +108,9 @@ class World:
         return self
 
     # ---------------------------------------------------------------- Hyper-V, DNS, routes
-    def failover_config(self, vm: str, nic: str, host: str, settings: list[tuple[str, int, str | None, tuple]]) -> World:
+    def failover_config(
+        self, vm: str, nic: str, host: str, settings: list[tuple[str, int, str | None, tuple]]
+    ) -> World:
         self.failover_configs.append(NicFailoverConfig(
             vm=vm, nic=nic, host=host,
             settings=tuple(FailoverIpSetting(address=a, prefix_length=p, gateway=g, dns_servers=d)
