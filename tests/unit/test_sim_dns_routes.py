@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from agent.domain.errors import DnsNotAuthoritative, DnsPrerequisiteFailed, DnsRefused, InvalidRequest
 from agent.domain.model import RecordChange, RecordSet, RecordType, Route
 from agent.drivers.sim import SimWorld
 from agent.errors import NotFoundError
-from agent.ports import Dns, Routes
+from agent.ports import Dns, DnsVerification, Routes
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "sim" / "two-sites.yaml"
 ZONE = "example.com."
 A = RecordType.A
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> SimWorld:
-    return SimWorld.open(FIXTURE, tmp_path / "state.json")
 
 
 @pytest.fixture
@@ -110,9 +102,24 @@ def test_ptr_and_aaaa_values_are_canonical(dns: Dns) -> None:
             )
         ],
     )
-    dns.apply(ZONE, [change("v6web01.example.com.", ("2001:0db8:0001::0010",), ("2001:db8:2::10",), rtype=RecordType.AAAA)])
+    dns.apply(
+        ZONE, [change("v6web01.example.com.", ("2001:0db8:0001::0010",), ("2001:db8:2::10",), rtype=RecordType.AAAA)]
+    )
     [aaaa] = dns.read(ZONE, [("v6web01.example.com.", RecordType.AAAA)])
     assert aaaa.values == ("2001:db8:2::10",)
+
+
+def test_an_ipv4_mapped_aaaa_value_keeps_the_address_text_of_the_domain(world: SimWorld, dns: Dns) -> None:
+    # dnspython would write ::ffff:192.0.2.1; VMM addresses and existing state files hold this form.
+    dns.apply(ZONE, [change("mapped.example.com.", (), ("::FFFF:192.0.2.1",), rtype=RecordType.AAAA)])
+    [aaaa] = dns.read(ZONE, [("mapped.example.com.", RecordType.AAAA)])
+    assert aaaa.values == ("::ffff:c000:201",)
+    before = world.snapshot()
+    dns.apply(ZONE, [change("mapped.example.com.", ("::ffff:c000:201",), ("::ffff:192.0.2.1",), rtype=RecordType.AAAA)])
+    assert world.snapshot() == before  # both spellings are the value already there
+
+
+PTR = RecordType.PTR
 
 
 @pytest.mark.parametrize(
@@ -123,12 +130,110 @@ def test_ptr_and_aaaa_values_are_canonical(dns: Dns) -> None:
         (ZONE, [change("web01", (), ("10.0.0.1",))], DnsNotAuthoritative),  # not fully qualified
         (ZONE, [change("x.example.com.", (), ("not-an-ip",))], DnsRefused),
         (ZONE, [change("x.example.com.", (), ("2001:db8::1",))], DnsRefused),  # AAAA value in an A set
+        (ZONE, [change("x.example.com.", (), ("192.168.01.1",))], DnsRefused),  # leading zero
+        (ZONE, [change("x.example.com.", (), ("fe80::1%eth0",), rtype=RecordType.AAAA)], DnsRefused),  # zone id
+        (ZONE, [change("x.example.com.", (), ("app01.example.com",), rtype=PTR)], DnsRefused),  # relative target
+        (ZONE, [change("x.example.com.", (), (".",), rtype=PTR)], DnsRefused),  # the root
+        (ZONE, [change("x.example.com.", (), ("app01..example.com.",), rtype=PTR)], DnsRefused),  # empty label
+        (ZONE, [change("x.example.com.", ("app01.example.com",), ("app01.example.com.",), rtype=PTR)], DnsRefused),
         (ZONE, [change("x.example.com.", (), ("10.0.0.1",)), change("X.example.com.", (), ("10.0.0.2",))], DnsRefused),
     ],
 )
 def test_dns_refusals(dns: Dns, zone: str, changes: list[RecordChange], error: type) -> None:
     with pytest.raises(error):
         dns.apply(zone, changes)
+
+
+def test_a_refused_value_names_its_record_and_applies_nothing(world: SimWorld, dns: Dns) -> None:
+    before = world.snapshot()
+    with pytest.raises(DnsRefused) as info:
+        dns.apply(
+            ZONE,
+            [
+                change("web01.example.com.", ("192.168.1.10",), ("172.16.1.10",)),
+                change("x.example.com.", (), ("app01.example.com",), rtype=PTR),
+            ],
+        )
+    assert info.value.fields["record"] == "x.example.com. PTR"
+    assert "fully qualified" in info.value.message
+    assert world.snapshot() == before
+
+
+# ------------------------------------------------------------------------- DNS verify
+
+
+MOVE = [
+    change("web01.example.com.", ("192.168.1.10",), ("172.16.1.10",)),
+    change("new.example.com.", (), ("172.16.1.11",)),
+    change("app01.example.com.", ("192.168.2.10",), ()),
+]
+
+
+def test_verify_after_an_apply_reports_every_record_answered(dns: Dns) -> None:
+    dns.apply(ZONE, MOVE)
+    found = dns.verify(ZONE, MOVE)
+    assert isinstance(found, DnsVerification)
+    assert found.ok
+    assert "answers the new data" in found.summary()
+    assert found.to_dict() == {
+        "zone": ZONE,
+        "ok": True,
+        "servers": [{"server": "dns-main", "converged": True, "stale": []}],
+    }
+
+
+def test_verify_names_each_record_changed_behind_its_back(dns: Dns) -> None:
+    dns.apply(ZONE, MOVE)
+    # Someone else moves web01 on, puts app01 back and removes new, after the agent's update.
+    dns.apply(
+        ZONE,
+        [
+            change("web01.example.com.", ("172.16.1.10",), ("172.16.1.99",)),
+            change("app01.example.com.", (), ("192.168.2.10",)),
+            change("new.example.com.", ("172.16.1.11",), ()),
+        ],
+    )
+    found = dns.verify(ZONE, MOVE)
+    assert found is not None and not found.ok
+    stale = [
+        "web01.example.com. A -> [172.16.1.99]",
+        "new.example.com. A -> nothing",
+        "app01.example.com. A -> [192.168.2.10]",
+    ]
+    assert list(found.stale) == stale
+    assert all(s in found.summary() for s in stale)
+    assert found.to_dict()["ok"] is False
+    assert found.to_dict()["servers"] == [{"server": "dns-main", "converged": False, "stale": stale}]
+
+
+def test_verify_counts_a_different_ttl_as_stale(dns: Dns) -> None:
+    dns.apply(ZONE, MOVE)
+    dns.apply(ZONE, [change("web01.example.com.", ("172.16.1.10",), ("172.16.1.10",), ttl=3600)])
+    found = dns.verify(ZONE, MOVE)
+    assert found is not None and found.stale == ("web01.example.com. A -> [172.16.1.10]",)
+
+
+def test_verify_compares_canonical_values(dns: Dns) -> None:
+    v6 = [change("v6web01.example.com.", ("2001:db8:1::10",), ("2001:DB8:2:0::10",), rtype=RecordType.AAAA)]
+    dns.apply(ZONE, v6)
+    found = dns.verify(ZONE, v6)
+    assert found is not None and found.ok
+
+
+def test_verify_of_no_changes_is_none_and_asks_nothing(world: SimWorld, dns: Dns) -> None:
+    assert dns.verify(ZONE, []) is None
+    assert world.calls("dns.verify") == []
+
+
+def test_verify_is_a_read_recorded_in_the_call_log(world: SimWorld, dns: Dns) -> None:
+    dns.apply(ZONE, MOVE)
+    before = world.snapshot()
+    dns.verify(ZONE, MOVE)
+    assert world.snapshot() == before
+    [call] = world.calls("dns.verify")
+    assert call.kind == "dns.verify" and call.target == "dns-main"
+    assert call.items == ("web01.example.com. A", "new.example.com. A", "app01.example.com. A")
+    assert call.changed == () and call.seq is None and call.error is None
 
 
 def test_each_server_has_its_own_zones(world: SimWorld) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from agent.domain.errors import InvalidReplicationState
@@ -11,13 +9,7 @@ from agent.domain.model import FailoverIpSetting, IpConfiguration, NicFailoverCo
 from agent.drivers.sim import SimWorld
 from agent.ports import GrantRequest, HyperV, NicConnection
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "sim" / "two-sites.yaml"
 S = ReplicationState
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> SimWorld:
-    return SimWorld.open(FIXTURE, tmp_path / "state.json")
 
 
 @pytest.fixture
@@ -147,7 +139,9 @@ def test_cancel_a_prepare_on_the_primary(hv_a: HyperV) -> None:
 
 
 def test_cancel_a_failover_turns_the_replica_off_and_undoes_its_addresses(world: SimWorld, hv_b: HyperV) -> None:
-    hv_b.set_failover_configs("hv-b1", [config("web01", "nic0", "hv-b1", setting("192.168.1.10", gateway="192.168.1.1"))])
+    hv_b.set_failover_configs(
+        "hv-b1", [config("web01", "nic0", "hv-b1", setting("192.168.1.10", gateway="192.168.1.1"))]
+    )
     step(hv_b, "hv-b1", "failover")
     hv_b.set_power("hv-b1", "start", ["web01"])
     assert vm_at(world, "site-b", "web01").nics[0].ip_configurations != ()

@@ -11,13 +11,6 @@ from agent.domain.model import PowerState
 from agent.drivers.sim import SimWorld, load_inventory, nic_id
 from agent.yamlfile import InvalidFileError
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "sim" / "two-sites.yaml"
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> SimWorld:
-    return SimWorld.open(FIXTURE, tmp_path / "state.json")
-
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "inv.yaml"
@@ -128,7 +121,8 @@ def test_pools_of_separate_wnv_networks_may_overlap(tmp_path: Path) -> None:
 
 
 def test_pool_outside_its_subnet_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, BASE.replace("                range: [10.0.0.10", "                prefix: 10.0.1.0/28\n                range: [10.0.0.10"))
+    pool_range = "                range: [10.0.0.10"
+    path = write(tmp_path, BASE.replace(pool_range, "                prefix: 10.0.1.0/28\n" + pool_range))
     [(line, key, message)] = problems(path)
     assert (line, key) == (line_of(path, "10.0.1.0/28"), "sites[0].vm_networks[0].subnets[0].pools[0].prefix")
     assert "10.0.1.0/28 is not a subnet of VM subnet s1 (10.0.0.0/24)" in message
@@ -207,14 +201,47 @@ routers:
         "web.other.org. is not in zone example.com.",
     ) in found
     assert any(
-        k == "dns_servers[0].zones[0].records[1].values[0]" and line == line_of(path, "type: AAAA") for line, k, _ in found
+        k == "dns_servers[0].zones[0].records[1].values[0]" and line == line_of(path, "type: AAAA")
+        for line, k, _ in found
     )
     assert (line_of(path, "nowhere"), "routers[0].site", "unknown site 'nowhere'") in found
     assert len(found) == 3
 
 
+def test_malformed_record_values_are_located(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        BASE
+        + """\
+dns_servers:
+  - name: d
+    zones:
+      - name: 0.10.in-addr.arpa
+        records:
+          - {name: "20.0", type: PTR, values: [vm1.example.com.]}
+          - {name: "21.0", type: PTR, values: [vm2.example.com]}
+          - {name: "22.0", type: PTR, values: [vm3..example.com.]}
+      - name: example.com
+        records:
+          - {name: vm1, type: A, values: [10.0.0.020]}
+""",
+    )
+    found = {key: (line, message) for line, key, message in problems(path)}
+    assert set(found) == {
+        "dns_servers[0].zones[0].records[1].values[0]",
+        "dns_servers[0].zones[0].records[2].values[0]",
+        "dns_servers[0].zones[1].records[0].values[0]",
+    }
+    line, message = found["dns_servers[0].zones[0].records[1].values[0]"]
+    assert line == line_of(path, "vm2.example.com]")
+    assert message == "PTR target 'vm2.example.com' must be a fully qualified name (ending with '.')"
+    assert "vm3..example.com." in found["dns_servers[0].zones[0].records[2].values[0]"][1]
+    assert found["dns_servers[0].zones[1].records[0].values[0]"][1] == "'10.0.0.020' is not a valid A value"
+
+
 def test_simulation_section_is_validated(tmp_path: Path) -> None:
-    path = write(tmp_path, BASE + "simulation:\n  faults: [{call: vmm.grant_ips, fault: permanent, count: 1, rate: 0.5}]\n")
+    faults = "  faults: [{call: vmm.grant_ips, fault: permanent, count: 1, rate: 0.5}]\n"
+    path = write(tmp_path, BASE + "simulation:\n" + faults)
     [(line, key, message)] = problems(path)
     assert (line, key) == (line_of(path, "rate: 0.5"), "simulation.faults[0]")
     assert "count or rate" in message

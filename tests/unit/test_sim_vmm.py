@@ -9,21 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent import ports
 from agent.domain.errors import AddressAlreadyGranted, NetworkInUse, PoolExhausted
 from agent.domain.model import IpConfiguration, IpGrant, Isolation
 from agent.drivers.sim import SimWorld, nic_id
-from agent import ports
 from agent.ports import GrantRequest, NicConnection, Vmm
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "sim" / "two-sites.yaml"
 WEB01_B = nic_id("site-b", "web01", "nic0")
 WEB02_B = nic_id("site-b", "web02", "nic0")
 APP01_B = nic_id("site-b", "app01", "nic0")
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> SimWorld:
-    return SimWorld.open(FIXTURE, tmp_path / "state.json")
 
 
 @pytest.fixture
@@ -46,7 +41,11 @@ def test_grant_then_grant_again_is_unchanged(world: SimWorld, vmm: Vmm) -> None:
     assert first.ok and first.changed
     assert first.key == "pool-b-web:192.168.1.10"
     assert first.value == IpGrant(
-        pool="pool-b-web", site="site-b", address="192.168.1.10", owner_id=WEB01_B, description="failover-agent web01/nic0"
+        pool="pool-b-web",
+        site="site-b",
+        address="192.168.1.10",
+        owner_id=WEB01_B,
+        description="failover-agent web01/nic0",
     )
     [again] = vmm.grant_ips([req])
     assert again.ok and not again.changed and again.value == first.value
@@ -147,7 +146,11 @@ def test_test_network_copies_subnets_and_pools(vmm: Vmm) -> None:
 def test_test_network_refusals(vmm: Vmm) -> None:
     vmm.create_test_networks([ports.TestNetworkSpec("t1", "prod-b")])
     missing, clash, other_copy = vmm.create_test_networks(
-        [ports.TestNetworkSpec("t2", "nope"), ports.TestNetworkSpec("prod-b", "isolated-b"), ports.TestNetworkSpec("t1", "isolated-b")]
+        [
+            ports.TestNetworkSpec("t2", "nope"),
+            ports.TestNetworkSpec("prod-b", "isolated-b"),
+            ports.TestNetworkSpec("t1", "isolated-b"),
+        ]
     )
     assert code(missing) == "not_found"
     assert code(clash) == "conflict"

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.domain.errors import DnsNotAuthoritative, DnsPrerequisiteFailed, DnsRefused
 from agent.domain.model import RecordChange, RecordSet, RecordType
-from agent.drivers.sim.inventory import canonical_value, fqdn, in_zone
+from agent.drivers.sim.dnsnames import canonical_value, fqdn, in_zone
 from agent.drivers.sim.state import State, record_value
 
 if TYPE_CHECKING:
     from agent.drivers.sim.world import SimWorld
+    from agent.ports import Dns, DnsVerification
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,10 @@ class SimDns:
         n = name.strip().lower()
         if not n.endswith(".") or not in_zone(n, zone):
             raise DnsNotAuthoritative(
-                f"{name} is not a fully qualified name in zone {zone} (NOTZONE)", zone=zone, record=name, server=self.name
+                f"{name} is not a fully qualified name in zone {zone} (NOTZONE)",
+                zone=zone,
+                record=name,
+                server=self.name,
             )
         return n
 
@@ -74,7 +80,7 @@ class SimDns:
             z, data = self._zone(st, zone)
             out = []
             for name, rtype in names:
-                key = f"{self._name(name, z)} {RecordType(rtype).value}"
+                key = self._key(name, RecordType(rtype), z)
                 rec = data.get(key)
                 if rec is not None:
                     out.append(record_value(z, key, rec))
@@ -99,18 +105,20 @@ class SimDns:
             for ch in changes:
                 if fqdn(ch.zone) != z:
                     raise DnsNotAuthoritative(
-                        f"change for {ch.name} names zone {ch.zone}; this update is for {z}", zone=ch.zone, record=ch.name
+                        f"change for {ch.name} names zone {ch.zone}; this update is for {z}",
+                        zone=ch.zone,
+                        record=ch.name,
                     )
-                key = f"{self._name(ch.name, z)} {ch.type.value}"
+                key = self._key(ch.name, ch.type, z)
                 if key in seen:
                     raise DnsRefused(f"two changes to {key} in one update", zone=z, record=key)
                 seen.add(key)
                 new = self._values(ch.type.value, ch.new_values, key)
                 expected = self._values(ch.type.value, ch.expected, key)
                 current = data.get(key)
+                if _in_effect(current, new, ch.ttl):
+                    continue  # left out of the update, not a failed prerequisite
                 found = current["values"] if current else []
-                if (not new and current is None) or (current and found == new and current["ttl"] == ch.ttl):
-                    continue  # already in effect: left out of the update, not a failed prerequisite
                 if expected != found:
                     mismatches.append((key, expected, found))
                 todo.append((key, ch.ttl, new))
@@ -134,15 +142,7 @@ class SimDns:
                     data.pop(key, None)
             return None, [key for key, _, _ in todo]
 
-        self._world._single(
-            "dns.apply",
-            self.name,
-            [fqdn(zone), *(c.name for c in changes)],
-            run,
-            mutating=True,
-            items=len(changes),
-            keys=[f"{c.name.strip().lower()} {c.type.value}" for c in changes],
-        )
+        self._changes_call("dns.apply", zone, changes, run, mutating=True)
 
     def verify(self, zone: str, changes: Sequence[RecordChange]) -> SimVerification | None:
         """Read the changed record sets back, as a real server's verification asks it: the
@@ -157,26 +157,58 @@ class SimDns:
             z, data = self._zone(st, zone)
             stale = []
             for ch in changes:
-                key = f"{self._name(ch.name, z)} {ch.type.value}"
-                new = self._values(ch.type.value, ch.new_values, key)
+                key = self._key(ch.name, ch.type, z)
                 current = data.get(key)
-                found = current["values"] if current else []
-                if found != new or (new and current is not None and current["ttl"] != ch.ttl):
-                    stale.append(f"{key} -> [{', '.join(found)}]" if found else f"{key} -> nothing")
+                if not _in_effect(current, self._values(ch.type.value, ch.new_values, key), ch.ttl):
+                    stale.append(f"{key} -> [{', '.join(current['values'])}]" if current else f"{key} -> nothing")
             return SimVerification(zone=z, server=self.name, stale=tuple(stale)), ()
 
+        return self._changes_call("dns.verify", zone, changes, run, mutating=False)
+
+    def _changes_call(
+        self,
+        kind: str,
+        zone: str,
+        changes: Sequence[RecordChange],
+        run: Callable[[State], tuple[R, Sequence[str]]],
+        *,
+        mutating: bool,
+    ) -> R:
+        """Runs a call about ``changes`` to ``zone``: fault rules match the zone and the record
+        names, the call record lists each change's record set."""
+
         return self._world._single(
-            "dns.verify",
+            kind,
             self.name,
             [fqdn(zone), *(c.name for c in changes)],
             run,
-            mutating=False,
+            mutating=mutating,
             items=len(changes),
             keys=[f"{c.name.strip().lower()} {c.type.value}" for c in changes],
         )
+
+    def _key(self, name: str, rtype: RecordType, zone: str) -> str:
+        """The zone's key of one record set, ``"<fully qualified name> <TYPE>"``."""
+
+        return f"{self._name(name, zone)} {rtype.value}"
 
     def _values(self, rtype: str, values: Sequence[str], key: str) -> list[str]:
         try:
             return sorted({canonical_value(rtype, v) for v in values})
         except ValueError as exc:
             raise DnsRefused(f"{key}: {exc}", record=key, server=self.name) from None
+
+
+def _in_effect(current: dict[str, Any] | None, new: list[str], ttl: int) -> bool:
+    """The zone already holds what a change asks for: its values with its TTL, or, for a
+    deletion, no record set at all."""
+
+    if current is None:
+        return not new
+    return bool(current["values"] == new and current["ttl"] == ttl)
+
+
+if TYPE_CHECKING:
+    # Nothing else names these classes as the ports they implement, so mypy checks it here.
+    _port: type[Dns] = SimDns
+    _verification: type[DnsVerification] = SimVerification

@@ -48,10 +48,10 @@ from agent.domain.model import (
     VirtualMachine,
     name_test_vm,
 )
+from agent.drivers.sim.addresses import failover_setting_problem
+from agent.drivers.sim.state import State, failover_value, replication_value, setting_dict, vm_value
 from agent.errors import NotFoundError
 from agent.ports import ItemResult, PowerAction, ReplicaAction
-from agent.drivers.sim.inventory import failover_setting_problem
-from agent.drivers.sim.state import State, failover_value, replication_value, setting_dict, vm_value
 
 if TYPE_CHECKING:
     from agent.drivers.sim.world import SimWorld
@@ -139,7 +139,9 @@ class SimHyperV:
         def apply(st: State, cfg: NicFailoverConfig) -> ItemResult[NicFailoverConfig]:
             key = f"{cfg.vm}/{cfg.nic}"
             if cfg.host != host:
-                raise InvalidSetting(f"{key}: config names host {cfg.host}, call went to {host}", vm=cfg.vm, nic=cfg.nic)
+                raise InvalidSetting(
+                    f"{key}: config names host {cfg.host}, call went to {host}", vm=cfg.vm, nic=cfg.nic
+                )
             vm = self._vm_on_host(st, host, cfg.vm)
             if not any(n["name"] == cfg.nic for n in vm["nics"]):
                 raise NotFoundError(f"VM {cfg.vm} has no NIC {cfg.nic}", vm=cfg.vm, nic=cfg.nic)
@@ -165,7 +167,9 @@ class SimHyperV:
     def _check_settings(self, st: State, host: str, cfg: NicFailoverConfig) -> None:
         key = f"{cfg.vm}/{cfg.nic}"
         if not cfg.settings:
-            raise InvalidSetting(f"{key}: no settings given (clear_failover_configs removes them)", vm=cfg.vm, nic=cfg.nic)
+            raise InvalidSetting(
+                f"{key}: no settings given (clear_failover_configs removes them)", vm=cfg.vm, nic=cfg.nic
+            )
         seen: set[str] = set()
         per_family: dict[int, int] = {}
         for s in cfg.settings:
@@ -178,10 +182,10 @@ class SimHyperV:
             family = ipaddress.ip_address(s.address).version
             per_family[family] = per_family.get(family, 0) + 1
         limit = st["sites"][self.site]["hosts"][host]["max_failover_ips_per_family"]
-        for family, n in per_family.items():
+        for version, n in per_family.items():
             if limit is not None and n > limit:
                 raise InvalidSetting(
-                    f"{key}: {n} IPv{family} failover addresses; host {host} takes {limit} per family",
+                    f"{key}: {n} IPv{version} failover addresses; host {host} takes {limit} per family",
                     vm=cfg.vm,
                     nic=cfg.nic,
                     host=host,

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.domain.errors import InvalidRequest, RouteConflict
 from agent.domain.model import Route
+from agent.drivers.sim.state import State, route_value
 from agent.errors import NotFoundError
 from agent.ports import ItemResult
-from agent.drivers.sim.state import State, route_value
 
 if TYPE_CHECKING:
     from agent.drivers.sim.world import SimWorld
+
+R = TypeVar("R")
 
 
 def _describe(r: dict[str, Any] | Route) -> str:
@@ -56,12 +58,6 @@ class SimRoutes:
             keys=list(prefixes or ()),
         )
 
-    @staticmethod
-    def _one_router(routes: Sequence[Route]) -> None:
-        names = sorted({r.router for r in routes})
-        if len(names) > 1:
-            raise InvalidRequest(f"one router per call; got {', '.join(names)}", routers=names)
-
     def _router(self, st: State, route: Route) -> dict[str, Any]:
         rtr = st["routers"].get(route.router)
         if rtr is None:
@@ -69,63 +65,56 @@ class SimRoutes:
         return rtr
 
     def announce(self, routes: Sequence[Route]) -> list[ItemResult[Route]]:
-        router = routes[0].router if routes else ""
-
         def apply(st: State, route: Route) -> ItemResult[Route]:
-            key = f"{route.router}:{route.prefix}"
             table = self._router(st, route)["routes"]
             wanted = {"next_hop": route.next_hop, "interface": route.interface, "metric": route.metric}
             current = table.get(route.prefix)
             if current is not None:
-                if (current["next_hop"], current["interface"]) != (route.next_hop, route.interface):
-                    raise RouteConflict(
-                        f"{route.prefix} on {route.router} is routed {_describe(current)}, not {_describe(route)}",
-                        router=route.router,
-                        prefix=route.prefix,
-                        found=_describe(current),
-                    )
+                _check_same_target(route, current)
                 if current["metric"] == route.metric:
-                    return ItemResult(key, route_value(route.router, route.prefix, current))
+                    return ItemResult(_key(route), route_value(route.router, route.prefix, current))
             table[route.prefix] = wanted
-            return ItemResult(key, route_value(route.router, route.prefix, wanted), changed=True)
+            return ItemResult(_key(route), route_value(route.router, route.prefix, wanted), changed=True)
 
-        return self._world._batch(
-            "routes.announce",
-            router,
-            routes,
-            _key,
-            lambda r: (r.prefix, _key(r)),
-            apply,
-            precheck=lambda st: self._one_router(routes),
-        )
+        return self._run("routes.announce", routes, apply)
 
     def withdraw(self, routes: Sequence[Route]) -> list[ItemResult[None]]:
-        router = routes[0].router if routes else ""
-
         def apply(st: State, route: Route) -> ItemResult[None]:
-            key = _key(route)
             table = self._router(st, route)["routes"]
             current = table.get(route.prefix)
             if current is None:
-                return ItemResult(key)
-            if (current["next_hop"], current["interface"]) != (route.next_hop, route.interface):
-                raise RouteConflict(
-                    f"{route.prefix} on {route.router} is routed {_describe(current)}, not {_describe(route)}; left alone",
-                    router=route.router,
-                    prefix=route.prefix,
-                    found=_describe(current),
-                )
+                return ItemResult(_key(route))
+            _check_same_target(route, current, "; left alone")
             del table[route.prefix]
-            return ItemResult(key, changed=True)
+            return ItemResult(_key(route), changed=True)
 
-        return self._world._batch(
-            "routes.withdraw",
-            router,
-            routes,
-            _key,
-            lambda r: (r.prefix, _key(r)),
-            apply,
-            precheck=lambda st: self._one_router(routes),
+        return self._run("routes.withdraw", routes, apply)
+
+    def _run(
+        self, kind: str, routes: Sequence[Route], apply: Callable[[State, Route], ItemResult[R]]
+    ) -> list[ItemResult[R]]:
+        """One batch call to the router the routes name; routes of several routers are refused
+        as a whole, before any is touched."""
+
+        def one_router(st: State) -> None:
+            names = sorted({r.router for r in routes})
+            if len(names) > 1:
+                raise InvalidRequest(f"one router per call; got {', '.join(names)}", routers=names)
+
+        router = routes[0].router if routes else ""
+        return self._world._batch(kind, router, routes, _key, lambda r: (r.prefix, _key(r)), apply, precheck=one_router)
+
+
+def _check_same_target(route: Route, current: dict[str, Any], note: str = "") -> None:
+    """Refuses a route whose prefix is routed elsewhere: that route is someone else's, not the
+    caller's to replace or remove."""
+
+    if (current["next_hop"], current["interface"]) != (route.next_hop, route.interface):
+        raise RouteConflict(
+            f"{route.prefix} on {route.router} is routed {_describe(current)}, not {_describe(route)}{note}",
+            router=route.router,
+            prefix=route.prefix,
+            found=_describe(current),
         )
 
 

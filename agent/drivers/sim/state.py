@@ -44,16 +44,10 @@ from agent.domain.model import (
     VmNetwork,
     VmSubnet,
 )
+from agent.drivers.sim.addresses import ip_int, split_interface
+from agent.drivers.sim.dnsnames import canonical_value, fqdn, record_fqdn
 from agent.drivers.sim.faults import fault_entry
-from agent.drivers.sim.inventory import (
-    SimInventory,
-    canonical_value,
-    fqdn,
-    ip_int,
-    nic_id,
-    record_fqdn,
-    split_interface,
-)
+from agent.drivers.sim.inventory import SimInventory, nic_id
 from agent.gcpause import gc_paused
 
 State = dict[str, Any]
@@ -93,7 +87,8 @@ def _seed(inv: SimInventory) -> State:
         }
         nets = st["networks"][site.name] = {}
         pools = st["pools"][site.name] = {}
-        grants = st["grants"][site.name] = {}
+        grants: dict[str, dict[str, dict[str, Any]]] = {}
+        st["grants"][site.name] = grants
         st["vms"][site.name] = {}
         st["failover"][site.name] = {}
         for net in site.vm_networks:
@@ -136,7 +131,9 @@ def _seed(inv: SimInventory) -> State:
                 subnet = nic.vm_subnet
                 if nic.vm_network is not None and subnet is None:
                     subnet = _first_subnet(nets[nic.vm_network])
-                nics.append({"id": ident, "name": nic.name, "vm_network": nic.vm_network, "vm_subnet": subnet, "ip": ip})
+                nics.append(
+                    {"id": ident, "name": nic.name, "vm_network": nic.vm_network, "vm_subnet": subnet, "ip": ip}
+                )
             st["vms"][site.name][vm.name] = {
                 "host": vm.host,
                 "role": "primary",
@@ -176,18 +173,22 @@ def _seed(inv: SimInventory) -> State:
             nics = []
             for nic in vm.nics:
                 spec = conn.get(nic.name)
-                net = spec.vm_network if spec else None
+                network = spec.vm_network if spec else None
                 subnet = spec.vm_subnet if spec else None
-                if net is not None and subnet is None:
-                    subnet = _first_subnet(st["networks"][rep.site][net])
-                nics.append(
-                    {"id": nic_id(rep.site, vm.name, nic.name), "name": nic.name, "vm_network": net, "vm_subnet": subnet, "ip": []}
-                )
+                if network is not None and subnet is None:
+                    subnet = _first_subnet(st["networks"][rep.site][network])
+                ident = nic_id(rep.site, vm.name, nic.name)
+                nics.append({"id": ident, "name": nic.name, "vm_network": network, "vm_subnet": subnet, "ip": []})
                 if spec and spec.failover:
                     st["failover"][rep.site].setdefault(vm.name, {})[nic.name] = [
                         setting_dict(s) for s in spec.failover
                     ]
-            st["vms"][rep.site][vm.name] = {"host": rep.host, "role": "replica", "power": PowerState.OFF.value, "nics": nics}
+            st["vms"][rep.site][vm.name] = {
+                "host": rep.host,
+                "role": "replica",
+                "power": PowerState.OFF.value,
+                "nics": nics,
+            }
             st["replications"][vm.name] = {
                 "primary_site": site.name,
                 "primary_host": vm.host,
@@ -197,7 +198,8 @@ def _seed(inv: SimInventory) -> State:
                 "test_vm": None,
             }
     for server in inv.dns_servers:
-        zones = st["dns"][server.name] = {}
+        zones: dict[str, dict[str, Any]] = {}
+        st["dns"][server.name] = zones
         for zone in server.zones:
             zname = fqdn(zone.name)
             records = zones[zname] = {}
@@ -220,7 +222,12 @@ def _first_subnet(net: dict[str, Any]) -> str | None:
 
 
 def setting_dict(s: FailoverIpSetting) -> dict[str, Any]:
-    return {"address": s.address, "prefix_length": s.prefix_length, "gateway": s.gateway, "dns_servers": list(s.dns_servers)}
+    return {
+        "address": s.address,
+        "prefix_length": s.prefix_length,
+        "gateway": s.gateway,
+        "dns_servers": list(s.dns_servers),
+    }
 
 
 # ------------------------------------------------------------------------------ lookups
@@ -236,9 +243,9 @@ def find_pool(pools: dict[str, Any], network: str | None, subnet: str | None, ad
     """The pool of ``network``/``subnet`` whose range holds ``address``."""
 
     for name, pool in pools.items():
-        if pool["vm_network"] == network and (subnet is None or pool["vm_subnet"] == subnet):
-            if pool_contains(pool, address):
-                return name
+        in_subnet = pool["vm_network"] == network and (subnet is None or pool["vm_subnet"] == subnet)
+        if in_subnet and pool_contains(pool, address):
+            return name
     return None
 
 
@@ -263,7 +270,8 @@ def _new(cls: type[M], values: dict[str, Any]) -> M:
 
 def subnet_value(s: dict[str, Any]) -> VmSubnet:
     return _new(
-        VmSubnet, {"name": s["name"], "prefix": s["prefix"], "vlan_id": s["vlan_id"], "supports_dhcp": s["supports_dhcp"]}
+        VmSubnet,
+        {"name": s["name"], "prefix": s["prefix"], "vlan_id": s["vlan_id"], "supports_dhcp": s["supports_dhcp"]},
     )
 
 
@@ -389,14 +397,21 @@ def failover_value(vm: str, nic: str, host: str, settings: list[dict[str, Any]])
 def record_value(zone: str, key: str, r: dict[str, Any]) -> RecordSet:
     name, _, rtype = key.rpartition(" ")
     return _new(
-        RecordSet, {"zone": zone, "name": name, "type": RecordType(rtype), "ttl": r["ttl"], "values": tuple(r["values"])}
+        RecordSet,
+        {"zone": zone, "name": name, "type": RecordType(rtype), "ttl": r["ttl"], "values": tuple(r["values"])},
     )
 
 
 def route_value(router: str, prefix: str, r: dict[str, Any]) -> Route:
     return _new(
         Route,
-        {"router": router, "prefix": prefix, "next_hop": r["next_hop"], "interface": r["interface"], "metric": r["metric"]},
+        {
+            "router": router,
+            "prefix": prefix,
+            "next_hop": r["next_hop"],
+            "interface": r["interface"],
+            "metric": r["metric"],
+        },
     )
 
 

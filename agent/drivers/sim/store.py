@@ -22,11 +22,12 @@ import marshal
 import os
 import re
 import secrets
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,8 @@ change rewrites the whole state under the lock, and only plain dicts, lists, str
 ever go in (``marshal`` builds data, it never runs code). ``SimWorld.snapshot()`` gives the
 readable view."""
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
+# sys.platform, not os.name: mypy reads this check and type-checks each branch on its own platform.
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
     def _lock(fd: int) -> None:
@@ -183,10 +185,8 @@ class StateStore:
             _replace(tmp, self.path)
         except BaseException:
             self.invalidate()
-            try:
+            with suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise
         self._state, self.token, self.seq = state, token, seq
         return seq
@@ -201,10 +201,8 @@ class StateStore:
         """Temp files of writers that died before ``os.replace``. Call inside :meth:`locked`."""
 
         for p in self._temp_files():
-            try:
+            with suppress(OSError):
                 p.unlink()
-            except OSError:
-                pass
 
     # ----------------------------------------------------------------------- call log
 

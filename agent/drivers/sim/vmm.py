@@ -17,8 +17,7 @@ from agent.domain.errors import (
     PoolExhausted,
 )
 from agent.domain.model import IpGrant, Isolation, Nic, VmNetwork
-from agent.errors import ConflictError, NotFoundError
-from agent.ports import GrantRequest, ItemResult, NicConnection, TestNetworkSpec, VmmInventory
+from agent.drivers.sim.addresses import ip_int
 from agent.drivers.sim.state import (
     State,
     grant_value,
@@ -28,8 +27,9 @@ from agent.drivers.sim.state import (
     pool_value,
     vm_value,
 )
-from agent.drivers.sim.inventory import ip_int
+from agent.errors import ConflictError, NotFoundError
 from agent.gcpause import gc_paused
+from agent.ports import GrantRequest, ItemResult, NicConnection, TestNetworkSpec, VmmInventory
 
 if TYPE_CHECKING:
     from agent.drivers.sim.world import SimWorld
@@ -181,7 +181,12 @@ class SimVmm:
             }
             nets[spec.name] = net
             for name, p in copies.items():
-                pools[name] = {**p, "vm_network": spec.name, "reserved": list(p["reserved"]), "dns_servers": list(p["dns_servers"])}
+                pools[name] = {
+                    **p,
+                    "vm_network": spec.name,
+                    "reserved": list(p["reserved"]),
+                    "dns_servers": list(p["dns_servers"]),
+                }
             return ItemResult(spec.name, network_value(site, spec.name, net), changed=True)
 
         return self._world._batch(

@@ -18,13 +18,12 @@ import fnmatch
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.errors import AgentError, NotFoundError, TimeoutError_, UnreachableError
-from agent.ports import ItemResult
 from agent.drivers.sim.dns import SimDns
 from agent.drivers.sim.errors import InjectedFault
 from agent.drivers.sim.faults import FaultRule, Firing, Latency, LatencyModel, any_rule_for, decide, fault_entry
@@ -34,6 +33,8 @@ from agent.drivers.sim.routes import SimRoutes
 from agent.drivers.sim.state import State, seed, snapshot
 from agent.drivers.sim.store import StateStore
 from agent.drivers.sim.vmm import SimVmm
+from agent.errors import AgentError, NotFoundError, TimeoutError_, UnreachableError
+from agent.ports import ItemResult
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -291,13 +292,8 @@ class SimWorld:
             return [(FaultRule.model_validate(e["rule"]), e["seen"], e["fired"]) for e in entries]
 
     def _configure(self, kind: str, change: Callable[[State], None]) -> None:
-        with self._store.locked():
-            st = self._store.current()
-            try:
-                change(st)
-            except BaseException:
-                self._store.invalidate()
-                raise
+        with self._mutating() as st:
+            change(st)
             self._store.commit(st, _internal(kind))
 
     # ------------------------------------------------------------------ call runner
@@ -313,6 +309,29 @@ class SimWorld:
         value = build()
         self._cache[key] = (token, value)
         return value
+
+    @contextmanager
+    def _mutating(self) -> Iterator[State]:
+        """The current state, under the cross-process lock, to change and commit. A call that
+        fails halfway may have mutated it already, so the cached copy is dropped and the next
+        call reloads the last committed state."""
+
+        with self._store.locked():
+            st = self._store.current()
+            try:
+                yield st
+            except BaseException:
+                self._store.invalidate()
+                raise
+
+    def _settle(self, st: State, line: dict[str, Any], persist: bool) -> None:
+        """Ends a locked call: a new state version with its call record when it changed the
+        world (or a fault rule's counters), else the call record alone."""
+
+        if persist:
+            self._store.commit(st, line)
+        else:
+            self._store.append_log(line)
 
     def _prelude(self, kind: str, items: int, mutating: bool) -> bool:
         """Sleeps the call's latency (outside any lock, so parallel calls overlap) and says
@@ -346,45 +365,37 @@ class SimWorld:
         t0, started = time.monotonic(), time.time()
         self._prelude(kind, len(items), mutating=True)
         item_names = [(key(i), *names(i)) for i in items]
-        with self._store.locked():
-            st = self._store.current()
-            try:
-                firings, dirty = decide(st["sim"], kind, target, item_names)
-                error, blocked, late_error = _call_faults(firings, kind, target, len(items))
-                results: list[ItemResult[Any]] = []
-                if error is None:
-                    try:
-                        if precheck is not None:
-                            precheck(st)
-                        for i, item in enumerate(items):
-                            if i in blocked:
-                                results.append(ItemResult(keys[i], error=blocked[i]))
-                                continue
-                            try:
-                                results.append(apply(st, item))
-                            except AgentError as exc:
-                                results.append(ItemResult(keys[i], error=exc))
-                    except AgentError as exc:
-                        error = exc
-                error = error or late_error
-                changed = [r.key for r in results if r.changed]
-                line = _record(
-                    kind,
-                    target,
-                    [r.key for r in results] if results else keys,
-                    changed,
-                    {r.key: r.error.code for r in results if r.error is not None},
-                    error,
-                    started,
-                    t0,
-                )
-                if dirty or changed:
-                    self._store.commit(st, line)
-                else:
-                    self._store.append_log(line)
-            except BaseException:
-                self._store.invalidate()
-                raise
+        with self._mutating() as st:
+            firings, dirty = decide(st["sim"], kind, target, item_names)
+            error, blocked, late_error = _call_faults(firings, kind, target, len(items))
+            results: list[ItemResult[Any]] = []
+            if error is None:
+                try:
+                    if precheck is not None:
+                        precheck(st)
+                    for i, item in enumerate(items):
+                        if i in blocked:
+                            results.append(ItemResult(keys[i], error=blocked[i]))
+                            continue
+                        try:
+                            results.append(apply(st, item))
+                        except AgentError as exc:
+                            results.append(ItemResult(keys[i], error=exc))
+                except AgentError as exc:
+                    error = exc
+            error = error or late_error
+            changed = [r.key for r in results if r.changed]
+            line = _record(
+                kind,
+                target,
+                [r.key for r in results] if results else keys,
+                changed,
+                {r.key: r.error.code for r in results if r.error is not None},
+                error,
+                started,
+                t0,
+            )
+            self._settle(st, line, persist=dirty or bool(changed))
         if error is not None:
             raise error
         return results
@@ -420,31 +431,23 @@ class SimWorld:
             self._store.append_log(record(changed, None))
             return value
 
-        with self._store.locked():
-            st = self._store.current()
-            try:
-                firings, dirty = decide(st["sim"], kind, target, [tuple(names)])
-                error, blocked, late_error = _call_faults(firings, kind, target, 1)
-                error = error or blocked.get(0)
-                value: Any = None
-                changed: Sequence[str] = ()
-                if error is None:
-                    try:
-                        value, changed = apply(st)
-                    except AgentError as exc:
-                        error = exc
-                error = error or late_error
-                line = record(changed, error)
-                if dirty or changed:
-                    self._store.commit(st, line)
-                else:
-                    self._store.append_log(line)
-            except BaseException:
-                self._store.invalidate()
-                raise
+        with self._mutating() as st:
+            firings, dirty = decide(st["sim"], kind, target, [tuple(names)])
+            error, blocked, late_error = _call_faults(firings, kind, target, 1)
+            error = error or blocked.get(0)
+            outcome: tuple[R, Sequence[str]] | None = None
+            if error is None:
+                try:
+                    outcome = apply(st)
+                except AgentError as exc:
+                    error = exc
+            error = error or late_error
+            changed = outcome[1] if outcome is not None else ()
+            self._settle(st, record(changed, error), persist=dirty or bool(changed))
         if error is not None:
             raise error
-        return value
+        assert outcome is not None  # no error: apply ran and returned
+        return outcome[0]
 
 
 def _call_faults(
@@ -458,7 +461,9 @@ def _call_faults(
     blocked: dict[int, AgentError] = {}
     for f in firings:
         if f.rule.fault == "transient" and before is None:
-            before = UnreachableError(f"{kind} on {target}: unreachable (injected by fault rule {f.index})", rule=f.index)
+            before = UnreachableError(
+                f"{kind} on {target}: unreachable (injected by fault rule {f.index})", rule=f.index
+            )
         elif f.rule.fault == "timeout":
             err = TimeoutError_(
                 f"{kind} on {target}: no answer in time (injected by fault rule {f.index}; "
@@ -470,8 +475,9 @@ def _call_faults(
             elif before is None:
                 before = err
         elif f.rule.fault == "permanent":
+            refused = f"{kind} on {target}: refused (injected by fault rule {f.index})"
             for i in range(n_items) if f.items is None else sorted(f.items):
-                blocked.setdefault(i, InjectedFault(f"{kind} on {target}: refused (injected by fault rule {f.index})", rule=f.index))
+                blocked.setdefault(i, InjectedFault(refused, rule=f.index))
     return before, blocked, late
 
 
