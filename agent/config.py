@@ -392,10 +392,13 @@ class Store(Model):
     """Any SQLAlchemy URL; default: a SQLite file in ``data_dir``."""
 
 
+Scope = Literal["read", "plan", "operate", "admin"]
+
+
 class ApiToken(Model):
     name: Name
     token: SecretRef
-    scopes: list[Literal["read", "plan", "operate", "admin"]] = Field(default_factory=lambda: ["read"])
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["read"]))
 
 
 class Api(Model):
@@ -464,19 +467,20 @@ class AgentConfig(Model):
                     f"is already mapped by network_mappings[{seen_sources[key]}]"
                 )
             seen_sources.setdefault(key, i)
-        prefixes = []
+        prefixes: list[tuple[int, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
         for i, sn in enumerate(self.subnets):
             net = ipaddress.ip_network(sn.prefix)
             for k, other in prefixes:
                 if net.overlaps(other):
                     problems.append(f"subnets[{i}].prefix: {net} overlaps subnets[{k}].prefix {other}")
             prefixes.append((i, net))
-            for site, anns in sn.announcements.items():
-                if site not in site_names:
-                    problems.append(f"subnets[{i}].announcements.{site}: unknown site")
+            for announced_at, anns in sn.announcements.items():
+                if announced_at not in site_names:
+                    problems.append(f"subnets[{i}].announcements.{announced_at}: unknown site")
                 for j, a in enumerate(anns):
                     if a.router not in routers:
-                        problems.append(f"subnets[{i}].announcements.{site}[{j}].router: unknown router {a.router!r}")
+                        problems.append(
+                            f"subnets[{i}].announcements.{announced_at}[{j}].router: unknown router {a.router!r}")
             if not sn.stretched:
                 missing = [s for s in site_names if not sn.announcements.get(s)]
                 if missing:
@@ -487,9 +491,10 @@ class AgentConfig(Model):
             for j, t in enumerate(sn.third_site_routes):
                 if t.router not in routers:
                     problems.append(f"subnets[{i}].third_site_routes[{j}].router: unknown router {t.router!r}")
-                for site in t.next_hop_by_site:
-                    if site not in all_sites:
-                        problems.append(f"subnets[{i}].third_site_routes[{j}].next_hop_by_site.{site}: unknown site")
+                for hop_site in t.next_hop_by_site:
+                    if hop_site not in all_sites:
+                        problems.append(
+                            f"subnets[{i}].third_site_routes[{j}].next_hop_by_site.{hop_site}: unknown site")
         for i, z in enumerate(self.dns.zones):
             if z.server not in servers:
                 problems.append(f"dns.zones[{i}].server: no dns.servers entry named {z.server!r}")

@@ -1,16 +1,14 @@
 """Find, load and check the agent's config file; report every problem at once, located.
 
-Two stages:
-
 1. :func:`load_config` -- the file on its own: YAML syntax, the schema of
    :class:`agent.config.AgentConfig` (unknown keys, wrong types, plain-text secrets) and the
    cross-references inside the file (a mapping that names an unknown site, a plan step on an
    unknown host ...). Field errors and cross-reference errors come in *one* report.
-2. :func:`validate_against_inventory` -- the file against what the sites really hold (VM networks
-   that exist, pools that do not overlap ...), from ``agent.domain.validation``.
+2. :meth:`LoadedConfig.located` -- problems found later about the file's values (by
+   ``agent.domain.validation``, against what the sites hold), located at their lines.
 
-Both raise :class:`agent.yamlfile.InvalidFileError`, whose ``problems`` each name file, line, key
-path and say what is wrong in a plain sentence.
+Both give an :class:`agent.yamlfile.InvalidFileError`, whose ``problems`` each name file, line,
+key path and say what is wrong in a plain sentence.
 
 Which file: ``--config PATH``, else ``$FAILOVER_AGENT_CONFIG``, else the demo shipped inside the
 package (two simulated sites), so ``failover-agent demo`` works on a fresh install.
@@ -30,12 +28,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 import agent
 from agent.config import CROSS_REFERENCE_MARK, AgentConfig
-from agent.domain.model import Inventory
 from agent.errors import RefusedError
-from agent.yamlfile import InvalidFileError, Problem, _LineIndex, _split_loc, key_path, load_model, parse_yaml
+from agent.yamlfile import InvalidFileError, Problem, _LineIndex, _split_loc, key_path, load_located, parse_yaml
 
 ENV_CONFIG = "FAILOVER_AGENT_CONFIG"
 ENV_DATA_DIR = "FAILOVER_AGENT_DATA_DIR"
@@ -69,6 +67,13 @@ class LoadedConfig:
     def line_of(self, key: str) -> int | None:
         """The line of ``key`` (a dotted key path) in the file, or of its nearest enclosing key."""
         return self._index.line(_split_loc(key)) if self._index is not None and key else None
+
+    def located(self, issues: Iterable[tuple[str, str]]) -> InvalidFileError:
+        """The error reporting ``issues`` -- (dotted key path, what is wrong) -- each located at
+        its line in this file, e.g. what :func:`agent.domain.validation.check_config_against_inventory`
+        found."""
+        shown = str(self.path)
+        return InvalidFileError(shown, [Problem(shown, self.line_of(key), key, message) for key, message in issues])
 
 
 # ------------------------------------------------------------------------------ where
@@ -138,10 +143,9 @@ def load_config(path: str | os.PathLike[str] | None = None, *, source: ConfigSou
     else:
         resolved = Path(path).expanduser().resolve()
     try:
-        config = load_model(resolved, AgentConfig, cross_mark=CROSS_REFERENCE_MARK)
+        config, index = load_located(resolved, AgentConfig, cross_mark=CROSS_REFERENCE_MARK)
     except InvalidFileError as exc:
         raise _complete_report(resolved, exc) from None
-    _, index = parse_yaml(resolved)
 
     base = resolved.parent
     # The demo's own directory may be read-only (site-packages): its state goes per user.
@@ -160,34 +164,6 @@ def load_config(path: str | os.PathLike[str] | None = None, *, source: ConfigSou
 def _under(base: Path, value: Path) -> Path:
     value = value.expanduser()
     return (value if value.is_absolute() else base / value).resolve()
-
-
-# ------------------------------------------------------------------- stage 2: inventory
-
-
-def validate_against_inventory(loaded: LoadedConfig, inventory: Inventory) -> None:
-    """Check the config against what the sites hold; raise every mismatch, located in the file."""
-
-    from agent.domain.validation import check_config_against_inventory
-
-    issues = check_config_against_inventory(loaded.config, inventory)
-    if not issues:
-        return
-    shown = str(loaded.path)
-    problems = []
-    for issue in issues:
-        key = _issue_key(issue)
-        problems.append(Problem(shown, loaded.line_of(key), key, _issue_message(issue)))
-    raise InvalidFileError(shown, problems)
-
-
-def _issue_key(issue: Any) -> str:
-    key = getattr(issue, "key", None) or getattr(issue, "path", None) or ""
-    return key if isinstance(key, str) else key_path(tuple(key))
-
-
-def _issue_message(issue: Any) -> str:
-    return str(getattr(issue, "message", None) or issue)
 
 
 # --------------------------------------------------------------- one report, not two
@@ -230,7 +206,7 @@ def _complete_report(path: Path, first: InvalidFileError) -> InvalidFileError:
     return InvalidFileError(shown, _dedupe(problems))
 
 
-def _is_cross(err: dict[str, Any]) -> bool:
+def _is_cross(err: ErrorDetails) -> bool:
     return _clean(err["msg"]).startswith(CROSS_REFERENCE_MARK)
 
 
@@ -277,9 +253,9 @@ def _existing_prefix(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
     node, n = data, 0
     for part in loc:
-        if isinstance(node, dict) and not isinstance(part, int) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_dict = isinstance(node, dict) and not isinstance(part, int) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             node = node[part]
         else:
             break
@@ -287,18 +263,16 @@ def _existing_prefix(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return loc[:n]
 
 
-def _field_problems(shown: str, data: Any, index: _LineIndex, errors: list[dict[str, Any]]) -> list[Problem]:
+def _field_problems(shown: str, data: Any, index: _LineIndex, errors: list[ErrorDetails]) -> list[Problem]:
     # A union (``str | int | bool``) fails once per member; say it once, with every choice.
-    grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    grouped: dict[tuple[Any, ...], list[ErrorDetails]] = {}
     for err in errors:
         loc = tuple(err["loc"])
         if loc and loc[-1] == "[key]":
             where = loc[:-1]
         else:
             where = _existing_prefix(data, loc)
-            if err["type"] == "missing" or err["type"] == "extra_forbidden":
-                where = loc
-            elif len(where) < len(loc) and not all(
+            if err["type"] == "missing" or err["type"] == "extra_forbidden" or len(where) < len(loc) and not all(
                 isinstance(p, str) and _UNION_TAG.match(p) for p in loc[len(where):]
             ):
                 where = loc
@@ -318,7 +292,7 @@ def _field_problems(shown: str, data: Any, index: _LineIndex, errors: list[dict[
     return problems
 
 
-def _plain(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
+def _plain(err: ErrorDetails, loc: tuple[Any, ...]) -> str:
     kind = err["type"]
     msg = _clean(err["msg"])
     prefix = "this key: " if tuple(err["loc"])[-1:] == ("[key]",) else ""
@@ -438,7 +412,7 @@ class _Cuts:
         parent = _get(data, parent_loc)
         original_parent = self.to_original(parent_loc)
         alive = self.survivors.setdefault(original_parent, list(range(len(parent))))
-        original = original_parent + (alive[idx],)
+        original = (*original_parent, alive[idx])
         self.cut_names.update(_strings(parent[idx]))
         del parent[idx]
         del alive[idx]
@@ -473,7 +447,7 @@ def _strings(value: Any) -> set[str]:
 _Action = tuple[Literal["delete", "drop", "reset"], tuple[Any, ...]]
 
 
-def _cut_target(data: Any, err: dict[str, Any]) -> _Action | None:
+def _cut_target(data: Any, err: ErrorDetails) -> _Action | None:
     """What to cut from ``data`` for ``err``. None when nothing can be cut (the error is about
     something required at the top, such as ``agent`` or ``sites``)."""
 
@@ -526,7 +500,7 @@ _LIST_REF = re.compile(r"\b([a-z_]+)\[(\d+)\]")
 
 
 def _cross_problems_despite(
-    shown: str, data: Any, index: _LineIndex, field_errors: list[dict[str, Any]]
+    shown: str, data: Any, index: _LineIndex, field_errors: list[ErrorDetails]
 ) -> list[Problem]:
     work = copy.deepcopy(data)
     cuts = _Cuts()
@@ -552,7 +526,7 @@ def _cross_problems_despite(
     return []
 
 
-def _cross_lines(shown: str, index: _LineIndex, errors: list[dict[str, Any]], cuts: _Cuts) -> list[Problem]:
+def _cross_lines(shown: str, index: _LineIndex, errors: list[ErrorDetails], cuts: _Cuts) -> list[Problem]:
     problems = []
     for err in errors:
         base = tuple(err["loc"])

@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any, Literal, Protocol
-
-import dns.reversename
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, Literal, Protocol, TypeVar
 
 from agent.config import AgentConfig
 from agent.domain.model import (
@@ -43,12 +42,13 @@ from agent.domain.model import (
     VirtualMachine,
     VmNetwork,
 )
-from agent.drivers import Drivers
 from agent.errors import TransientError
 from agent.logging import get_logger
-from agent.ports import VmmInventory
+from agent.ports import Ports, VmmInventory
 
 log = get_logger(__name__)
+
+V = TypeVar("V")
 
 PTR_RANGE_CAP = 1024
 """Most addresses of one pool whose PTR names are read ahead of a failover. Larger pools are
@@ -72,7 +72,8 @@ class _Reader:
         self.fallback = fallback
         self.stale: list[str] = []
 
-    def read(self, site: str, part: str, what: str, fetch, dump, load):
+    def read(self, site: str, part: str, what: str, fetch: Callable[[], V], dump: Callable[[V], Any],
+             load: Callable[[Any], V]) -> V:
         try:
             value = fetch()
         except TransientError as exc:
@@ -105,7 +106,7 @@ def _load_vmm(d: dict[str, Any]) -> VmmInventory:
 
 
 def gather_inventory(
-    config: AgentConfig, drivers: Drivers, *, dns_purpose: Literal["production", "test"] | None = None,
+    config: AgentConfig, ports: Ports, *, dns_purpose: Literal["production", "test"] | None = None,
     memory: SiteMemory | None = None, fallback: bool = False,
 ) -> Inventory:
     """Read both sites, their hosts, the configured DNS zones and routers into one Inventory.
@@ -121,16 +122,16 @@ def gather_inventory(
     vms: list[VirtualMachine] = []
     reader = _Reader(memory, fallback)
     for site in config.sites:
-        inv = reader.read(site.name, "vmm", "VMM", drivers.vmm[site.name].read_inventory, _dump_vmm, _load_vmm)
+        inv = reader.read(site.name, "vmm", "VMM", ports.vmm[site.name].read_inventory, _dump_vmm, _load_vmm)
         networks += inv.vm_networks
         pools += inv.pools
         grants += inv.grants
         vms += inv.vms
         log.debug("vmm inventory read", site=site.name, vms=len(inv.vms), pools=len(inv.pools))
 
-    replications, failover_configs = _read_hosts(drivers, vms, reader)
-    record_sets = _read_dns(config, drivers, vms, pools, grants, failover_configs, dns_purpose)
-    routes = _read_routes(config, drivers, reader)
+    replications, failover_configs = _read_hosts(ports, vms, reader)
+    record_sets = _read_dns(config, ports, vms, pools, grants, failover_configs, dns_purpose)
+    routes = _read_routes(config, ports, reader)
     return Inventory(
         stale=tuple(reader.stale),
         vm_networks=tuple(networks),
@@ -144,14 +145,16 @@ def gather_inventory(
     )
 
 
-def _read_hosts(drivers: Drivers, vms: list[VirtualMachine], reader: _Reader) -> tuple[list[Replication], list[NicFailoverConfig]]:
+def _read_hosts(
+    ports: Ports, vms: list[VirtualMachine], reader: _Reader
+) -> tuple[list[Replication], list[NicFailoverConfig]]:
     by_host: dict[tuple[str, str], list[VirtualMachine]] = defaultdict(list)
     for vm in vms:
         by_host[(vm.site, vm.host)].append(vm)
     replications: dict[tuple[str, str, str], Replication] = {}
     configs: list[NicFailoverConfig] = []
     for (site, host), on_host in sorted(by_host.items()):
-        hyperv = drivers.hyperv[site]
+        hyperv = ports.hyperv[site]
         # Test VMs ("<vm> - Test") have no replication of their own.
         names = sorted({vm.name for vm in on_host if vm.role != "test"})
         nics = [(vm.name, nic.name) for vm in on_host if vm.role == "replica" for nic in vm.nics]
@@ -178,7 +181,7 @@ def _plan_vms(config: AgentConfig) -> list[str]:
 
 def _read_dns(
     config: AgentConfig,
-    drivers: Drivers,
+    ports: Ports,
     vms: list[VirtualMachine],
     pools: list[StaticIpPool],
     grants: list[IpGrant],
@@ -187,12 +190,12 @@ def _read_dns(
 ) -> list[RecordSet]:
     if not config.dns.zones:
         return []
-    from agent.domain.planning import host_name
+    from agent.domain.planning import host_name, ptr_name
 
     wanted_vms = set(_plan_vms(config))
     names: set[tuple[str, RecordType]] = set()
-    for vm in wanted_vms:
-        fqdn = host_name(config, vm)
+    for name in wanted_vms:
+        fqdn = host_name(config, name)
         if fqdn is not None:
             names.add((fqdn, RecordType.A))
             names.add((fqdn, RecordType.AAAA))
@@ -208,7 +211,7 @@ def _read_dns(
     addresses.update(g.address for g in grants if g.owner_id in nic_ids)
     addresses.update(s.address for c in failover_configs if c.vm in wanted_vms for s in c.settings)
     addresses.update(_addresses_that_may_be_given(config, pools))
-    names.update((dns.reversename.from_address(a).to_text().lower(), RecordType.PTR) for a in addresses)
+    names.update((ptr_name(a), RecordType.PTR) for a in addresses)
 
     # Each name goes to the longest configured zone it falls in, on every server of that zone.
     by_zone: dict[tuple[str, str], list[tuple[str, RecordType]]] = defaultdict(list)
@@ -225,7 +228,7 @@ def _read_dns(
 
     found: list[RecordSet] = []
     for (server, zone), zone_names in sorted(by_zone.items()):
-        found += drivers.dns[server].read(zone, zone_names)
+        found += ports.dns[server].read(zone, zone_names)
         log.debug("dns read", server=server, zone=zone, names=len(zone_names))
     return found
 
@@ -259,7 +262,7 @@ def _longest_zone(name: str, zones: list[str]) -> str | None:
     return best
 
 
-def _read_routes(config: AgentConfig, drivers: Drivers, reader: _Reader) -> list[Route]:
+def _read_routes(config: AgentConfig, ports: Ports, reader: _Reader) -> list[Route]:
     if not config.subnets:
         return []
     prefixes = [s.prefix for s in config.subnets]
@@ -271,6 +274,6 @@ def _read_routes(config: AgentConfig, drivers: Drivers, reader: _Reader) -> list
     found: list[Route] = []
     for router in dict.fromkeys(routers):
         found += reader.read(site_of[router], f"router:{router}", f"router {router}",
-                             lambda router=router: drivers.routes.read_routes(router, prefixes),
+                             partial(ports.routes.read_routes, router, prefixes),
                              _dump_models, lambda d: [Route.model_validate(x) for x in d])
     return found

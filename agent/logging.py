@@ -50,7 +50,8 @@ def _scrub(value: Any, depth: int = 0) -> Any:
 def redact_secrets(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """structlog processor: replace SecretRefs and values of secret-looking keys with ``***``."""
 
-    return _scrub(event_dict)  # type: ignore[no-any-return]
+    scrubbed: dict[str, Any] = _scrub(event_dict)
+    return scrubbed
 
 
 def configure_logging(level: str = "warning", *, json: bool | None = None, stream: TextIO | None = None) -> None:

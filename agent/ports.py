@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict
+
 from agent.domain.model import (
     FailoverIpSetting,
     IpGrant,
@@ -42,7 +44,6 @@ from agent.domain.model import (
     VmNetwork,
 )
 from agent.errors import AgentError
-from pydantic import BaseModel, ConfigDict
 
 T = TypeVar("T")
 
@@ -130,7 +131,8 @@ class Vmm(Protocol):
 
     Error codes on items: ``not_found`` (VM, NIC, network, pool), ``address_outside_pool``,
     ``address_reserved``, ``address_already_granted`` (to another owner), ``pool_exhausted``,
-    ``network_in_use``, ``not_a_test_network``.
+    ``network_in_use``, ``not_a_test_network``, ``invalid_setting`` (a NIC connection whose
+    addresses do not fit the network's pool, or a disconnection that names addresses).
     """
 
     site: str
@@ -240,8 +242,10 @@ class Dns(Protocol):
 
     Errors raised (the whole batch of a zone is atomic, so they are raised, not per item):
     ``dns_prerequisite_failed`` (someone changed a record set since it was read: nothing
-    applied), ``dns_refused`` / ``dns_not_authoritative`` / ``dns_bad_key`` (permanent),
-    ``timeout`` / ``unreachable`` / ``dns_servfail`` (transient).
+    applied); ``dns_refused``, ``dns_not_authoritative``, ``dns_not_zone``, ``dns_bad_key``,
+    ``dns_bad_time``, ``dns_rejected``, ``dns_invalid_request`` (permanent); ``timeout``,
+    ``unreachable``, ``dns_servfail``, ``dns_bad_response`` (transient); ``dns_batch_failed``
+    (some of several update messages failed, see below).
 
     A driver may carry one zone's changes in several update messages (RFC 2136: ``batch_size``
     changes each). Each message is atomic; when any of several fails, ``apply`` raises
@@ -333,9 +337,9 @@ class ScriptResult(BaseModel):
 class Scripts(Protocol):
     """Runs recovery-plan script steps (a PowerShell script on a named host).
 
-    Raises :class:`~agent.errors.TimeoutError_` when the script outlives ``timeout_s`` (it is
-    stopped), :class:`~agent.errors.NotFoundError` for an unknown host; a script that ran and
-    failed returns ``succeeded=False`` with its error text. Parameters are bound, never spliced.
+    Errors raised: ``timeout`` when the script outlives ``timeout_s`` (it is stopped),
+    ``not_found`` for an unknown host; a script that ran and failed returns ``succeeded=False``
+    with its error text. Parameters are bound, never spliced.
     """
 
     def run_script(self, host: str, path: str, parameters: dict[str, Any], timeout_s: float) -> ScriptResult:

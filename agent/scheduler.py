@@ -9,9 +9,10 @@ forever (cmdlets-and-libraries.md section 7, observed with APScheduler 3.11).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 from apscheduler.jobstores.base import JobLookupError
@@ -19,9 +20,13 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 
+if TYPE_CHECKING:
+    from agent.engine.service import Engine
+    from agent.engine.store import Store
+
 log = structlog.get_logger("agent.scheduler")
 
-_ENGINE: Any = None
+_ENGINE: Engine | None = None
 """The engine the jobs of this process act on (one agent per process)."""
 
 _JOB = threading.local()
@@ -52,14 +57,14 @@ class _BackgroundScheduler(BackgroundScheduler):
 
 
 class Scheduler:
-    def __init__(self, store) -> None:
+    def __init__(self, store: Store) -> None:
         self._scheduler = _BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=store.engine, tablename="apscheduler_jobs")},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
             timezone="UTC",
         )
 
-    def start(self, engine: Any, *, paused: bool = False) -> None:
+    def start(self, engine: Engine, *, paused: bool = False) -> None:
         """``paused``: keep the job store (expiries can be scheduled, cancelled and listed) but
         run no job: a command line runs the expiries already due itself, in the foreground,
         rather than beside its own operation on the same VMs."""
@@ -78,10 +83,8 @@ class Scheduler:
             # store once it fires, and asking for it from the job's thread deadlocks against a
             # shutdown that holds the job stores while it waits for this thread to end.
             return
-        try:
+        with contextlib.suppress(JobLookupError):
             self._scheduler.remove_job(f"test-expiry:{op_id}")
-        except JobLookupError:
-            pass
 
     def due(self) -> list[tuple[str, datetime]]:
         return [(j.args[0], j.next_run_time) for j in self._scheduler.get_jobs() if j.id.startswith("test-expiry:")]

@@ -99,18 +99,25 @@ def parse_yaml(path: Path) -> tuple[Any, _LineIndex]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidFileError(shown, [Problem(shown, None, "", f"cannot read: {exc.strerror}")]) from exc
+    # One parse gives both the node tree (for the line of every key) and the data built from it,
+    # exactly as yaml.safe_load builds it.
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         msg = f"not valid YAML: {getattr(exc, 'problem', None) or exc}"
         raise InvalidFileError(shown, [Problem(shown, line, "", msg)]) from exc
+    finally:
+        loader.dispose()
     return data, _LineIndex(node)
 
 
-def problems_from_validation(shown: str, exc: ValidationError, index: _LineIndex, cross_mark: str | None) -> list[Problem]:
+def problems_from_validation(
+    shown: str, exc: ValidationError, index: _LineIndex, cross_mark: str | None
+) -> list[Problem]:
     problems: list[Problem] = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
@@ -135,12 +142,18 @@ def load_model(path: Path | str, model: type[M], *, cross_mark: str | None = Non
     ``cross_mark`` names the prefix of a model-level ValueError that carries several
     ``key.path: message`` lines (cross-reference checks), so each is located separately.
     """
+    return load_located(path, model, cross_mark=cross_mark, context=context)[0]
+
+
+def load_located(path: Path | str, model: type[M], *, cross_mark: str | None = None,
+                 context: dict | None = None) -> tuple[M, _LineIndex]:
+    """:func:`load_model`, with the index of the lines of the file's keys (from the same parse)."""
 
     path = Path(path)
     data, index = parse_yaml(path)
     if data is None:
         data = {}
     try:
-        return model.model_validate(data, context=context)
+        return model.model_validate(data, context=context), index
     except ValidationError as exc:
         raise InvalidFileError(str(path), problems_from_validation(str(path), exc, index, cross_mark)) from None

@@ -18,12 +18,14 @@ import os
 import sys
 
 # Importing a command module registers its commands on ``app``: --help lists them in the order
-# they are imported, so keep this order (not alphabetical).
+# they are imported, so keep this order (not alphabetical: the import sorter is told so).
+# isort: off
 from agent.cli import planning  # noqa: F401  validate, plan, config
 from agent.cli import operations  # noqa: F401  run, ops
 from agent.cli import demo  # noqa: F401  demo
+# isort: on
 
-# What the tests, ``agent.__main__`` and the console script (``agent.cli:main``) use, and what
+# What ``agent.__main__``, the console script (``agent.cli:main``) and the tests use, and what
 # others may extend (``DEMO_STEPS``), stays importable from ``agent.cli``.
 from agent.cli.app import (
     ENV_LOG_LEVEL,
@@ -39,9 +41,6 @@ from agent.cli.app import (
 from agent.cli.demo import DEMO_STEPS, DEMO_STORE_NAME, DemoOptions, DemoStep
 from agent.cli.session import STORE_NAME
 from agent.cli.vocabulary import OPERATION_KINDS
-
-# The seam tests replace (``agent.cli._interactive``): the commands look it up here when they call it.
-from agent.cli.session import _interactive  # noqa: F401
 
 __all__ = [
     "DEMO_STEPS",

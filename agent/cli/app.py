@@ -1,14 +1,14 @@
-"""The frame every command runs in: the typer app and its root options, the two consoles, the
-exit codes and how an error becomes a report and an exit code, and the --config option."""
+"""The frame every command runs in, so they all report and exit alike: the typer app and its
+root options, the two consoles, the exit codes, how an error becomes a report and an exit code,
+and the --config option."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.markup import escape
 from agent import __version__
 from agent.errors import AgentError, RefusedError, TransientError
 
+if TYPE_CHECKING:
+    from agent.configfile import LoadedConfig
+    from agent.yamlfile import InvalidFileError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -115,21 +118,17 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILED
 
 
-@dataclass
-class _Mode:
-    json: bool = False
-
-
 @contextmanager
-def _reporting(mode: _Mode) -> Iterator[None]:
-    """Turn the agent's errors into a readable report and the documented exit code."""
+def reporting(*, as_json: bool = False) -> Iterator[None]:
+    """Turn the agent's errors into a readable report and the documented exit code (with
+    ``as_json``, also a JSON error body on stdout, for a caller that parses it)."""
 
     try:
         yield
     except typer.Exit:
         raise
     except AgentError as exc:
-        _report_error(exc, mode)
+        report_error(exc, as_json=as_json)
         raise typer.Exit(exit_code_for(exc)) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -138,8 +137,8 @@ def _reporting(mode: _Mode) -> Iterator[None]:
         from agent.logging import get_logger
 
         get_logger("agent.cli").exception("unexpected error")
-        if mode.json:
-            _json_out({"error": {"code": "internal_error", "category": "permanent", "message": str(exc)}})
+        if as_json:
+            print_json({"error": {"code": "internal_error", "category": "permanent", "message": str(exc)}})
         err.print(
             f"error: unexpected {type(exc).__name__}: {escape(str(exc))}\n"
             "This is a bug in failover-agent; run again with --log-level debug and report the log."
@@ -147,15 +146,17 @@ def _reporting(mode: _Mode) -> Iterator[None]:
         raise typer.Exit(EXIT_FAILED) from None
 
 
-def _report_error(exc: AgentError, mode: _Mode) -> None:
+def report_error(exc: AgentError, *, as_json: bool = False) -> None:
+    """The report of an error the agent raised on purpose, on stderr (and as JSON on stdout)."""
+
     from agent.domain.validation import PlanRefused
     from agent.yamlfile import InvalidFileError
 
-    if mode.json:
+    if as_json:
         body = exc.to_dict()
         if isinstance(exc, InvalidFileError):
             body["problems"] = [p.to_dict() for p in exc.problems]
-        _json_out({"error": body})
+        print_json({"error": body})
     if isinstance(exc, InvalidFileError):
         _print_problems(exc)
     elif isinstance(exc, PlanRefused):
@@ -181,7 +182,7 @@ def _report_error(exc: AgentError, mode: _Mode) -> None:
             err.print("Nothing was changed by this command; try again when the system answers.")
 
 
-def _print_problems(exc: Any) -> None:
+def _print_problems(exc: InvalidFileError) -> None:
     problems = exc.problems
     files = sorted({p.file for p in problems})
     noun = "problem" if len(problems) == 1 else "problems"
@@ -195,11 +196,15 @@ def _print_problems(exc: Any) -> None:
         err.print(escape(hint))
 
 
-def _json_out(value: Any) -> None:
+def print_json(value: Any) -> None:
+    """``value`` as JSON on stdout: what ``--json`` promises (times and paths as text)."""
+
     typer.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
 
 
-def _load(config: Path | None) -> Any:
+def read_config(config: Path | None) -> LoadedConfig:
+    """The config a command was given: ``--config``, else ``$FAILOVER_AGENT_CONFIG``, else the demo."""
+
     from agent.configfile import ENV_CONFIG, load_config, resolve_config_path
 
     path, source = resolve_config_path(config)

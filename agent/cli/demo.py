@@ -1,38 +1,45 @@
-"""``failover-agent demo``: the shipped demo config checked, previewed, and a test failover run
-and cleaned up on the simulated sites, step by step (``DEMO_STEPS``)."""
+"""``failover-agent demo``, for trying the agent without a site of one's own: the shipped demo
+config checked and previewed, then a test failover run and cleaned up on the simulated sites,
+step by step (``DEMO_STEPS``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from functools import partial
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from agent import __version__
-from agent.cli.app import EXIT_CODES_HELP, EXIT_FAILED, _Mode, _report_error, _reporting, app, err, exit_code_for, out
-from agent.cli.planning import _plan, _validate
+from agent.cli.app import EXIT_CODES_HELP, EXIT_FAILED, app, err, exit_code_for, out, report_error, reporting
+from agent.cli.planning import plan_from_sites, validate_config
 from agent.cli.session import (
-    _create,
-    _drive,
-    _exit_for,
-    _print_outcome,
-    _remove_store,
-    _resume_unfinished,
-    _session,
-    _Session,
-    _shown_run,
+    Session,
+    create_operation,
+    drive,
+    open_session,
+    outcome_exit_code,
+    print_outcome,
+    remove_store,
+    resume_unfinished,
+    run_shown,
 )
-from agent.cli.vocabulary import _OP_STYLE, FINAL, _duration, _now, _plural
+from agent.cli.vocabulary import FINAL, OP_STYLE, current_time, duration, plural
+from agent.configfile import LoadedConfig
 from agent.errors import RefusedError
 
+if TYPE_CHECKING:
+    from agent.domain.plan import PlanKind
+    from agent.engine.model import OperationView
+    from agent.wiring import SimulatedSites
 
 DEMO_STORE_NAME = "demo-operations.sqlite"
 """The demo keeps its operations apart from 'failover-agent run' on the demo config."""
 
 
-DemoStep = Callable[[Any, "DemoOptions"], None]
+DemoStep = Callable[[LoadedConfig, "DemoOptions"], None]
 
 
 @dataclass
@@ -46,23 +53,26 @@ class DemoOptions:
         _heading(f"{self.headings}. {text}")
 
 
-def _demo_validate(loaded: Any, options: DemoOptions) -> None:
+def _demo_validate(loaded: LoadedConfig, options: DemoOptions) -> None:
     options.heading("Check the demo config against the simulated sites")
-    _validate(loaded, reset_sim=options.reset)
+    validate_config(loaded, reset_simulator=options.reset)
 
 
-def _demo_preview(loaded: Any, options: DemoOptions) -> None:
+_PREVIEW_ORDER: tuple[PlanKind, ...] = ("planned", "unplanned", "test")
+
+
+def _demo_preview(loaded: LoadedConfig, options: DemoOptions) -> None:
     from agent.configfile import DEMO_PLAN
     from agent.domain.plan import PLAN_KINDS, render_diff
 
-    order = [k for k in ("planned", "unplanned", "test") if k in PLAN_KINDS]
+    order = [k for k in _PREVIEW_ORDER if k in PLAN_KINDS]
     for kind in order:
         article = "an" if kind[0] in "aeiou" else "a"
         options.heading(f"Preview {article} {kind} failover of recovery plan {DEMO_PLAN} (nothing changes)")
-        typer.echo(render_diff(_plan(loaded, DEMO_PLAN, kind)), nl=False)
+        typer.echo(render_diff(plan_from_sites(loaded, DEMO_PLAN, kind)), nl=False)
 
 
-def _demo_test_failover(loaded: Any, options: DemoOptions) -> None:
+def _demo_test_failover(loaded: LoadedConfig, options: DemoOptions) -> None:
     """Run a test failover of the demo plan on the simulated sites and clean it up, answering the
     manual pause itself, then prove the sites are exactly as they were. Its operations go to a
     store of the demo's own, so 'failover-agent run' on the demo config keeps its history apart."""
@@ -71,35 +81,36 @@ def _demo_test_failover(loaded: Any, options: DemoOptions) -> None:
 
     store_path = loaded.data_dir / DEMO_STORE_NAME
     if options.reset:
-        _remove_store(store_path)
-    with _session(loaded, as_json=False, store_path=store_path) as sess:
-        _resume_unfinished(sess)
+        remove_store(store_path)
+    with open_session(loaded, as_json=False, store_path=store_path) as sess:
+        simulator = _simulator_of(sess)
+        resume_unfinished(sess)
         _demo_clean_leftovers(sess)
-        before = sess.drivers.world.snapshot()
+        before = simulator.snapshot()
 
         options.heading(f"Run a test failover of {DEMO_PLAN} on the simulated sites (isolated networks, "
                         "production untouched)")
         try:
-            op_id = _create(sess, "test_failover", DEMO_PLAN, None)
+            op_id = create_operation(sess, "test_failover", DEMO_PLAN, None)
         except RefusedError as exc:
             # Most likely a test failover started with 'failover-agent run' on the same sites.
-            _report_error(exc, _Mode())
+            report_error(exc)
             err.print("The simulated sites are shared with 'failover-agent run' on the demo config: "
                       "'failover-agent ops list' shows what runs there, 'failover-agent run --plan "
                       f"{DEMO_PLAN} --kind cleanup' cleans up its test failover, and 'failover-agent demo "
                       "--reset' starts the simulated sites afresh.")
             raise typer.Exit(exit_code_for(exc)) from None
-        view = _drive(sess, op_id, lambda: sess.engine.run(op_id), interactive=False, answer_manual=True)
+        view = drive(sess, op_id, lambda: sess.engine.run(op_id), answer_manual=True)
         _demo_outcome(sess, view)
 
         options.heading("Clean up the test failover")
         from agent.engine.model import OperationKind
 
         cleanup = sess.engine.create(OperationKind.CLEANUP_TEST, DEMO_PLAN, parent_id=op_id, requested_by="demo")
-        view = _drive(sess, cleanup, lambda: sess.engine.run(cleanup), interactive=False, answer_manual=True)
+        view = drive(sess, cleanup, lambda: sess.engine.run(cleanup), answer_manual=True)
         _demo_outcome(sess, view)
 
-        after = sess.drivers.world.snapshot()
+        after = simulator.snapshot()
         out.print()
         if before == after:
             out.print("[bold green]The simulated sites are back exactly as before the test failover[/] "
@@ -108,23 +119,34 @@ def _demo_test_failover(loaded: Any, options: DemoOptions) -> None:
             return
         changes = _differences(before, after)
         out.print(f"[bold red]The simulated sites differ from before the test failover[/] "
-                  f"({_plural(len(changes), 'difference')}):")
+                  f"({plural(len(changes), 'difference')}):")
         for line in changes[:20]:
             out.print("  " + escape(line))
         raise typer.Exit(EXIT_FAILED)
 
 
-def _demo_outcome(sess: _Session, view: Any) -> None:
-    style = _OP_STYLE.get(view.status, "")
+def _simulator_of(sess: Session) -> SimulatedSites:
+    """The simulated sites the demo runs on, which it compares before and after."""
+
+    if sess.sites.simulator is None:
+        raise RefusedError(
+            f"the demo runs on simulated sites only, and {sess.loaded.path} does not use them (its sites "
+            "need 'sim' drivers and a simulator section); reinstall failover-agent to restore the shipped "
+            "demo config", file=str(sess.loaded.path))
+    return sess.sites.simulator
+
+
+def _demo_outcome(sess: Session, view: OperationView) -> None:
+    style = OP_STYLE.get(view.status, "")
     out.print(f"[{style}]{view.status.replace('_', ' ')}[/]: {view.kind} {view.id} in "
-              f"{_duration(view.elapsed_s(_now()))}, {_plural(len(view.steps), 'step')}")
+              f"{duration(view.elapsed_s(current_time()))}, {plural(len(view.steps), 'step')}")
     if view.status != "succeeded":
-        _print_outcome(sess, view)
+        print_outcome(sess, view)
         out.print("'failover-agent demo --reset' starts the simulated sites afresh.")
-        raise typer.Exit(_exit_for(view))
+        raise typer.Exit(outcome_exit_code(view))
 
 
-def _demo_clean_leftovers(sess: _Session) -> None:
+def _demo_clean_leftovers(sess: Session) -> None:
     """An interrupted demo may have left a test failover behind: clean it up before starting."""
 
     from agent.engine.model import OperationKind
@@ -138,9 +160,9 @@ def _demo_clean_leftovers(sess: _Session) -> None:
         if op.status in FINAL:
             child = sess.engine.create(OperationKind.CLEANUP_TEST, op.plan_name, parent_id=op.id,
                                        requested_by="demo")
-            _shown_run(sess, child, lambda child=child: sess.engine.run(child))
+            run_shown(sess, child, partial(sess.engine.run, child))
         else:
-            _shown_run(sess, op.id, lambda op=op: sess.engine.cancel(op.id, actor="demo"))
+            run_shown(sess, op.id, partial(sess.engine.cancel, op.id, actor="demo"))
 
 
 def _differences(a: Any, b: Any, path: str = "") -> list[str]:
@@ -181,7 +203,7 @@ def demo(
                            "from the demo inventory.")
     ] = False,
 ) -> None:
-    with _reporting(_Mode()):
+    with reporting():
         from agent.configfile import DEMO_CONFIG_NAME, demo_dir, load_config
 
         loaded = load_config(demo_dir() / DEMO_CONFIG_NAME, source="demo")

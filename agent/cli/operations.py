@@ -1,49 +1,69 @@
-"""``failover-agent run`` and the ``ops`` commands (list, show, resume, cancel, note, audit)."""
+"""The commands that change the sites and look after what changed: ``failover-agent run`` and
+the ``ops`` commands (list, show, resume, cancel, note, audit)."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-import agent.cli
-from agent.cli.app import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, ConfigOption, _json_out, _load, _Mode, _reporting, app, out
-from agent.cli.progress import _error_text, _skip_lines, _skipped_items
+from agent.cli.app import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigOption,
+    app,
+    out,
+    print_json,
+    read_config,
+    reporting,
+)
+from agent.cli.progress import error_text, skip_lines, skipped_items
 from agent.cli.session import (
-    _actor,
-    _conclude,
-    _create,
-    _drive,
-    _journal,
-    _resume_unfinished,
-    _review,
-    _session,
-    _shown_run,
-    _shown_url,
+    Session,
+    conclude,
+    create_operation,
+    current_user,
+    drive,
+    open_journal,
+    open_session,
+    resume_unfinished,
+    review,
+    run_shown,
+    store_location,
 )
 from agent.cli.vocabulary import (
-    _OP_STYLE,
-    _POLICY_WORDS,
-    _STEP_STYLE,
-    _STEP_WORD,
     FINAL,
     FOLLOW_UPS,
     KIND_ALIASES,
+    OP_STYLE,
     OPERATION_KINDS,
+    POLICY_WORDS,
     REAL_FAILOVERS,
     STATUS_ALIASES,
     STATUSES,
+    STEP_STYLE,
+    STEP_WORD,
     WAITING,
-    _cmd,
-    _duration,
-    _now,
-    _plural,
-    _when,
+    command_line,
+    current_time,
+    duration,
+    plural,
+    utc_time,
 )
+from agent.configfile import LoadedConfig
 from agent.errors import RefusedError
 
+if TYPE_CHECKING:
+    from agent.engine.journal import Journal
+    from agent.engine.model import OperationView
+    from agent.engine.store import AuditRow, OperationRow, Store
 
 ops_app = typer.Typer(
     help="Look after the operations recorded in the agent's store: list them, show one (steps, "
@@ -85,7 +105,7 @@ def _status_option(values: list[str] | None) -> list[str] | None:
     return out_
 
 
-def _resolve_op(journal: Any, text: str) -> str:
+def _resolve_op(journal: Journal, text: str) -> str:
     """An operation id as typed: the whole id or a unique prefix (``op-3f2a`` or ``3f2a``)."""
 
     from agent.errors import NotFoundError
@@ -97,10 +117,10 @@ def _resolve_op(journal: Any, text: str) -> str:
     ids = [o.id for o in journal.operations(limit=100_000)]
     # At least 4 characters of the id itself: 'op-' alone must not pick "the only operation".
     long_enough = len(text.removeprefix("op-")) >= 4
-    matches = [i for i in ids if i.startswith(text) or i.startswith("op-" + text)] if long_enough else []
+    matches = [i for i in ids if i.startswith((text, "op-" + text))] if long_enough else []
     if len(matches) == 1:
         return matches[0]
-    where = _shown_url(str(journal.store.engine.url))
+    where = store_location(str(journal.store.engine.url))
     if matches:
         raise UnknownOperation(f"{text!r} matches {len(matches)} operations ({', '.join(matches[:5])}"
                                f"{' ...' if len(matches) > 5 else ''}); give more of the id", operation=text)
@@ -108,7 +128,7 @@ def _resolve_op(journal: Any, text: str) -> str:
                            "the operations it holds (is this the same --config?)", operation=text)
 
 
-def _audit_rows(store: Any, op_id: str | None, limit: int) -> list[Any]:
+def _audit_rows(store: Store, op_id: str | None, limit: int) -> list[AuditRow]:
     """The newest ``limit`` audit entries (of one operation, or all), oldest first. (The store's
     ``audit_trail`` gives the oldest ones.)"""
 
@@ -176,26 +196,23 @@ def run_operation(
         bool, typer.Option("--json", help="Print the operation's final state as JSON on stdout, no progress.")
     ] = False,
 ) -> None:
-    mode = _Mode(json=as_json)
-    with _reporting(mode):
-        loaded = _load(config)
+    with reporting(as_json=as_json):
+        loaded = read_config(config)
         if checksum is not None and kind in FOLLOW_UPS:
             raise RefusedError(f"--checksum pins a plan computed from the sites; {kind} executes the stored "
                                "plan of the operation it follows")
-        # Through the package: tests replace ``agent.cli._interactive``.
-        interactive = agent.cli._interactive() and not as_json
-        with _session(loaded, as_json=as_json) as sess:
-            _resume_unfinished(sess)
+        with open_session(loaded, as_json=as_json) as sess:
+            resume_unfinished(sess)
             expect = checksum
             if kind in REAL_FAILOVERS:
-                expect = _review(sess, kind, plan_name, yes=yes, checksum=checksum, interactive=interactive)
-            op_id = _create(sess, kind, plan_name, expect, take_over=take_over)
+                expect = review(sess, kind, plan_name, yes=yes, checksum=checksum)
+            op_id = create_operation(sess, kind, plan_name, expect, take_over=take_over)
             if kind not in FOLLOW_UPS and (yes or kind not in REAL_FAILOVERS):
                 plan = sess.journal.operation(op_id).plan or {}
                 label = "reserving ahead for" if kind == "prepare" else "plan"
                 sess.say(f"{label}: {escape(plan.get('summary', '?'))}\nchecksum {plan.get('checksum', '?')}")
-            view = _drive(sess, op_id, lambda: sess.engine.run(op_id), interactive=interactive)
-            _conclude(sess, view)
+            view = drive(sess, op_id, lambda: sess.engine.run(op_id))
+            conclude(sess, view)
 
 
 # ------------------------------------------------------------------------------- ops
@@ -208,9 +225,12 @@ OpArgument = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (nothing else goes to stdout).")]
 
 
-def _columns(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    """Plain aligned columns: the same on a terminal and in a pipe (never wrapped or cut).
-    A cell is text, or (text, style)."""
+_Cell = str | tuple[str, str]
+"""A cell of :func:`_columns`: text, or (text, style)."""
+
+
+def _columns(headers: list[str], rows: list[list[_Cell]]) -> list[str]:
+    """Plain aligned columns: the same on a terminal and in a pipe (never wrapped or cut)."""
 
     cells = [[c if isinstance(c, tuple) else (str(c), "") for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i][0]) for r in cells]) for i, h in enumerate(headers)]
@@ -222,6 +242,17 @@ def _columns(headers: list[str], rows: list[list[Any]]) -> list[str]:
             parts.append(f"[{style}]{padded}[/]" if style else padded)
         lines.append("  ".join(parts).rstrip())
     return lines
+
+
+@contextmanager
+def _store_only(config: Path | None, as_json: bool) -> Iterator[tuple[LoadedConfig, Journal]]:
+    """For the commands that only read the store: its journal (no site is contacted, so they work
+    while the sites cannot be reached)."""
+
+    with reporting(as_json=as_json):
+        loaded = read_config(config)
+        with open_journal(loaded) as journal:
+            yield loaded, journal
 
 
 @ops_app.command("list", help="List the operations in the store, newest first: kind, plan, status, "
@@ -237,56 +268,54 @@ def ops_list(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    with _reporting(_Mode(json=as_json)):
-        loaded = _load(config)
-        with _journal(loaded) as journal:
-            views = [journal.view(o.id) for o in journal.operations(status=status, limit=limit)]
-            now = _now()
-            if as_json:
-                _json_out([{k: v for k, v in view.to_json(now).items() if k != "steps"} for view in views])
-                return
-            if not views:
-                what = f" {' or '.join(status)}" if status else ""
-                out.print(f"no{what} operations in the store {escape(_shown_url(str(journal.store.engine.url)))}")
-                return
-            rows = [[v.id, v.kind, v.plan, (v.status, _OP_STYLE.get(v.status, "")), f"{v.percent:.0f}%",
-                     _when(v.created_at).removesuffix(" UTC"), _duration(v.elapsed_s(now)),
-                     ", ".join(v.failed_vms) or "-"] for v in views]
-            for line in _columns(["OPERATION", "KIND", "PLAN", "STATUS", "DONE", "STARTED (UTC)", "ELAPSED",
-                                  "FAILED VMS"], rows):
-                out.print(line)
+    with _store_only(config, as_json) as (_, journal):
+        views = [journal.view(o.id) for o in journal.operations(status=status, limit=limit)]
+        now = current_time()
+        if as_json:
+            print_json([{k: v for k, v in view.to_json(now).items() if k != "steps"} for view in views])
+            return
+        if not views:
+            what = f" {' or '.join(status)}" if status else ""
+            out.print(f"no{what} operations in the store {escape(store_location(str(journal.store.engine.url)))}")
+            return
+        rows: list[list[_Cell]] = [
+            [v.id, v.kind, v.plan, (v.status, OP_STYLE.get(v.status, "")), f"{v.percent:.0f}%",
+             utc_time(v.created_at).removesuffix(" UTC"), duration(v.elapsed_s(now)),
+             ", ".join(v.failed_vms) or "-"] for v in views]
+        for line in _columns(["OPERATION", "KIND", "PLAN", "STATUS", "DONE", "STARTED (UTC)", "ELAPSED",
+                              "FAILED VMS"], rows):
+            out.print(line)
 
 
 @ops_app.command("show", help="Show one operation: status, progress, elapsed time, VMs that failed, "
                  "what it waits for, its steps (status, target, items changed, attempts, time), every "
                  "error with code and target, and the operators' notes.")
 def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    with _reporting(_Mode(json=as_json)):
-        loaded = _load(config)
-        with _journal(loaded) as journal:
-            op_id = _resolve_op(journal, op)
-            view, row, now = journal.view(op_id), journal.operation(op_id), _now()
-            children = [o for o in journal.operations(limit=100_000) if o.parent_id == op_id]
-            if as_json:
-                _json_out({**view.to_json(now), "requested_by": row.requested_by,
-                           "plan_checksum": row.plan_checksum, "result": row.result,
-                           "followed_by": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children]})
-                return
-            _print_operation(loaded, journal, view, row, children, now)
+    with _store_only(config, as_json) as (loaded, journal):
+        op_id = _resolve_op(journal, op)
+        view, row, now = journal.view(op_id), journal.operation(op_id), current_time()
+        children = [o for o in journal.operations(limit=100_000) if o.parent_id == op_id]
+        if as_json:
+            print_json({**view.to_json(now), "requested_by": row.requested_by,
+                        "plan_checksum": row.plan_checksum, "result": row.result,
+                        "followed_by": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children]})
+            return
+        _print_operation(loaded, journal, view, row, children, now)
 
 
-def _print_operation(loaded: Any, journal: Any, view: Any, row: Any, children: list[Any], now: Any) -> None:
-    style = _OP_STYLE.get(view.status, "")
+def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView, row: OperationRow,
+                     children: list[OperationRow], now: datetime) -> None:
+    style = OP_STYLE.get(view.status, "")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(view.counts.items()))
     facts = [
         ("operation", f"[bold]{view.id}[/] {view.kind} of plan {escape(view.plan)}: "
                       f"{escape(view.source_site)} -> {escape(view.target_site)}"),
-        ("status", f"[{style}]{view.status}[/] ({view.percent:.0f}% of {_plural(len(view.steps), 'step')}: "
+        ("status", f"[{style}]{view.status}[/] ({view.percent:.0f}% of {plural(len(view.steps), 'step')}: "
                    f"{counts or 'none'})"),
-        ("started", f"{_when(view.created_at)} by {escape(row.requested_by)}"),
-        ("elapsed", _duration(view.elapsed_s(now))
-         + (f" (finished {_when(view.finished_at)})" if view.finished_at else "")),
-        ("mode", f"{view.mode}; {_POLICY_WORDS.get(view.error_policy, view.error_policy)}"),
+        ("started", f"{utc_time(view.created_at)} by {escape(row.requested_by)}"),
+        ("elapsed", duration(view.elapsed_s(now))
+         + (f" (finished {utc_time(view.finished_at)})" if view.finished_at else "")),
+        ("mode", f"{view.mode}; {POLICY_WORDS.get(view.error_policy, view.error_policy)}"),
         ("plan", row.plan_checksum or "-"),
     ]
     if view.parent_id:
@@ -301,36 +330,45 @@ def _print_operation(loaded: Any, journal: Any, view: Any, row: Any, children: l
         out.print(f"{label + ':':<13}{value}")
     if view.status == WAITING:
         out.print(f"\n[bold yellow]waiting for a manual action:[/] {escape(view.waiting_for or '')}")
-        out.print(f"when it is done: {_cmd(loaded, f'ops resume {view.id}')}")
+        out.print(f"when it is done: {command_line(loaded, f'ops resume {view.id}')}")
     elif view.status in ("failed", "interrupted"):
-        out.print(f"\nstart it again from where it stopped: {_cmd(loaded, f'ops resume {view.id}')}")
+        out.print(f"\nstart it again from where it stopped: {command_line(loaded, f'ops resume {view.id}')}")
 
     out.print("\n[bold]steps[/]")
-    rows = []
-    skipped = _skipped_items(journal, view.id)
+    rows: list[list[_Cell]] = []
+    skipped = skipped_items(journal, view.id)
     for s in view.steps:
-        took = _duration((s.finished_at - s.started_at).total_seconds()) if s.started_at and s.finished_at else "-"
+        took = duration((s.finished_at - s.started_at).total_seconds()) if s.started_at and s.finished_at else "-"
         tried = s.attempts > 0
-        rows.append([str(s.ordinal + 1), (_STEP_WORD.get(s.status, s.status), _STEP_STYLE.get(s.status, "")),
+        rows.append([str(s.ordinal + 1), (STEP_WORD.get(s.status, s.status), STEP_STYLE.get(s.status, "")),
                      s.name, s.target or "agent", str(s.items) if tried else "-", str(s.changed) if tried else "-",
                      str(len(skipped.get(s.ordinal, []))) if tried else "-", str(s.attempts) if tried else "-", took])
     for line in _columns(["#", "STATUS", "STEP", "TARGET", "ITEMS", "CHANGED", "SKIPPED", "TRIES", "TIME"], rows):
         out.print("  " + line)
     if skipped:
-        out.print(f"\n[bold]skipped[/] (items not attempted)")
+        out.print("\n[bold]skipped[/] (items not attempted)")
         for ordinal, items in sorted(skipped.items()):
-            for line in _skip_lines(items):
+            for line in skip_lines(items):
                 out.print(f"  {ordinal + 1}. {view.steps[ordinal].name}: {line}")
     if view.errors:
         out.print(f"\n[bold]errors[/] ({len(view.errors)})")
         targets = {s.name: s.target for s in view.steps}
         for e in view.errors:
-            out.print(f"  - {_error_text(e, targets.get(e['step']))}  [dim](step {escape(e['step'])})[/]")
+            out.print(f"  - {error_text(e, targets.get(e['step']))}  [dim](step {escape(e['step'])})[/]")
     out.print(f"\n[bold]notes[/] ({len(view.notes)})")
     for n in view.notes:
         out.print(f"  {n['at'][:19].replace('T', ' ')} UTC  {escape(n['author'])}: {escape(n['text'])}")
     if not view.notes:
-        out.print(f"  none; add one with {_cmd(loaded, f'ops note {view.id} TEXT')}")
+        out.print(f"  none; add one with {command_line(loaded, f'ops note {view.id} TEXT')}")
+
+
+@contextmanager
+def _stored_operation(op: str, config: Path | None, as_json: bool) -> Iterator[tuple[Session, OperationRow]]:
+    """For the commands that act on one stored operation with the sites: a session, and the
+    operation ``op`` names in its store."""
+
+    with reporting(as_json=as_json), open_session(read_config(config), as_json=as_json) as sess:
+        yield sess, sess.journal.operation(_resolve_op(sess.journal, op))
 
 
 @ops_app.command("resume", help="Continue an operation: after a manual pause (this says the manual "
@@ -338,25 +376,21 @@ def _print_operation(loaded: Any, journal: Any, view: Any, row: Any, children: l
                  "succeeded are not repeated), or after the agent was stopped. Shows progress like "
                  "'run'.\n\n" + EXIT_CODES_HELP)
 def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    with _reporting(_Mode(json=as_json)):
-        loaded = _load(config)
-        with _session(loaded, as_json=as_json) as sess:
-            op_id = _resolve_op(sess.journal, op)
-            row = sess.journal.operation(op_id)
-            if row.status in FINAL:
-                raise RefusedError(f"{op_id} is {row.status}; it cannot run again"
-                                   + (f" ({_cmd(loaded, f'run --plan {row.plan_name} --kind cleanup')} "
-                                      "undoes a test failover)" if row.kind == "test_failover" else ""),
-                                   operation=op_id)
-            if row.status == WAITING:
-                view = sess.engine.view(op_id)
-                sess.say(f"{op_id}: marking the manual step done: {escape(view.waiting_for or '')}")
-            elif row.status == "running":
-                sess.say(f"{op_id} is marked running; continuing it from its journal here "
-                         "(an agent that stops leaves its operations so).")
-            view = _drive(sess, op_id, lambda: sess.engine.resume(op_id, actor=_actor()),
-                          interactive=agent.cli._interactive() and not as_json)
-            _conclude(sess, view)
+    with _stored_operation(op, config, as_json) as (sess, row):
+        loaded, op_id = sess.loaded, row.id
+        if row.status in FINAL:
+            raise RefusedError(f"{op_id} is {row.status}; it cannot run again"
+                               + (f" ({command_line(loaded, f'run --plan {row.plan_name} --kind cleanup')} "
+                                  "undoes a test failover)" if row.kind == "test_failover" else ""),
+                               operation=op_id)
+        if row.status == WAITING:
+            view = sess.engine.view(op_id)
+            sess.say(f"{op_id}: marking the manual step done: {escape(view.waiting_for or '')}")
+        elif row.status == "running":
+            sess.say(f"{op_id} is marked running; continuing it from its journal here "
+                     "(an agent that stops leaves its operations so).")
+        view = drive(sess, op_id, lambda: sess.engine.resume(op_id, actor=current_user()))
+        conclude(sess, view)
 
 
 @ops_app.command("cancel", help="Cancel an operation and undo what is safe to undo: a test failover "
@@ -365,43 +399,40 @@ def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
                  "started, failover IPs, routes and DNS put back). Reservations are kept. The undoing "
                  "is an operation of its own, shown as it runs.\n\n" + EXIT_CODES_HELP)
 def ops_cancel(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    with _reporting(_Mode(json=as_json)):
-        loaded = _load(config)
-        with _session(loaded, as_json=as_json) as sess:
-            op_id = _resolve_op(sess.journal, op)
-            row = sess.journal.operation(op_id)
-            if row.status in FINAL:
-                hint = (f"; {_cmd(loaded, f'run --plan {row.plan_name} --kind cleanup')} cleans up a test "
-                        "failover" if row.kind == "test_failover" and row.status != "cancelled" else "")
-                raise RefusedError(f"{op_id} is already {row.status}: nothing to cancel{hint}", operation=op_id)
-            if row.status == "running":
-                view = sess.engine.cancel(op_id, actor=_actor())
-                sess.say(f"cancel requested: the agent running {op_id} stops after its current stage and "
-                         f"undoes what it did. If no agent runs it any more, {_cmd(loaded, f'ops resume {op_id}')} "
-                         "carries out the cancel.")
-                if as_json:
-                    _json_out(view.to_json(_now()))
-                raise typer.Exit(EXIT_OK)
-            view = _shown_run(sess, op_id, lambda: sess.engine.cancel(op_id, actor=_actor()))
-            comp = (sess.journal.operation(op_id).result or {}).get("compensation") or {}
+    with _stored_operation(op, config, as_json) as (sess, row):
+        loaded, op_id = sess.loaded, row.id
+        if row.status in FINAL:
+            hint = (f"; {command_line(loaded, f'run --plan {row.plan_name} --kind cleanup')} cleans up a test "
+                    "failover" if row.kind == "test_failover" and row.status != "cancelled" else "")
+            raise RefusedError(f"{op_id} is already {row.status}: nothing to cancel{hint}", operation=op_id)
+        if row.status == "running":
+            view = sess.engine.cancel(op_id, actor=current_user())
+            sess.say(f"cancel requested: the agent running {op_id} stops after its current stage and "
+                     f"undoes what it did. If no agent runs it any more, {command_line(loaded, f'ops resume {op_id}')} "
+                     "carries out the cancel.")
             if as_json:
-                _json_out({**view.to_json(_now()), "compensation": comp})
+                print_json(view.to_json(current_time()))
+            raise typer.Exit(EXIT_OK)
+        view = run_shown(sess, op_id, lambda: sess.engine.cancel(op_id, actor=current_user()))
+        comp = (sess.journal.operation(op_id).result or {}).get("compensation") or {}
+        if as_json:
+            print_json({**view.to_json(current_time()), "compensation": comp})
+        else:
+            out.print()
+            out.print(f"[{OP_STYLE['cancelled']}]cancelled[/]: {view.kind} {op_id} of plan {escape(view.plan)}")
+            if comp.get("operation"):
+                style = OP_STYLE.get(comp.get("status", ""), "")
+                out.print(f"  undone by {comp['operation']}: [{style}]{comp.get('status')}[/]"
+                          + (f"; VMs that failed: {escape(', '.join(comp['failed_vms']))}"
+                             if comp.get("failed_vms") else ""))
+                if comp.get("status") != "succeeded":
+                    child = comp["operation"]
+                    out.print(f"  see {command_line(loaded, f'ops show {child}')}; "
+                              f"{command_line(loaded, f'ops resume {child}')} tries again")
             else:
-                out.print()
-                out.print(f"[{_OP_STYLE['cancelled']}]cancelled[/]: {view.kind} {op_id} of plan {escape(view.plan)}")
-                if comp.get("operation"):
-                    style = _OP_STYLE.get(comp.get("status", ""), "")
-                    out.print(f"  undone by {comp['operation']}: [{style}]{comp.get('status')}[/]"
-                              + (f"; VMs that failed: {escape(', '.join(comp['failed_vms']))}"
-                                 if comp.get("failed_vms") else ""))
-                    if comp.get("status") != "succeeded":
-                        child = comp["operation"]
-                        out.print(f"  see {_cmd(loaded, f'ops show {child}')}; "
-                                  f"{_cmd(loaded, f'ops resume {child}')} tries again")
-                else:
-                    out.print(f"  {escape(comp.get('undone', 'nothing to undo'))}")
-            failed = comp.get("operation") and comp.get("status") != "succeeded"
-            raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+                out.print(f"  {escape(comp.get('undone', 'nothing to undo'))}")
+        failed = comp.get("operation") and comp.get("status") != "succeeded"
+        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 @ops_app.command("note", help="Add a note to an operation (who did what, what was checked): shown by "
@@ -413,13 +444,13 @@ def ops_note(
                                                help="Who writes it. Default: your user name.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    with _reporting(_Mode()):
+    with reporting():
         if not text.strip():
             raise RefusedError("the note is empty")
-        loaded = _load(config)
-        with _journal(loaded) as journal:
+        loaded = read_config(config)
+        with open_journal(loaded) as journal:
             op_id = _resolve_op(journal, op)
-            who = author or _actor()
+            who = author or current_user()
             journal.add_note(op_id, who, text)
             journal.store.audit(actor=who, action="operation.note", operation_id=op_id, details={"text": text})
             out.print(f"note added to {op_id} by {escape(who)}")
@@ -434,19 +465,18 @@ def ops_audit(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    with _reporting(_Mode(json=as_json)):
-        loaded = _load(config)
-        with _journal(loaded) as journal:
-            op_id = _resolve_op(journal, op) if op is not None else None
-            rows = _audit_rows(journal.store, op_id, limit)
-            if as_json:
-                _json_out([{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "target": r.target,
-                            "operation": r.operation_id, "details": r.details} for r in rows])
-                return
-            if not rows:
-                out.print("the audit trail is empty" + (f" for {op_id}" if op_id else ""))
-                return
-            table = [[_when(r.at).removesuffix(" UTC"), r.actor, r.action, r.operation_id or "-", r.target or "-",
-                      json.dumps(r.details, sort_keys=True, default=str) if r.details else ""] for r in rows]
-            for line in _columns(["AT (UTC)", "ACTOR", "ACTION", "OPERATION", "TARGET", "DETAILS"], table):
-                out.print(line)
+    with _store_only(config, as_json) as (_, journal):
+        op_id = _resolve_op(journal, op) if op is not None else None
+        rows = _audit_rows(journal.store, op_id, limit)
+        if as_json:
+            print_json([{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "target": r.target,
+                         "operation": r.operation_id, "details": r.details} for r in rows])
+            return
+        if not rows:
+            out.print("the audit trail is empty" + (f" for {op_id}" if op_id else ""))
+            return
+        table: list[list[_Cell]] = [
+            [utc_time(r.at).removesuffix(" UTC"), r.actor, r.action, r.operation_id or "-", r.target or "-",
+             json.dumps(r.details, sort_keys=True, default=str) if r.details else ""] for r in rows]
+        for line in _columns(["AT (UTC)", "ACTOR", "ACTION", "OPERATION", "TARGET", "DETAILS"], table):
+            out.print(line)

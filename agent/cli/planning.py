@@ -1,17 +1,23 @@
-"""The commands that change nothing: validate a config against the sites, preview a plan, and
-the config file format (schema, template). The demo runs the same checks and previews."""
+"""The commands that change nothing, for checking before a failover: validate a config against
+the sites, preview a plan, and the config file format (schema, template). The demo runs the same
+checks and previews."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from agent.cli.app import EXIT_CODES_HELP, ConfigOption, _json_out, _load, _Mode, _reporting, app, err, out
-from agent.cli.sites import _open_world
+from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, err, out, print_json, read_config, reporting
+from agent.cli.sites import open_sites
+from agent.configfile import LoadedConfig
+from agent.domain.model import Inventory
 
+if TYPE_CHECKING:
+    from agent.domain.plan import Plan, PlanKind
 
 config_app = typer.Typer(
     help="Work with the config file format (JSON Schema for editors, a template for a real site).",
@@ -22,12 +28,14 @@ app.add_typer(config_app, name="config")
 
 
 class Kind(StrEnum):
+    """'plan --kind' (typer takes an enum, not a Literal): the values are ``PlanKind``'s."""
+
     test = "test"
     planned = "planned"
     unplanned = "unplanned"
 
 
-def _summary(loaded: Any, inventory: Any | None = None) -> str:
+def _summary(loaded: LoadedConfig, inventory: Inventory | None = None) -> str:
     cfg = loaded.config
     primary, recovery = (s.name for s in cfg.sites)
     plans = ", ".join(
@@ -54,21 +62,24 @@ def _summary(loaded: Any, inventory: Any | None = None) -> str:
     return "\n".join("  " + line for line in lines)
 
 
-def _count(items: Any) -> str:
+def _count(items: Iterable[str]) -> str:
     counts: dict[str, int] = {}
     for item in items:
         counts[item] = counts.get(item, 0) + 1
     return ", ".join(f"{v} {k}" for k, v in counts.items()) or "none"
 
 
-def _where(loaded: Any) -> str:
+def _where(loaded: LoadedConfig) -> str:
     how = {"option": "--config", "env": "$FAILOVER_AGENT_CONFIG", "demo": "the shipped demo"}[loaded.source]
     return f"{loaded.path} (from {how})"
 
 
-def _validate(loaded: Any, *, reset_sim: bool = False) -> None:
-    from agent.configfile import validate_against_inventory
-    from agent.drivers import NotAvailableYet, check_available
+def validate_config(loaded: LoadedConfig, *, reset_simulator: bool = False) -> None:
+    """Check ``loaded`` against what its sites hold and print 'config OK' with a summary; what
+    is wrong is raised, each problem located in the file."""
+
+    from agent.domain.validation import check_config_against_inventory
+    from agent.wiring import NotAvailableYet, check_available
 
     try:
         check_available(loaded)
@@ -79,18 +90,22 @@ def _validate(loaded: Any, *, reset_sim: bool = False) -> None:
             "but it cannot be checked against the sites yet:"
         )
         raise
-    with _open_world(loaded, reset_sim=reset_sim) as world:
-        validate_against_inventory(loaded, world.inventory)
+    with open_sites(loaded, reset_simulator=reset_simulator) as sites:
+        issues = check_config_against_inventory(loaded.config, sites.read)
+        if issues:
+            raise loaded.located(issues)
         out.print(f"config OK: {escape(_where(loaded))}")
-        out.print(escape(_summary(loaded, world.inventory)))
+        out.print(escape(_summary(loaded, sites.read)))
 
 
-def _plan(loaded: Any, plan_name: str, kind: str) -> Any:
+def plan_from_sites(loaded: LoadedConfig, plan_name: str, kind: PlanKind) -> Plan:
+    """The plan of a failover as the sites are now (nothing changes)."""
+
     from agent.domain.planning import build_plan
 
     # A test failover writes only to test DNS servers, the others only to production ones.
-    with _open_world(loaded, dns_purpose="test" if kind == "test" else "production") as world:
-        return build_plan(loaded.config, world.inventory, plan_name, kind)  # type: ignore[arg-type]
+    with open_sites(loaded, dns_purpose="test" if kind == "test" else "production") as sites:
+        return build_plan(loaded.config, sites.read, plan_name, kind)
 
 
 # -------------------------------------------------------------------------- commands
@@ -102,8 +117,8 @@ def _plan(loaded: Any, plan_name: str, kind: str) -> Any:
     "with a short summary, or every problem found with file, line and key.\n\n" + EXIT_CODES_HELP
 )
 def validate(config: ConfigOption = None) -> None:
-    with _reporting(_Mode()):
-        _validate(_load(config))
+    with reporting():
+        validate_config(read_config(config))
 
 
 @app.command(
@@ -132,11 +147,10 @@ def plan(
         bool, typer.Option("--json", help="Print the plan as JSON on stdout (nothing else goes to stdout).")
     ] = False,
 ) -> None:
-    mode = _Mode(json=as_json)
-    with _reporting(mode):
-        result = _plan(_load(config), plan_name, kind.value)
+    with reporting(as_json=as_json):
+        result = plan_from_sites(read_config(config), plan_name, kind.value)
         if as_json:
-            _json_out(result.to_json())
+            print_json(result.to_json())
         else:
             from agent.domain.plan import render_diff
 
@@ -146,7 +160,7 @@ def plan(
 @config_app.command("schema", help="Print the JSON Schema of the config file, for editors (e.g. the "
                     "YAML extension of VS Code: '# yaml-language-server: $schema=<file>').")
 def config_schema() -> None:
-    with _reporting(_Mode(json=True)):
+    with reporting(as_json=True):
         from agent.config import AgentConfig
 
         schema = AgentConfig.model_json_schema()
@@ -155,14 +169,14 @@ def config_schema() -> None:
             "title": "failover-agent config",
             **{k: v for k, v in schema.items() if k != "title"},
         }
-        _json_out(schema)
+        print_json(schema)
 
 
 @config_app.command("template", help="Print a commented config template for a real pair of sites "
                     "(PowerShell remoting to VMM and Hyper-V, RFC 2136 DNS). Save it, fill it in, "
                     "then run 'failover-agent validate --config FILE'.")
 def config_template() -> None:
-    with _reporting(_Mode()):
+    with reporting():
         from agent.configfile import demo_dir
 
         typer.echo((demo_dir() / "site-template.yaml").read_text(encoding="utf-8"), nl=False)

@@ -1,21 +1,26 @@
-"""The live display of operations while the engine runs them, and the step and error lines
-that ``ops show`` and the outcome reports print the same way."""
+"""What the operator watches while the engine runs an operation: the live display, and the step,
+skip and error lines that ``ops show`` and the outcome reports print the same way."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 
 from agent.cli.app import out
-from agent.cli.vocabulary import _POLICY_WORDS, _STEP_STYLE, _STEP_WORD, _duration, _now, _plural
+from agent.cli.vocabulary import POLICY_WORDS, STEP_STYLE, STEP_WORD, current_time, duration, plural
+
+if TYPE_CHECKING:
+    from agent.engine.journal import Journal
+    from agent.engine.model import OperationView, StepView
+    from agent.engine.service import Engine
 
 
-class _Display:
+class Display:
     """Shows operations while the engine runs them.
 
     Every step that ends gets one line (status, name, target, items changed, time) with its
@@ -28,17 +33,18 @@ class _Display:
     def __init__(self, console: Console, style: str) -> None:
         self.console = console
         self.style = style
-        self.engine: Any = None
+        self.engine: Engine | None = None
+        """Set by the session once the engine exists (the engine is built with ``progress``)."""
         self._lock = threading.RLock()
         self._owner = threading.current_thread()
         self._headed: set[str] = set()
         self._shown: dict[tuple[str, int], tuple[str, int]] = {}
-        self._views: dict[str, Any] = {}
+        self._views: dict[str, OperationView] = {}
         self._current: str | None = None
         self._followed: list[str] = []
 
     @classmethod
-    def for_output(cls, as_json: bool) -> _Display:
+    def for_output(cls, as_json: bool) -> Display:
         return cls(out, "quiet" if as_json else "live" if out.is_terminal else "lines")
 
     # The engine's on_progress callback: after each stage of any operation it runs.
@@ -113,8 +119,10 @@ class _Display:
 
                 get_logger("agent.cli").debug("progress display could not read the store", exc_info=True)
 
-    def _refresh(self, op_id: str) -> Any:
-        view = self.engine.view(op_id)
+    def _refresh(self, op_id: str) -> OperationView:
+        engine = self.engine
+        assert engine is not None, "the session sets the engine before anything runs"
+        view = engine.view(op_id)
         self._views[op_id] = view
         if op_id not in self._headed:
             self._headed.add(op_id)
@@ -122,7 +130,7 @@ class _Display:
         width = min(max((len(s.name) for s in view.steps), default=10), 64)
         due = [s for s in view.steps if s.status not in ("pending", "running")
                and self._shown.get((op_id, s.ordinal)) != (s.status, s.attempts)]
-        skipped = _skipped_items(self.engine.journal, op_id) if due else {}
+        skipped = skipped_items(engine.journal, op_id) if due else {}
         for step in due:
             self._shown[(op_id, step.ordinal)] = (step.status, step.attempts)
             # On a terminal, lines fit its width; in a pipe or a log they are never wrapped.
@@ -141,7 +149,7 @@ class _Display:
         except (OSError, ValueError, SystemExit):  # rich turns a broken pipe into SystemExit
             self.style = "quiet"
 
-    def current_view(self) -> Any:
+    def current_view(self) -> OperationView | None:
         # No lock here: rich calls this while holding its own lock, and the poller holds ours
         # while printing (which takes rich's). Reading a dict entry is atomic.
         current = self._current
@@ -151,13 +159,13 @@ class _Display:
 class _Footer:
     """The live part of the display (redrawn by rich several times a second)."""
 
-    def __init__(self, display: _Display) -> None:
+    def __init__(self, display: Display) -> None:
         from rich.spinner import Spinner
 
         self.display = display
         self.spinner = Spinner("dots", style="cyan")
 
-    def __rich__(self) -> Any:
+    def __rich__(self) -> RenderableType:
         from rich.progress_bar import ProgressBar
         from rich.table import Table
         from rich.text import Text
@@ -165,7 +173,7 @@ class _Footer:
         view = self.display.current_view()
         if view is None:
             return Text("")
-        now = _now()
+        now = current_time()
         total = len(view.steps)
         done = sum(1 for s in view.steps if s.status in ("succeeded", "skipped"))
         failed = sum(1 for s in view.steps if s.status == "failed")
@@ -178,11 +186,11 @@ class _Footer:
                         finished_style="green"),
             Text(f"{view.percent:3.0f}%  {done}/{total} steps"),
             Text(f"{failed} failed", style="bold red") if failed else Text(""),
-            Text(_duration(view.elapsed_s(now)), style="dim"),
+            Text(duration(view.elapsed_s(now)), style="dim"),
         )
-        lines: list[Any] = [row]
+        lines: list[RenderableType] = [row]
         for s in running[:4]:
-            since = f", {_duration((now - s.started_at).total_seconds())}" if s.started_at else ""
+            since = f", {duration((now - s.started_at).total_seconds())}" if s.started_at else ""
             lines.append(Text(f"    running {s.name} ({s.target or 'agent'}{since})", style="cyan"))
         if len(running) > 4:
             lines.append(Text(f"    and {len(running) - 4} more running", style="cyan"))
@@ -191,13 +199,13 @@ class _Footer:
         return Group(*lines)
 
 
-def _op_heading(view: Any) -> str:
+def _op_heading(view: OperationView) -> str:
     return (f"[bold]{escape(view.id)}[/] {escape(view.kind)} of plan {escape(view.plan)}: "
-            f"{escape(view.source_site)} -> {escape(view.target_site)}, {_plural(len(view.steps), 'step')} "
-            f"({_POLICY_WORDS.get(view.error_policy, view.error_policy)})")
+            f"{escape(view.source_site)} -> {escape(view.target_site)}, {plural(len(view.steps), 'step')} "
+            f"({POLICY_WORDS.get(view.error_policy, view.error_policy)})")
 
 
-def _skipped_items(journal: Any, op_id: str) -> dict[int, list[dict[str, Any]]]:
+def skipped_items(journal: Journal, op_id: str) -> dict[int, list[dict[str, Any]]]:
     """Per step ordinal, the items it did not attempt, with the reason (a VM failed earlier, the
     old site is unreachable ...). Not part of the engine's view, so read from the journal."""
 
@@ -209,7 +217,9 @@ def _skipped_items(journal: Any, op_id: str) -> dict[int, list[dict[str, Any]]]:
     return found
 
 
-def _skip_lines(items: list[dict[str, Any]]) -> list[str]:
+def skip_lines(items: list[dict[str, Any]]) -> list[str]:
+    """The items a step skipped, a line per reason (many VMs skipped for one reason read as one)."""
+
     by_reason: dict[str, list[str]] = {}
     for it in items:
         by_reason.setdefault(str(it["skipped"]), []).append(str(it.get("vm") or it.get("key")))
@@ -220,23 +230,23 @@ def _skip_lines(items: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _step_lines(view: Any, step: Any, width: int, skipped: list[dict[str, Any]] | None = None, *,
+def _step_lines(view: OperationView, step: StepView, width: int, skipped: list[dict[str, Any]] | None = None, *,
                 limit: int | None = None) -> list[str]:
     total = len(view.steps)
     number = f"{step.ordinal + 1:>{len(str(total))}}/{total}"
-    word = _STEP_WORD.get(step.status, step.status)
-    style = _STEP_STYLE.get(step.status, "")
+    word = STEP_WORD.get(step.status, step.status)
+    style = STEP_STYLE.get(step.status, "")
     target = step.target or "agent"
     skipped = skipped or []
     if step.items:
-        what = f"{step.changed} of {_plural(step.items, 'item')} changed"
+        what = f"{step.changed} of {plural(step.items, 'item')} changed"
         if skipped:
             what += f", {len(skipped)} skipped"
     else:
         what = ""
     took = ""
     if step.started_at and step.finished_at:
-        took = _duration((step.finished_at - step.started_at).total_seconds())
+        took = duration((step.finished_at - step.started_at).total_seconds())
     attempts = f"  (attempt {step.attempts})" if step.attempts > 1 else ""
     columns = f"{step.name:<{width}}  {target:<20} {what:<24} {took}{attempts}".rstrip()
     if limit is not None and len(number) + 12 + len(columns) > limit:
@@ -248,13 +258,17 @@ def _step_lines(view: Any, step: Any, width: int, skipped: list[dict[str, Any]] 
         lines = [f"  {number} [{style}]{word:<8}[/] {escape(step.name):<{width}}  {escape(target):<20} "
                  f"{what:<24} {took}{attempts}".rstrip()]
     for e in step.errors:
-        lines.append("          " + _error_text(e, step.target))
-    lines += ["          " + line for line in _skip_lines(skipped)]
+        lines.append("          " + error_text(e, step.target))
+    lines += ["          " + line for line in skip_lines(skipped)]
     return lines
 
 
-def _error_text(e: dict[str, Any], target: str | None) -> str:
+def error_text(e: dict[str, Any], target: str | None) -> str:
+    """One error of a step as every report shows it: what it is about, its code and target, then
+    the message (so an operator can grep a log for a code or a VM)."""
+
     about = e.get("vm") or e.get("key") or ""
     where = f" at {target}" if target else ""
     head = f"{about}: " if about else ""
-    return f"[red]{escape(head)}{escape(str(e.get('code', 'error')))}{escape(where)}:[/] {escape(str(e.get('message', '')))}"
+    code = str(e.get("code", "error"))
+    return f"[red]{escape(head)}{escape(code)}{escape(where)}:[/] {escape(str(e.get('message', '')))}"

@@ -1,6 +1,7 @@
-"""One command's session with the sites: the store, the engine and the test-failover expiry
-scheduler wired together; driving an operation with the display on (asking the operator at a
-manual pause or before a real failover); and reporting how it ended, with its exit code."""
+"""Running operations for a command, the same way for every command: a session (store, engine
+and test-failover expiry scheduler wired to the sites), driving an operation with the display on
+(asking the operator at a manual pause or before a real failover), and reporting how it ended,
+with its exit code. Also the store alone, for the commands that only read it."""
 
 from __future__ import annotations
 
@@ -9,28 +10,38 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.markup import escape
 
-from agent.cli.app import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_WAITING, _json_out, err, out
-from agent.cli.progress import _Display, _error_text
-from agent.cli.sites import _open_world
+from agent.cli.app import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_WAITING, err, out, print_json
+from agent.cli.progress import Display, error_text
+from agent.cli.sites import OpenSites, open_sites
 from agent.cli.vocabulary import (
-    _OP_STYLE,
+    OP_STYLE,
     REAL_FAILOVERS,
     UNFINISHED,
     WAITING,
-    _age,
-    _cmd,
-    _duration,
-    _now,
-    _plural,
+    age,
+    command_line,
+    current_time,
+    duration,
+    plural,
 )
+from agent.configfile import LoadedConfig
 from agent.errors import AgentError, RefusedError
 
+if TYPE_CHECKING:
+    from agent.engine.journal import Journal
+    from agent.engine.model import OperationView
+    from agent.engine.service import Engine
+    from agent.engine.store import Store
+    from agent.scheduler import Scheduler
+
+_T = TypeVar("_T")
 
 STORE_NAME = "agent.sqlite"
 
@@ -42,14 +53,14 @@ class NotConfirmed(RefusedError):
 # ---------------------------------------------------------------------- the operator
 
 
-def _interactive() -> bool:
-    """Whether the operator can be asked (stdin is a terminal). Tests replace it as
-    ``agent.cli._interactive``, which is where the commands look it up."""
+def is_interactive() -> bool:
+    """Whether someone can answer a question (stdin is a terminal). Looked up by name at every
+    call, so a test can stand in for the operator by replacing it here."""
 
     return sys.stdin is not None and sys.stdin.isatty()
 
 
-def _actor() -> str:
+def current_user() -> str:
     """Who is asking, for the journal and the audit trail."""
 
     import getpass
@@ -71,13 +82,13 @@ def _ask(question: str) -> bool:
 # ----------------------------------------------------------------------------- store
 
 
-def _store_url(loaded: Any, path: Path | None = None) -> str:
+def _store_url(loaded: LoadedConfig, path: Path | None = None) -> str:
     if path is not None:
         return f"sqlite:///{path.resolve()}"
     return loaded.config.store.url or f"sqlite:///{(loaded.data_dir / STORE_NAME).resolve()}"
 
 
-def _shown_url(url: str) -> str:
+def store_location(url: str) -> str:
     """The store as the operator may see it: a file path, or the URL without its password."""
 
     from sqlalchemy.engine import make_url
@@ -88,7 +99,7 @@ def _shown_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def _open_store(loaded: Any, path: Path | None = None) -> Any:
+def _open_store(loaded: LoadedConfig, path: Path | None = None) -> Store:
     from sqlalchemy.exc import SQLAlchemyError
 
     from agent.engine.store import Store
@@ -102,18 +113,20 @@ def _open_store(loaded: Any, path: Path | None = None) -> Any:
     except (SQLAlchemyError, OSError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         if url.startswith("sqlite"):
-            raise RefusedError(f"cannot open the store {_shown_url(url)}: {reason}",
+            raise RefusedError(f"cannot open the store {store_location(url)}: {reason}",
                                hint="check the path and its permissions (agent.data_dir, store.url)") from exc
-        raise UnreachableError(f"cannot reach the store {_shown_url(url)}: {reason}") from exc
+        raise UnreachableError(f"cannot reach the store {store_location(url)}: {reason}") from exc
 
 
-def _remove_store(path: Path) -> None:
+def remove_store(path: Path) -> None:
+    """A SQLite store and the files SQLite keeps beside it, so a fresh one starts empty."""
+
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 @contextmanager
-def _journal(loaded: Any) -> Iterator[Any]:
+def open_journal(loaded: LoadedConfig) -> Iterator[Journal]:
     """The store alone, for the commands that only read it (or add a note): no site is contacted."""
 
     from agent.engine.journal import Journal
@@ -129,16 +142,24 @@ def _journal(loaded: Any) -> Iterator[Any]:
 
 
 @dataclass
-class _Session:
-    loaded: Any
-    engine: Any
-    display: _Display
-    drivers: Any
+class Session:
+    """What a command that runs operations works with, opened by :func:`open_session`."""
+
+    loaded: LoadedConfig
+    engine: Engine
+    display: Display
+    sites: OpenSites
     as_json: bool
 
     @property
-    def journal(self) -> Any:
+    def journal(self) -> Journal:
         return self.engine.journal
+
+    @property
+    def can_ask(self) -> bool:
+        """Whether the operator can be asked (a terminal, and stdout is not JSON for a program)."""
+
+        return is_interactive() and not self.as_json
 
     def say(self, text: str = "") -> None:
         """A notice: on stdout, or on stderr when stdout carries JSON."""
@@ -147,18 +168,19 @@ class _Session:
 
 
 @contextmanager
-def _session(loaded: Any, *, as_json: bool, store_path: Path | None = None) -> Iterator[_Session]:
-    """Drivers, store, engine and the test-failover expiry scheduler, for one command."""
+def open_session(loaded: LoadedConfig, *, as_json: bool, store_path: Path | None = None) -> Iterator[Session]:
+    """Sites, store, engine and the test-failover expiry scheduler, for one command; closed on the
+    way out. Test failovers past their maximum age are cleaned up first."""
 
     from agent.engine.service import Engine
     from agent.scheduler import Scheduler
 
-    display = _Display.for_output(as_json)
+    display = Display.for_output(as_json)
     store = _open_store(loaded, store_path)
     try:
-        with _open_world(loaded, read_inventory=False) as world:
+        with open_sites(loaded, read_inventory=False) as sites:
             scheduler = Scheduler(store)
-            engine = Engine(loaded.config, world.drivers, store, on_progress=display.progress, scheduler=scheduler)
+            engine = Engine(loaded.config, sites.ports, store, on_progress=display.progress, scheduler=scheduler)
             display.engine = engine
             # A forgotten test failover is cleaned up even if no agent runs as a service: the
             # expiries already due run first, in the foreground, before this command's own work
@@ -166,7 +188,7 @@ def _session(loaded: Any, *, as_json: bool, store_path: Path | None = None) -> I
             # store, so a new test failover gets its expiry and a cleanup cancels it.
             scheduler.start(engine, paused=True)
             try:
-                sess = _Session(loaded, engine, display, world.drivers, as_json)
+                sess = Session(loaded, engine, display, sites, as_json)
                 _run_due_expiries(sess, scheduler)
                 yield sess
             finally:
@@ -175,40 +197,40 @@ def _session(loaded: Any, *, as_json: bool, store_path: Path | None = None) -> I
         store.close()
 
 
-def _run_due_expiries(sess: _Session, scheduler: Any) -> None:
-    now = _now()
+def _run_due_expiries(sess: Session, scheduler: Scheduler) -> None:
+    now = current_time()
     due = sorted(op for op, when in scheduler.due() if when is not None and when <= now)
     if not due:
         return
-    age = _age(sess.loaded.config.policies.test_failover_max_age)
+    max_age = age(sess.loaded.config.policies.test_failover_max_age)
     for op_id in due:
-        sess.say(f"[yellow]Test failover {op_id} is past its maximum age ({age}): cleaning it up by force "
+        sess.say(f"[yellow]Test failover {op_id} is past its maximum age ({max_age}): cleaning it up by force "
                  "first.[/]")
         try:
             # A cleanup that ends well removes the expiry; otherwise it stays due for the next start.
-            view = _shown_run(sess, None, lambda op_id=op_id: sess.engine.expire_test_failover(op_id))
+            view = run_shown(sess, None, partial(sess.engine.expire_test_failover, op_id))
         except AgentError as exc:  # this command's own work may matter more: go on with it
             sess.say(f"  [red]could not clean it up now:[/] {escape(exc.message)}; tried again at the next "
                      "start ('run', 'ops resume', 'ops cancel' or the agent service)")
             continue
         if view is not None:
-            sess.say(f"  {view.id} {view.kind}: [{_OP_STYLE.get(view.status, '')}]{view.status}[/]")
+            sess.say(f"  {view.id} {view.kind}: [{OP_STYLE.get(view.status, '')}]{view.status}[/]")
     sess.say()
 
 
-def _drive(sess: _Session, op_id: str, start: Callable[[], Any], *, interactive: bool,
-           answer_manual: bool = False) -> Any:
+def drive(sess: Session, op_id: str, start: Callable[[], OperationView], *,
+          answer_manual: bool = False) -> OperationView:
     """Run an operation with the display on; at a manual pause show the instruction and, when
-    someone can answer, ask whether it is done."""
+    someone can answer, ask whether it is done (the demo answers itself: ``answer_manual``)."""
 
-    view = _shown_run(sess, op_id, start)
+    view = run_shown(sess, op_id, start)
     while view.status == WAITING:
         _show_waiting(sess, view)
         if answer_manual:
             sess.say("[yellow]demo: answering the manual step[/] (an operator would do it, then answer y)")
-        elif not interactive or not _ask("Done?"):
+        elif not sess.can_ask or not _ask("Done?"):
             return view
-        view = _shown_run(sess, op_id, lambda: sess.engine.resume(op_id, actor=_actor()))
+        view = run_shown(sess, op_id, lambda: sess.engine.resume(op_id, actor=current_user()))
     return view
 
 
@@ -230,42 +252,46 @@ def _survive_hangup() -> Iterator[None]:
         signal.signal(signal.SIGHUP, previous)
 
 
-def _shown_run(sess: _Session, op_id: str | None, start: Callable[[], Any]) -> Any:
+def run_shown(sess: Session, op_id: str | None, start: Callable[[], _T]) -> _T:
+    """``start()`` with the display following ``op_id`` (and whatever the engine runs meanwhile);
+    on Ctrl-C, how to continue the operation left running."""
+
     try:
         with _survive_hangup(), sess.display.following(op_id):
             return start()
     except KeyboardInterrupt:
         if op_id is not None:
-            err.print(f"\n{op_id} was left running; {_cmd(sess.loaded, f'ops resume {op_id}')} continues it "
+            err.print(f"\n{op_id} was left running; {command_line(sess.loaded, f'ops resume {op_id}')} continues it "
                       "from its journal (so does the next 'run').")
         raise
 
 
-def _show_waiting(sess: _Session, view: Any) -> None:
+def _show_waiting(sess: Session, view: OperationView) -> None:
     step = next((s for s in view.steps if s.status == "waiting"), None)
     sess.say()
     sess.say(f"[bold yellow]paused for a manual action[/] (step {escape(step.name if step else '?')}):")
     sess.say(f"  {escape(view.waiting_for or '(no instruction recorded)')}")
 
 
-def _resume_unfinished(sess: _Session) -> None:
+def resume_unfinished(sess: Session) -> None:
+    """Finish what an agent left when it stopped, before this command's own work on the same VMs."""
+
     left = sorted(sess.engine.operations(status=list(UNFINISHED), limit=1000), key=lambda o: o.created_at)
     if not left:
         return
-    sess.say(f"Resuming {_plural(len(left), 'unfinished operation')} found in the store first "
+    sess.say(f"Resuming {plural(len(left), 'unfinished operation')} found in the store first "
              "(an agent stopped while running them):")
     for op in left:
         sess.say(f"  {op.id} {op.kind} of plan {escape(op.plan_name)} ({op.status})")
-    views = _shown_run(sess, left[0].id, sess.engine.resume_unfinished)
+    views = run_shown(sess, left[0].id, sess.engine.resume_unfinished)
     for view in views:
-        sess.say(f"  {view.id}: [{_OP_STYLE.get(view.status, '')}]{view.status}[/]"
-                 + (f" -- resume it with {_cmd(sess.loaded, f'ops resume {view.id}')}"
+        sess.say(f"  {view.id}: [{OP_STYLE.get(view.status, '')}]{view.status}[/]"
+                 + (f" -- resume it with {command_line(sess.loaded, f'ops resume {view.id}')}"
                     if view.status in (WAITING, "failed") else ""))
     sess.say()
 
 
-def _review(sess: _Session, kind: str, plan_name: str, *, yes: bool, checksum: str | None,
-            interactive: bool) -> str | None:
+def review(sess: Session, kind: str, plan_name: str, *, yes: bool, checksum: str | None) -> str | None:
     """A real failover is previewed and confirmed before anything changes; returns the checksum
     to pin the operation to (the plan the operator saw or named)."""
 
@@ -286,7 +312,7 @@ def _review(sess: _Session, kind: str, plan_name: str, *, yes: bool, checksum: s
     if not sess.as_json:
         typer.echo(render_diff(plan), nl=False)
         out.print()
-    if not interactive:
+    if not sess.can_ask:
         raise NotConfirmed(
             f"a {kind.replace('_', ' ')} changes production and needs a confirmation, and there is "
             f"nobody to ask (stdin is not a terminal{' or --json' if sess.as_json else ''}). Review the plan "
@@ -298,26 +324,32 @@ def _review(sess: _Session, kind: str, plan_name: str, *, yes: bool, checksum: s
     return actual
 
 
-def _create(sess: _Session, kind: str, plan_name: str, expect: str | None, *, take_over: bool = False) -> str:
+def create_operation(sess: Session, kind: str, plan_name: str, expect: str | None, *,
+                     take_over: bool = False) -> str:
+    """A new operation in the store (its id); a VM already busy, or nothing to follow up, is
+    refused with the command that would clear the way."""
+
     from agent.engine.journal import VmBusy
     from agent.engine.model import OperationKind
     from agent.errors import ConflictError, NotFoundError
 
     try:
-        return sess.engine.create(OperationKind(kind), plan_name, requested_by=_actor(), expect_checksum=expect,
-                                  take_over=take_over)
+        return sess.engine.create(OperationKind(kind), plan_name, requested_by=current_user(),
+                                  expect_checksum=expect, take_over=take_over)
     except VmBusy as exc:
         ops = exc.fields.get("operations") or ["OP"]
         first = ops[0]
         raise RefusedError(
             f"{exc.message}. Finish {'it' if len(ops) == 1 else 'them'} first "
-            f"({_cmd(sess.loaded, f'ops resume {first}')}) or cancel {'it' if len(ops) == 1 else 'them'} "
-            f"({_cmd(sess.loaded, f'ops cancel {first}')}; cancelling a test failover cleans it up)") from exc
+            f"({command_line(sess.loaded, f'ops resume {first}')}) or cancel {'it' if len(ops) == 1 else 'them'} "
+            f"({command_line(sess.loaded, f'ops cancel {first}')}; cancelling a test failover cleans it up)") from exc
     except (NotFoundError, ConflictError) as exc:  # e.g. no test failover to clean up; nothing changed
         raise RefusedError(exc.message, **exc.fields) from exc
 
 
-def _exit_for(view: Any) -> int:
+def outcome_exit_code(view: OperationView) -> int:
+    """The documented exit code for how an operation ended (3 when only unreachable systems failed it)."""
+
     if view.status == "succeeded":
         return EXIT_OK
     if view.status == WAITING:
@@ -327,30 +359,32 @@ def _exit_for(view: Any) -> int:
     return EXIT_FAILED
 
 
-def _conclude(sess: _Session, view: Any, *, extra: dict[str, Any] | None = None) -> None:
+def conclude(sess: Session, view: OperationView, *, extra: dict[str, Any] | None = None) -> NoReturn:
     """Report how an operation ended and leave with its exit code."""
 
     if sess.as_json:
-        _json_out({**view.to_json(_now()), **(extra or {})})
+        print_json({**view.to_json(current_time()), **(extra or {})})
     else:
-        _print_outcome(sess, view)
-    raise typer.Exit(_exit_for(view))
+        print_outcome(sess, view)
+    raise typer.Exit(outcome_exit_code(view))
 
 
-def _print_outcome(sess: _Session, view: Any) -> None:
+def print_outcome(sess: Session, view: OperationView) -> None:
+    """How an operation ended, what failed and why, and the command to run next."""
+
     loaded, op = sess.loaded, view.id
-    took = _duration(view.elapsed_s(_now()))
-    style = _OP_STYLE.get(view.status, "")
+    took = duration(view.elapsed_s(current_time()))
+    style = OP_STYLE.get(view.status, "")
     head = f"[{style}]{view.status.replace('_', ' ')}[/]: {view.kind} {op} of plan {escape(view.plan)}"
     out.print()
     if view.status == WAITING:
         out.print(f"[{style}]paused[/]: {view.kind} {op} of plan {escape(view.plan)} waits for the manual action "
                   f"above ({view.percent:.0f}% done).")
-        out.print(f"When it is done: {_cmd(loaded, f'ops resume {op}')}   (to undo instead: "
-                  f"{_cmd(loaded, f'ops cancel {op}')})")
+        out.print(f"When it is done: {command_line(loaded, f'ops resume {op}')}   (to undo instead: "
+                  f"{command_line(loaded, f'ops cancel {op}')})")
         return
     vms = view.succeeded_vms
-    out.print(f"{head} after {took}, {_plural(len(view.steps), 'step')}"
+    out.print(f"{head} after {took}, {plural(len(view.steps), 'step')}"
               + (f"; VMs: {escape(', '.join(vms))}" if vms and view.status == "succeeded" else ""))
     if view.failed_vms:
         out.print(f"  [red]VMs that failed:[/] {escape(', '.join(view.failed_vms))}")
@@ -358,31 +392,33 @@ def _print_outcome(sess: _Session, view: Any) -> None:
             out.print(f"  VMs that succeeded: {escape(', '.join(vms))}")
     targets = {s.name: s.target for s in view.steps}
     for e in view.errors:
-        out.print(f"  - {_error_text(e, targets.get(e.get('step')))}  [dim](step {escape(e.get('step', ''))})[/]")
+        out.print(f"  - {error_text(e, targets.get(e.get('step', '')))}  [dim](step {escape(e.get('step', ''))})[/]")
     for hint in _next_steps(sess, view):
         out.print(hint)
 
 
-def _next_steps(sess: _Session, view: Any) -> list[str]:
+def _next_steps(sess: Session, view: OperationView) -> list[str]:
     loaded, op, plan = sess.loaded, view.id, view.plan
     if view.status == "failed":
-        return [f"Fix the cause, then start it again from the failed step: {_cmd(loaded, f'ops resume {op}')}",
-                f"or undo what it did: {_cmd(loaded, f'ops cancel {op}')}"]
+        return [f"Fix the cause, then start it again from the failed step: {command_line(loaded, f'ops resume {op}')}",
+                f"or undo what it did: {command_line(loaded, f'ops cancel {op}')}"]
     if view.status not in ("succeeded", "partially_succeeded"):
         return []
     if view.kind == "test_failover":
-        age = loaded.config.policies.test_failover_max_age
+        max_age = loaded.config.policies.test_failover_max_age
         return [f"The test VMs run in isolated networks. When the drill is over: "
-                f"{_cmd(loaded, f'run --plan {plan} --kind cleanup')}",
-                f"(a test failover left alone is cleaned up by force after {_age(age)})."]
+                f"{command_line(loaded, f'run --plan {plan} --kind cleanup')}",
+                f"(a test failover left alone is cleaned up by force after {age(max_age)})."]
     hints = []
     if view.failed_vms:
-        hints.append(f"The VMs that failed need attention (the errors above; {_cmd(loaded, f'ops show {op}')}).")
+        hints.append("The VMs that failed need attention (the errors above; "
+                     f"{command_line(loaded, f'ops show {op}')}).")
     if view.kind in REAL_FAILOVERS:
-        hints.append(f"Once the VMs are checked, make it final: {_cmd(loaded, f'run --plan {plan} --kind commit')}")
+        hints.append("Once the VMs are checked, make it final: "
+                     f"{command_line(loaded, f'run --plan {plan} --kind commit')}")
     elif view.kind == "commit":
-        hints.append(f"Then protect the way back: {_cmd(loaded, f'run --plan {plan} --kind reverse')}")
+        hints.append(f"Then protect the way back: {command_line(loaded, f'run --plan {plan} --kind reverse')}")
     elif view.kind == "reverse":
         hints.append(f"The VMs replicate back to {view.source_site}. To return there, when it is time: "
-                     f"{_cmd(loaded, f'run --plan {plan} --kind failback')}")
+                     f"{command_line(loaded, f'run --plan {plan} --kind failback')}")
     return hints

@@ -1,11 +1,14 @@
-"""What the operation commands call things and how they show them: operation kinds and
-statuses, their styles, and the small formatters for times, counts and command lines. Shared by
-the progress display, the run/ops commands and the demo."""
+"""The words and styles the operation commands share, so the display, run/ops and the demo speak
+alike: operation kinds and statuses, their styles, and the small formatters for times, counts
+and command lines."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from agent.configfile import LoadedConfig
 
 OPERATION_KINDS = ("prepare", "test_failover", "cleanup_test", "planned_failover", "unplanned_failover",
                    "commit", "reverse", "failback")
@@ -25,23 +28,23 @@ STATUS_ALIASES = {"waiting": WAITING, "partial": "partially_succeeded"}
 STATUSES = ("pending", "running", WAITING, "succeeded", "partially_succeeded", "failed", "interrupted",
             "cancelled")
 
-_OP_STYLE = {"succeeded": "green", "partially_succeeded": "yellow", "failed": "bold red", WAITING: "bold yellow",
-             "cancelled": "magenta", "running": "cyan", "interrupted": "yellow", "pending": "dim"}
-_STEP_WORD = {"succeeded": "ok", "failed": "FAILED", "skipped": "skipped", "waiting": "WAITING",
-              "running": "running", "pending": "pending"}
-_POLICY_WORDS = {"stop_at_first_error": "stops at the first error", "carry_on": "carries on past errors"}
-_STEP_STYLE = {"succeeded": "green", "failed": "bold red", "skipped": "dim", "waiting": "bold yellow",
-               "running": "cyan", "pending": "dim"}
+OP_STYLE = {"succeeded": "green", "partially_succeeded": "yellow", "failed": "bold red", WAITING: "bold yellow",
+            "cancelled": "magenta", "running": "cyan", "interrupted": "yellow", "pending": "dim"}
+STEP_WORD = {"succeeded": "ok", "failed": "FAILED", "skipped": "skipped", "waiting": "WAITING",
+             "running": "running", "pending": "pending"}
+POLICY_WORDS = {"stop_at_first_error": "stops at the first error", "carry_on": "carries on past errors"}
+STEP_STYLE = {"succeeded": "green", "failed": "bold red", "skipped": "dim", "waiting": "bold yellow",
+              "running": "cyan", "pending": "dim"}
 
 
-def _cmd(loaded: Any, args: str) -> str:
+def command_line(loaded: LoadedConfig, args: str) -> str:
     """A command line to show the operator, with the same config as this one."""
 
     extra = f" --config {loaded.path}" if loaded.source == "option" else ""
     return f"failover-agent {args}{extra}"
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds), 60)
@@ -51,20 +54,24 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def _when(at: Any) -> str:
+def utc_time(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S UTC") if at is not None else "-"
 
 
-def _now() -> Any:
+def current_time() -> datetime:
+    """The store's clock (UTC), imported only when asked: the store pulls in SQLAlchemy."""
+
     from agent.engine.store import utcnow
 
     return utcnow()
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _age(delta: Any) -> str:
+def age(delta: timedelta) -> str:
+    """A policy's age limit as configured (``7 days``), or as a duration when not whole days."""
+
     days = delta.total_seconds() / 86400
-    return _plural(int(days), "day") if days >= 1 and days == int(days) else _duration(delta.total_seconds())
+    return plural(int(days), "day") if days >= 1 and days == int(days) else duration(delta.total_seconds())

@@ -17,9 +17,9 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
-import dns.reversename
 
 from agent.domain.model import RecordType
+from agent.domain.planning import ptr_name
 
 _ADDRESS_TYPES: dict[str, type[dns.rdtypes.IN.A.A] | type[dns.rdtypes.IN.AAAA.AAAA]] = {
     "A": dns.rdtypes.IN.A.A,
@@ -110,14 +110,15 @@ def reverse_name(address: str) -> str:
     """The PTR owner name of an address: ``192.0.2.10`` -> ``10.2.0.192.in-addr.arpa.``,
     ``2001:db8::1`` -> the 32 nibbles under ``ip6.arpa.`` (RFC 3596 section 2.5).
 
-    dnspython's :func:`dns.reversename.from_address` does the work; the address is checked with
-    :mod:`ipaddress` first for a clear error (dnspython's is "Text input is malformed").
+    The planner's :func:`agent.domain.planning.ptr_name` makes the name (the same one the
+    inventory reads and the plan writes); the address is checked with :mod:`ipaddress` first
+    for a clear error.
     """
     try:
         parsed = ipaddress.ip_address(address.strip())
     except ValueError as exc:
         raise ValueError(f"{address!r} is not an IPv4 or IPv6 address") from exc
-    return dns.reversename.from_address(str(parsed)).to_text()
+    return ptr_name(str(parsed))
 
 
 def record_label(name: str, rtype: RecordType | str) -> str:

@@ -31,6 +31,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
+from agent.config import DnsServer
 from agent.dns.errors import error_for_exception, error_for_rcode
 from agent.dns.names import canonical_rdata, canonical_values, record_label, to_dns_name
 from agent.dns.transport import DnsSession, Question, TcpSession
@@ -341,7 +342,7 @@ def nameservers(
 def _addresses_from(session: DnsSession, target: dns.name.Name) -> list[str]:
     try:
         replies = session.query_many([(target, dns.rdatatype.A), (target, dns.rdatatype.AAAA)])
-    except Exception:  # noqa: BLE001 -- the next source of addresses is tried
+    except Exception:
         return []
     return [
         rd.address
@@ -446,6 +447,18 @@ def verify(
         elapsed_s=end - start,
         expected=wanted,
     )
+
+
+def verify_update(server: DnsServer, zone: str, changes: Sequence[RecordChange]) -> VerifyReport | None:
+    """After an update to ``server``: :func:`verify` against the zone's authoritative servers the
+    config names (``verify_servers``, else the server itself) and its ``verify_resolvers``, with
+    its ``verify_timeout_s``. ``None`` when verification is off (timeout 0) or nothing changed."""
+    if server.verify_timeout_s == 0 or not changes or not server.address:
+        return None
+    servers = [host_port(s, 53) for s in server.verify_servers] or [(server.address, server.port)]
+    resolvers = [host_port(s, 53) for s in server.verify_resolvers]
+    return verify(zone, changes, servers=servers, resolvers=resolvers, timeout_s=server.verify_timeout_s,
+                  query_timeout_s=min(2.0, server.timeout_s))
 
 
 def _ask_resolver(

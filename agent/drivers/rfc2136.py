@@ -83,7 +83,7 @@ from agent.dns.names import (
     to_dns_name,
 )
 from agent.dns.transport import DnsSession, Question, TcpSession
-from agent.dns.verify import VerifyReport, host_port, verify
+from agent.dns.verify import VerifyReport, verify_update
 from agent.domain.errors import DnsBadKey, DnsBatchError, DnsInvalidRequest, DnsNotAuthoritative, DnsPrerequisiteFailed
 from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.errors import AgentError, TimeoutError_, UnreachableError
@@ -197,21 +197,8 @@ class Rfc2136Dns:
     # -------------------------------------------------------------- verification
 
     def verify(self, zone: str, changes: Sequence[RecordChange]) -> VerifyReport | None:
-        """Ask every authoritative server of ``zone`` (``verify_servers``, else this server)
-        until each answers the new data of ``changes`` or ``verify_timeout_s`` passes; ask
-        ``verify_resolvers`` once, to report what they still cache. ``None`` when
-        ``verify_timeout_s`` is 0 (verification off) or there is nothing to verify."""
-
-        cfg = self._server
-        if cfg.verify_timeout_s == 0 or not changes or not cfg.address:
-            return None
-        servers = [host_port(s, 53) for s in cfg.verify_servers] or [(cfg.address, cfg.port)]
-        resolvers = [host_port(s, 53) for s in cfg.verify_resolvers]
-        report = verify(zone, changes, servers=servers, resolvers=resolvers, timeout_s=cfg.verify_timeout_s,
-                        query_timeout_s=min(2.0, cfg.timeout_s))
-        if not report.ok:
-            log.warning("DNS servers lag behind the update", zone=zone, server=self.name, summary=report.summary())
-        return report
+        """:func:`agent.dns.verify.verify_update` on this server's configuration."""
+        return verify_update(self._server, zone, changes)
 
     # ------------------------------------------------------------------- reads
 

@@ -15,40 +15,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.config import AgentConfig
-from agent.domain.plan import MoveRoute, Plan, SetFailoverIp
-from agent.engine.model import ERROR_POLICY, OperationKind, StepSpec
-from agent.engine.operations import _by, _host_steps, _Steps, cleanup_test_steps
+from agent.engine.model import ERROR_POLICY, OperationKind
+from agent.engine.operations import steps_for
 from agent.engine.planio import plan_from_json
 from agent.engine.store import OperationRow
 
 if TYPE_CHECKING:
     from agent.engine.runner import Runner
-
-
-def cancel_steps(config: AgentConfig, plan: Plan, op_id: str) -> list[StepSpec]:
-    b = _Steps()
-    vms = list(plan.vms)
-    full = config.agent.mode == "full"
-    if full:
-        b.add_stage(_host_steps("cancel", "cancel-failover", "hyperv.replicate", plan.target_site, vms,
-                                lambda v: v.target_host, {"replica_action": "cancel"}))
-        b.add_stage(_host_steps("cancel", "restart-source", "hyperv.power", plan.source_site, vms,
-                                lambda v: v.source_host, {"power": "start", "tolerate_unreachable": True}))
-    setips = plan.of(SetFailoverIp)
-    b.add_stage([StepSpec(name=f"cancel/restore-failover-ip/{host}", action="hyperv.restore_failover", stage=0,
-                          target=host, spec={"site": plan.target_site, "host": host, "scope": op_id,
-                                             "items": [{"key": f"{c.vm}/{c.nic}", "vm": c.vm, "nic": c.nic} for c in cs]})
-                 for host, cs in _by(setips, lambda c: c.host).items()])
-    routers = sorted({r.router for m in plan.of(MoveRoute) for r in (*m.withdraw, *m.announce)})
-    b.add_stage([StepSpec(name=f"cancel/restore-routes/{router}", action="routes.restore", stage=0,
-                          target=f"router:{router}", spec={"router": router, "scope": op_id, "items": []})
-                 for router in routers])
-    zones = sorted({(c.server, c.zone) for c in plan.changes if c.kind == "dns"})
-    b.add_stage([StepSpec(name=f"cancel/restore-dns/{server}/{zone}", action="dns.restore", stage=0,
-                          target=f"dns:{server}", spec={"server": server, "zone": zone, "scope": op_id, "items": []})
-                 for server, zone in zones])
-    return b.steps
 
 
 def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
@@ -57,10 +30,8 @@ def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
                                        OperationKind.UNPLANNED_FAILOVER, OperationKind.FAILBACK):
         return {"undone": "nothing: this kind changes nothing that is safe to undo"}
     plan = plan_from_json(op.plan)
-    if kind == OperationKind.TEST_FAILOVER:
-        child_kind, steps = OperationKind.CLEANUP_TEST, cleanup_test_steps(runner.config, plan, op.id)
-    else:
-        child_kind, steps = OperationKind.CANCEL, cancel_steps(runner.config, plan, op.id)
+    child_kind = OperationKind.CLEANUP_TEST if kind == OperationKind.TEST_FAILOVER else OperationKind.CANCEL
+    steps = steps_for(child_kind, runner.config, plan, op.id)
     # A compensation cut off by a crash is resumed, not started a second time (a second one
     # could not even start: the first still holds the VMs).
     earlier = [o for o in runner.journal.operations(limit=10000)

@@ -32,6 +32,7 @@ from agent.engine.model import (
     StepStatus,
     StepView,
 )
+from agent.engine.steps import SPEC_VERSION
 from agent.engine.store import (
     AuditRow,
     ManagedRecordRow,
@@ -107,7 +108,8 @@ class Journal:
                 s.add_all(VmLockRow(vm=vm, operation_id=op_id) for vm in vms)
             s.add_all(
                 StepRow(operation_id=op_id, ordinal=i, name=st.name, group_name=st.group, action=st.action,
-                        target=st.target, spec={"stage": st.stage, **st.spec})
+                        target=st.target, stage=st.stage, spec=st.args.model_dump(mode="json"),
+                        spec_version=SPEC_VERSION)
                 for i, st in enumerate(steps)
             )
             try:
@@ -178,14 +180,26 @@ class Journal:
             return list(s.scalars(select(StepRow).where(StepRow.operation_id == op_id).order_by(StepRow.ordinal)))
 
     def check_sequence(self, op_id: str, expected: Sequence[StepSpec]) -> None:
-        recorded = [(r.ordinal, r.name) for r in self.steps(op_id)]
-        wanted = list(enumerate(s.name for s in expected))
-        if recorded != wanted:
-            raise StepSequenceChanged(
-                f"operation {op_id}: the recorded steps differ from what this agent version would run; "
-                "finish or cancel it with the agent version that started it",
-                operation=op_id,
-            )
+        """Refuse to resume an operation whose journalled steps (name and action, in order) are
+        not the ones this agent would create for it now: the agent version, the config's
+        recovery plan, its mode or its DNS TTL policy changed since it was created, and running
+        the journal as it stands could do what nobody reviewed."""
+        recorded = [(r.name, r.action) for r in self.steps(op_id)]
+        wanted = [(s.name, s.action) for s in expected]
+        if recorded == wanted:
+            return
+        at = next((i for i, (a, b) in enumerate(zip(recorded, wanted, strict=False)) if a != b),
+                  min(len(recorded), len(wanted)))
+
+        def shown(steps: list[tuple[str, str]]) -> str:
+            return f"{steps[at][0]} ({steps[at][1]})" if at < len(steps) else "no step"
+
+        raise StepSequenceChanged(
+            f"operation {op_id} cannot be resumed: its journalled steps differ from the ones this agent "
+            f"would create for it now (step {at + 1}: journalled {shown(recorded)}, now {shown(wanted)}). The "
+            "agent version or the config (recovery plan, mode, DNS TTL policy) changed since it was created. "
+            f"Resume it with the config and version it was created with, or cancel it (ops cancel {op_id})",
+            operation=op_id, step=at + 1, journalled=shown(recorded), now=shown(wanted))
 
     def mark_intent(self, step_id: int) -> None:
         with self.store.session() as s:
@@ -267,7 +281,8 @@ class Journal:
                     out.append(None)
                 elif existing["owner_id"] != e["owner_id"]:
                     out.append(AddressAlreadyGranted(
-                        f"{e['address']} in pool {e['pool']} is already recorded for {existing['vm']}/{existing['nic']}",
+                        f"{e['address']} in pool {e['pool']} is already recorded for "
+                        f"{existing['vm']}/{existing['nic']}",
                         pool=e["pool"], address=e["address"], vm=existing["vm"]))
                 else:
                     out.append(None)
@@ -328,8 +343,9 @@ class Journal:
         """:meth:`set_written` for many keys in one transaction."""
         with self.store.session() as s:
             for chunk in _chunks(list(written)):
-                rows = [{"id": i, "written": written[k]} for i, k in s.execute(select(SnapshotRow.id, SnapshotRow.key).where(
-                    SnapshotRow.scope == scope, SnapshotRow.kind == kind, SnapshotRow.key.in_(chunk)))]
+                found = s.execute(select(SnapshotRow.id, SnapshotRow.key).where(
+                    SnapshotRow.scope == scope, SnapshotRow.kind == kind, SnapshotRow.key.in_(chunk)))
+                rows = [{"id": i, "written": written[k]} for i, k in found]
                 if rows:
                     s.execute(update(SnapshotRow), rows)
 
@@ -366,7 +382,7 @@ class Journal:
             have: set[tuple[str, str, str]] = set()
             zones = sorted({z for z, _, _ in wanted})
             for chunk in _chunks(sorted({n for _, n, _ in wanted})):
-                have.update(tuple(r) for r in s.execute(select(
+                have.update((r.zone, r.name, r.type) for r in s.execute(select(
                     ManagedRecordRow.zone, ManagedRecordRow.name, ManagedRecordRow.type).where(
                     ManagedRecordRow.zone.in_(zones), ManagedRecordRow.name.in_(chunk))))
             new = [{"zone": z, "name": n, "type": t, "reason": reason} for z, n, t in wanted if (z, n, t) not in have]

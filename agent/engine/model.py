@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from agent.engine.steps import StepArgs
+
 
 class OperationKind(StrEnum):
     PREPARE = "prepare"
@@ -75,15 +77,15 @@ class StepSpec:
     """One journalled step: one action against one target, for a batch of items.
 
     Steps with the same ``stage`` run concurrently (they target different hosts); stages run in
-    order. ``spec`` is JSON: the action's parameters and items, fixed when the operation is
-    created, so a resumed operation does exactly what was planned.
+    order. ``args`` is the action's typed arguments (``agent.engine.steps``), fixed when the
+    operation is created, so a resumed operation does exactly what was planned.
     """
 
     name: str
     action: str
     stage: int
     target: str | None
-    spec: dict[str, Any]
+    args: StepArgs
     group: str | None = None
 
 

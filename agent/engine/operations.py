@@ -1,7 +1,9 @@
 """From a Plan to the journalled steps of each operation kind.
 
-The step list is a pure function of the plan (and, for follow-up operations, of what the
-parent operation recorded), computed once when the operation is created and stored with it.
+The step list is a pure function of the plan, the config and, for follow-up operations, the id
+of the operation followed up (:func:`steps_for`): computed once when the operation is created
+and stored with it, and computed again when it is resumed, to check the journal still says
+what this agent would do.
 
 Batching for recovery time: within a group, every action becomes one step per target host (or
 site VMM, DNS zone, router) carrying all the group's items, so a group of 100 VMs on 4 hosts
@@ -12,8 +14,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, TypeVar
 
 from agent.config import AgentConfig
 from agent.domain.model import ReplicationState, name_test_vm
@@ -29,92 +32,151 @@ from agent.domain.plan import (
     ttl_lowering,
 )
 from agent.engine.model import OperationKind, StepSpec
+from agent.engine.steps import (
+    AwaitFailoverArgs,
+    AwaitItem,
+    ConnectArgs,
+    ConnectItem,
+    CreateTestNetworksArgs,
+    DeleteTestNetworksArgs,
+    DnsApplyArgs,
+    DnsRestoreArgs,
+    FailoverIpItem,
+    HostVmItem,
+    ManualArgs,
+    NamedItem,
+    NicItem,
+    PlannedSetting,
+    PowerArgs,
+    RecordItem,
+    ReplicateArgs,
+    ReserveArgs,
+    ReserveItem,
+    RestoreFailoverArgs,
+    RestoreRoutesArgs,
+    RevokeTestGrantsArgs,
+    RouteArgs,
+    RouteItem,
+    ScriptArgs,
+    SetFailoverArgs,
+    StepArgs,
+    TestNetworkItem,
+    WaitTtlArgs,
+)
+from agent.ports import PowerAction, ReplicaAction
 
-FAILED_OVER = [ReplicationState.FAILED_OVER_WAITING_COMPLETION.value, ReplicationState.FAILED_OVER.value]
+FAILED_OVER = (ReplicationState.FAILED_OVER_WAITING_COMPLETION.value, ReplicationState.FAILED_OVER.value)
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparison
+
+K = TypeVar("K", bound="SupportsRichComparison")
+T = TypeVar("T")
 
 
 @dataclass
-class _Steps:
+class Steps:
+    """Steps in the making: each :meth:`add_stage` is one stage (its steps run concurrently)."""
+
     steps: list[StepSpec] = field(default_factory=list)
     stage: int = 0
 
-    def add_stage(self, specs: list[StepSpec | None]) -> None:
-        specs = [s for s in specs if s is not None]
-        if not specs:
-            return
-        self.steps += [StepSpec(name=s.name, action=s.action, stage=self.stage, target=s.target, spec=s.spec,
-                                group=s.group) for s in specs]
-        self.stage += 1
+    def add_stage(self, specs: Iterable[StepSpec | None]) -> None:
+        staged = [replace(s, stage=self.stage) for s in specs if s is not None]
+        if staged:
+            self.steps += staged
+            self.stage += 1
 
 
-def _by(items: list, key) -> dict[Any, list]:
-    out: dict[Any, list] = defaultdict(list)
+def by(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:
+    """``items`` grouped by ``key``, groups in sorted key order (a stable step order)."""
+    out: dict[K, list[T]] = defaultdict(list)
     for it in items:
         out[key(it)].append(it)
-    return dict(sorted(out.items()))
+    return {k: out[k] for k in sorted(out)}
 
 
-def _reserve_items(changes: list[ReserveIp], *, test: bool) -> list[dict[str, Any]]:
-    return [{
-        "key": f"{c.vm}/{c.nic}/{c.ip_index}/{c.purpose}", "vm": c.vm, "nic": c.nic, "nic_id": c.nic_id,
-        "owner_vm": name_test_vm(c.vm) if test else c.vm, "pool": c.pool, "address": c.address,
-        "ip_index": c.ip_index, "purpose": c.purpose,
+def step(name: str, action: str, target: str | None, args: StepArgs, group: str | None = None) -> StepSpec:
+    """A step of the stage being built (:meth:`Steps.add_stage` sets its stage)."""
+    return StepSpec(name=name, action=action, stage=0, target=target, args=args, group=group)
+
+
+def _reserve_items(changes: list[ReserveIp], *, test: bool) -> tuple[ReserveItem, ...]:
+    return tuple(ReserveItem(
+        key=f"{c.vm}/{c.nic}/{c.ip_index}/{c.purpose}", vm=c.vm, nic=c.nic, nic_id=c.nic_id,
+        owner_vm=name_test_vm(c.vm) if test else c.vm, pool=c.pool, address=c.address, ip_index=c.ip_index,
+        purpose=c.purpose,
         # A retained source address must be exactly that address; any other was a free choice.
-        "flexible": c.address != c.source_address,
-    } for c in changes]
+        flexible=c.address != c.source_address,
+    ) for c in changes)
 
 
-def _connect_items(changes: list[ConnectNic]) -> list[dict[str, Any]]:
-    return [{
-        "key": f"{c.vm}/{c.nic}/{c.purpose}", "vm": c.vm, "nic": c.nic, "purpose": c.purpose,
-        "target_vm": name_test_vm(c.vm) if c.purpose == "test" else c.vm,
-        "vm_network": c.vm_network, "vm_subnet": c.vm_subnet, "addresses": [list(a) for a in c.addresses],
-    } for c in changes]
+def _connect_items(changes: list[ConnectNic]) -> tuple[ConnectItem, ...]:
+    return tuple(ConnectItem(
+        key=f"{c.vm}/{c.nic}/{c.purpose}", vm=c.vm, nic=c.nic, purpose=c.purpose,
+        target_vm=name_test_vm(c.vm) if c.purpose == "test" else c.vm,
+        vm_network=c.vm_network, vm_subnet=c.vm_subnet, addresses=tuple(c.addresses),
+    ) for c in changes)
 
 
-def _setip_items(changes: list[SetFailoverIp], reserves: list[ReserveIp]) -> list[dict[str, Any]]:
+def _setip_items(changes: list[SetFailoverIp], reserves: list[ReserveIp]) -> tuple[FailoverIpItem, ...]:
     index = {(r.vm, r.nic, r.address): r.ip_index for r in reserves}
-    items = []
-    for c in changes:
-        settings = []
-        for i, s in enumerate(c.settings):
-            settings.append(dict(s.model_dump(mode="json"), ip_index=index.get((c.vm, c.nic, s.address), -1 - i)))
-        items.append({"key": f"{c.vm}/{c.nic}", "vm": c.vm, "nic": c.nic, "settings": settings})
-    return items
+    return tuple(FailoverIpItem(key=f"{c.vm}/{c.nic}", vm=c.vm, nic=c.nic, settings=tuple(
+        PlannedSetting(**s.model_dump(), ip_index=index.get((c.vm, c.nic, s.address), -1 - i))
+        for i, s in enumerate(c.settings))) for c in changes)
 
 
 def _dns_steps(group: str, changes: list[DnsChange], label: str) -> list[StepSpec | None]:
-    specs: list[StepSpec | None] = []
-    for (server, zone), cs in _by(changes, lambda c: (c.server, c.zone)).items():
-        items = [{"key": f"{c.name}/{c.type}", "vm": c.vm, "name": c.name, "type": str(c.type), "ttl": c.ttl,
-                  "old_values": list(c.old_values), "new_values": list(c.new_values)} for c in cs]
-        specs.append(StepSpec(name=f"{group}/{label}/{server}/{zone}", action="dns.apply", stage=0,
-                              target=f"dns:{server}", group=group, spec={"server": server, "zone": zone, "items": items}))
-    return specs
+    return [step(f"{group}/{label}/{server}/{zone}", "dns.apply", f"dns:{server}", DnsApplyArgs(
+        server=server, zone=zone, items=tuple(RecordItem(
+            key=f"{c.name}/{c.type}", vm=c.vm, name=c.name, type=c.type.value, ttl=c.ttl,
+            old_values=tuple(c.old_values), new_values=tuple(c.new_values)) for c in cs)), group)
+        for (server, zone), cs in by(changes, lambda c: (c.server, c.zone)).items()]
 
 
-def _host_steps(group: str, label: str, action: str, site: str, vms: list[PlannedVm], host_of, extra: dict,
-                target_vm=lambda v: v.name) -> list[StepSpec | None]:
-    specs: list[StepSpec | None] = []
-    for host, vs in _by(vms, host_of).items():
-        items = [{"key": v.name, "vm": v.name, "target_vm": target_vm(v)} for v in vs]
-        specs.append(StepSpec(name=f"{group}/{label}/{host}", action=action, stage=0, target=host, group=group,
-                              spec={"site": site, "host": host, "items": items, **extra}))
-    return specs
+def _host_items(vms: list[PlannedVm], target_vm: Callable[[PlannedVm], str]) -> tuple[HostVmItem, ...]:
+    return tuple(HostVmItem(key=v.name, vm=v.name, target_vm=target_vm(v)) for v in vms)
 
 
-def _after_steps(b: _Steps, config: AgentConfig, plan: Plan, group: str) -> None:
+def _same_vm(v: PlannedVm) -> str:
+    return v.name
+
+
+def _power_steps(group: str, label: str, site: str, vms: list[PlannedVm], host_of: Callable[[PlannedVm], str],
+                 power: PowerAction, *, tolerate_unreachable: bool = False,
+                 target_vm: Callable[[PlannedVm], str] = _same_vm) -> list[StepSpec | None]:
+    return [step(f"{group}/{label}/{host}", "hyperv.power", host, PowerArgs(
+        site=site, host=host, items=_host_items(vs, target_vm), power=power,
+        tolerate_unreachable=tolerate_unreachable), group)
+        for host, vs in by(vms, host_of).items()]
+
+
+def _replicate_steps(group: str, label: str, site: str, vms: list[PlannedVm], host_of: Callable[[PlannedVm], str],
+                     replica_action: ReplicaAction) -> list[StepSpec | None]:
+    return [step(f"{group}/{label}/{host}", "hyperv.replicate", host, ReplicateArgs(
+        site=site, host=host, items=_host_items(vs, _same_vm), replica_action=replica_action), group)
+        for host, vs in by(vms, host_of).items()]
+
+
+def _source_host(v: PlannedVm) -> str:
+    return v.source_host
+
+
+def _target_host(v: PlannedVm) -> str:
+    return v.target_host
+
+
+def _after_steps(b: Steps, config: AgentConfig, plan: Plan, group: str) -> None:
     rp = config.plan(plan.plan)
     g = next((g for g in rp.groups if g.name == group), None) if rp else None
-    for i, step in enumerate(g.after if g else []):
-        if step.manual:
-            b.add_stage([StepSpec(name=f"{group}/after/{i}/manual", action="manual", stage=0, target=None,
-                                  group=group, spec={"instruction": step.manual.instruction})])
-        elif step.script:
-            s = step.script
-            b.add_stage([StepSpec(name=f"{group}/after/{i}/script", action="script", stage=0, target=s.host,
-                                  group=group, spec={"host": s.host, "path": s.path, "timeout_s": s.timeout_s,
-                                                     "parameters": dict(s.parameters)})])
+    for i, after in enumerate(g.after if g else []):
+        if after.manual:
+            b.add_stage([step(f"{group}/after/{i}/manual", "manual", None,
+                              ManualArgs(instruction=after.manual.instruction), group)])
+        elif after.script:
+            s = after.script
+            b.add_stage([step(f"{group}/after/{i}/script", "script", s.host, ScriptArgs(
+                host=s.host, path=s.path, timeout_s=s.timeout_s, parameters=dict(s.parameters)), group)])
 
 
 def _route_group(plan: Plan, move: MoveRoute, group_index: dict[str, int]) -> int:
@@ -125,17 +187,19 @@ def _route_group(plan: Plan, move: MoveRoute, group_index: dict[str, int]) -> in
     return max(indexes) if indexes else max(group_index.values(), default=0)
 
 
-def _route_stages(b: _Steps, moves: list[MoveRoute], group: str, tolerate_old_site: bool) -> None:
+def _route_stages(b: Steps, moves: list[MoveRoute], group: str, tolerate_old_site: bool) -> None:
     withdraw = [(r, m) for m in moves for r in m.withdraw]
     announce = [(r, m) for m in moves for r in m.announce]
     for label, action, pairs in (("withdraw", "routes.withdraw", withdraw), ("announce", "routes.announce", announce)):
-        specs: list[StepSpec | None] = []
-        for router, rs in _by(pairs, lambda p: p[0].router).items():
-            items = [{"key": f"{r.prefix}@{r.router}", "prefix": r.prefix, "route": r.model_dump(mode="json")} for r, _ in rs]
-            extra = {"tolerate_unreachable": True} if (tolerate_old_site and action == "routes.withdraw") else {}
-            specs.append(StepSpec(name=f"{group}/routes-{label}/{router}", action=action, stage=0,
-                                  target=f"router:{router}", group=group, spec={"router": router, "items": items, **extra}))
-        b.add_stage(specs)
+        b.add_stage([step(f"{group}/routes-{label}/{router}", action, f"router:{router}", RouteArgs(
+            router=router,
+            items=tuple(RouteItem(key=f"{r.prefix}@{r.router}", prefix=r.prefix, route=r) for r, _ in rs),
+            tolerate_unreachable=tolerate_old_site and action == "routes.withdraw"), group)
+            for router, rs in by(pairs, lambda p: p[0].router).items()])
+
+
+def _vmm_step(name: str, action: str, site: str, args: StepArgs, group: str | None = None) -> StepSpec:
+    return step(name, action, f"vmm:{site}", args, group)
 
 
 def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list[StepSpec]:
@@ -146,51 +210,42 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
 
     full = config.agent.mode == "full"
     unplanned = kind == OperationKind.UNPLANNED_FAILOVER
-    b = _Steps()
-    if kind != OperationKind.UNPLANNED_FAILOVER and config.dns.ttl.lower_before_planned:
+    target = plan.target_site
+    b = Steps()
+    if not unplanned and config.dns.ttl.lower_before_planned:
         lowered, wait_s = ttl_lowering(plan, config.dns.ttl.failover_ttl)
         b.add_stage(_dns_steps("before", lowered, "lower-ttl"))
         if lowered:
-            b.add_stage([StepSpec(name="before/wait-old-ttl", action="dns.wait_ttl", stage=0, target=None,
-                                  group="before", spec={"seconds": wait_s, "key": "before/wait-old-ttl"})])
+            b.add_stage([step("before/wait-old-ttl", "dns.wait_ttl", None,
+                              WaitTtlArgs(seconds=wait_s, key="before/wait-old-ttl"), "before")])
     group_index = {v.name: v.group_index for v in plan.vms}
-    groups = _by(list(plan.vms), lambda v: (v.group_index, v.group))
-    moves_by_group = _by(plan.of(MoveRoute), lambda m: _route_group(plan, m, group_index))
+    moves_by_group = by(plan.of(MoveRoute), lambda m: _route_group(plan, m, group_index))
     reserves = plan.of(ReserveIp)
-    for (gi, group), vms in groups.items():
+    for (gi, group), vms in by(plan.vms, lambda v: (v.group_index, v.group)).items():
         names = {v.name for v in vms}
         mine = [r for r in reserves if r.vm in names and not r.existing]
-        b.add_stage([StepSpec(name=f"{group}/reserve", action="vmm.reserve", stage=0, target=f"vmm:{plan.target_site}",
-                              group=group, spec={"site": plan.target_site, "items": _reserve_items(mine, test=False)})
-                     if mine else None])
+        b.add_stage([_vmm_step(f"{group}/reserve", "vmm.reserve", target, ReserveArgs(
+            site=target, items=_reserve_items(mine, test=False)), group) if mine else None])
         conns = [c for c in plan.of(ConnectNic) if c.vm in names]
-        b.add_stage([StepSpec(name=f"{group}/connect", action="vmm.connect", stage=0, target=f"vmm:{plan.target_site}",
-                              group=group, spec={"site": plan.target_site, "items": _connect_items(conns)})
-                     if conns else None])
+        b.add_stage([_vmm_step(f"{group}/connect", "vmm.connect", target, ConnectArgs(
+            site=target, items=_connect_items(conns)), group) if conns else None])
         if full:
-            tolerant = {"tolerate_unreachable": True} if unplanned else {}
-            b.add_stage(_host_steps(group, "shutdown-source", "hyperv.power", plan.source_site, vms,
-                                    lambda v: v.source_host, {"power": "stop", **tolerant}))
+            b.add_stage(_power_steps(group, "shutdown-source", plan.source_site, vms, _source_host, "stop",
+                                     tolerate_unreachable=unplanned))
             if not unplanned:
-                b.add_stage(_host_steps(group, "prepare", "hyperv.replicate", plan.source_site, vms,
-                                        lambda v: v.source_host, {"replica_action": "prepare"}))
+                b.add_stage(_replicate_steps(group, "prepare", plan.source_site, vms, _source_host, "prepare"))
         setips = [c for c in plan.of(SetFailoverIp) if c.vm in names]
-        b.add_stage([StepSpec(name=f"{group}/set-failover-ip/{host}", action="hyperv.set_failover", stage=0,
-                              target=host, group=group,
-                              spec={"site": plan.target_site, "host": host, "items": _setip_items(cs, reserves)})
-                     for host, cs in _by(setips, lambda c: c.host).items()])
+        b.add_stage([step(f"{group}/set-failover-ip/{host}", "hyperv.set_failover", host, SetFailoverArgs(
+            site=target, host=host, items=_setip_items(cs, reserves)), group)
+            for host, cs in by(setips, lambda c: c.host).items()])
         if full:
-            b.add_stage(_host_steps(group, "failover", "hyperv.replicate", plan.target_site, vms,
-                                    lambda v: v.target_host, {"replica_action": "failover"}))
-            b.add_stage(_host_steps(group, "start", "hyperv.power", plan.target_site, vms,
-                                    lambda v: v.target_host, {"power": "start"}))
+            b.add_stage(_replicate_steps(group, "failover", target, vms, _target_host, "failover"))
+            b.add_stage(_power_steps(group, "start", target, vms, _target_host, "start"))
         else:
-            b.add_stage([StepSpec(
-                name=f"{group}/await-failover", action="hyperv.await_failover", stage=0, target=None, group=group,
-                spec={"site": plan.target_site, "states": FAILED_OVER,
-                      "instruction": "fail over {vms} to " + plan.target_site
-                                     + " with your orchestrator, then resume this operation",
-                      "items": [{"key": v.name, "vm": v.name, "host": v.target_host} for v in vms]})])
+            b.add_stage([step(f"{group}/await-failover", "hyperv.await_failover", None, AwaitFailoverArgs(
+                site=target, states=FAILED_OVER,
+                instruction="fail over {vms} to " + target + " with your orchestrator, then resume this operation",
+                items=tuple(AwaitItem(key=v.name, vm=v.name, host=v.target_host) for v in vms)), group)])
         _route_stages(b, moves_by_group.get(gi, []), group, tolerate_old_site=unplanned)
         b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names], "dns"))
         _after_steps(b, config, plan, group)
@@ -199,11 +254,10 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
 
 def prepare_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
     """Protection time: reserve the planned addresses in the target pools (reusing grants)."""
-    b = _Steps()
+    b = Steps()
     mine = [r for r in plan.of(ReserveIp) if not r.existing and r.purpose == "failover"]
-    b.add_stage([StepSpec(name="reserve", action="vmm.reserve", stage=0, target=f"vmm:{plan.target_site}",
-                          spec={"site": plan.target_site, "items": _reserve_items(mine, test=False)})
-                 if mine else None])
+    b.add_stage([_vmm_step("reserve", "vmm.reserve", plan.target_site, ReserveArgs(
+        site=plan.target_site, items=_reserve_items(mine, test=False))) if mine else None])
     return b.steps
 
 
@@ -211,44 +265,41 @@ def test_failover_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
     """Test failover: isolated networks, test VMs, test addresses, test DNS only. Production
     networks, failover IPs, routes and production DNS are never touched."""
     full = config.agent.mode == "full"
-    b = _Steps()
+    target = plan.target_site
+    b = Steps()
     nets = plan.of(CreateTestNetwork)
-    b.add_stage([StepSpec(name="create-test-networks", action="vmm.create_test_networks", stage=0,
-                          target=f"vmm:{plan.target_site}",
-                          spec={"site": plan.target_site,
-                                "items": [{"key": n.name, "name": n.name, "copy_of": n.copy_of} for n in nets]})
-                 if nets else None])
-    groups = _by(list(plan.vms), lambda v: (v.group_index, v.group))
-    for (_, group), vms in groups.items():
+    b.add_stage([_vmm_step("create-test-networks", "vmm.create_test_networks", target, CreateTestNetworksArgs(
+        site=target, items=tuple(TestNetworkItem(key=n.name, name=n.name, copy_of=n.copy_of) for n in nets)))
+        if nets else None])
+    for (_, group), vms in by(plan.vms, lambda v: (v.group_index, v.group)).items():
         names = {v.name for v in vms}
         if full:
-            b.add_stage(_host_steps(group, "start-test", "hyperv.replicate", plan.target_site, vms,
-                                    lambda v: v.target_host, {"replica_action": "start_test"}))
+            b.add_stage(_replicate_steps(group, "start-test", target, vms, _target_host, "start_test"))
         else:
-            b.add_stage([StepSpec(
-                name=f"{group}/await-test-vms", action="hyperv.await_failover", stage=0, target=None, group=group,
-                spec={"site": plan.target_site, "states": [ReplicationState.REPLICATING.value],
-                      "require_test_vm": True,
-                      "instruction": "start the test failover of {vms} with your orchestrator, then resume",
-                      "items": [{"key": v.name, "vm": v.name, "host": v.target_host} for v in vms]})])
+            b.add_stage([step(f"{group}/await-test-vms", "hyperv.await_failover", None, AwaitFailoverArgs(
+                site=target, states=(ReplicationState.REPLICATING.value,), require_test_vm=True,
+                instruction="start the test failover of {vms} with your orchestrator, then resume",
+                items=tuple(AwaitItem(key=v.name, vm=v.name, host=v.target_host) for v in vms)), group)])
         mine = [r for r in plan.of(ReserveIp) if r.vm in names and r.purpose == "test"]
-        b.add_stage([StepSpec(name=f"{group}/reserve-test", action="vmm.reserve", stage=0,
-                              target=f"vmm:{plan.target_site}", group=group,
-                              spec={"site": plan.target_site, "items": _reserve_items(mine, test=True)})
-                     if mine else None])
+        b.add_stage([_vmm_step(f"{group}/reserve-test", "vmm.reserve", target, ReserveArgs(
+            site=target, items=_reserve_items(mine, test=True)), group) if mine else None])
         conns = [c for c in plan.of(ConnectNic) if c.vm in names and c.purpose == "test"]
-        b.add_stage([StepSpec(name=f"{group}/connect-test", action="vmm.connect", stage=0,
-                              target=f"vmm:{plan.target_site}", group=group,
-                              spec={"site": plan.target_site, "items": _connect_items(conns)})
-                     if conns else None])
+        b.add_stage([_vmm_step(f"{group}/connect-test", "vmm.connect", target, ConnectArgs(
+            site=target, items=_connect_items(conns)), group) if conns else None])
         if full:
-            b.add_stage(_host_steps(group, "start-test-vms", "hyperv.power", plan.target_site, vms,
-                                    lambda v: v.target_host, {"power": "start"},
-                                    target_vm=lambda v: name_test_vm(v.name)))
+            b.add_stage(_power_steps(group, "start-test-vms", target, vms, _target_host, "start",
+                                     target_vm=lambda v: name_test_vm(v.name)))
         b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names and c.purpose == "test"],
                                "test-dns"))
         _after_steps(b, config, plan, group)
     return b.steps
+
+
+def _restore_dns_steps(prefix: str, zones: Iterable[tuple[str, str]], scope: str, action: str = "dns.restore",
+                       group: str | None = None) -> list[StepSpec | None]:
+    return [step(f"{prefix}/{server}/{zone}", action, f"dns:{server}",
+                 DnsRestoreArgs(server=server, zone=zone, scope=scope), group)
+            for server, zone in sorted(set(zones))]
 
 
 def cleanup_test_steps(config: AgentConfig, test_plan: Plan, test_op_id: str) -> list[StepSpec]:
@@ -256,54 +307,81 @@ def cleanup_test_steps(config: AgentConfig, test_plan: Plan, test_op_id: str) ->
     the test VMs, return the test reservations, delete the auto-created networks. Derived from
     the test's plan and journal, not from how far it got, so it is always possible."""
     full = config.agent.mode == "full"
-    b = _Steps()
-    servers_zones = sorted({(c.server, c.zone) for c in test_plan.of(DnsChange) if c.purpose == "test"})
-    b.add_stage([StepSpec(name=f"restore-test-dns/{server}/{zone}", action="dns.restore", stage=0,
-                          target=f"dns:{server}", spec={"server": server, "zone": zone, "scope": test_op_id, "items": []})
-                 for server, zone in servers_zones])
-    vms = list(test_plan.vms)
+    target = test_plan.target_site
+    b = Steps()
+    b.add_stage(_restore_dns_steps("restore-test-dns", ((c.server, c.zone) for c in test_plan.of(DnsChange)
+                                                        if c.purpose == "test"), test_op_id))
     if full:
-        b.add_stage(_host_steps("cleanup", "stop-test", "hyperv.replicate", test_plan.target_site, vms,
-                                lambda v: v.target_host, {"replica_action": "stop_test"}))
+        b.add_stage(_replicate_steps("cleanup", "stop-test", target, list(test_plan.vms), _target_host, "stop_test"))
     else:
         conns = [c for c in test_plan.of(ConnectNic) if c.purpose == "test"]
-        items = [dict(i, vm_network=None, vm_subnet=None, addresses=[], missing_ok=True) for i in _connect_items(conns)]
-        b.add_stage([StepSpec(name="disconnect-test-nics", action="vmm.connect", stage=0,
-                              target=f"vmm:{test_plan.target_site}", spec={"site": test_plan.target_site,
-                                                                         "items": items})
+        items = tuple(it.model_copy(update={"vm_network": None, "vm_subnet": None, "addresses": (), "missing_ok": True})
+                      for it in _connect_items(conns))
+        b.add_stage([_vmm_step("disconnect-test-nics", "vmm.connect", target, ConnectArgs(site=target, items=items))
                      if items else None])
-    b.add_stage([StepSpec(name="revoke-test-reservations", action="vmm.revoke_test_grants", stage=0,
-                          target=f"vmm:{test_plan.target_site}",
-                          spec={"site": test_plan.target_site, "test_operation": test_op_id, "items": []})])
+    b.add_stage([_vmm_step("revoke-test-reservations", "vmm.revoke_test_grants", target,
+                           RevokeTestGrantsArgs(site=target, test_operation=test_op_id))])
     nets = test_plan.of(CreateTestNetwork)
-    b.add_stage([StepSpec(name="delete-test-networks", action="vmm.delete_test_networks", stage=0,
-                          target=f"vmm:{test_plan.target_site}",
-                          spec={"site": test_plan.target_site,
-                                "items": [{"key": n.name, "name": n.name} for n in nets]})
-                 if nets else None])
+    b.add_stage([_vmm_step("delete-test-networks", "vmm.delete_test_networks", target, DeleteTestNetworksArgs(
+        site=target, items=tuple(NamedItem(key=n.name, name=n.name) for n in nets))) if nets else None])
     return b.steps
 
 
 def commit_steps(config: AgentConfig, plan: Plan, failover_op_id: str) -> list[StepSpec]:
     """Commit: complete the failover (the old recovery points go away), then give the records
     the failover wrote with the low failover TTL their original TTL back."""
-    b = _Steps()
+    b = Steps()
     if config.agent.mode == "full":
-        b.add_stage(_host_steps("commit", "complete", "hyperv.replicate", plan.target_site, list(plan.vms),
-                                lambda v: v.target_host, {"replica_action": "complete"}))
-    zones = sorted({(c.server, c.zone) for c in plan.of(DnsChange)})
-    b.add_stage([StepSpec(name=f"commit/restore-ttl/{server}/{zone}", action="dns.restore_ttl", stage=0,
-                          target=f"dns:{server}", group="commit",
-                          spec={"server": server, "zone": zone, "scope": failover_op_id, "items": []})
-                 for server, zone in zones])
+        b.add_stage(_replicate_steps("commit", "complete", plan.target_site, list(plan.vms), _target_host, "complete"))
+    b.add_stage(_restore_dns_steps("commit/restore-ttl", ((c.server, c.zone) for c in plan.of(DnsChange)),
+                                   failover_op_id, action="dns.restore_ttl", group="commit"))
     return b.steps
 
 
 def reverse_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
     """Reverse replication (reprotect): the failed-over VMs replicate back to the old primary.
     The mirrored reservations for the way back follow as a ``prepare`` in the new direction."""
-    b = _Steps()
+    b = Steps()
     if config.agent.mode == "full":
-        b.add_stage(_host_steps("reverse", "reverse", "hyperv.replicate", plan.target_site, list(plan.vms),
-                                lambda v: v.target_host, {"replica_action": "reverse"}))
+        b.add_stage(_replicate_steps("reverse", "reverse", plan.target_site, list(plan.vms), _target_host, "reverse"))
     return b.steps
+
+
+def cancel_steps(config: AgentConfig, plan: Plan, op_id: str) -> list[StepSpec]:
+    """Undo an uncommitted failover from its snapshots: cancel the Hyper-V Replica failovers,
+    start the source VMs again, put failover IPs, routes and DNS records back as they were."""
+    b = Steps()
+    vms = list(plan.vms)
+    if config.agent.mode == "full":
+        b.add_stage(_replicate_steps("cancel", "cancel-failover", plan.target_site, vms, _target_host, "cancel"))
+        b.add_stage(_power_steps("cancel", "restart-source", plan.source_site, vms, _source_host, "start",
+                                 tolerate_unreachable=True))
+    b.add_stage([step(f"cancel/restore-failover-ip/{host}", "hyperv.restore_failover", host, RestoreFailoverArgs(
+        site=plan.target_site, host=host, scope=op_id, items=tuple(NicItem(key=f"{c.vm}/{c.nic}", vm=c.vm, nic=c.nic)
+                                                                  for c in cs)))
+        for host, cs in by(plan.of(SetFailoverIp), lambda c: c.host).items()])
+    routers = sorted({r.router for m in plan.of(MoveRoute) for r in (*m.withdraw, *m.announce)})
+    b.add_stage([step(f"cancel/restore-routes/{router}", "routes.restore", f"router:{router}",
+                      RestoreRoutesArgs(router=router, scope=op_id)) for router in routers])
+    b.add_stage(_restore_dns_steps("cancel/restore-dns", ((c.server, c.zone) for c in plan.of(DnsChange)), op_id))
+    return b.steps
+
+
+def steps_for(kind: OperationKind, config: AgentConfig, plan: Plan, parent_id: str | None) -> list[StepSpec]:
+    """The steps of an operation of ``kind`` on ``plan`` (``parent_id``: the operation a
+    cleanup, commit or cancel follows up)."""
+    if kind == OperationKind.PREPARE:
+        return prepare_steps(config, plan)
+    if kind == OperationKind.TEST_FAILOVER:
+        return test_failover_steps(config, plan)
+    if kind in (OperationKind.PLANNED_FAILOVER, OperationKind.UNPLANNED_FAILOVER, OperationKind.FAILBACK):
+        return failover_steps(config, plan, kind)
+    if kind == OperationKind.REVERSE:
+        return reverse_steps(config, plan)
+    if parent_id is None:
+        raise ValueError(f"a {kind.value} follows up another operation: it needs its id")
+    if kind == OperationKind.CLEANUP_TEST:
+        return cleanup_test_steps(config, plan, parent_id)
+    if kind == OperationKind.COMMIT:
+        return commit_steps(config, plan, parent_id)
+    return cancel_steps(config, plan, parent_id)

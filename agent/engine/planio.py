@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from pydantic import BaseModel
+
 from agent.domain.model import FailoverIpSetting, RecordType, Route
-from agent.domain.plan import CHANGE_TYPES, Plan, PlannedVm
+from agent.domain.plan import CHANGE_TYPES, Change, Plan, PlannedVm
 
 _BY_KIND = {t.kind: t for t in CHANGE_TYPES}
-_NESTED = {
+_NESTED: dict[str, type[BaseModel]] = {
     "settings": FailoverIpSetting,
     "previous": FailoverIpSetting,
     "withdraw": Route,
@@ -18,9 +20,9 @@ _NESTED = {
 }
 
 
-def _change(data: dict[str, Any]):
+def _change(data: dict[str, Any]) -> Change:
     cls = _BY_KIND[data["kind"]]
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for name in (f.name for f in fields(cls)):
         if name not in data:
             continue

@@ -1,31 +1,61 @@
-"""Port calls made outside a step -- the reads that plan an operation -- with the same retry
-policy as a step's calls (:meth:`agent.engine.runner.ActionContext.call`).
+"""Retrying port calls on transient errors: the one retry loop of the engine.
 
-Planning reads every VMM, Hyper-V host, DNS zone and router once; without retries a single
-transient error in any of those reads refuses the whole operation before it starts. Retrying is
-safe because planning only reads.
+A step's calls (:meth:`agent.engine.actions.base.ActionContext.call`) and the reads that plan
+an operation (:func:`retrying_ports`) both go through :func:`call_with_retries`. Retrying is
+safe because every port is idempotent: a call whose first attempt timed out after taking effect
+finds, the second time, that nothing is left to do. Planning without retries would let one
+transient error in any of its many reads refuse the whole operation before it starts.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import structlog
 
 from agent.config import RetryPolicy
-from agent.engine.runner import backoff_delays
 from agent.errors import TransientError
+from agent.ports import Ports
 
 log = structlog.get_logger("agent.engine")
 
+R = TypeVar("R")
+P = TypeVar("P")
+
+
+def backoff_delays(policy: RetryPolicy, rng: random.Random | None = None) -> list[float]:
+    """Delays between attempts: exponential, capped, with full jitter on the upper half."""
+    rng = rng or random.Random()
+    delays, delay = [], policy.initial_backoff_s
+    for _ in range(policy.attempts - 1):
+        capped = min(delay, policy.max_backoff_s)
+        delays.append(capped / 2 + rng.random() * capped / 2)
+        delay *= policy.multiplier
+    return delays
+
+
+def call_with_retries(what: str, fn: Callable[[], R], policy: RetryPolicy, sleep: Callable[[float], None],
+                      on_retry: Callable[[int, TransientError], None] | None = None) -> R:
+    """``fn()``, repeated after each :class:`TransientError` until the policy's attempts are
+    spent (then the last error is raised). ``on_retry(attempt, error)`` hears of each retry."""
+    delays = backoff_delays(policy)
+    for attempt, delay in enumerate(delays, start=1):
+        try:
+            return fn()
+        except TransientError as exc:
+            log.warning("transient error, retrying", call=what, attempt=attempt, code=exc.code, error=exc.message)
+            if on_retry is not None:
+                on_retry(attempt, exc)
+            sleep(delay)
+    return fn()
+
 
 class RetryingPort:
-    """Wraps a port: every method call is repeated on :class:`TransientError`, with backoff,
-    until the policy's attempts are spent (then the last error is raised)."""
+    """A port whose every method call goes through :func:`call_with_retries`."""
 
-    def __init__(self, port: Any, policy: RetryPolicy, sleep: Callable[[float], None]) -> None:
+    def __init__(self, port: object, policy: RetryPolicy, sleep: Callable[[float], None]) -> None:
         self._port = port
         self._policy = policy
         self._sleep = sleep
@@ -36,32 +66,17 @@ class RetryingPort:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            delays = backoff_delays(self._policy)
-            for attempt in range(len(delays) + 1):
-                try:
-                    return attr(*args, **kwargs)
-                except TransientError as exc:
-                    if attempt == len(delays):
-                        raise
-                    log.warning("transient error while planning, retrying", call=name, attempt=attempt + 1,
-                                code=exc.code, error=exc.message)
-                    self._sleep(delays[attempt])
-            raise AssertionError("unreachable")
+            return call_with_retries(name, lambda: attr(*args, **kwargs), self._policy, self._sleep)
 
         return call
 
 
-def retrying_drivers(drivers: Any, policy: RetryPolicy, sleep: Callable[[float], None]) -> Any:
-    """A read-only view of ``drivers`` whose VMM, Hyper-V, DNS and routes ports retry."""
+def retrying_ports(ports: Ports, policy: RetryPolicy, sleep: Callable[[float], None]) -> Ports:
+    """``ports`` with every call retried on transient errors: for the reads that plan an
+    operation (never for a step's own calls, which retry through their context)."""
 
-    def wrap(port: Any) -> Any:
-        return RetryingPort(port, policy, sleep)
+    def wrap(port: P) -> P:
+        # Same interface by construction: every attribute is the port's own, calls retried.
+        return cast(P, RetryingPort(port, policy, sleep))
 
-    return SimpleNamespace(
-        vmm={k: wrap(v) for k, v in drivers.vmm.items()},
-        hyperv={k: wrap(v) for k, v in drivers.hyperv.items()},
-        dns={k: wrap(v) for k, v in drivers.dns.items()},
-        routes=wrap(drivers.routes),
-        scripts=getattr(drivers, "scripts", None),
-        world=getattr(drivers, "world", None),
-    )
+    return ports.wrapped(wrap)

@@ -6,18 +6,19 @@ started on a store left by a killed agent continues exactly where the dead one s
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from functools import partial
 
 import structlog
 
-from agent.config import AgentConfig, RetryPolicy
+from agent.config import AgentConfig
+from agent.engine.actions import ACTIONS, ActionContext
+from agent.engine.actions.base import error_json
 from agent.engine.journal import Journal
 from agent.engine.model import (
     FINAL_STATUSES,
@@ -28,24 +29,12 @@ from agent.engine.model import (
     StepResult,
     StepStatus,
 )
+from agent.engine.steps import IncompatibleStep, StepArgs, parse_args, upgrade
 from agent.engine.store import OperationRow, StepRow
-from agent.errors import AgentError, PermanentError, TransientError
+from agent.errors import AgentError, PermanentError
+from agent.ports import Ports
 
 log = structlog.get_logger("agent.engine")
-
-Action = Callable[["ActionContext", dict[str, Any]], StepResult]
-ACTIONS: dict[str, Action] = {}
-
-
-def action(name: str) -> Callable[[Action], Action]:
-    """Register a step action. Every action must be idempotent: read state, act only on drift."""
-
-    def register(fn: Action) -> Action:
-        ACTIONS[name] = fn
-        return fn
-
-    return register
-
 
 class HostLimits:
     """Process-wide concurrency limits: per target host and overall, shared by all operations."""
@@ -56,7 +45,7 @@ class HostLimits:
         self._hosts: dict[str, threading.BoundedSemaphore] = defaultdict(lambda: threading.BoundedSemaphore(per_host))
         self._lock = threading.Lock()
 
-    def slot(self, target: str | None):
+    def slot(self, target: str | None) -> _Both:
         with self._lock:
             host = self._hosts[target or ""]
         return _Both(self._global, host)
@@ -76,72 +65,13 @@ class _Both:
         self.b.release()
 
 
-def backoff_delays(policy: RetryPolicy, rng: random.Random | None = None) -> list[float]:
-    """Delays between attempts: exponential, capped, with full jitter on the upper half."""
-    rng = rng or random.Random()
-    delays, delay = [], policy.initial_backoff_s
-    for _ in range(policy.attempts - 1):
-        capped = min(delay, policy.max_backoff_s)
-        delays.append(capped / 2 + rng.random() * capped / 2)
-        delay *= policy.multiplier
-    return delays
-
-
-@dataclass
-class ActionContext:
-    """What an action may use: the drivers, the journal, the config, and the operation."""
-
-    op: OperationRow
-    journal: Journal
-    config: AgentConfig
-    drivers: Any
-    retry: RetryPolicy
-    failed_vms: set[str]
-    sleep: Callable[[float], None] = time.sleep
-    retries: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def op_id(self) -> str:
-        return self.op.id
-
-    def call(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Call a port with retries for transient errors. The port is idempotent, so repeating a
-        call whose first attempt timed out (and may have taken effect) is safe."""
-        delays = backoff_delays(self.retry)
-        for attempt in range(len(delays) + 1):
-            try:
-                return fn()
-            except TransientError as exc:
-                if attempt == len(delays):
-                    raise
-                self.retries.append({"call": what, "attempt": attempt + 1, "code": exc.code})
-                log.warning("transient error, retrying", call=what, attempt=attempt + 1, code=exc.code,
-                            error=exc.message, operation=self.op.id)
-                self.sleep(delays[attempt])
-        raise AssertionError("unreachable")
-
-    def live(self, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[ItemOutcome]]:
-        """Split items into those to act on and those skipped because their VM failed earlier."""
-        keep, skipped = [], []
-        for it in items:
-            if it.get("vm") in self.failed_vms:
-                skipped.append(ItemOutcome(key=it["key"], vm=it.get("vm"), skipped="its VM failed in an earlier step"))
-            else:
-                keep.append(it)
-        return keep, skipped
-
-
-def error_json(exc: AgentError) -> dict[str, Any]:
-    return exc.to_dict()
-
-
 class Runner:
-    def __init__(self, journal: Journal, config: AgentConfig, drivers: Any, limits: HostLimits | None = None,
+    def __init__(self, journal: Journal, config: AgentConfig, ports: Ports, limits: HostLimits | None = None,
                  sleep: Callable[[float], None] = time.sleep, on_progress: Callable[[str], None] | None = None,
                  crash_hook: Callable[[str, str], None] | None = None) -> None:
         self.journal = journal
         self.config = config
-        self.drivers = drivers
+        self.ports = ports
         pol = config.policies.concurrency
         self.limits = limits or HostLimits(pol.per_host, pol.global_limit)
         self.sleep = sleep
@@ -160,7 +90,7 @@ class Runner:
         failed_vms = self._replayed_failures(rows)
         stages: dict[int, list[StepRow]] = defaultdict(list)
         for r in rows:
-            stages[int(r.spec.get("stage", r.ordinal))].append(r)
+            stages[stage_of(r)].append(r)
         log.info("operation running", operation=op_id, kind=op.kind, steps=len(rows))
 
         for stage in sorted(stages):
@@ -169,13 +99,13 @@ class Runner:
             todo = [r for r in stages[stage] if r.status not in (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value)]
             if not todo:
                 continue
-            ctx = ActionContext(op=op, journal=self.journal, config=self.config, drivers=self.drivers,
+            ctx = ActionContext(op=op, journal=self.journal, config=self.config, ports=self.ports,
                                 retry=self.config.policies.retry, failed_vms=set(failed_vms), sleep=self.sleep)
             if len(todo) == 1:
                 results = [self._run_step(ctx, todo[0])]
             else:
                 with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix=f"{op_id}-s{stage}") as pool:
-                    results = list(pool.map(lambda r: self._run_step(ctx, r), todo))
+                    results = list(pool.map(partial(self._run_step, ctx), todo))
             self.on_progress(op_id)
             stage_failed = False
             for row, (status, result) in zip(todo, results, strict=True):
@@ -199,6 +129,18 @@ class Runner:
         log.info("operation finished", operation=op_id, status=final.value, failed_vms=sorted(failed_vms))
         return self.journal.view(op_id)
 
+    def check_arguments(self, op_id: str) -> None:
+        """Every step still to run has an action this agent knows and arguments it reads
+        (raises :class:`~agent.engine.steps.IncompatibleStep` naming the first that does not)."""
+        for row in self.journal.steps(op_id):
+            if row.status in (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value):
+                continue
+            act = ACTIONS.get(row.action)
+            if act is None:
+                raise IncompatibleStep(f"operation {op_id}: step {row.name} uses action {row.action}, which this "
+                                       "agent does not know", operation=op_id, step=row.name)
+            parse_args(act.args, row.spec, row.spec_version, step=row.name)
+
     @staticmethod
     def _replayed_failures(rows: list[StepRow]) -> set[str]:
         failed: set[str] = set()
@@ -211,23 +153,25 @@ class Runner:
         return failed
 
     def _run_step(self, ctx: ActionContext, row: StepRow) -> tuple[StepStatus, StepResult]:
-        fn = ACTIONS.get(row.action)
-        if fn is None:
-            raise PermanentError(f"step {row.name}: unknown action {row.action}", step=row.name)
         ctx = replace(ctx, retries=[])
+        args: StepArgs | None = None
         with self.limits.slot(row.target):
             self.journal.mark_intent(row.id)
             self.crash_hook("intent", row.name)
             try:
-                result = fn(ctx, row.spec)
-            except Exception as exc:  # noqa: BLE001 -- every failure is journalled, a bug included
+                act = ACTIONS.get(row.action)
+                if act is None:
+                    raise PermanentError(f"step {row.name}: unknown action {row.action}", step=row.name)
+                args = parse_args(act.args, row.spec, row.spec_version, step=row.name)
+                result = act.run(ctx, args)
+            except Exception as exc:
                 if not isinstance(exc, AgentError):
                     log.exception("step crashed", operation=ctx.op_id, step=row.name)
                     exc = PermanentError(f"internal error in step {row.name}: {exc!r}", step=row.name)
                     exc.code = "internal_error"  # type: ignore[misc]
                 err = error_json(exc)
-                items = [ItemOutcome(key=it["key"], vm=it.get("vm"), error=err)
-                         for it in row.spec.get("items", [])] or [ItemOutcome(key=row.name, error=err)]
+                items = [ItemOutcome(key=it.key, vm=it.vm, error=err)
+                         for it in (args.items if args is not None else ())] or [ItemOutcome(key=row.name, error=err)]
                 result = StepResult(items=items, info={"call_error": err})
                 log.error("step failed", operation=ctx.op_id, step=row.name, code=exc.code, error=exc.message)
             if ctx.retries:
@@ -250,3 +194,11 @@ class Runner:
         self.journal.set_status(op_id, OpStatus.CANCELLED, result={"compensation": info})
         log.info("operation cancelled", operation=op_id)
         return self.journal.view(op_id)
+
+
+def stage_of(row: StepRow) -> int:
+    """The stage of a journalled step, wherever its schema version keeps it."""
+    if row.stage is not None:
+        return row.stage
+    stage, _ = upgrade(row.spec, row.spec_version)
+    return int(stage if stage is not None else row.ordinal)

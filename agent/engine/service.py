@@ -11,30 +11,28 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent.config import AgentConfig
 from agent.domain.model import Inventory, RecordType, ReplicationState
-from agent.domain.plan import DnsChange, Plan, PlanKind, ReserveIp
+from agent.domain.plan import Change, DnsChange, Plan, PlanKind, ReserveIp
 from agent.domain.planning import build_plan, host_name
+from agent.engine.actions.dns import dns_snapshot_key
 from agent.engine.journal import Journal
-from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OperationView, OpStatus, StepSpec
-from agent.engine.operations import (
-    cleanup_test_steps,
-    commit_steps,
-    failover_steps,
-    prepare_steps,
-    reverse_steps,
-    test_failover_steps,
-)
+from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OperationView, OpStatus
+from agent.engine.operations import steps_for
 from agent.engine.planio import plan_from_json
+from agent.engine.retrying import retrying_ports
 from agent.engine.runner import HostLimits, Runner
-from agent.engine.store import Store, utcnow
+from agent.engine.store import OperationRow, Store, utcnow
 from agent.errors import ConflictError, NotFoundError, RefusedError
+from agent.inventory import gather_inventory
+from agent.ports import Ports
 
-from agent.engine.actions import dns_snapshot_key  # also registers the step actions
+if TYPE_CHECKING:
+    from agent.scheduler import Scheduler
 
 log = structlog.get_logger("agent.engine")
 
@@ -74,7 +72,7 @@ class AlreadyFailedOver(RefusedError):
 class UncleanedTestFailover(RefusedError):
     """A test failover of the plan's VMs has not been cleaned up yet."""
 
-    code = "test_failover_running"
+    code = "test_failover_not_cleaned_up"
 
 
 class RecordNotManaged(RefusedError):
@@ -84,29 +82,26 @@ class RecordNotManaged(RefusedError):
 
 
 class Engine:
-    def __init__(self, config: AgentConfig, drivers: Any, store: Store, *, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, config: AgentConfig, ports: Ports, store: Store, *, sleep: Callable[[float], None] = time.sleep,
                  limits: HostLimits | None = None, on_progress: Callable[[str], None] | None = None,
-                 scheduler: Any = None, crash_hook: Callable[[str, str], None] | None = None) -> None:
+                 scheduler: Scheduler | None = None, crash_hook: Callable[[str, str], None] | None = None) -> None:
         self.config = config
-        self.drivers = drivers
+        self.ports = ports
         self.store = store
         self.journal = Journal(store, actor=config.agent.owner_id)
-        self.runner = Runner(self.journal, config, drivers, limits=limits, sleep=sleep, on_progress=on_progress,
+        self.runner = Runner(self.journal, config, ports, limits=limits, sleep=sleep, on_progress=on_progress,
                              crash_hook=crash_hook)
         self.scheduler = scheduler
 
     # ----------------------------------------------------------------------- planning
 
-    def inventory(self, kind: PlanKind = "planned"):
-        from agent.engine.retrying import retrying_drivers
-        from agent.inventory import gather_inventory
-
+    def inventory(self, kind: PlanKind = "planned") -> Inventory:
         # A test failover writes only the test DNS servers; a real one only the production ones.
         # Only an unplanned failover may plan from the last known state of a site gone dark.
         # Planning reads retry transient errors like a step's calls do (one flaky read must not
         # refuse the whole operation); a site still unreachable after that falls back, as above.
-        drivers = retrying_drivers(self.drivers, self.config.policies.retry, self.runner.sleep)
-        return gather_inventory(self.config, drivers, dns_purpose="test" if kind == "test" else "production",
+        ports = retrying_ports(self.ports, self.config.policies.retry, self.runner.sleep)
+        return gather_inventory(self.config, ports, dns_purpose="test" if kind == "test" else "production",
                                 memory=self.journal, fallback=kind == "unplanned")
 
     def plan(self, plan_name: str, kind: PlanKind) -> Plan:
@@ -134,11 +129,7 @@ class Engine:
             if kind == OperationKind.CLEANUP_TEST:
                 self._supersede_test(parent, actor=requested_by)
             plan = plan_from_json(parent.plan)
-            steps = {
-                OperationKind.CLEANUP_TEST: lambda: cleanup_test_steps(self.config, plan, parent.id),
-                OperationKind.COMMIT: lambda: commit_steps(self.config, plan, parent.id),
-                OperationKind.REVERSE: lambda: reverse_steps(self.config, plan),
-            }[kind]()
+            steps = steps_for(kind, self.config, plan, parent.id)
             parent_id = parent.id
         else:
             if plan_name is None:
@@ -153,7 +144,7 @@ class Engine:
                     f"(reviewed {expect_checksum}, now {plan.checksum()}); preview it again",
                     plan=plan_name, expected=expect_checksum, actual=plan.checksum())
             self._check_dns_ownership(plan, take_over=take_over, actor=requested_by)
-            steps = self._steps(kind, plan)
+            steps = steps_for(kind, self.config, plan, None)
         op_id = self.journal.create_operation(
             kind=kind, plan_name=plan.plan, plan=plan.to_json(), mode=self.config.agent.mode,
             error_policy=ERROR_POLICY[kind], source_site=plan.source_site, target_site=plan.target_site,
@@ -189,7 +180,7 @@ class Engine:
                 f"VMs of plan {plan.plan} are failed over already: {', '.join(done)}; commit (or cancel) "
                 "that failover, and reverse replication before failing back", plan=plan.plan, vms=done)
 
-    def _supersede_test(self, parent: Any, *, actor: str) -> None:
+    def _supersede_test(self, parent: OperationRow, *, actor: str) -> None:
         """A cleanup takes over a test failover that stopped before its end (waiting at a pause,
         failed, interrupted): it ends ``cancelled`` and lets go of its VMs, so the cleanup can hold
         them. One still running is refused: cancelling it stops it and runs this same cleanup."""
@@ -238,14 +229,7 @@ class Engine:
             "Check them, then take them over explicitly (--take-over) or fix them by hand",
             records=[f"{c.name}/{c.type}" for c, _ in foreign], plan=plan.plan)
 
-    def _steps(self, kind: OperationKind, plan: Plan) -> list[StepSpec]:
-        if kind == OperationKind.PREPARE:
-            return prepare_steps(self.config, plan)
-        if kind == OperationKind.TEST_FAILOVER:
-            return test_failover_steps(self.config, plan)
-        return failover_steps(self.config, plan, kind)
-
-    def _parent(self, kind: OperationKind, plan_name: str | None, parent_id: str | None):
+    def _parent(self, kind: OperationKind, plan_name: str | None, parent_id: str | None) -> OperationRow:
         wanted = {k.value for k in FOLLOW_UP_OF[kind]}
         if parent_id:
             parent = self.journal.operation(parent_id)
@@ -268,10 +252,11 @@ class Engine:
         if original is None:
             return plan
         snaps = {s.key: s for s in self.journal.snapshots(scope=original.id, kind="dns") if s.written}
-        changes, covered = [], set()
+        changes: list[Change] = []
+        covered: set[str] = set()
         for c in plan.changes:
             key = dns_snapshot_key(c.server, c.zone, c.name, str(c.type)) if isinstance(c, DnsChange) else None
-            if key in snaps:
+            if isinstance(c, DnsChange) and key in snaps:
                 snap = snaps[key]
                 covered.add(key)
                 c = replace(c, new_values=tuple(sorted(snap.data["values"])),
@@ -282,8 +267,8 @@ class Engine:
             if key in covered:
                 continue
             server, zone, name, rtype = key.split("|")
-            changes.append(DnsChange(server=server, zone=zone, name=name, type=RecordType(rtype),
-                                     ttl=snap.data["ttl"] if snap.data["ttl"] is not None else self.config.dns.ttl.failover_ttl,
+            ttl = snap.data["ttl"] if snap.data["ttl"] is not None else self.config.dns.ttl.failover_ttl
+            changes.append(DnsChange(server=server, zone=zone, name=name, type=RecordType(rtype), ttl=ttl,
                                      old_values=tuple(sorted(snap.written["values"])),
                                      new_values=tuple(sorted(snap.data["values"])), vm=vm_of.get(name, "")))
         return replace(plan, changes=Plan.sort_changes(changes), _checksum=[])
@@ -324,14 +309,25 @@ class Engine:
         for op in sorted(self.journal.operations(status=[OpStatus.INTERRUPTED.value, OpStatus.PENDING.value],
                                                  limit=10000), key=lambda o: o.created_at):
             log.info("resuming operation", operation=op.id, kind=op.kind, status=op.status)
+            self._check_resumable(op)
             views.append(self.run(op.id))
         return views
+
+    def _check_resumable(self, op: OperationRow) -> None:
+        """An operation runs on only if its journal still says what this agent would do: the
+        same steps, each with arguments this version reads. Refused before anything changes."""
+        if op.plan is None:
+            return
+        expected = steps_for(OperationKind(op.kind), self.config, plan_from_json(op.plan), op.parent_id)
+        self.journal.check_sequence(op.id, expected)
+        self.runner.check_arguments(op.id)
 
     def resume(self, op_id: str, *, actor: str) -> OperationView:
         """Continue after a manual pause, or start a failed operation again from its failed step."""
         op = self.journal.operation(op_id)
         if OpStatus(op.status) in FINAL_STATUSES:
             raise ConflictError(f"operation {op_id} is {op.status}; it cannot run again", operation=op_id)
+        self._check_resumable(op)
         if op.status == OpStatus.WAITING.value:
             self.journal.complete_manual(op_id, actor)
         self.store.audit(actor=actor, action="operation.resume", operation_id=op_id)
@@ -371,6 +367,6 @@ class Engine:
     def view(self, op_id: str) -> OperationView:
         return self.journal.view(op_id)
 
-    def operations(self, *, status: Iterable[str] | None = None, limit: int = 100):
+    def operations(self, *, status: Iterable[str] | None = None, limit: int = 100) -> list[OperationRow]:
         return self.journal.operations(status=status, limit=limit)
 

@@ -29,7 +29,7 @@ from sqlalchemy import (
     event,
     select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -44,10 +44,10 @@ class JsonText(TypeDecorator):
     impl = Text
     cache_ok = True
 
-    def process_bind_param(self, value: Any, dialect) -> str | None:
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
         return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
-    def process_result_value(self, value: str | None, dialect) -> Any:
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
         return None if value is None else json.loads(value)
 
 
@@ -57,12 +57,12 @@ class UtcDateTime(TypeDecorator):
     impl = DateTime
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.astimezone(UTC).replace(tzinfo=None)
 
-    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
 
 
@@ -106,8 +106,12 @@ class StepRow(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(200))
     """The host, site, server or router the step talks to."""
+    stage: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Steps of one stage run concurrently, stages in order. None: kept in ``spec`` (version 1)."""
     spec: Mapped[Any] = mapped_column(JsonText)
-    """What the step is to do (its items); fixed when the operation is created."""
+    """The step's arguments (``agent.engine.steps``); fixed when the operation is created."""
+    spec_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """The schema version of ``spec`` (``agent.engine.steps.SPEC_VERSION`` when written)."""
     status: Mapped[str] = mapped_column(String(32), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     intent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
@@ -223,7 +227,7 @@ class AuditRow(Base):
     details: Mapped[Any] = mapped_column(JsonText, nullable=True)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cur = dbapi_connection.cursor()
     # WAL: readers (CLI, API) never block the engine. NORMAL (not FULL): every commit survives
     # a killed process, which is what resume needs; a power cut may lose the last few commits,

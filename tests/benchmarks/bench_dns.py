@@ -53,6 +53,7 @@ import structlog
 from agent.config import DnsServer, SecretRef, Tsig
 from agent.domain.model import RecordChange, RecordType
 from agent.drivers.rfc2136 import Rfc2136Dns
+from tests.benchmarks.machine import cpu_name
 from tests.bind import FORWARD_ZONE, BindServer, named_path
 
 RESULTS = Path(__file__).with_name("RESULTS-dns.md")
@@ -113,14 +114,7 @@ def timed(fn: Callable[..., object], *args: object) -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     named = named_path() or "named"
     version = subprocess.run([named, "-v"], capture_output=True, text=True, check=False).stdout.strip()
     return (
@@ -214,7 +208,7 @@ def report(times: dict[str, list[float]], records: int, rounds: int, command: st
         row(f"one update per record, create ({records} messages, new TCP connection each)", "single_create"),
         row(f"batched modify ({records} pinned replaces, driver)", "batched_modify"),
         row(f"one update per record, modify ({records} messages)", "single_modify"),
-        row(f"source documents' script, modify (per record: read, then conditional replace)", "script_modify"),
+        row("source documents' script, modify (per record: read, then conditional replace)", "script_modify"),
         row("batched re-apply of the same modify (a retry: nothing to change)", "batched_again"),
         row(f"driver read of {records} RRsets (the cost of reading every record first)", "read"),
         "",

@@ -46,8 +46,6 @@ import dataclasses
 import gc
 import json
 import logging
-import os
-import platform
 import resource
 import shutil
 import sys
@@ -55,7 +53,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +67,14 @@ from agent.configfile import load_config  # noqa: E402
 from agent.domain.model import NicFailoverConfig, RecordChange  # noqa: E402
 from agent.domain.plan import ConnectNic, DnsChange, MoveRoute, ReserveIp, SetFailoverIp  # noqa: E402
 from agent.domain.planning import build_plan  # noqa: E402
-from agent.drivers import build_drivers  # noqa: E402
 from agent.engine.model import OperationKind  # noqa: E402
 from agent.engine.operations import failover_steps  # noqa: E402
+from agent.engine.runner import stage_of  # noqa: E402
 from agent.engine.service import Engine  # noqa: E402
 from agent.engine.store import Store  # noqa: E402
-from agent.ports import GrantRequest, NicConnection  # noqa: E402
+from agent.ports import GrantRequest, NicConnection, Ports  # noqa: E402
+from agent.wiring import connect  # noqa: E402
+from tests.benchmarks.machine import describe  # noqa: E402
 
 A, B, C = "site-a", "site-b", "branch"
 PLAN = "bench"
@@ -86,7 +86,7 @@ MODEL: dict[str, tuple[float, float]] = {  # port -> (fixed, per item), seconds,
     "dns": (0.005, 0.0005),
     "routes": (0.050, 0.0),
 }
-READS = {"vmm.read_inventory", "hyperv.get_failover_configs", "hyperv.get_replications", "dns.read",
+READS = {"vmm.read_inventory", "hyperv.get_failover_configs", "hyperv.get_replications", "dns.read", "dns.verify",
          "routes.read_routes"}
 
 
@@ -130,7 +130,8 @@ def generate(d: Path, n_vms: int = 1000, groups: int = 10, hosts: int = 4, retai
         if j < retain_per_group:
             addr = f"10.10.{g}.{20 + j}"
             nic = {"name": "nic0", "vm_network": "a-core", "vm_subnet": f"core{g}", "addresses": [f"{addr}/24"]}
-            ptr_core.append({"name": f"{20 + j}.{g}.10", "type": "PTR", "ttl": 3600, "values": [f"{name}.corp.example."]})
+            ptr_core.append({"name": f"{20 + j}.{g}.10", "type": "PTR", "ttl": 3600,
+                             "values": [f"{name}.corp.example."]})
         else:
             k = 20 + i
             addr = f"192.168.{k // 256}.{k % 256}"
@@ -138,7 +139,8 @@ def generate(d: Path, n_vms: int = 1000, groups: int = 10, hosts: int = 4, retai
             ptr_apps.append({"name": f"{k % 256}.{k // 256}", "type": "PTR", "ttl": 3600,
                              "values": [f"{name}.corp.example."]})
         a_records.append({"name": name, "type": "A", "ttl": 3600, "values": [addr]})
-        sites[A]["vms"].append({"name": name, "host": f"a-hv{h}", "nics": [nic], "replica": {"site": B, "host": f"b-hv{h}"}})
+        sites[A]["vms"].append({"name": name, "host": f"a-hv{h}", "nics": [nic],
+                                "replica": {"site": B, "host": f"b-hv{h}"}})
     inventory = {
         "sites": [sites[A], sites[B], {"name": C}],
         "dns_servers": [{"name": "ns", "zones": [
@@ -259,11 +261,14 @@ class _PortProxy:
         return call
 
 
-def instrument(drivers: Any, rec: Recorder) -> None:
-    drivers.vmm = {k: rec.wrap_port("vmm", v) for k, v in drivers.vmm.items()}
-    drivers.hyperv = {k: rec.wrap_port("hyperv", v) for k, v in drivers.hyperv.items()}
-    drivers.dns = {k: rec.wrap_port("dns", v) for k, v in drivers.dns.items()}
-    drivers.routes = rec.wrap_port("routes", drivers.routes)
+def instrument(ports: Ports, rec: Recorder) -> Ports:
+    return dataclasses.replace(
+        ports,
+        vmm={k: rec.wrap_port("vmm", v) for k, v in ports.vmm.items()},
+        hyperv={k: rec.wrap_port("hyperv", v) for k, v in ports.hyperv.items()},
+        dns={k: rec.wrap_port("dns", v) for k, v in ports.dns.items()},
+        routes=rec.wrap_port("routes", ports.routes),
+    )
 
 
 # --------------------------------------------------------------------------- the bound
@@ -277,7 +282,7 @@ def bounds(steps: list[Any], rec: Recorder, scale: float) -> dict[str, Any]:
         by_step[c.step].append(c)  # type: ignore[index]
     stages: dict[int, list[Any]] = defaultdict(list)
     for s in steps:
-        stages[int(s.spec["stage"])].append(s)
+        stages[stage_of(s)].append(s)
     b_all = b_writes = sim_path = 0.0
     writes_per_step: Counter[int] = Counter()
     per_stage = []
@@ -342,7 +347,8 @@ def naive(world: Any, plan: Any, vms: list[str], scale: float) -> dict[str, Any]
         ok("hyperv.set_power.start", hv_dst.set_power(v.target_host, "start", [name]))
         for c in (c for c in dnsch if c.vm == name):
             dns.apply(c.zone, [RecordChange(zone=c.zone, name=c.name, type=c.type, ttl=c.ttl,
-                                            expected=tuple(sorted(c.old_values)), new_values=tuple(sorted(c.new_values)))])
+                                            expected=tuple(sorted(c.old_values)),
+                                            new_values=tuple(sorted(c.new_values)))])
             calls.append(("dns.apply", 1))
     per_vm_s = time.perf_counter() - t0
     per_vm_calls = len(calls)
@@ -413,11 +419,12 @@ def one_run(loaded: Any, pristine: Path, work: Path, sim_dir: Path, scale: float
     state = sim_dir / f"sim-state-{n}.json"
     shutil.copyfile(pristine, state)
     run_loaded = dataclasses.replace(loaded, simulator_state=state)
-    drivers = build_drivers(run_loaded)
+    connection = connect(run_loaded)
+    world = connection.simulator
+    assert world is not None
     rec = Recorder()
-    instrument(drivers, rec)
     store = Store.for_path(work / f"journal-{n}.sqlite")
-    engine = Engine(loaded.config, drivers, store)
+    engine = Engine(loaded.config, instrument(connection.ports, rec), store)
     rec.wrap_runner(engine.runner)
     kind = OperationKind.PLANNED_FAILOVER
 
@@ -426,7 +433,7 @@ def one_run(loaded: Any, pristine: Path, work: Path, sim_dir: Path, scale: float
         # Planning, taken apart (not on the failover's critical path), at the run's latency:
         # read both sites, plan, build the steps; then Engine.create, which does all of it again
         # and journals the operation with its steps and VM locks.
-        drivers.world.set_latency_scale(scale)
+        world.set_latency_scale(scale)
         t = time.perf_counter()
         inventory = engine.inventory("planned")
         planning["read"] = time.perf_counter() - t
@@ -440,12 +447,12 @@ def one_run(loaded: Any, pristine: Path, work: Path, sim_dir: Path, scale: float
         op_id = engine.create(kind, PLAN, requested_by="bench")
         planning["create"] = time.perf_counter() - t
     else:
-        drivers.world.set_latency_scale(0)  # planning is not what this run measures
+        world.set_latency_scale(0)  # planning is not what this run measures
         op_id = engine.create(kind, PLAN, requested_by="bench")
-        drivers.world.set_latency_scale(scale)
+        world.set_latency_scale(scale)
     plan = engine.journal.operation(op_id).plan
     rec.calls.clear()
-    log_before = len(drivers.world.calls())
+    log_before = len(world.calls())
 
     gc.collect()
     rss_before = _status("VmRSS")
@@ -457,14 +464,14 @@ def one_run(loaded: Any, pristine: Path, work: Path, sim_dir: Path, scale: float
 
     steps = engine.journal.steps(op_id)
     b = bounds(steps, rec, scale)
-    sim_calls = drivers.world.calls()[log_before:]
+    sim_calls = world.calls()[log_before:]
     check = Counter(c.kind for c in sim_calls) == Counter(c.kind for c in rec.calls)
     check_items = sum(len(c.items) for c in sim_calls if c.kind not in READS) == sum(
         c.items for c in rec.calls if c.kind not in READS)
     from agent.engine.planio import plan_from_json
 
     plan = plan_from_json(plan)
-    verified = verify_world(drivers.world.snapshot(), plan)
+    verified = verify_world(world.snapshot(), plan)
     gaps = [b["per_stage"][i + 1]["start"] - b["per_stage"][i]["end"] for i in range(len(b["per_stage"]) - 1)]
     result = {
         "scale": scale, "wall": wall, "status": view.status, "failed_vms": len(view.failed_vms),
@@ -474,7 +481,7 @@ def one_run(loaded: Any, pristine: Path, work: Path, sim_dir: Path, scale: float
         "stage_gaps": sum(gaps), "first_stage_start": b["per_stage"][0]["start"] - t0,
         "after_last_stage": t0 + wall - b["per_stage"][-1]["end"], "plan": plan, **b,
     }
-    drivers.close()
+    connection.close()
     store.close()
     return result
 
@@ -516,9 +523,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         cfg_path = generate(work, args.vms, args.groups, args.hosts)
         loaded = load_config(cfg_path)
-        drivers = build_drivers(loaded)  # seeds the world from the inventory
-        set_latency(drivers.world, args.scale)
-        drivers.close()
+        with connect(loaded) as seeding:  # seeds the world from the inventory
+            set_latency(seeding.simulator, args.scale)
         pristine = sim_dir / "pristine-state.json"
         shutil.copyfile(loaded.simulator_state, pristine)
         setup_s = time.perf_counter() - t
@@ -531,11 +537,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for r in runs + full:
             r.pop("plan")
 
-        from agent.drivers.sim import SimWorld
-
         naive_state = sim_dir / "naive-state.json"
         shutil.copyfile(pristine, naive_state)
-        world = SimWorld.open(loaded.simulator_inventory, naive_state)
+        with connect(dataclasses.replace(loaded, simulator_state=naive_state)) as naive_sites:
+            world = naive_sites.simulator
         subset = naive_subset(plan, args.naive_vms)
         nv = naive(world, plan, subset, args.scale)
         n_vms, n_subnets = len(plan.vms), len(plan.of(MoveRoute))
@@ -559,15 +564,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+    return describe()
 
 
 def _stage_types(run: dict[str, Any]) -> dict[str, list[float]]:
@@ -587,7 +584,7 @@ def _stage_types(run: dict[str, Any]) -> dict[str, list[float]]:
 def report(res: dict[str, Any], command: str) -> str:
     runs, full, nv, a = res["runs"], res["full"], res["naive"], res["args"]
     med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
-    cols = [med] + full
+    cols = [med, *full]
     heads = [f"scale {a['scale']:g} (median of {len(runs)})"] + [f"scale {r['scale']:g} (1 run)" for r in full]
     n_vms = res["n_vms"]
 
@@ -602,7 +599,7 @@ def report(res: dict[str, Any], command: str) -> str:
     lines = [
         f"# Engine benchmark: planned failover of {n_vms:,} VMs",
         "",
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {_machine()}",
         f"- command: `{command}` (about {res['elapsed_s'] / 60:.1f} minutes)",
         f"- world: {n_vms:,} replicated VMs in {a['groups']} groups of {n_vms // a['groups']}, {a['hosts']} Hyper-V "
@@ -630,7 +627,8 @@ def report(res: dict[str, Any], command: str) -> str:
         row("simulator's own time on the critical path (measured call path - bound)",
             lambda r: f"{r['sim_path'] - r['bound_all']:.2f} s"),
         row("engine's own time on the critical path (wall - measured call path)",
-            lambda r: f"{r['wall'] - r['sim_path']:.2f} s ({(r['wall'] - r['sim_path']) / r['bound_all'] * 100:.1f} % of the bound)"),
+            lambda r: f"{r['wall'] - r['sim_path']:.2f} s "
+                      f"({(r['wall'] - r['sim_path']) / r['bound_all'] * 100:.1f} % of the bound)"),
         row("wall / measured call path (the engine's share alone)", lambda r: f"{r['wall'] / r['sim_path']:.3f}"),
         row(f"naive baseline, extrapolated to {n_vms:,} VMs, measured on {nv['vms']} at scale {a['scale']:g}",
             lambda r: f"{nv['extrapolated']:.1f} s" if r["scale"] == a["scale"] else "(not run)"),
@@ -700,7 +698,8 @@ def report(res: dict[str, Any], command: str) -> str:
         f"call, {n_vms // a['groups']} items), connect (1 VMM call), shut down sources ({a['hosts']} hosts x "
         f"{n_vms // a['groups'] // a['hosts']} VMs), prepare ({a['hosts']} hosts), set failover IPs "
         f"({a['hosts']} hosts: a read of the current settings, then the set), fail over ({a['hosts']} hosts), "
-        f"start ({a['hosts']} hosts), withdraw routes (r-a and r-c: read, then withdraw), announce routes (r-b and r-c: read, then "
+        f"start ({a['hosts']} hosts), withdraw routes (r-a and r-c: read, then withdraw), "
+        "announce routes (r-b and r-c: read, then "
         "announce), DNS (3 zones on one server: read, then one atomic update). The `acting calls only` bound "
         "is the issue's one round trip per host per action per group; the target is judged against the bound "
         "*with* the reads (`hyperv.get_failover_configs`, `routes.read_routes`, `dns.read`) because they are "
@@ -768,7 +767,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     res = run(args)
     res["elapsed_s"] = time.perf_counter() - t0
-    command = "python tests/benchmarks/bench_engine.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    given = " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python tests/benchmarks/bench_engine.py" + (" " + given).rstrip()
     text = report(res, command)
     if not args.no_write:
         args.out.write_text(text, encoding="utf-8")

@@ -25,38 +25,31 @@ def named() -> str:
     return require_named()
 
 
-@pytest.fixture
-def bind(named: str, tmp_path: Path) -> Iterator[BindServer]:
-    """A fresh primary with the forward, IPv4-reverse and IPv6-reverse zones, started."""
-    server = BindServer(tmp_path / "primary", named=named)
+def _running(server: BindServer) -> Iterator[BindServer]:
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def bind(named: str, tmp_path: Path) -> Iterator[BindServer]:
+    """A fresh primary with the forward, IPv4-reverse and IPv6-reverse zones, started."""
+    yield from _running(BindServer(tmp_path / "primary", named=named))
 
 
 @pytest.fixture
 def bind_secondary(bind: BindServer, tmp_path: Path) -> Iterator[BindServer]:
     """A second named serving the same zones from its own copy of the original files: it never
     sees the primary's updates (a lagging secondary)."""
-    server = bind.secondary(tmp_path / "secondary")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(bind.secondary(tmp_path / "secondary"))
 
 
 @pytest.fixture
 def bind_resolver(bind: BindServer, tmp_path: Path) -> Iterator[BindServer]:
     """A caching resolver that forwards every query to the primary."""
-    server = bind.caching_resolver(tmp_path / "resolver")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(bind.caching_resolver(tmp_path / "resolver"))
 
 
 DriverFactory = Callable[..., Rfc2136Dns]

@@ -7,16 +7,18 @@ agent's own writing, or a later cancel/failback would not put the originals back
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from agent.configfile import demo_dir, load_config
-from agent.drivers import build_drivers
 from agent.engine.model import OperationKind
 from agent.engine.service import Engine
 from agent.engine.store import Store
+from agent.wiring import connect
+from tests.rigs import sim_of
 
 PLAN = "contoso-apps"
 
@@ -39,14 +41,26 @@ class DiesAfterApply:
         self.inner.apply(zone, changes)
         raise Killed
 
+    def verify(self, zone, changes):
+        return self.inner.verify(zone, changes)
 
-def _engine(tmp_path: Path, *, die: bool):
-    loaded = load_config(tmp_path / "demo.yaml")
-    drivers = build_drivers(loaded)
-    if die:
-        drivers.dns["dns-contoso"] = DiesAfterApply(drivers.dns["dns-contoso"])
-    store = Store.for_path(tmp_path / "var" / "agent.sqlite")
-    return Engine(loaded.config, drivers, store, sleep=lambda s: None), drivers, store
+
+class _Agent:
+    """An engine on the demo copy in ``tmp_path``, its DNS server dying after each update if asked."""
+
+    def __init__(self, tmp_path: Path, *, die: bool) -> None:
+        loaded = load_config(tmp_path / "demo.yaml")
+        self.connection = connect(loaded)
+        ports = self.connection.ports
+        if die:
+            ports = replace(ports, dns={**ports.dns, "dns-contoso": DiesAfterApply(ports.dns["dns-contoso"])})
+        self.store = Store.for_path(tmp_path / "var" / "agent.sqlite")
+        self.engine = Engine(loaded.config, ports, self.store, sleep=lambda s: None)
+        self.world = sim_of(self.connection)
+
+    def close(self) -> None:
+        self.connection.close()
+        self.store.close()
 
 
 @pytest.fixture
@@ -60,31 +74,31 @@ def config_dir(tmp_path: Path) -> Path:
 
 
 def test_records_written_just_before_a_crash_are_still_restored_by_cancel(config_dir: Path) -> None:
-    engine, drivers, store = _engine(config_dir, die=False)
-    original = drivers.world.snapshot()["record_sets"]
-    drivers.close()
-    store.close()
+    agent = _Agent(config_dir, die=False)
+    original = agent.world.snapshot()["record_sets"]
+    agent.close()
 
-    engine, drivers, store = _engine(config_dir, die=True)
+    agent = _Agent(config_dir, die=True)
+    engine = agent.engine
     with pytest.raises(Killed):
         view = engine.start(OperationKind.PLANNED_FAILOVER, PLAN, requested_by="test")
         while view.status == "waiting_for_manual_action":
             view = engine.resume(view.id, actor="test")
     op_id = engine.journal.operations(limit=1)[0].id
-    drivers.close()
-    store.close()
+    agent.close()
 
-    engine, drivers, store = _engine(config_dir, die=False)
+    agent = _Agent(config_dir, die=False)
+    engine = agent.engine
     [view] = engine.resume_unfinished()
     while view.status == "waiting_for_manual_action":
         view = engine.resume(view.id, actor="test")
     assert view.id == op_id and view.status == "succeeded", view.errors
-    assert drivers.world.snapshot()["record_sets"] != original
+    assert agent.world.snapshot()["record_sets"] != original
 
     # Roll the failover back through its snapshots: every record must come back, including
     # those whose update landed just before the crash.
-    from agent.engine.compensation import cancel_steps
     from agent.engine.model import ERROR_POLICY
+    from agent.engine.operations import cancel_steps
     from agent.engine.planio import plan_from_json
 
     op = engine.journal.operation(op_id)
@@ -96,6 +110,5 @@ def test_records_written_just_before_a_crash_are_still_restored_by_cancel(config
         steps=[s for s in cancel_steps(engine.config, plan, op_id) if s.action == "dns.restore"],
         vms=[v.name for v in plan.vms], parent_id=op_id)
     assert engine.run(undo).status == "succeeded"
-    assert drivers.world.snapshot()["record_sets"] == original
-    drivers.close()
-    store.close()
+    assert agent.world.snapshot()["record_sets"] == original
+    agent.close()

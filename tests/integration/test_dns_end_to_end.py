@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from agent.configfile import demo_dir, load_config
-from agent.drivers import build_drivers
 from agent.engine.model import OperationKind
 from agent.engine.service import Engine, RecordNotManaged
 from agent.engine.store import Store
+from agent.wiring import connect
 from tests.bind import BindServer
 
 pytestmark = pytest.mark.bind
@@ -29,7 +29,8 @@ FORWARD = "corp.contoso.example."
 
 
 def _zone_texts(inventory: dict) -> dict[str, str]:
-    soa = "@ IN SOA ns1.corp.contoso.example. hostmaster.corp.contoso.example. ( 1 3600 600 86400 60 )\n  IN NS ns1.corp.contoso.example.\n"
+    soa = ("@ IN SOA ns1.corp.contoso.example. hostmaster.corp.contoso.example. ( 1 3600 600 86400 60 )\n"
+           "  IN NS ns1.corp.contoso.example.\n")
     server = next(s for s in inventory["dns_servers"] if s["name"] == "dns-contoso")
     zones = {}
     for zone in server["zones"]:
@@ -60,13 +61,13 @@ def site(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                            "verify_timeout_s": 5})
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     loaded = load_config(tmp_path / "demo.yaml")
-    drivers = build_drivers(loaded)
+    connection = connect(loaded)
     store = Store.for_path(tmp_path / "var" / "agent.sqlite")
-    engine = Engine(loaded.config, drivers, store, sleep=lambda s: None)
+    engine = Engine(loaded.config, connection.ports, store, sleep=lambda s: None)
     try:
         yield engine, bind
     finally:
-        drivers.close()
+        connection.close()
         store.close()
         bind.stop()
 
@@ -147,7 +148,7 @@ def test_lowering_ttls_before_a_planned_failover_waits_out_the_old_ttl(site, tmp
     waits: list[float] = []
     cfg = engine.config.model_copy(update={"dns": engine.config.dns.model_copy(
         update={"ttl": engine.config.dns.ttl.model_copy(update={"lower_before_planned": True})})})
-    engine = Engine(cfg, engine.drivers, engine.store, sleep=waits.append)
+    engine = Engine(cfg, engine.ports, engine.store, sleep=waits.append)
     plan = engine.plan(PLAN, "planned")
     assert any("waits 3600 s" in n for n in plan.notes), plan.notes
 

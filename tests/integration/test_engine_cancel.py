@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from agent.domain.model import ReplicationState
 from agent.engine.model import OperationKind, OpStatus
-from tests.engine_fixtures import ACTOR, demo, new_rig, normalised  # noqa: F401  (demo, new_rig: fixtures)
+from tests.rigs import ACTOR, normalised
 
 VMS = ("sql01", "app01", "app02", "web01")
 
@@ -31,10 +31,10 @@ def test_cancelling_a_planned_failover_at_its_manual_pause_rolls_it_back(new_rig
     assert (comp.parent_id, comp.status) == (view.id, OpStatus.SUCCEEDED.value)
     assert rig.engine.view(comp.id).errors == []
     after = rig.world.snapshot()
-    assert {vm: r["state"] for vm, r in after["replications"].items()} == {
-        vm: ReplicationState.REPLICATING.value for vm in VMS}
-    assert {vm: after["vms"]["contoso-east"][vm]["power"] for vm in VMS} == {vm: "Running" for vm in VMS}
-    assert {vm: after["vms"]["contoso-west"][vm]["power"] for vm in VMS} == {vm: "Off" for vm in VMS}
+    replicating = ReplicationState.REPLICATING.value
+    assert {vm: r["state"] for vm, r in after["replications"].items()} == dict.fromkeys(VMS, replicating)
+    assert {vm: after["vms"]["contoso-east"][vm]["power"] for vm in VMS} == dict.fromkeys(VMS, "Running")
+    assert {vm: after["vms"]["contoso-west"][vm]["power"] for vm in VMS} == dict.fromkeys(VMS, "Off")
     for part in ("failover_configs", "routes", "record_sets", "replications"):
         assert after[part] == before[part], part
     # Kept on purpose: the reservations (protection-time state, harmless and reused next time).

@@ -19,7 +19,7 @@ import yaml
 
 from agent.drivers.sim import nic_id
 from agent.engine.model import OperationKind, OpStatus
-from tests.engine_fixtures import Templates, demo, new_rig  # noqa: F401  (demo, new_rig: pytest fixtures)
+from tests.rigs import Templates
 
 VMS = 100
 TARGET_POOL = ("172.16.0.10", "172.16.3.250")
@@ -49,8 +49,10 @@ def pool_world(where: Path) -> Templates:
     config = {
         "agent": {"site": "west", "mode": "full", "owner_id": "failover-agent-test"},
         "simulator": {"inventory": "inventory.yaml"},
-        "sites": [{"name": "east", "vmm": {"transport": "sim"}, "hyperv_hosts": [{"name": "hv-e1"}, {"name": "hv-e2"}]},
-                  {"name": "west", "vmm": {"transport": "sim"}, "hyperv_hosts": [{"name": "hv-w1"}, {"name": "hv-w2"}]}],
+        "sites": [
+            {"name": "east", "vmm": {"transport": "sim"}, "hyperv_hosts": [{"name": "hv-e1"}, {"name": "hv-e2"}]},
+            {"name": "west", "vmm": {"transport": "sim"}, "hyperv_hosts": [{"name": "hv-w1"}, {"name": "hv-w2"}]},
+        ],
         "network_mappings": [{"source": {"site": "east", "vm_network": "east-apps"},
                               "target": {"site": "west", "vm_network": "west-apps"}, "ip_strategy": "change"}],
         "recovery_plans": [{"name": f"plan{i:03d}", "groups": [{"name": "apps", "vms": [vms[i], vms[(i + 1) % VMS]]}]}

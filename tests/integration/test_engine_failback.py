@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.engine.model import OperationKind, OpStatus
-from tests.engine_fixtures import CONFIG_DIR, Templates, copy_demo, demo, new_rig  # noqa: F401  (fixtures)
+from tests.rigs import CONFIG_DIR, Templates, copy_demo
 
 ROUND_TRIP = [OperationKind.PLANNED_FAILOVER, OperationKind.COMMIT, OperationKind.REVERSE, OperationKind.FAILBACK]
 
@@ -57,7 +57,8 @@ def test_failback_restores_dns_values_and_ttls_routes_and_addresses_exactly(new_
     assert after["record_sets"] == before["record_sets"]
     assert after["routes"] == before["routes"]
     assert addresses(after) == addresses(before)
-    assert {vm: r["primary_site"] for vm, r in after["replications"].items()} == {
-        vm: "contoso-west" for vm in ("sql01", "app01", "app02", "web01")}, "replication reversed, then failed back"
-    assert {vm: r["state"] for vm, r in after["replications"].items()} == {
-        vm: "FailedOverWaitingCompletion" for vm in ("sql01", "app01", "app02", "web01")}
+    vms = ("sql01", "app01", "app02", "web01")
+    assert {vm: r["primary_site"] for vm, r in after["replications"].items()} == dict.fromkeys(
+        vms, "contoso-west"), "replication reversed, then failed back"
+    assert {vm: r["state"] for vm, r in after["replications"].items()} == dict.fromkeys(
+        vms, "FailedOverWaitingCompletion")

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from agent.domain.model import ReplicationState
 from agent.engine.model import ErrorPolicy, OperationKind, OpStatus, StepStatus
-from tests.engine_fixtures import (  # noqa: F401  (demo, new_rig: pytest fixtures)
+from tests.rigs import (
     ACTOR,
     changes,
-    demo,
-    new_rig,
     normalised,
 )
 

@@ -17,7 +17,7 @@ from agent.engine.model import OperationKind as K
 from agent.engine.model import OpStatus
 from agent.engine.service import AlreadyFailedOver, UncleanedTestFailover
 from agent.errors import RefusedError
-from tests.engine_fixtures import changes, demo, new_rig  # noqa: F401  (demo, new_rig: pytest fixtures)
+from tests.rigs import changes
 
 RUN_AGAIN = {
     K.PREPARE: [],

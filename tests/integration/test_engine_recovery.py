@@ -17,6 +17,7 @@ and recording runs again (at least once, like a retried call). Every other effec
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -25,12 +26,15 @@ import tempfile
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from agent.engine.model import OperationKind, OpStatus, StepStatus
-from tests.engine_fixtures import (  # noqa: F401  (demo, new_rig: pytest fixtures)
+from tests.rigs import (
     ACTOR,
     Effect,
     Killed,
@@ -38,17 +42,19 @@ from tests.engine_fixtures import (  # noqa: F401  (demo, new_rig: pytest fixtur
     Templates,
     changes,
     copy_demo,
-    demo,
     kill_at,
-    new_rig,
     normalised,
 )
 
 PHASES = ("intent", "acted", "outcome")
+SWEEP = pytest.mark.usefixtures("untraced")
+"""The sweeps run without coverage's tracing (see the fixture): the single kills below trace the
+same paths."""
 AT_LEAST_ONCE = "script.run"
 """Scripts are not idempotent by contract: one cut off between running and recording re-runs."""
 
 
+@functools.cache
 def _demo_steps() -> dict[OperationKind, list[tuple[str, str]]]:
     """(step name, action) of a planned failover, a test failover and its cleanup of the demo
     plan, in order -- read from operations created (not run) on a throwaway copy of the demo."""
@@ -82,25 +88,49 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("drill_boundary", cases, ids=[f"{kind}-{name}" for kind, name, _ in cases])
 
 
+@dataclass
+class Created:
+    """Templates with the operation every test of a sweep runs already created (creating it
+    only reads the sites and journals it), and its id."""
+
+    templates: Templates
+    op_id: str
+
+
+@pytest.fixture(scope="module")
+def planned(demo: Templates, tmp_path_factory: pytest.TempPathFactory) -> Created:
+    return Created(*demo.after(tmp_path_factory.mktemp("planned"), lambda rig: rig.engine.create(
+        OperationKind.PLANNED_FAILOVER, "contoso-apps")))
+
+
 class Uninterrupted:
     """The reference: the same planned failover, never killed."""
 
-    def __init__(self, rig: Rig) -> None:
-        view = rig.start(OperationKind.PLANNED_FAILOVER)
+    def __init__(self, rig: Rig, op_id: str) -> None:
+        view = rig.through_pauses(rig.engine.run(op_id))
         assert view.status == OpStatus.SUCCEEDED.value, view.errors
         self.steps = [s.name for s in view.steps]
         self.world = normalised(rig.world.snapshot())
         self.effects: Counter[Effect] = changes(rig.world)
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(demo: Templates, tmp_path_factory: pytest.TempPathFactory) -> Uninterrupted:
-    state, store = demo.copy_to(tmp_path_factory.mktemp("uninterrupted"))
+R = TypeVar("R")
+
+
+def reference_run(demo: Templates, where: Path, run: Callable[[Rig], R]) -> R:
+    """What ``run`` finds on a rig of its own, never interrupted: what every killed run must match."""
+    state, store = demo.copy_to(where)
     rig = Rig(demo.loaded, state, store)
     try:
-        ref = Uninterrupted(rig)
+        return run(rig)
     finally:
         rig.close()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(planned: Created, tmp_path_factory: pytest.TempPathFactory) -> Uninterrupted:
+    ref = reference_run(planned.templates, tmp_path_factory.mktemp("uninterrupted"),
+                        lambda rig: Uninterrupted(rig, planned.op_id))
     # The reference itself must be worth comparing with: every kind of change of a failover.
     kinds = {kind for kind, _, _ in ref.effects}
     assert {"vmm.grant_ips", "vmm.connect_nics", "hyperv.set_power.stop", "hyperv.replicate.prepare",
@@ -126,14 +156,15 @@ def assert_same_as_uninterrupted(rig: Rig, ref: Uninterrupted, *, script_reran: 
 # ----------------------------------------------------------------- every step boundary
 
 
+@SWEEP
 def test_killed_at_every_step_boundary_resumes_to_the_same_world_changing_everything_once(
-        new_rig, uninterrupted: Uninterrupted, boundary: tuple[int, str, str, str]) -> None:
+        new_rig, planned: Created, uninterrupted: Uninterrupted, boundary: tuple[int, str, str, str]) -> None:
     ordinal, step, action, phase = boundary
     assert uninterrupted.steps[ordinal] == step, "the step list is a pure function of the plan"
 
-    rig = new_rig(crash_hook=kill_at(phase, step))
+    rig = new_rig(templates=planned.templates, crash_hook=kill_at(phase, step))
     with pytest.raises(Killed):
-        rig.start(OperationKind.PLANNED_FAILOVER)
+        rig.through_pauses(rig.engine.run(planned.op_id))
     [op] = rig.engine.operations()
     assert op.status == OpStatus.RUNNING.value, "killed, not stopped: nobody recorded an end"
 
@@ -167,43 +198,56 @@ class UninterruptedDrill:
 
 @pytest.fixture(scope="module")
 def uninterrupted_drill(demo: Templates, tmp_path_factory: pytest.TempPathFactory) -> UninterruptedDrill:
-    state, store = demo.copy_to(tmp_path_factory.mktemp("uninterrupted-drill"))
-    rig = Rig(demo.loaded, state, store)
-    try:
-        ref = UninterruptedDrill(rig)
-    finally:
-        rig.close()
+    ref = reference_run(demo, tmp_path_factory.mktemp("uninterrupted-drill"), UninterruptedDrill)
     assert max(n for e, n in ref.test_effects.items() if e[0] != AT_LEAST_ONCE) == 1
     assert max(ref.cleanup_effects.values()) == 1
     return ref
 
 
+@pytest.fixture(scope="module")
+def drill_created(demo: Templates, tmp_path_factory: pytest.TempPathFactory) -> Created:
+    return Created(*demo.after(tmp_path_factory.mktemp("drill-created"), lambda rig: rig.engine.create(
+        OperationKind.TEST_FAILOVER, "contoso-apps")))
+
+
+@pytest.fixture(scope="module")
+def drill_done(drill_created: Created, uninterrupted_drill: UninterruptedDrill,
+               tmp_path_factory: pytest.TempPathFactory) -> Created:
+    """The drill run to its end, never killed (the same as the reference's), before its cleanup."""
+
+    def run(rig: Rig) -> str:
+        test = rig.through_pauses(rig.engine.run(drill_created.op_id))
+        assert test.status == OpStatus.SUCCEEDED.value, test.errors
+        assert normalised(rig.world.snapshot()) == uninterrupted_drill.during
+        return test.id
+
+    return Created(*drill_created.templates.after(tmp_path_factory.mktemp("drill-done"), run))
+
+
+@SWEEP
 def test_a_drill_killed_after_any_step_acted_resumes_and_cleans_up_changing_everything_once(
-        new_rig, uninterrupted_drill: UninterruptedDrill, drill_boundary: tuple[OperationKind, str, str]) -> None:
+        new_rig, uninterrupted_drill: UninterruptedDrill, drill_created: Created, drill_done: Created,
+        drill_boundary: tuple[OperationKind, str, str]) -> None:
     kind, step, action = drill_boundary
     ref = uninterrupted_drill
-    rig = new_rig(crash_hook=kill_at("acted", step) if kind == OperationKind.TEST_FAILOVER else None)
     if kind == OperationKind.TEST_FAILOVER:
+        rig = new_rig(templates=drill_created.templates, crash_hook=kill_at("acted", step))
         with pytest.raises(Killed):
-            rig.start(OperationKind.TEST_FAILOVER)
+            rig.through_pauses(rig.engine.run(drill_created.op_id))
         rig.restart()
         [test] = [v for v in rig.resume_all() if v.status != OpStatus.WAITING.value]
+        assert test.status == OpStatus.SUCCEEDED.value, test.errors
+        assert normalised(rig.world.snapshot()) == ref.during
+        assert_effects_once(changes(rig.world), ref.test_effects, script_reran=action == "script")
+        since = len(rig.world.calls())
+        cleanup = rig.start(OperationKind.CLEANUP_TEST, parent_id=test.id)
     else:
-        test = rig.start(OperationKind.TEST_FAILOVER)
-    assert test.status == OpStatus.SUCCEEDED.value, test.errors
-    assert normalised(rig.world.snapshot()) == ref.during
-    assert_effects_once(changes(rig.world), ref.test_effects,
-                        script_reran=kind == OperationKind.TEST_FAILOVER and action == "script")
-
-    since = len(rig.world.calls())
-    if kind == OperationKind.CLEANUP_TEST:
-        rig.restart(crash_hook=kill_at("acted", step))
+        rig = new_rig(templates=drill_done.templates, crash_hook=kill_at("acted", step))
+        since = len(rig.world.calls())
         with pytest.raises(Killed):
-            rig.start(OperationKind.CLEANUP_TEST, parent_id=test.id)
+            rig.start(OperationKind.CLEANUP_TEST, parent_id=drill_done.op_id)
         rig.restart()
         [cleanup] = rig.resume_all()
-    else:
-        cleanup = rig.start(OperationKind.CLEANUP_TEST, parent_id=test.id)
     assert cleanup.status == OpStatus.SUCCEEDED.value, cleanup.errors
     assert rig.world.snapshot() == ref.before
     assert_effects_once(changes(rig.world, since), ref.cleanup_effects, script_reran=False)
@@ -218,10 +262,10 @@ CHILD = textwrap.dedent('''
     from pathlib import Path
 
     from agent.configfile import load_config
-    from agent.drivers import build_drivers
     from agent.engine.model import OperationKind
     from agent.engine.service import Engine
     from agent.engine.store import Store
+    from agent.wiring import connect
 
     config, state, store_path, phase, step = sys.argv[1:6]
 
@@ -230,7 +274,7 @@ CHILD = textwrap.dedent('''
             os.kill(os.getpid(), signal.SIGKILL)
 
     loaded = dataclasses.replace(load_config(config), simulator_state=Path(state))
-    engine = Engine(loaded.config, build_drivers(loaded), Store.for_path(Path(store_path)), crash_hook=hook,
+    engine = Engine(loaded.config, connect(loaded).ports, Store.for_path(Path(store_path)), crash_hook=hook,
                     sleep=time.sleep)
     view = engine.start(OperationKind.PLANNED_FAILOVER, "contoso-apps")
     while view.status == "waiting_for_manual_action":

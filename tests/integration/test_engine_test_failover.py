@@ -13,14 +13,12 @@ from agent.engine.model import OperationKind, OpStatus
 from agent.engine.service import UncleanedTestFailover
 from agent.errors import ConflictError
 from agent.scheduler import Scheduler
-from tests.engine_fixtures import (  # noqa: F401  (demo, new_rig: pytest fixtures)
+from tests.rigs import (
     Killed,
     Templates,
     changes,
     copy_demo,
-    demo,
     kill_at,
-    new_rig,
 )
 
 TEST = OperationKind.TEST_FAILOVER

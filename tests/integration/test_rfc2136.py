@@ -16,10 +16,10 @@ import traceback
 import pytest
 import structlog
 
-from agent.domain.errors import DnsBatchError, DnsPrerequisiteFailed
 from agent.dns.names import reverse_name
 from agent.dns.transport import TcpSession
 from agent.dns.verify import Expected, nameservers, verify
+from agent.domain.errors import DnsBatchError, DnsPrerequisiteFailed
 from agent.domain.model import RecordChange, RecordType
 from agent.errors import AgentError, TimeoutError_, UnreachableError
 from tests.bind import FORWARD_ZONE, REVERSE4_ZONE, REVERSE6_ZONE, BindServer

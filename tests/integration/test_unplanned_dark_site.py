@@ -13,11 +13,12 @@ import pytest
 import yaml
 
 from agent.configfile import demo_dir, load_config
-from agent.drivers import build_drivers
 from agent.engine.model import OperationKind
 from agent.engine.service import Engine
 from agent.engine.store import Store
 from agent.errors import TransientError
+from agent.wiring import connect
+from tests.rigs import sim_of
 
 PLAN = "contoso-apps"
 DARK = [("*", "contoso-east"), ("*", "hv-east-*"), ("*", "rtr-east")]
@@ -31,11 +32,11 @@ def demo(tmp_path: Path):
     cfg["agent"]["data_dir"] = str(tmp_path / "var")
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     loaded = load_config(tmp_path / "demo.yaml")
-    drivers = build_drivers(loaded)
+    connection = connect(loaded)
     store = Store.for_path(tmp_path / "var" / "agent.sqlite")
-    engine = Engine(loaded.config, drivers, store, sleep=lambda s: None)
-    yield engine, drivers.world
-    drivers.close()
+    engine = Engine(loaded.config, connection.ports, store, sleep=lambda s: None)
+    yield engine, sim_of(connection)
+    connection.close()
     store.close()
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import structlog
 import yaml
 from typer.testing import CliRunner
 
@@ -25,36 +24,17 @@ from agent.config import SecretRef
 from agent.configfile import DEMO_PLAN, ENV_CONFIG, ENV_DATA_DIR
 from agent.errors import ConflictError, NotFoundError, RefusedError, TimeoutError_, UnreachableError
 from agent.logging import configure_logging, get_logger
+from tests.rigs import config_fixture
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "config"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.delenv(ENV_CONFIG, raising=False)
-    monkeypatch.delenv("FAILOVER_AGENT_LOG_LEVEL", raising=False)
-    monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "data"))
-    yield
-    # The CLI configures logging onto the runner's stream; leave the next test a clean root logger.
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_failover_agent", False):
-            root.removeHandler(handler)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def run(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
-def fixture(name: str, tmp_path: Path) -> Path:
-    work = tmp_path / "cfg"
-    work.mkdir(exist_ok=True)
-    shutil.copy(REPO / "config" / "demo-inventory.yaml", work)
-    for extra in FIXTURES.glob("*-inventory.yaml"):
-        shutil.copy(extra, work)
-    return Path(shutil.copy(FIXTURES / name, work))
 
 
 def demo_copy(tmp_path: Path, edit=None) -> Path:
@@ -160,7 +140,7 @@ def test_the_config_can_come_from_the_environment(monkeypatch, tmp_path: Path) -
     ],
 )
 def test_bad_configs_give_located_problems_and_exit_2(name: str, expected: list[str], tmp_path: Path) -> None:
-    result = run("validate", "--config", str(fixture(name, tmp_path)))
+    result = run("validate", "--config", str(config_fixture(name, tmp_path)))
     assert result.exit_code == EXIT_REFUSED, result.output
     assert result.stdout == ""
     lines = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]

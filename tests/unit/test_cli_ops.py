@@ -5,37 +5,34 @@ the commands say matches what the simulated sites and the store hold."""
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import structlog
 import yaml
 from typer.testing import CliRunner
 
 import agent.cli as cli
-from agent.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_WAITING, app
-from agent.configfile import DEMO_PLAN, ENV_CONFIG, ENV_DATA_DIR, load_config
-from agent.drivers import build_drivers
-from agent.drivers.sim import SimWorld
+from agent.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_WAITING, app, session
+from agent.configfile import DEMO_PLAN, load_config
+from agent.wiring import connect
+from tests.rigs import sim_of
+
+if TYPE_CHECKING:
+    from agent.drivers.sim import SimWorld
 
 REPO = Path(__file__).resolve().parents[2]
 MANUAL = "Check that SQL Server on sql01"
 
 
+pytestmark = pytest.mark.usefixtures("cli_env")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.delenv(ENV_CONFIG, raising=False)
-    monkeypatch.delenv("FAILOVER_AGENT_LOG_LEVEL", raising=False)
-    monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "data"))
-    monkeypatch.setattr(cli, "_interactive", lambda: False)
-    yield
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_failover_agent", False):
-            root.removeHandler(handler)
-    structlog.reset_defaults()
+def _nobody_at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever runs the suite, the commands find nobody to ask unless a test puts an operator there."""
+    monkeypatch.setattr(session, "is_interactive", lambda: False)
 
 
 def run(*args: str, input: str | None = None):
@@ -43,18 +40,17 @@ def run(*args: str, input: str | None = None):
 
 
 def operator_at_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    monkeypatch.setattr(session, "is_interactive", lambda: True)
 
 
 def world(config: Path | None = None) -> SimWorld:
     loaded = load_config(config) if config else load_config(None)
-    return SimWorld.open(loaded.simulator_inventory, loaded.simulator_state)
+    with connect(loaded) as connection:
+        return sim_of(connection)
 
 
 def snapshot() -> dict:
-    loaded = load_config(None)
-    with build_drivers(loaded) as drivers:
-        return drivers.world.snapshot()
+    return world().snapshot()
 
 
 def op_id_in(output: str) -> str:
@@ -174,9 +170,9 @@ def test_unfinished_operations_are_resumed_first() -> None:
     from agent.engine.store import Store
 
     loaded = load_config(None)
-    with build_drivers(loaded) as drivers:
+    with connect(loaded) as connection:
         store = Store.for_path(loaded.data_dir / "agent.sqlite")
-        left = Engine(loaded.config, drivers, store).create(OperationKind.PREPARE, DEMO_PLAN)
+        left = Engine(loaded.config, connection.ports, store).create(OperationKind.PREPARE, DEMO_PLAN)
         store.close()
 
     result = run("run", "--plan", DEMO_PLAN, "--kind", "prepare")
@@ -383,9 +379,10 @@ def test_the_demo_cleans_up_a_test_failover_an_interrupted_demo_left() -> None:
 
     assert run("demo").exit_code == EXIT_OK
     loaded = load_config(None)
-    with build_drivers(loaded) as drivers:
+    with connect(loaded) as connection:
         store = Store.for_path(loaded.data_dir / cli.DEMO_STORE_NAME)
-        Engine(loaded.config, drivers, store, sleep=lambda s: None).start(OperationKind.TEST_FAILOVER, DEMO_PLAN)
+        Engine(loaded.config, connection.ports, store, sleep=lambda s: None).start(OperationKind.TEST_FAILOVER,
+                                                                                  DEMO_PLAN)
         store.close()
     result = run("demo")
     assert result.exit_code == EXIT_OK, result.output

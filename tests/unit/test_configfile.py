@@ -21,30 +21,17 @@ from agent.configfile import (
     demo_dir,
     load_config,
     resolve_config_path,
-    validate_against_inventory,
 )
 from agent.domain.model import Inventory, Isolation, VmNetwork
+from agent.domain.validation import check_config_against_inventory
 from agent.yamlfile import InvalidFileError, _LineIndex
+from tests.rigs import config_fixture
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "fixtures" / "config"
 DEMO = REPO / "config" / "demo.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(ENV_CONFIG, raising=False)
-    monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "data"))
-
-
-def fixture(name: str, tmp_path: Path) -> Path:
-    """A fixture config copied beside the demo inventory (fixtures name it by its file name)."""
-    work = tmp_path / "cfg"
-    work.mkdir(exist_ok=True)
-    shutil.copy(REPO / "config" / "demo-inventory.yaml", work)
-    for extra in FIXTURES.glob("*-inventory.yaml"):
-        shutil.copy(extra, work)
-    return Path(shutil.copy(FIXTURES / name, work))
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def problems_of(path: Path) -> list[tuple[int | None, str, str]]:
@@ -151,13 +138,13 @@ def test_the_demo_ships_in_the_wheel_as_agent_demo() -> None:
 
 
 def test_unknown_key_is_located_and_suggests_the_right_one(tmp_path: Path) -> None:
-    [(line, key, message)] = problems_of(fixture("unknown-key.yaml", tmp_path))
+    [(line, key, message)] = problems_of(config_fixture("unknown-key.yaml", tmp_path))
     assert (line, key) == (9, "sites[1].hyperv_host")
     assert "unknown key" in message and "'hyperv_hosts'" in message
 
 
 def test_plain_text_secrets_are_refused_without_echoing_them(tmp_path: Path) -> None:
-    path = fixture("plaintext-password.yaml", tmp_path)
+    path = config_fixture("plaintext-password.yaml", tmp_path)
     with pytest.raises(InvalidFileError) as caught:
         load_config(path)
     found = [(p.line, p.key) for p in caught.value.problems]
@@ -176,7 +163,7 @@ def test_a_secret_under_an_unknown_key_is_pointed_at_the_reference_field(tmp_pat
 
 
 def test_several_problems_of_every_kind_come_in_one_report(tmp_path: Path) -> None:
-    found = problems_of(fixture("several-problems.yaml", tmp_path))
+    found = problems_of(config_fixture("several-problems.yaml", tmp_path))
     assert [(line, key) for line, key, _ in found] == [
         (4, "agent.mode"),
         (14, "sites[1].dns_servers[0]"),
@@ -184,7 +171,7 @@ def test_several_problems_of_every_kind_come_in_one_report(tmp_path: Path) -> No
         (24, "subnets[0].announcements.contoso-west[0].router"),
         (37, "recovery_plans[0].groups[0].after[0].script.timeout_s"),
     ]
-    messages = dict((key, msg) for _, key, msg in found)
+    messages = {key: msg for _, key, msg in found}
     assert "'network-only' or 'full'" in messages["agent.mode"]
     assert "'dns-contso'" in messages["sites[1].dns_servers[0]"]
     assert "did you mean 'test_network'" in messages["network_mappings[0].tset_network"]
@@ -245,10 +232,10 @@ def leaf_paths(node, path=()):
     yield path
     if isinstance(node, dict):
         for k, v in node.items():
-            yield from leaf_paths(v, path + (k,))
+            yield from leaf_paths(v, (*path, k))
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            yield from leaf_paths(v, path + (i,))
+            yield from leaf_paths(v, (*path, i))
 
 
 def test_field_errors_never_bring_invented_cross_reference_problems() -> None:
@@ -291,25 +278,24 @@ def test_field_errors_never_bring_invented_cross_reference_problems() -> None:
 
 
 def test_inventory_issues_are_located_in_the_config(tmp_path: Path) -> None:
-    loaded = load_config(fixture("missing-network.yaml", tmp_path))
+    loaded = load_config(config_fixture("missing-network.yaml", tmp_path))
     inventory = Inventory(
         vm_networks=(
             VmNetwork(name="east-apps", site="contoso-east", logical_network="ln", isolation=Isolation.WNV),
             VmNetwork(name="west-apps", site="contoso-west", logical_network="ln", isolation=Isolation.WNV),
         )
     )
-    with pytest.raises(InvalidFileError) as caught:
-        validate_against_inventory(loaded, inventory)
-    [problem] = caught.value.problems
+    issues = check_config_against_inventory(loaded.config, inventory)
+    [problem] = loaded.located(issues).problems
     assert (problem.line, problem.key) == (11, "network_mappings[0].target.vm_network")
     assert "'west-nowhere' does not exist at site contoso-west" in problem.message
     assert problem.file == str(loaded.path)
 
 
 def test_a_config_matching_the_inventory_passes(tmp_path: Path) -> None:
-    loaded = load_config(fixture("missing-network.yaml", tmp_path))
+    loaded = load_config(config_fixture("missing-network.yaml", tmp_path))
     fixed = LoadedConfig(
         loaded.config.model_copy(update={"network_mappings": []}),
         loaded.path, loaded.source, loaded.data_dir, loaded.simulator_inventory, loaded.simulator_state,
     )
-    validate_against_inventory(fixed, Inventory())
+    assert check_config_against_inventory(fixed.config, Inventory()) == []

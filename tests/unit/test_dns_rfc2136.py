@@ -28,9 +28,9 @@ import structlog
 
 from agent.config import DnsServer, SecretUnavailable
 from agent.dns.errors import error_for_exception, error_for_rcode
-from agent.domain.errors import DnsBatchError, DnsInvalidRequest, DnsPrerequisiteFailed
 from agent.dns.names import canonical_rdata
 from agent.dns.transport import TcpSession
+from agent.domain.errors import DnsBatchError, DnsInvalidRequest, DnsPrerequisiteFailed
 from agent.domain.model import RecordChange, RecordType
 from agent.drivers.rfc2136 import Rfc2136Dns
 from agent.errors import AgentError, TimeoutError_, UnreachableError

@@ -8,7 +8,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from agent.dns.verify import Answer, Expected, Nameserver, verify
+from agent.dns.verify import Answer, Expected, Nameserver, host_port, verify, verify_update
 from agent.domain.model import RecordChange, RecordSet, RecordType
 
 ZONE = "example.test."
@@ -183,3 +183,27 @@ def test_no_servers_is_not_ok():
 def test_labels():
     assert Nameserver("2001:db8::53", 53).label == "[2001:db8::53]:53"
     assert Nameserver("192.0.2.53", 5353, "ns1.example.test.").label == "ns1.example.test. (192.0.2.53:5353)"
+
+
+# ------------------------------------------------------------- what the config names
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("ns2.example.test", ("ns2.example.test", 53)),
+    ("192.0.2.53:5353", ("192.0.2.53", 5353)),
+    ("[2001:db8::53]:5300", ("2001:db8::53", 5300)),
+    ("[2001:db8::53]", ("2001:db8::53", 53)),
+    ("2001:db8::53", ("2001:db8::53", 53)),
+])
+def test_a_server_to_ask_is_a_host_with_an_optional_port(text: str, expected: tuple[str, int]) -> None:
+    assert host_port(text, 53) == expected
+
+
+def test_verification_follows_the_servers_config() -> None:
+    from agent.config import DnsServer
+
+    server = DnsServer(name="dns1", kind="rfc2136", address="192.0.2.53", tsig={"name": "k", "secret": "env:K"},
+                       verify_timeout_s=0)
+    change = RecordChange(zone=ZONE, name=f"host1.{ZONE}", type=A, ttl=60, expected=(), new_values=("192.0.2.1",))
+    assert verify_update(server, ZONE, [change]) is None, "verify_timeout_s 0: verification off"
+    assert verify_update(server.model_copy(update={"verify_timeout_s": 5}), ZONE, []) is None, "nothing changed"

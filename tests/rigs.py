@@ -1,4 +1,4 @@
-"""Shared rig for the operations-engine tests (``tests/integration/test_engine_*.py``).
+"""Rigs for the operations-engine tests: one agent on one pair of files, and ways to look at it.
 
 A *rig* is one agent on one pair of files: a SQLite store and a simulator state file (with its
 call log beside it). ``rig.restart()`` drops the engine, drivers and store -- as a killed agent
@@ -11,9 +11,7 @@ once per session, and each rig starts from copies of a freshly seeded state file
 migrated store (``Templates``). Each rig still gets files of its own under the test's
 ``tmp_path`` (xdist-safe).
 
-Test modules import the fixtures they use by name::
-
-    from tests.engine_fixtures import demo, new_rig  # noqa: F401  (pytest fixtures)
+The fixtures that hand rigs to tests (``demo``, ``new_rig``) live in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -21,20 +19,23 @@ from __future__ import annotations
 import re
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
 import yaml
 
 from agent.configfile import LoadedConfig, load_config
-from agent.drivers import Drivers, build_drivers
-from agent.drivers.sim import SimWorld
 from agent.engine.model import OperationKind, OperationView, OpStatus
 from agent.engine.service import Engine
+from agent.engine.steps import AwaitFailoverArgs, parse_args
 from agent.engine.store import Store
+from agent.ports import Ports
+from agent.wiring import Connection, connect
+
+if TYPE_CHECKING:
+    from agent.drivers.sim import SimWorld
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 DEMO_PLAN = "contoso-apps"
@@ -86,6 +87,20 @@ def copy_demo(into: Path, *, edit: Callable[[dict[str, Any]], None] | None = Non
     return into / "demo.yaml"
 
 
+CONFIG_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "config"
+
+
+def config_fixture(name: str, tmp_path: Path) -> Path:
+    """A config of ``tests/fixtures/config`` copied beside the demo inventory and the fixtures'
+    own inventories (the configs name them by file name). Returns the copy's path."""
+    work = tmp_path / "cfg"
+    work.mkdir(exist_ok=True)
+    shutil.copy(CONFIG_DIR / "demo-inventory.yaml", work)
+    for extra in CONFIG_FIXTURES.glob("*-inventory.yaml"):
+        shutil.copy(extra, work)
+    return Path(shutil.copy(CONFIG_FIXTURES / name, work))
+
+
 @dataclass
 class Templates:
     """A loaded config with a freshly seeded simulator state and a freshly migrated store, to copy."""
@@ -100,7 +115,7 @@ class Templates:
         base = config_path.parent / "template"
         base.mkdir()
         sim_state = base / "sim-state.json"
-        SimWorld.open(loaded.simulator_inventory, sim_state)  # seeds it
+        connect(replace(loaded, simulator_state=sim_state)).close()  # seeds it
         store_path = base / "agent.sqlite"
         Store.for_path(store_path).close()
         return cls(loaded, sim_state, store_path)
@@ -110,6 +125,18 @@ class Templates:
         for p in self.sim_state.parent.iterdir():
             shutil.copy(p, where / p.name)
         return where / self.sim_state.name, where / self.store.name
+
+    def after(self, where: Path, prepare: Callable[[Rig], str]) -> tuple[Templates, str]:
+        """Templates of the files as ``prepare`` left them on a rig of their own (e.g. with an
+        operation created, or run), with the operation id it returns: a hundred tests that each
+        start from that point copy it instead of redoing it."""
+        state, store = self.copy_to(where)
+        rig = Rig(self.loaded, state, store)
+        try:
+            op_id = prepare(rig)
+        finally:
+            rig.close()
+        return Templates(self.loaded, state, store), op_id
 
 
 @dataclass
@@ -122,7 +149,7 @@ class Rig:
     sleep: Callable[[float], None] = no_sleep
     crash_hook: Callable[[str, str], None] | None = None
     scheduler: Any = None
-    drivers: Drivers = field(init=False)
+    connection: Connection = field(init=False)
     store: Store = field(init=False)
     engine: Engine = field(init=False)
 
@@ -130,14 +157,18 @@ class Rig:
         self._open()
 
     def _open(self) -> None:
-        self.drivers = build_drivers(replace(self.loaded, simulator_state=self.state_path))
+        self.connection = connect(replace(self.loaded, simulator_state=self.state_path))
         self.store = Store.for_path(self.store_path)
-        self.engine = Engine(self.loaded.config, self.drivers, self.store, sleep=self.sleep,
+        self.engine = Engine(self.loaded.config, self.connection.ports, self.store, sleep=self.sleep,
                              crash_hook=self.crash_hook, scheduler=self.scheduler)
 
     @property
+    def ports(self) -> Ports:
+        return self.connection.ports
+
+    @property
     def world(self) -> SimWorld:
-        return self.drivers.world
+        return sim_of(self.connection)
 
     @property
     def config(self):
@@ -151,7 +182,7 @@ class Rig:
         return self
 
     def close(self) -> None:
-        self.drivers.close()
+        self.connection.close()
         self.store.close()
 
     # -------------------------------------------------------------------- operating
@@ -175,6 +206,13 @@ class Rig:
 
 
 # ------------------------------------------------------------------------ observing
+
+
+def sim_of(connection: Connection) -> SimWorld:
+    """The simulated sites behind a connection (every test config here is simulated)."""
+    world = connection.simulator
+    assert world is not None, "this config has no simulated sites"
+    return world
 
 
 def normalised(snapshot: Any) -> Any:
@@ -214,31 +252,30 @@ def changes(world: SimWorld, since: int = 0) -> Counter[Effect]:
     return out
 
 
-# ------------------------------------------------------------------------- fixtures
+# ----------------------------------------------------------------------- the orchestrator
 
 
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Templates:
-    """The shipped demo (config/demo.yaml + demo-inventory.yaml), copied and loaded once."""
-    return Templates.build(copy_demo(tmp_path_factory.mktemp("demo")))
+def play_orchestrator(engine: Engine, ports: Ports, op_id: str) -> list[str]:
+    """What an outside orchestrator does in network-only mode when the agent waits for it: for
+    the waiting step's VMs, a failover (shut the source down, prepare, fail over, start the
+    replica) or, for a test failover, the start of the test failover. Returns the VMs moved."""
 
-
-@pytest.fixture
-def new_rig(demo: Templates, tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    """``new_rig(templates=demo, name="a", **rig_options)``: a rig on fresh copies of the
-    templates under this test's ``tmp_path``. Closed at the end of the test."""
-
-    rigs: list[Rig] = []
-
-    def make(templates: Templates = demo, name: str = "rig", **kwargs: Any) -> Rig:
-        state, store = templates.copy_to(tmp_path / name)
-        rig = Rig(templates.loaded, state, store, **kwargs)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        try:
-            rig.close()
-        except Exception:  # noqa: BLE001 -- best effort: a test may have closed it already
-            pass
+    op = engine.journal.operation(op_id)
+    moved: list[str] = []
+    for row in engine.journal.steps(op_id):
+        if row.status != "waiting" or row.action != "hyperv.await_failover":
+            continue
+        args = parse_args(AwaitFailoverArgs, row.spec, row.spec_version, step=row.name)
+        assert isinstance(args, AwaitFailoverArgs)
+        source_host = {vm.name: vm.host for vm in ports.vmm[op.source_site].read_inventory().vms}
+        src, dst = ports.hyperv[op.source_site], ports.hyperv[op.target_site]
+        for it in args.items:
+            if args.require_test_vm:
+                dst.replicate(it.host, "start_test", [it.vm])
+            else:
+                src.set_power(source_host[it.vm], "stop", [it.vm])
+                src.replicate(source_host[it.vm], "prepare", [it.vm])
+                dst.replicate(it.host, "failover", [it.vm])
+                dst.set_power(it.host, "start", [it.vm])
+            moved.append(it.vm)
+    return moved

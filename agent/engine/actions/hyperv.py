@@ -1,0 +1,150 @@
+"""Step actions on the Hyper-V hosts: power, Hyper-V Replica's state machine, failover TCP/IP
+configurations (set just before failover, put back on cancel), and the network-only wait for
+an outside orchestrator to fail the VMs over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+from agent.domain.model import FailoverIpSetting, NicFailoverConfig
+from agent.engine.actions.base import ActionContext, action, outcomes, tolerant
+from agent.engine.actions.vmm import reserved_by_nic
+from agent.engine.model import ItemOutcome, StepResult
+from agent.engine.steps import (
+    AwaitFailoverArgs,
+    AwaitItem,
+    HostVmItem,
+    PowerArgs,
+    ReplicateArgs,
+    RestoreFailoverArgs,
+    SetFailoverArgs,
+)
+from agent.ports import HyperV, ItemResult
+
+
+def _on_host(ctx: ActionContext, args: PowerArgs | ReplicateArgs, what: str,
+             call: Callable[[HyperV, str, list[str]], Sequence[ItemResult[Any]]],
+             already_done: Callable[[list[HostVmItem]], set[str]] | None = None) -> StepResult:
+    """One call on one host for the step's live items (those not ``already_done``)."""
+    items, skipped = ctx.live(args.items)
+    if already_done is not None and items:
+        done = already_done(items)
+        skipped += [ItemOutcome(key=it.key, vm=it.vm) for it in items if it.vm in done]
+        items = [it for it in items if it.vm not in done]
+    if not items:
+        return StepResult(items=skipped)
+    hv, host = ctx.ports.hyperv[args.site], args.host
+    vms = [it.target_vm for it in items]
+    return StepResult(items=skipped + tolerant(ctx, args.tolerate_unreachable, items, f"{what}@{host}",
+                                               lambda: call(hv, host, vms)))
+
+
+@action("hyperv.power", PowerArgs)
+def power(ctx: ActionContext, args: PowerArgs) -> StepResult:
+    return _on_host(ctx, args, f"hyperv.set_power.{args.power}",
+                    lambda hv, host, vms: hv.set_power(host, args.power, vms))
+
+
+@action("hyperv.replicate", ReplicateArgs)
+def replicate(ctx: ActionContext, args: ReplicateArgs) -> StepResult:
+    what = args.replica_action
+
+    def test_vm_exists(items: list[HostVmItem]) -> set[str]:
+        # Hyper-V refuses to start a test failover of a VM that has a test VM already. Creating
+        # the operation refused VMs with a test failover running, so a test VM found now is this
+        # operation's own, from an attempt cut off before its outcome was journalled: done.
+        hv, host = ctx.ports.hyperv[args.site], args.host
+        reps = ctx.call(f"hyperv.get_replications@{host}", lambda: hv.get_replications(host, [it.vm for it in items]))
+        return {r.vm for r in reps if r.test_vm}
+
+    return _on_host(ctx, args, f"hyperv.replicate.{what}", lambda hv, host, vms: hv.replicate(host, what, vms),
+                    already_done=test_vm_exists if what == "start_test" else None)
+
+
+def failover_config_key(site: str, host: str, vm: str, nic: str) -> str:
+    """How a NIC's failover-configuration snapshot is keyed (set and restore must agree)."""
+    return f"{site}/{host}/{vm}/{nic}"
+
+
+@action("hyperv.set_failover", SetFailoverArgs)
+def set_failover(ctx: ActionContext, args: SetFailoverArgs) -> StepResult:
+    """Set failover IPs just before failover, with the addresses actually reserved. The previous
+    configuration is snapshotted first so a cancel can put it back."""
+    site, host = args.site, args.host
+    hv = ctx.ports.hyperv[site]
+    items, skipped = ctx.live(args.items)
+    if not items:
+        return StepResult(items=skipped)
+    current = ctx.call(f"hyperv.get_failover_configs@{host}",
+                       lambda: hv.get_failover_configs(host, [(it.vm, it.nic) for it in items]))
+    by_nic = {(c.vm, c.nic): c for c in current}
+    snaps: dict[str, object] = {}
+    for it in items:
+        before = by_nic.get((it.vm, it.nic))
+        snaps.setdefault(failover_config_key(site, host, it.vm, it.nic),
+                         [s.model_dump(mode="json") for s in (before.settings if before else ())])
+    ctx.journal.snapshot_many(scope=ctx.op_id, kind="failover_config", data=snaps)
+    reserved = reserved_by_nic(ctx, [it.vm for it in items], "failover")
+    configs = []
+    for it in items:
+        granted = reserved.get((it.vm, it.nic), {})
+        settings = tuple(s.setting(granted.get(s.ip_index, s.address)) for s in it.settings)
+        configs.append(NicFailoverConfig(vm=it.vm, nic=it.nic, host=host, settings=settings))
+    results = ctx.call(f"hyperv.set_failover_configs@{host}", lambda: hv.set_failover_configs(host, configs))
+    return StepResult(items=skipped + outcomes(items, results))
+
+
+@action("hyperv.restore_failover", RestoreFailoverArgs)
+def restore_failover(ctx: ActionContext, args: RestoreFailoverArgs) -> StepResult:
+    """Put back the failover configuration snapshotted by operation ``scope``."""
+    site, host = args.site, args.host
+    hv = ctx.ports.hyperv[site]
+    snaps = {s.key: s.data for s in ctx.journal.snapshots(scope=args.scope, kind="failover_config")}
+    configs, items, cleared, unset = [], [], [], []
+    for it in args.items:
+        key = failover_config_key(site, host, it.vm, it.nic)
+        if key not in snaps:
+            continue
+        if not snaps[key]:
+            # There was none: remove ours (setting an empty configuration is refused).
+            cleared.append(it)
+            unset.append((it.vm, it.nic))
+            continue
+        items.append(it)
+        configs.append(NicFailoverConfig(vm=it.vm, nic=it.nic, host=host,
+                                         settings=tuple(FailoverIpSetting.model_validate(s) for s in snaps[key])))
+    done: list[ItemOutcome] = []
+    if configs:
+        results = ctx.call(f"hyperv.set_failover_configs@{host}", lambda: hv.set_failover_configs(host, configs))
+        done += outcomes(items, results)
+    if unset:
+        cleared_results = ctx.call(f"hyperv.clear_failover_configs@{host}",
+                                   lambda: hv.clear_failover_configs(host, unset))
+        done += outcomes(cleared, cleared_results)
+    return StepResult(items=done)
+
+
+@action("hyperv.await_failover", AwaitFailoverArgs)
+def await_failover(ctx: ActionContext, args: AwaitFailoverArgs) -> StepResult:
+    """Network-only mode: the outside orchestrator fails the VMs over. Wait (for an operator or
+    the orchestrator to resume the operation) until every live VM of the group has failed over."""
+    hv = ctx.ports.hyperv[args.site]
+    items, skipped = ctx.live(args.items)
+    by_host: dict[str, list[AwaitItem]] = {}
+    for it in items:
+        by_host.setdefault(it.host, []).append(it)
+    want = set(args.states)
+    pending = []
+    for host, on_host in by_host.items():
+        reps = ctx.call(f"hyperv.get_replications@{host}", partial(hv.get_replications, host, [i.vm for i in on_host]))
+        states = {r.vm: r for r in reps}
+        for it in on_host:
+            rep = states.get(it.vm)
+            if rep is None or rep.state.value not in want or (args.require_test_vm and not rep.test_vm):
+                pending.append(it.vm)
+    if pending:
+        return StepResult(items=skipped, waiting=args.instruction.format(vms=", ".join(sorted(pending))))
+    return StepResult(items=skipped + [ItemOutcome(key=it.key, vm=it.vm) for it in items])

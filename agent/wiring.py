@@ -1,0 +1,322 @@
+"""The composition root: the one place that turns a loaded config into live ports.
+
+Every driver is an entry in :data:`DRIVERS`, a table of factories keyed by what the config says
+(an endpoint's ``transport``, a DNS server's ``kind``, a router's ``kind`` and transport), so a
+new driver is one entry there and nothing else changes: the engine, the inventory reader, the
+CLI and the API server receive a :class:`~agent.ports.Ports` bundle and never learn which
+drivers it holds. A config entry with no factory is refused, every such entry at once and
+located in the file, before anything is contacted.
+
+The simulated sites are opened here too (and only here outside ``agent/drivers/sim``): lazily,
+once, shared by every simulated port. Tests and the demo that inspect them get the explicit
+handle :attr:`Connection.simulator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from agent.config import DnsServer, HyperVHost, Router, Site
+from agent.configfile import LoadedConfig
+from agent.drivers.dispatch import HyperVByHost, RoutesByRouter, ScriptsByHost
+from agent.ports import Dns, HyperV, Ports, Routes, Scripts, Vmm
+from agent.yamlfile import InvalidFileError, Problem
+
+if TYPE_CHECKING:
+    # The handle on the simulated sites that tests and the demo inspect, named here so that
+    # nothing outside the drivers and this module imports the simulator.
+    from agent.drivers.sim import SimWorld as SimulatedSites
+
+__all__ = ["DRIVERS", "Connection", "DriverTable", "NotAvailableYet", "SimulatedSites", "WiringContext",
+           "check_available", "connect"]
+
+
+class NotAvailableYet(InvalidFileError):
+    """The config asks for a driver this version does not have. Nothing was contacted."""
+
+    code = "not_available_yet"
+
+
+class WiringContext:
+    """What a factory may use: the config, a place to register what must be closed, and the
+    simulated sites (opened on first use)."""
+
+    def __init__(self, loaded: LoadedConfig, *, reset_simulator: bool = False) -> None:
+        self.loaded = loaded
+        self.reset_simulator = reset_simulator
+        self.notices: list[str] = []
+        self._closers: list[Callable[[], object]] = []
+        self._world: SimulatedSites | None = None
+
+    def on_close(self, close: Callable[[], object]) -> None:
+        self._closers.append(close)
+
+    def simulator(self) -> SimulatedSites:
+        """The simulated sites of the config's ``simulator`` section, opened once.
+
+        A new state file is seeded from the inventory (which checks it). After that the state
+        file is the truth, but an inventory edited since is checked every time -- a broken one
+        must be reported at every start, not only the first. The demo's world is disposable: it
+        starts afresh when asked or when the shipped inventory changed (an upgrade); any other
+        config only gets a notice, because its state may matter."""
+
+        if self._world is None:
+            from agent.drivers.sim import SimWorld
+            from agent.drivers.sim.inventory import load_inventory
+
+            inventory, state = self.loaded.simulator_inventory, self.loaded.simulator_state
+            if inventory is None or state is None:
+                # AgentConfig refuses 'sim' without a simulator section; this guards a hand-built one.
+                raise InvalidFileError(self.loaded.path, [Problem(
+                    str(self.loaded.path), None, "simulator", "'sim' drivers need a simulator inventory")])
+            state.parent.mkdir(parents=True, exist_ok=True)
+            world = SimWorld.open(inventory, state)
+            changed = world.inventory_changed
+            if changed:
+                load_inventory(inventory)
+            if self.reset_simulator or (changed and self.loaded.is_demo):
+                world.reset()
+            elif changed:
+                self.notices.append(
+                    f"{inventory} changed since the simulated world in {state} was created from it; the world "
+                    "still shows the old inventory (delete the state file to start afresh).")
+            self._world = world
+        return self._world
+
+    @property
+    def opened_simulator(self) -> SimulatedSites | None:
+        return self._world
+
+    def close(self) -> None:
+        """Close everything opened, newest first; every closer runs even if one fails."""
+
+        closers, self._closers = self._closers, []
+        first: BaseException | None = None
+        for close in reversed(closers):
+            try:
+                close()
+            except Exception as exc:  # keep closing the rest; report the first failure
+                first = first or exc
+        if first is not None:
+            raise first
+
+
+VmmFactory = Callable[[WiringContext, Site], Vmm]
+HyperVFactory = Callable[[WiringContext, Site, Sequence[HyperVHost]], HyperV]
+"""One site's Hyper-V hosts that share a transport (a site without hosts in the config gets
+the factory of its VMM's transport, with no hosts)."""
+DnsFactory = Callable[[WiringContext, DnsServer, Sequence[str]], Dns]
+"""One DNS server, with the names of the zones the config puts on it."""
+RoutesFactory = Callable[[WiringContext, Sequence[Router]], Routes]
+ScriptsFactory = Callable[[WiringContext, Sequence[HyperVHost]], Scripts]
+"""The hosts (of both sites) whose endpoints share a transport."""
+
+
+@dataclass(frozen=True)
+class DriverTable:
+    """Driver factories by role and key. Keys: an endpoint's ``transport`` for VMM, Hyper-V and
+    scripts; a DNS server's ``kind``; a router's ``kind/transport`` (``"sim/sim"``,
+    ``"bgp/psrp"``)."""
+
+    vmm: Mapping[str, VmmFactory]
+    hyperv: Mapping[str, HyperVFactory]
+    dns: Mapping[str, DnsFactory]
+    routes: Mapping[str, RoutesFactory]
+    scripts: Mapping[str, ScriptsFactory]
+
+
+def _rfc2136(ctx: WiringContext, server: DnsServer, zones: Sequence[str]) -> Dns:
+    from agent.drivers.rfc2136 import Rfc2136Dns
+
+    return Rfc2136Dns(server, zones)
+
+
+DRIVERS = DriverTable(
+    vmm={"sim": lambda ctx, site: ctx.simulator().vmm(site.name)},
+    hyperv={"sim": lambda ctx, site, hosts: ctx.simulator().hyperv(site.name)},
+    dns={"sim": lambda ctx, server, zones: ctx.simulator().dns(server.name), "rfc2136": _rfc2136},
+    routes={"sim/sim": lambda ctx, routers: ctx.simulator().routes()},
+    scripts={"sim": lambda ctx, hosts: ctx.simulator().scripts()},
+)
+"""Every driver of this version."""
+
+
+def router_key(router: Router) -> str:
+    return f"{router.kind}/{router.endpoint.transport}"
+
+
+# ------------------------------------------------------------------------------ what is asked for
+
+E = TypeVar("E")
+
+
+@dataclass
+class _Wanted(Generic[E]):
+    """Config entries of one role grouped by key, with the config key path of each entry."""
+
+    entries: dict[str, list[tuple[str, E]]] = field(default_factory=dict)
+
+    def add(self, key: str, where: str, entry: E) -> None:
+        self.entries.setdefault(key, []).append((where, entry))
+
+
+@dataclass
+class _Asked:
+    vmm: _Wanted[Site] = field(default_factory=_Wanted)
+    hyperv: dict[str, _Wanted[HyperVHost]] = field(default_factory=dict)
+    """Per site."""
+    hyperv_via_vmm: _Wanted[Site] = field(default_factory=_Wanted)
+    """Sites that list no Hyper-V host: their hosts are reached like their VMM."""
+    dns: _Wanted[DnsServer] = field(default_factory=_Wanted)
+    routes: _Wanted[Router] = field(default_factory=_Wanted)
+    scripts: _Wanted[HyperVHost] = field(default_factory=_Wanted)
+
+
+def _asked(loaded: LoadedConfig) -> _Asked:
+    cfg = loaded.config
+    asked = _Asked()
+    for i, site in enumerate(cfg.sites):
+        asked.vmm.add(site.vmm.transport, f"sites[{i}].vmm.transport", site)
+        hosts = asked.hyperv.setdefault(site.name, _Wanted())
+        for j, host in enumerate(site.hyperv_hosts):
+            where = f"sites[{i}].hyperv_hosts[{j}].endpoint.transport"
+            hosts.add(host.endpoint.transport, where, host)
+            asked.scripts.add(host.endpoint.transport, where, host)
+        if not site.hyperv_hosts:
+            asked.hyperv_via_vmm.add(site.vmm.transport, f"sites[{i}].vmm.transport", site)
+        for j, router in enumerate(site.routers):
+            asked.routes.add(router_key(router), f"sites[{i}].routers[{j}].kind", router)
+    for i, third in enumerate(cfg.third_sites):
+        for j, router in enumerate(third.routers):
+            asked.routes.add(router_key(router), f"third_sites[{i}].routers[{j}].kind", router)
+    for i, server in enumerate(cfg.dns.servers):
+        asked.dns.add(server.kind, f"dns.servers[{i}].kind", server)
+    return asked
+
+
+def _missing(table: DriverTable, asked: _Asked) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+
+    def check(what: str, known: Mapping[str, object], wanted: _Wanted[E],
+              describe: Callable[[str], str] | None = None) -> None:
+        for key, entries in wanted.entries.items():
+            if key not in known:
+                told = describe(key) if describe else f"{what} {key!r} is not available yet in this version " \
+                    f"(available: {', '.join(sorted(known)) or 'none'})"
+                found.extend((where, told) for where, _ in entries)
+
+    def router(key: str) -> str:
+        kind, transport = key.split("/", 1)
+        kinds = sorted({k.split("/", 1)[0] for k in table.routes})
+        if kind not in kinds:
+            return f"router kind {kind!r} is not available yet in this version (available: {', '.join(kinds)})"
+        return (f"router kind {kind!r} over transport {transport!r} is not available yet in this version "
+                f"(available: {', '.join(sorted(table.routes))})")
+
+    check("transport", table.vmm, asked.vmm)
+    for hosts in asked.hyperv.values():
+        check("transport", table.hyperv, hosts)
+    check("transport", table.hyperv, asked.hyperv_via_vmm)
+    check("DNS server kind", table.dns, asked.dns)
+    check("router", table.routes, asked.routes, router)
+    scripts = _Wanted[HyperVHost]({k: v for k, v in asked.scripts.entries.items() if k in table.hyperv})
+    check("script transport", table.scripts, scripts)
+    return list(dict.fromkeys(found))
+
+
+def check_available(loaded: LoadedConfig, table: DriverTable = DRIVERS) -> None:
+    """Raise :class:`NotAvailableYet` naming every config entry this version has no driver for."""
+
+    missing = _missing(table, _asked(loaded))
+    if missing:
+        shown = str(loaded.path)
+        problems = [Problem(shown, loaded.line_of(key), key, message) for key, message in missing]
+        raise NotAvailableYet(loaded.path, sorted(problems, key=lambda p: p.line or 0))
+
+
+# ------------------------------------------------------------------------------- connecting
+
+
+@dataclass
+class Connection:
+    """The live ports of one config. Close when done (a context manager)."""
+
+    ports: Ports
+    context: WiringContext
+
+    @property
+    def simulator(self) -> SimulatedSites | None:
+        """The simulated sites, when the config uses them: for tests and the demo to inspect."""
+        return self.context.opened_simulator
+
+    @property
+    def notices(self) -> Sequence[str]:
+        """Things the operator should know about what was opened (e.g. a stale simulated world)."""
+        return tuple(self.context.notices)
+
+    def close(self) -> None:
+        self.context.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(loaded: LoadedConfig, *, reset_simulator: bool = False, table: DriverTable = DRIVERS) -> Connection:
+    """Open the ports ``loaded`` asks for. Refuses the whole config, before contacting anything,
+    when an entry needs a driver this version does not have. ``reset_simulator`` starts the
+    simulated sites afresh from their inventory."""
+
+    check_available(loaded, table)
+    asked = _asked(loaded)
+    cfg = loaded.config
+    ctx = WiringContext(loaded, reset_simulator=reset_simulator)
+    try:
+        vmm = {site.name: table.vmm[site.vmm.transport](ctx, site) for site in cfg.sites}
+        hyperv = {site.name: _site_hyperv(ctx, table, site, asked.hyperv[site.name]) for site in cfg.sites}
+        dns = {server.name: table.dns[server.kind](ctx, server, [z.name for z in cfg.dns.zones
+                                                                  if z.server == server.name])
+               for server in cfg.dns.servers}
+        routes = _routes(ctx, table, asked.routes)
+        scripts = _scripts(ctx, table, asked)
+        for port in (*vmm.values(), *hyperv.values(), *dns.values(), routes, scripts):
+            close = getattr(port, "close", None)
+            if callable(close):
+                ctx.on_close(close)
+    except BaseException:
+        ctx.close()
+        raise
+    return Connection(Ports(vmm=vmm, hyperv=hyperv, dns=dns, routes=routes, scripts=scripts), ctx)
+
+
+def _groups(wanted: _Wanted[E]) -> Iterable[tuple[str, list[E]]]:
+    for key, entries in wanted.entries.items():
+        yield key, [entry for _, entry in entries]
+
+
+def _site_hyperv(ctx: WiringContext, table: DriverTable, site: Site, hosts: _Wanted[HyperVHost]) -> HyperV:
+    if not hosts.entries:
+        return table.hyperv[site.vmm.transport](ctx, site, ())
+    ports = {key: (table.hyperv[key](ctx, site, group), group) for key, group in _groups(hosts)}
+    if len(ports) == 1:
+        return next(iter(ports.values()))[0]
+    return HyperVByHost(site.name, {h.name: port for port, group in ports.values() for h in group})
+
+
+def _routes(ctx: WiringContext, table: DriverTable, wanted: _Wanted[Router]) -> Routes:
+    ports = {key: (table.routes[key](ctx, group), group) for key, group in _groups(wanted)}
+    if len(ports) == 1:
+        return next(iter(ports.values()))[0]
+    # Several kinds of router (or none configured: every call is then refused, naming the router).
+    return RoutesByRouter({r.name: port for port, group in ports.values() for r in group})
+
+
+def _scripts(ctx: WiringContext, table: DriverTable, asked: _Asked) -> Scripts:
+    ports = {key: (table.scripts[key](ctx, group), group) for key, group in _groups(asked.scripts)}
+    if len(ports) == 1:
+        return next(iter(ports.values()))[0]
+    return ScriptsByHost({h.name: port for port, group in ports.values() for h in group})
