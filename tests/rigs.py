@@ -35,7 +35,7 @@ from agent.ports import Ports
 from agent.wiring import Connection, connect
 
 if TYPE_CHECKING:
-    from agent.drivers.sim import SimWorld
+    from agent.wiring import SimulatedSites as SimWorld
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 DEMO_PLAN = "contoso-apps"

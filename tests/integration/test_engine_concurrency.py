@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.drivers.sim import nic_id
 from agent.engine.model import OperationKind, OpStatus
 from tests.rigs import Templates
 
@@ -77,7 +76,9 @@ def test_200_concurrent_prepares_grant_each_nic_one_address_and_no_address_twice
     assert Counter(v.status for v in views) == {OpStatus.SUCCEEDED.value: 200}
     grants = rig.world.snapshot()["grants"]["west"]["west-pool"]
     owners = Counter(g["owner_id"] for g in grants.values())
-    expected = {nic_id("west", f"vm{i:03d}", "nic0") for i in range(VMS)}  # the replica NICs
+    replicas = rig.ports.vmm["west"].read_inventory().vms
+    expected = {nic.id for vm in replicas if vm.role == "replica" for nic in vm.nics}
+    assert len(expected) == VMS
     assert set(owners) == expected, "every replica NIC holds a grant, nobody else does"
     assert set(owners.values()) == {1}, "one grant per NIC, however many requests asked for it"
     low, high = (ipaddress.ip_address(a) for a in TARGET_POOL)

@@ -20,7 +20,7 @@ from agent.wiring import connect
 from tests.rigs import sim_of
 
 if TYPE_CHECKING:
-    from agent.drivers.sim import SimWorld
+    from agent.wiring import SimulatedSites as SimWorld
 
 REPO = Path(__file__).resolve().parents[2]
 MANUAL = "Check that SQL Server on sql01"
