@@ -37,6 +37,8 @@ class NotAvailableYet(InvalidFileError):
     """The config asks for a driver this version does not have. Nothing was contacted."""
 
     code = "not_available_yet"
+    hint = ("The PowerShell-remoting drivers (transports psrp and winrm, DNS kind windows, router kinds "
+            "netroute and bgp) come in a later version; each problem above names the drivers this one has.")
 
 
 class WiringContext:
