@@ -230,8 +230,11 @@ def _missing(table: DriverTable, asked: _Asked) -> list[tuple[str, str]]:
 
 def check_available(loaded: LoadedConfig, table: DriverTable = DRIVERS) -> None:
     """Raise :class:`NotAvailableYet` naming every config entry this version has no driver for."""
+    _check(loaded, table, _asked(loaded))
 
-    missing = _missing(table, _asked(loaded))
+
+def _check(loaded: LoadedConfig, table: DriverTable, asked: _Asked) -> None:
+    missing = _missing(table, asked)
     if missing:
         shown = str(loaded.path)
         problems = [Problem(shown, loaded.line_of(key), key, message) for key, message in missing]
@@ -273,8 +276,8 @@ def connect(loaded: LoadedConfig, *, reset_simulator: bool = False, table: Drive
     when an entry needs a driver this version does not have. ``reset_simulator`` starts the
     simulated sites afresh from their inventory."""
 
-    check_available(loaded, table)
     asked = _asked(loaded)
+    _check(loaded, table, asked)
     cfg = loaded.config
     ctx = WiringContext(loaded, reset_simulator=reset_simulator)
     try:
@@ -295,30 +298,35 @@ def connect(loaded: LoadedConfig, *, reset_simulator: bool = False, table: Drive
     return Connection(Ports(vmm=vmm, hyperv=hyperv, dns=dns, routes=routes, scripts=scripts), ctx)
 
 
-def _groups(wanted: _Wanted[E]) -> Iterable[tuple[str, list[E]]]:
+N = TypeVar("N", HyperVHost, Router)
+P = TypeVar("P")
+
+
+def _groups(wanted: _Wanted[N]) -> Iterable[tuple[str, list[N]]]:
     for key, entries in wanted.entries.items():
         yield key, [entry for _, entry in entries]
+
+
+def _one_or_dispatch(wanted: _Wanted[N], make: Callable[[str, list[N]], P],
+                     dispatch: Callable[[dict[str, P]], P]) -> P:
+    """The port of the one driver ``wanted`` needs, or, when its entries (hosts, routers) need
+    several drivers -- or none is configured -- a dispatcher sending each call by entry name."""
+    built = [(make(key, group), group) for key, group in _groups(wanted)]
+    if len(built) == 1:
+        return built[0][0]
+    return dispatch({entry.name: port for port, group in built for entry in group})
 
 
 def _site_hyperv(ctx: WiringContext, table: DriverTable, site: Site, hosts: _Wanted[HyperVHost]) -> HyperV:
     if not hosts.entries:
         return table.hyperv[site.vmm.transport](ctx, site, ())
-    ports = {key: (table.hyperv[key](ctx, site, group), group) for key, group in _groups(hosts)}
-    if len(ports) == 1:
-        return next(iter(ports.values()))[0]
-    return HyperVByHost(site.name, {h.name: port for port, group in ports.values() for h in group})
+    return _one_or_dispatch(hosts, lambda key, group: table.hyperv[key](ctx, site, group),
+                            lambda by_host: HyperVByHost(site.name, by_host))
 
 
 def _routes(ctx: WiringContext, table: DriverTable, wanted: _Wanted[Router]) -> Routes:
-    ports = {key: (table.routes[key](ctx, group), group) for key, group in _groups(wanted)}
-    if len(ports) == 1:
-        return next(iter(ports.values()))[0]
-    # Several kinds of router (or none configured: every call is then refused, naming the router).
-    return RoutesByRouter({r.name: port for port, group in ports.values() for r in group})
+    return _one_or_dispatch(wanted, lambda key, group: table.routes[key](ctx, group), RoutesByRouter)
 
 
 def _scripts(ctx: WiringContext, table: DriverTable, asked: _Asked) -> Scripts:
-    ports = {key: (table.scripts[key](ctx, group), group) for key, group in _groups(asked.scripts)}
-    if len(ports) == 1:
-        return next(iter(ports.values()))[0]
-    return ScriptsByHost({h.name: port for port, group in ports.values() for h in group})
+    return _one_or_dispatch(asked.scripts, lambda key, group: table.scripts[key](ctx, group), ScriptsByHost)

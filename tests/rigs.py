@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -41,6 +41,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 DEMO_PLAN = "contoso-apps"
 ACTOR = "alice@test"
 WAITING = OpStatus.WAITING.value
+
+R = TypeVar("R")
 
 OP_ID = re.compile(r"op-[0-9a-f]{12}")
 
@@ -126,17 +128,17 @@ class Templates:
             shutil.copy(p, where / p.name)
         return where / self.sim_state.name, where / self.store.name
 
-    def after(self, where: Path, prepare: Callable[[Rig], str]) -> tuple[Templates, str]:
+    def after(self, where: Path, prepare: Callable[[Rig], R]) -> tuple[Templates, R]:
         """Templates of the files as ``prepare`` left them on a rig of their own (e.g. with an
-        operation created, or run), with the operation id it returns: a hundred tests that each
+        operation created, or run), with what ``prepare`` returned: a hundred tests that each
         start from that point copy it instead of redoing it."""
         state, store = self.copy_to(where)
         rig = Rig(self.loaded, state, store)
         try:
-            op_id = prepare(rig)
+            found = prepare(rig)
         finally:
             rig.close()
-        return Templates(self.loaded, state, store), op_id
+        return Templates(self.loaded, state, store), found
 
 
 @dataclass

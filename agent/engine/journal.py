@@ -179,12 +179,12 @@ class Journal:
         with self.store.session() as s:
             return list(s.scalars(select(StepRow).where(StepRow.operation_id == op_id).order_by(StepRow.ordinal)))
 
-    def check_sequence(self, op_id: str, expected: Sequence[StepSpec]) -> None:
+    def check_sequence(self, op_id: str, expected: Sequence[StepSpec], recorded_rows: Sequence[StepRow]) -> None:
         """Refuse to resume an operation whose journalled steps (name and action, in order) are
         not the ones this agent would create for it now: the agent version, the config's
         recovery plan, its mode or its DNS TTL policy changed since it was created, and running
         the journal as it stands could do what nobody reviewed."""
-        recorded = [(r.name, r.action) for r in self.steps(op_id)]
+        recorded = [(r.name, r.action) for r in recorded_rows]
         wanted = [(s.name, s.action) for s in expected]
         if recorded == wanted:
             return

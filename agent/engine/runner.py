@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -29,7 +29,7 @@ from agent.engine.model import (
     StepResult,
     StepStatus,
 )
-from agent.engine.steps import IncompatibleStep, StepArgs, parse_args, upgrade
+from agent.engine.steps import StepArgs, parse_args, upgrade
 from agent.engine.store import OperationRow, StepRow
 from agent.errors import AgentError, PermanentError
 from agent.ports import Ports
@@ -129,17 +129,14 @@ class Runner:
         log.info("operation finished", operation=op_id, status=final.value, failed_vms=sorted(failed_vms))
         return self.journal.view(op_id)
 
-    def check_arguments(self, op_id: str) -> None:
-        """Every step still to run has an action this agent knows and arguments it reads
-        (raises :class:`~agent.engine.steps.IncompatibleStep` naming the first that does not)."""
-        for row in self.journal.steps(op_id):
-            if row.status in (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value):
-                continue
-            act = ACTIONS.get(row.action)
-            if act is None:
-                raise IncompatibleStep(f"operation {op_id}: step {row.name} uses action {row.action}, which this "
-                                       "agent does not know", operation=op_id, step=row.name)
-            parse_args(act.args, row.spec, row.spec_version, step=row.name)
+    @staticmethod
+    def check_arguments(rows: Sequence[StepRow]) -> None:
+        """Every journalled step still to run has arguments this agent reads (raises
+        :class:`~agent.engine.steps.IncompatibleStep` naming the first that does not). Their
+        actions are known: the journal matched the steps this agent builds."""
+        for row in rows:
+            if row.status not in (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value):
+                parse_args(ACTIONS[row.action].args, row.spec, row.spec_version, step=row.name)
 
     @staticmethod
     def _replayed_failures(rows: list[StepRow]) -> set[str]:

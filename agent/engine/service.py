@@ -319,8 +319,9 @@ class Engine:
         if op.plan is None:
             return
         expected = steps_for(OperationKind(op.kind), self.config, plan_from_json(op.plan), op.parent_id)
-        self.journal.check_sequence(op.id, expected)
-        self.runner.check_arguments(op.id)
+        rows = self.journal.steps(op.id)
+        self.journal.check_sequence(op.id, expected, rows)
+        Runner.check_arguments(rows)
 
     def resume(self, op_id: str, *, actor: str) -> OperationView:
         """Continue after a manual pause, or start a failed operation again from its failed step."""

@@ -26,10 +26,8 @@ import tempfile
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -114,23 +112,11 @@ class Uninterrupted:
         self.effects: Counter[Effect] = changes(rig.world)
 
 
-R = TypeVar("R")
-
-
-def reference_run(demo: Templates, where: Path, run: Callable[[Rig], R]) -> R:
-    """What ``run`` finds on a rig of its own, never interrupted: what every killed run must match."""
-    state, store = demo.copy_to(where)
-    rig = Rig(demo.loaded, state, store)
-    try:
-        return run(rig)
-    finally:
-        rig.close()
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(planned: Created, tmp_path_factory: pytest.TempPathFactory) -> Uninterrupted:
-    ref = reference_run(planned.templates, tmp_path_factory.mktemp("uninterrupted"),
-                        lambda rig: Uninterrupted(rig, planned.op_id))
+    # What the run finds on a rig of its own, never interrupted: what every killed run must match.
+    _, ref = planned.templates.after(tmp_path_factory.mktemp("uninterrupted"),
+                                     lambda rig: Uninterrupted(rig, planned.op_id))
     # The reference itself must be worth comparing with: every kind of change of a failover.
     kinds = {kind for kind, _, _ in ref.effects}
     assert {"vmm.grant_ips", "vmm.connect_nics", "hyperv.set_power.stop", "hyperv.replicate.prepare",
@@ -198,7 +184,7 @@ class UninterruptedDrill:
 
 @pytest.fixture(scope="module")
 def uninterrupted_drill(demo: Templates, tmp_path_factory: pytest.TempPathFactory) -> UninterruptedDrill:
-    ref = reference_run(demo, tmp_path_factory.mktemp("uninterrupted-drill"), UninterruptedDrill)
+    _, ref = demo.after(tmp_path_factory.mktemp("uninterrupted-drill"), UninterruptedDrill)
     assert max(n for e, n in ref.test_effects.items() if e[0] != AT_LEAST_ONCE) == 1
     assert max(ref.cleanup_effects.values()) == 1
     return ref
