@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
+from agent.configrules import SafePath, TestFailoverAge, duplicate_names, no_nul, seconds
 from agent.domain.model import Address, Prefix
 from agent.errors import RefusedError
 
@@ -45,7 +47,7 @@ class SecretRef:
 
     def __init__(self, ref: str) -> None:
         scheme, sep, rest = ref.partition(":")
-        if not sep or scheme not in ("env", "file") or not rest:
+        if not sep or scheme not in ("env", "file") or not rest or "\0" in rest:
             raise ValueError(
                 "secrets must be references, 'env:VARIABLE' or 'file:/path/to/secret'; "
                 "a plain-text secret is not accepted"
@@ -119,7 +121,7 @@ class Endpoint(Model):
     credential: SecretRef | None = None
     auth: Literal["negotiate", "kerberos", "ntlm", "credssp", "certificate", "basic"] = "negotiate"
     ssl: bool = True
-    ca_file: Path | None = None
+    ca_file: SafePath | None = None
 
     @model_validator(mode="after")
     def _remote_needs_address(self) -> Endpoint:
@@ -247,13 +249,13 @@ class DnsServer(Model):
     """``windows``: how to reach the DNS server for the DnsServer cmdlets."""
     purpose: Literal["production", "test"] = "production"
     """``test``: the DNS of the isolated test networks; test failovers update only these."""
-    timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = seconds(5.0, high=300)
     verify_servers: list[str] = Field(default_factory=list)
     """After an update, every one of these (``host`` or ``host:port``) must answer the new data:
     the zone's other authoritative servers. Default: the server itself."""
     verify_resolvers: list[str] = Field(default_factory=list)
     """Resolvers to ask once after an update, to report what they still cache."""
-    verify_timeout_s: float = Field(default=30.0, ge=0)
+    verify_timeout_s: float = seconds(30.0, high=3600, zero_ok=True)
     """How long to wait for lagging servers before reporting them (0: do not verify)."""
 
     @model_validator(mode="after")
@@ -316,7 +318,7 @@ class ScriptStep(Model):
     host: Name
     path: str
     """A path on that host, or the name of a script shipped with the agent."""
-    timeout_s: float = Field(default=600, gt=0)
+    timeout_s: float = seconds(600, high=86400)
     parameters: dict[str, str | int | bool] = Field(default_factory=dict)
 
 
@@ -358,18 +360,18 @@ class RecoveryPlan(Model):
 
 class RetryPolicy(Model):
     attempts: int = Field(default=5, ge=1, le=100)
-    initial_backoff_s: float = Field(default=1.0, ge=0)
-    max_backoff_s: float = Field(default=30.0, ge=0)
-    multiplier: float = Field(default=2.0, ge=1)
+    initial_backoff_s: float = seconds(1.0, high=3600, zero_ok=True)
+    max_backoff_s: float = seconds(30.0, high=3600, zero_ok=True)
+    multiplier: float = Field(default=2.0, ge=1, le=10, allow_inf_nan=False)
 
 
 class Concurrency(Model):
-    global_limit: int = Field(default=16, ge=1)
-    per_host: int = Field(default=4, ge=1)
+    global_limit: int = Field(default=16, ge=1, le=1000)
+    per_host: int = Field(default=4, ge=1, le=1000)
 
 
 class Policies(Model):
-    test_failover_max_age: timedelta = timedelta(days=14)
+    test_failover_max_age: TestFailoverAge = timedelta(days=14)
     """Older test failovers are cleaned up by force (the source documents' two weeks)."""
     concurrency: Concurrency = Concurrency()
     retry: RetryPolicy = RetryPolicy()
@@ -381,14 +383,14 @@ class Policies(Model):
 class Simulator(Model):
     """The simulated sites: an inventory describing the world, and where its state is kept."""
 
-    inventory: Path
+    inventory: SafePath
     """YAML inventory (relative paths are relative to the config file)."""
-    state: Path | None = None
+    state: SafePath | None = None
     """Where the simulated world is persisted; default: beside the store."""
 
 
 class Store(Model):
-    url: str | None = None
+    url: Annotated[str, AfterValidator(no_nul)] | None = None
     """Any SQLAlchemy URL; default: a SQLite file in ``data_dir``."""
 
 
@@ -413,7 +415,7 @@ class AgentSettings(Model):
     mode: Literal["network-only", "full"] = "network-only"
     owner_id: str = Field(default="failover-agent", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@\-]+$")
     """Written into every reservation description and journal entry: what the agent owns."""
-    data_dir: Path = Path("var")
+    data_dir: SafePath = Path("var")
     """Store, simulator state and logs (relative paths are relative to the config file)."""
 
 
@@ -447,6 +449,7 @@ class AgentConfig(Model):
         }
         hosts = {h.name for s in self.sites for h in s.hyperv_hosts}
         servers = {d.name for d in self.dns.servers}
+        problems += duplicate_names(self)
         for i, site in enumerate(self.sites):
             for j, name in enumerate(site.dns_servers):
                 if name not in servers:

@@ -33,7 +33,7 @@ from pydantic_core import ErrorDetails
 import agent
 from agent.config import CROSS_REFERENCE_MARK, AgentConfig
 from agent.errors import RefusedError
-from agent.yamlfile import InvalidFileError, Problem, _LineIndex, _split_loc, key_path, load_located, parse_yaml
+from agent.yamlfile import InvalidFileError, Problem, _LineIndex, _split_loc, key_path, parse_yaml
 
 ENV_CONFIG = "FAILOVER_AGENT_CONFIG"
 ENV_DATA_DIR = "FAILOVER_AGENT_DATA_DIR"
@@ -120,11 +120,16 @@ def resolve_config_path(option: str | os.PathLike[str] | None) -> tuple[Path, Co
     """``--config`` wins, then ``$FAILOVER_AGENT_CONFIG``, then the shipped demo."""
 
     if option is not None and str(option) != "":
-        return Path(option).expanduser().resolve(), "option"
+        return _absolute(Path(option)), "option"
     env = os.environ.get(ENV_CONFIG)
     if env:
-        return Path(env).expanduser().resolve(), "env"
+        return _absolute(Path(env)), "env"
     return (demo_dir() / DEMO_CONFIG_NAME).resolve(), "demo"
+
+
+def _absolute(path: Path) -> Path:
+    # A path with a NUL byte cannot be resolved (ValueError); reading it refuses it, located.
+    return path if "\0" in str(path) else path.expanduser().resolve()
 
 
 # ------------------------------------------------------------------------------- load
@@ -141,11 +146,13 @@ def load_config(path: str | os.PathLike[str] | None = None, *, source: ConfigSou
         resolved, chosen = resolve_config_path(path)
         source = source or chosen
     else:
-        resolved = Path(path).expanduser().resolve()
+        resolved = _absolute(Path(path))
+    # Parsed once: the report of a file that does not validate is built from the same parse.
+    data, index = parse_yaml(resolved)
     try:
-        config, index = load_located(resolved, AgentConfig, cross_mark=CROSS_REFERENCE_MARK)
-    except InvalidFileError as exc:
-        raise _complete_report(resolved, exc) from None
+        config = AgentConfig.model_validate({} if data is None else data)
+    except ValidationError as exc:
+        raise _complete_report(resolved, data, index, exc) from None
 
     base = resolved.parent
     # The demo's own directory may be read-only (site-packages): its state goes per user.
@@ -169,7 +176,7 @@ def _under(base: Path, value: Path) -> Path:
 # --------------------------------------------------------------- one report, not two
 
 
-def _complete_report(path: Path, first: InvalidFileError) -> InvalidFileError:
+def _complete_report(path: Path, data: Any, index: _LineIndex, exc: ValidationError) -> InvalidFileError:
     """Rebuild the report of a file that failed validation, adding the cross-reference problems
     that pydantic skipped because fields were invalid.
 
@@ -184,19 +191,9 @@ def _complete_report(path: Path, first: InvalidFileError) -> InvalidFileError:
     """
 
     shown = str(path)
-    try:
-        data, index = parse_yaml(path)
-    except InvalidFileError as exc:
-        return exc
     if data is None:
         data = {}
-    try:
-        AgentConfig.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-    else:  # cannot happen unless the file changed under us; keep what load_model said
-        return first
-
+    errors = exc.errors(include_url=False)
     field_errors = [e for e in errors if not _is_cross(e)]
     problems = _field_problems(shown, data, index, field_errors)
     if len(field_errors) == len(errors):
@@ -432,15 +429,21 @@ def _get(data: Any, loc: tuple[Any, ...]) -> Any:
 
 
 def _strings(value: Any) -> set[str]:
-    if isinstance(value, str):
-        return {value}
+    """Every string in ``value``. Aliases make the data a graph that shares its parts: each part is
+    walked once (walking it once per reference is exponential in an alias bomb)."""
+
     found: set[str] = set()
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found |= _strings(k) | _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            found |= _strings(v)
+    seen: set[int] = set()
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            found.add(item)
+        elif isinstance(item, dict | list) and id(item) not in seen:
+            seen.add(id(item))
+            todo.extend(item.values() if isinstance(item, dict) else item)
+            if isinstance(item, dict):
+                todo.extend(item.keys())
     return found
 
 

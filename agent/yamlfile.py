@@ -7,6 +7,8 @@ Used for the agent's config and for the simulator's inventory. A located problem
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,7 +78,8 @@ class _LineIndex:
             if nxt is None:
                 break
             node = nxt
-        return best.start_mark.line + 1 if best is not None else None
+        # An empty file: what it lacks is missing from its first line.
+        return best.start_mark.line + 1 if best is not None else 1
 
 
 def _split_loc(text: str) -> tuple[Any, ...]:
@@ -93,26 +96,189 @@ def _split_loc(text: str) -> tuple[Any, ...]:
     return tuple(parts)
 
 
-def parse_yaml(path: Path) -> tuple[Any, _LineIndex]:
+MAX_FILE_BYTES = 1024 * 1024
+"""A config (or inventory) file is at most 1 MiB. A large real one (thousands of VMs) is a few
+hundred KB; the pure-Python YAML parser (the one that can be bounded, below) needs seconds per
+MB, so a bigger file would only be a slow way to an error."""
+MAX_DEPTH = 100
+"""Nesting deeper than this is refused: a real file nests less than a dozen levels, and the
+composer (and every walk over the data after it) recurses once per level."""
+MAX_VALUES = 200_000
+"""At most this many values (scalars, lists, mappings) once every alias is expanded: an alias
+bomb of a few KB would otherwise expand to billions, and every check after parsing walks them."""
+
+
+def _located(shown: str, line: int | None, message: str) -> InvalidFileError:
+    return InvalidFileError(shown, [Problem(shown, line, "", message)])
+
+
+def read_config_text(path: Path) -> str:
+    """The text of ``path``: a regular file of at most :data:`MAX_FILE_BYTES` in UTF-8 (a BOM is
+    tolerated), refused with the line of the first bad byte or character otherwise."""
+
     shown = str(path)
+    if "\0" in shown:
+        raise _located(shown.replace("\0", "\\0"), None, "the path contains a NUL byte")
     try:
-        text = path.read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO for reading must not wait for a writer; the file type is
+        # checked on the open descriptor, so nothing is read from a device or a pipe.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
-        raise InvalidFileError(shown, [Problem(shown, None, "", f"cannot read: {exc.strerror}")]) from exc
-    # One parse gives both the node tree (for the line of every key) and the data built from it,
-    # exactly as yaml.safe_load builds it.
-    loader = yaml.SafeLoader(text)
+        raise _located(shown, None, f"cannot read: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _located(shown, None, f"not a regular file ({_file_type(st.st_mode)}); give the path of a YAML file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise _located(shown, None, f"the file is {st.st_size:,} bytes; at most {MAX_FILE_BYTES:,} are read "
+                           "(is this the right file?)")
+        try:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise _located(shown, None, f"cannot read: {exc.strerror}") from exc
+    if len(raw) > MAX_FILE_BYTES:  # it grew while being read
+        raise _located(shown, None, f"the file is over {MAX_FILE_BYTES:,} bytes")
+    return _decode(shown, raw)
+
+
+def _file_type(mode: int) -> str:
+    for test, word in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return word
+    return "not a plain file"
+
+
+def _decode(shown: str, raw: bytes) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise _located(shown, 1, "the file is UTF-16 (it starts with a UTF-16 byte order mark); save it as UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start
+        line = raw.count(b"\n", 0, offset) + 1
+        column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+        raise _located(shown, line, f"not UTF-8: byte 0x{raw[offset]:02X} at column {column} (byte offset "
+                       f"{offset}); save the file as UTF-8") from None
+    bad = _NON_PRINTABLE.search(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        raise _located(shown, line, f"control character U+{ord(bad.group()):04X} at column {column}: YAML does "
+                       "not allow it (a binary file, or one in UTF-16?)")
+    return text
+
+
+_NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+
+
+class _Refused(yaml.composer.ComposerError):
+    """A file the YAML parser would accept that this loader refuses (a bound, a duplicate key)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with the bounds above, duplicate keys refused, and every value that
+    cannot be built (a 5,000-digit number, the 31st of February) refused at its line."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+        self._values = 0
+        self._sizes: dict[int, int] = {}
+        """Expanded size of each finished collection node (by id; the tree keeps them alive)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor) if event.anchor is not None else None
+            if target is not None:
+                size = self._sizes.get(id(target), 1 if isinstance(target, yaml.ScalarNode) else None)
+                if size is None:
+                    raise _Refused(
+                        None, None, f"alias *{event.anchor} refers to a value that contains it (a cycle)",
+                        event.start_mark)
+                self._count(size, event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node, yaml.ScalarNode):
+            self._count(1, node.start_mark)
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
+            self._sizes[id(node)] = 1 + sum(self._sizes.get(id(c), 1) for c in children)
+            self._count(1, node.start_mark)
+            if isinstance(node, yaml.MappingNode):
+                _refuse_duplicate_keys(node)
+        return node
+
+    def _count(self, n: int, mark: yaml.Mark) -> None:
+        # Exact and linear: the expanded document holds each composed value once, plus, for each
+        # alias, the expanded size of what it names (itself counted when it was composed).
+        self._values += n
+        if self._values > MAX_VALUES:
+            raise _Refused(
+                None, None, f"more than {MAX_VALUES:,} values once aliases are expanded (an alias bomb?)", mark)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value!r:.40} as {node.tag.rsplit(':', 1)[-1]}: {exc}",
+                node.start_mark) from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        if len(node.value) > MAX_INT_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number of {len(node.value):,} characters; at most {MAX_INT_CHARS} are accepted",
+                node.start_mark)
+        return int(super().construct_yaml_int(node))
+
+
+MAX_INT_CHARS = 40
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+def _refuse_duplicate_keys(node: yaml.MappingNode) -> None:
+    seen: dict[tuple[str, str], yaml.Node] = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        first = seen.setdefault((key.tag, key.value), key)
+        if first is not key:
+            raise _Refused(
+                None, None, f"duplicate key {key.value!r:.60} (first at line {first.start_mark.line + 1}): "
+                "the second would silently replace the first", key.start_mark)
+
+
+def parse_text(shown: str, text: str) -> tuple[Any, _LineIndex]:
+    """Parse ``text`` (the file ``shown``) once: the data, and the index of the line of each key."""
+
+    loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        msg = f"not valid YAML: {getattr(exc, 'problem', None) or exc}"
-        raise InvalidFileError(shown, [Problem(shown, line, "", msg)]) from exc
+        what = getattr(exc, "problem", None) or exc
+        msg = str(what) if isinstance(exc, _Refused) else f"not valid YAML: {what}"
+        raise InvalidFileError(shown, [Problem(shown, line, "", msg)]) from None
     finally:
         loader.dispose()
     return data, _LineIndex(node)
+
+
+def parse_yaml(path: Path) -> tuple[Any, _LineIndex]:
+    return parse_text(str(path), read_config_text(path))
 
 
 def problems_from_validation(
