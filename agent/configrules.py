@@ -54,8 +54,9 @@ TestFailoverAge = Annotated[timedelta, AfterValidator(_max_age)]
 def seconds(default: float, *, low: float = 0.0, high: float, zero_ok: bool = False) -> float:
     """A finite duration in seconds, above ``low`` (or from ``low`` when ``zero_ok``) up to ``high``."""
 
-    bound = {"ge": low} if zero_ok else {"gt": low}
-    return Field(default=default, le=high, allow_inf_nan=False, **bound)  # type: ignore[no-any-return]
+    if zero_ok:
+        return Field(default=default, ge=low, le=high, allow_inf_nan=False)
+    return Field(default=default, gt=low, le=high, allow_inf_nan=False)
 
 
 def duplicate_names(cfg: AgentConfig) -> list[str]:

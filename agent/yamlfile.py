@@ -187,7 +187,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._sizes: dict[int, int] = {}
         """Expanded size of each finished collection node (by id; the tree keeps them alive)."""
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             target = self.anchors.get(event.anchor) if event.anchor is not None else None
@@ -202,13 +202,12 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise _Refused(None, None, f"nested deeper than {MAX_DEPTH} levels",
-                                                  self.peek_event().start_mark)
+                raise _Refused(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-        if isinstance(node, yaml.ScalarNode):
-            self._count(1, node.start_mark)
+        if node is None or isinstance(node, yaml.ScalarNode):
+            self._count(1, node.start_mark if node is not None else None)
         else:
             children = node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
             self._sizes[id(node)] = 1 + sum(self._sizes.get(id(c), 1) for c in children)
@@ -217,7 +216,7 @@ class _BoundedLoader(yaml.SafeLoader):
                 _refuse_duplicate_keys(node)
         return node
 
-    def _count(self, n: int, mark: yaml.Mark) -> None:
+    def _count(self, n: int, mark: yaml.Mark | None) -> None:
         # Exact and linear: the expanded document holds each composed value once, plus, for each
         # alias, the expanded size of what it names (itself counted when it was composed).
         self._values += n
