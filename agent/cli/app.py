@@ -100,12 +100,32 @@ def _root(
             "stderr is not a terminal.",
         ),
     ] = "warning",
+    new_store: Annotated[
+        bool,
+        typer.Option(
+            "--new-store",
+            help="Start with a new, empty store where the one this agent had is missing (deleted, "
+            "moved, or its disk not mounted); without it such a command is refused. The new store's "
+            "audit trail records which store it replaces.",
+        ),
+    ] = False,
 ) -> None:
     from agent.logging import LEVELS, configure_logging
 
+    _ROOT_OPTIONS["new_store"] = new_store
     if log_level.lower() not in LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(LEVELS)}", param_hint="--log-level")
     configure_logging(log_level.lower())
+
+
+_ROOT_OPTIONS: dict[str, bool] = {"new_store": False}
+"""The root options the commands read later (set by the root callback at every invocation)."""
+
+
+def new_store_asked() -> bool:
+    """Whether the command line says ``--new-store``."""
+
+    return _ROOT_OPTIONS["new_store"]
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -102,15 +102,21 @@ def store_location(url: str) -> str:
 def _open_store(loaded: LoadedConfig, path: Path | None = None) -> Store:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from agent.engine.store import Store
+    from agent.cli.app import new_store_asked
+    from agent.engine.store import store_error
+    from agent.engine.storemark import open_marked
     from agent.errors import UnreachableError
 
     url = _store_url(loaded, path)
     try:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return Store.open(url)
+        return open_marked(url, loaded.data_dir, new_store=new_store_asked(), actor=current_user())
     except (SQLAlchemyError, OSError) as exc:
+        if isinstance(exc, OSError):
+            mapped = store_error(exc, url)
+            if mapped is not None:
+                raise mapped from exc
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         if url.startswith("sqlite"):
             raise RefusedError(f"cannot open the store {store_location(url)}: {reason}",
@@ -119,10 +125,14 @@ def _open_store(loaded: LoadedConfig, path: Path | None = None) -> Store:
 
 
 def remove_store(path: Path) -> None:
-    """A SQLite store and the files SQLite keeps beside it, so a fresh one starts empty."""
+    """A SQLite store and the files SQLite keeps beside it, so a fresh one starts empty (and is
+    not taken for one that went missing: its marker in the data directory is dropped too)."""
+
+    from agent.engine.storemark import forget
 
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    forget(path.parent, f"sqlite:///{path.resolve()}")
 
 
 @contextmanager

@@ -29,9 +29,12 @@ from sqlalchemy import (
     event,
     select,
 )
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from agent.errors import TransientError
 
 
 def utcnow() -> datetime:
@@ -241,6 +244,38 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cur.close()
 
 
+class StoreUnavailable(TransientError):
+    """The store cannot be read or written: a full disk, a file that cannot be opened or is not
+    a database, a lock held too long. Raised at the store's boundary, so that the caller reports
+    it as what it is (exit 3: try again once it is fixed) and never as a bug."""
+
+    code = "store_unavailable"
+
+
+def _location(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        return parsed.database or url
+    return parsed.render_as_string(hide_password=True)
+
+
+def store_error(exc: BaseException, url: str) -> StoreUnavailable | None:
+    """The :class:`StoreUnavailable` a database or file error means, or None for one that is not
+    about the store being usable (a constraint, which the journal handles itself)."""
+
+    if isinstance(exc, IntegrityError) or not isinstance(exc, DatabaseError | OSError):
+        return None
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    where = _location(url)
+    if "full" in reason or getattr(exc, "errno", None) == 28:
+        hint = "free some space on its disk, then run the command again"
+    elif isinstance(exc, OperationalError) and "locked" in reason:
+        hint = "another agent or command holds it; try again when it is done"
+    else:
+        hint = "check that the file (store.url, agent.data_dir) is the agent's store and can be read and written"
+    return StoreUnavailable(f"the store {where} cannot be used: {reason}", store=where, hint=hint)
+
+
 class Store:
     """Owns the engine and sessions. ``Store.open(url)`` migrates the schema to the newest."""
 
@@ -259,7 +294,14 @@ class Store:
         if migrate:
             from agent.engine.migrate import upgrade
 
-            upgrade(engine)
+            try:
+                upgrade(engine)
+            except (DatabaseError, OSError) as exc:
+                engine.dispose()
+                mapped = store_error(exc, url)
+                if mapped is None:
+                    raise
+                raise mapped from exc
         return cls(engine)
 
     @classmethod
@@ -269,8 +311,14 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except (DatabaseError, OSError) as exc:
+            mapped = store_error(exc, str(self.engine.url))
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def audit(self, *, actor: str, action: str, target: str | None = None,
               operation_id: str | None = None, details: Any = None) -> None:
