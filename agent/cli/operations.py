@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,11 +18,13 @@ from agent.cli.app import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_REFUSED,
     ConfigOption,
     app,
     out,
     print_json,
     read_config,
+    report_error,
     reporting,
 )
 from agent.cli.progress import error_text, skip_lines, skipped_items
@@ -108,13 +111,12 @@ def _status_option(values: list[str] | None) -> list[str] | None:
 def _resolve_op(journal: Journal, text: str) -> str:
     """An operation id as typed: the whole id or a unique prefix (``op-3f2a`` or ``3f2a``)."""
 
-    from agent.errors import NotFoundError
+    from agent.engine.storecheck import operation_ids
 
-    try:
-        return journal.operation(text).id
-    except NotFoundError:
-        pass
-    ids = [o.id for o in journal.operations(limit=100_000)]
+    # Only the ids are read: a damaged row elsewhere in the store must not hide this operation.
+    ids = operation_ids(journal.store, limit=100_000)
+    if text in ids:
+        return text
     # At least 4 characters of the id itself: 'op-' alone must not pick "the only operation".
     long_enough = len(text.removeprefix("op-")) >= 4
     matches = [i for i in ids if i.startswith((text, "op-" + text))] if long_enough else []
@@ -268,43 +270,66 @@ def ops_list(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
+    from agent.engine.storecheck import UnreadableOperation, operation_ids, read_operation
+
     with _store_only(config, as_json) as (_, journal):
-        views = [journal.view(o.id) for o in journal.operations(status=status, limit=limit)]
+        views: list[OperationView] = []
+        damaged: list[UnreadableOperation] = []
+        for op_id in operation_ids(journal.store, status=status, limit=limit):
+            try:  # a damaged operation is reported, located, after the ones that can be read
+                views.append(read_operation(journal.store, op_id, partial(journal.view, op_id)))
+            except UnreadableOperation as exc:
+                damaged.append(exc)
         now = current_time()
-        if as_json:
-            print_json([{k: v for k, v in view.to_json(now).items() if k != "steps"} for view in views])
-            return
-        if not views:
-            what = f" {' or '.join(status)}" if status else ""
-            out.print(f"no{what} operations in the store {escape(store_location(str(journal.store.engine.url)))}")
-            return
-        rows: list[list[_Cell]] = [
-            [v.id, v.kind, v.plan, (v.status, OP_STYLE.get(v.status, "")), f"{v.percent:.0f}%",
-             utc_time(v.created_at).removesuffix(" UTC"), duration(v.elapsed_s(now)),
-             ", ".join(v.failed_vms) or "-"] for v in views]
-        for line in _columns(["OPERATION", "KIND", "PLAN", "STATUS", "DONE", "STARTED (UTC)", "ELAPSED",
-                              "FAILED VMS"], rows):
-            out.print(line)
+        _list_operations(journal, views, status, now, as_json)
+        if damaged:
+            report_error(UnreadableOperation(damaged[0].fields["operation"],
+                                             [c for d in damaged for c in d.cells]))
+            raise typer.Exit(EXIT_REFUSED)
+
+
+def _list_operations(journal: Journal, views: list[OperationView], status: list[str] | None, now: datetime,
+                     as_json: bool) -> None:
+    """The table (or JSON list) of ``ops list``."""
+
+    if as_json:
+        print_json([{k: v for k, v in view.to_json(now).items() if k != "steps"} for view in views])
+        return
+    if not views:
+        what = f" {' or '.join(status)}" if status else ""
+        out.print(f"no{what} operations in the store {escape(store_location(str(journal.store.engine.url)))}")
+        return
+    rows: list[list[_Cell]] = [
+        [v.id, v.kind, v.plan, (v.status, OP_STYLE.get(v.status, "")), f"{v.percent:.0f}%",
+         utc_time(v.created_at).removesuffix(" UTC"), duration(v.elapsed_s(now)),
+         ", ".join(v.failed_vms) or "-"] for v in views]
+    for line in _columns(["OPERATION", "KIND", "PLAN", "STATUS", "DONE", "STARTED (UTC)", "ELAPSED",
+                          "FAILED VMS"], rows):
+        out.print(line)
 
 
 @ops_app.command("show", help="Show one operation: status, progress, elapsed time, VMs that failed, "
                  "what it waits for, its steps (status, target, items changed, attempts, time), every "
                  "error with code and target, and the operators' notes.")
 def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    from agent.engine.storecheck import children as children_of
+    from agent.engine.storecheck import read_operation
+
     with _store_only(config, as_json) as (loaded, journal):
         op_id = _resolve_op(journal, op)
-        view, row, now = journal.view(op_id), journal.operation(op_id), current_time()
-        children = [o for o in journal.operations(limit=100_000) if o.parent_id == op_id]
+        view, row = read_operation(journal.store, op_id, lambda: (journal.view(op_id), journal.operation(op_id)))
+        now = current_time()
+        children = children_of(journal.store, op_id)
         if as_json:
             print_json({**view.to_json(now), "requested_by": row.requested_by,
                         "plan_checksum": row.plan_checksum, "result": row.result,
-                        "followed_by": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children]})
+                        "followed_by": [{"id": c, "kind": k, "status": st} for c, k, st in children]})
             return
         _print_operation(loaded, journal, view, row, children, now)
 
 
 def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView, row: OperationRow,
-                     children: list[OperationRow], now: datetime) -> None:
+                     children: list[tuple[str, str, str]], now: datetime) -> None:
     style = OP_STYLE.get(view.status, "")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(view.counts.items()))
     facts = [
@@ -320,8 +345,8 @@ def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView
     ]
     if view.parent_id:
         facts.append(("follows", view.parent_id))
-    for c in children:
-        facts.append(("followed by", f"{c.id} {c.kind} ({c.status})"))
+    for c, k, st in children:
+        facts.append(("followed by", f"{c} {k} ({st})"))
     if view.succeeded_vms:
         facts.append(("VMs done", escape(", ".join(view.succeeded_vms))))
     if view.failed_vms:

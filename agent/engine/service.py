@@ -145,6 +145,9 @@ class Engine:
                     plan=plan_name, expected=expect_checksum, actual=plan.checksum())
             self._check_dns_ownership(plan, take_over=take_over, actor=requested_by)
             steps = steps_for(kind, self.config, plan, None)
+        # What can fail is computed before the operation is recorded (the expiry of a test failover).
+        expires = (utcnow() + self.config.policies.test_failover_max_age
+                   if kind == OperationKind.TEST_FAILOVER and self.scheduler is not None else None)
         op_id = self.journal.create_operation(
             kind=kind, plan_name=plan.plan, plan=plan.to_json(), mode=self.config.agent.mode,
             error_policy=ERROR_POLICY[kind], source_site=plan.source_site, target_site=plan.target_site,
@@ -152,9 +155,20 @@ class Engine:
         )
         log.info("operation created", operation=op_id, kind=kind.value, plan=plan.plan, steps=len(steps),
                  summary=plan.summary())
-        if kind == OperationKind.TEST_FAILOVER and self.scheduler is not None:
-            self.scheduler.schedule_expiry(op_id, utcnow() + self.config.policies.test_failover_max_age)
+        if expires is not None and self.scheduler is not None:
+            try:
+                self.scheduler.schedule_expiry(op_id, expires)
+            except Exception as exc:
+                # A recorded operation nobody started must not be left for the next command to run
+                # silently (a drill without its forced cleanup): it ends cancelled, saying why.
+                self._abandon(op_id, exc, actor=requested_by)
+                raise
         return op_id
+
+    def _abandon(self, op_id: str, exc: Exception, *, actor: str) -> None:
+        reason = f"not started: scheduling its forced cleanup failed ({type(exc).__name__}: {exc})"
+        self.journal.set_status(op_id, OpStatus.CANCELLED, result={"abandoned": reason})  # lets go of its VMs
+        self.store.audit(actor=actor, action="operation.abandoned", operation_id=op_id, details={"reason": reason})
 
     def _refuse_if_in_progress(self, kind: OperationKind, plan: Plan, inventory: Inventory) -> None:
         """In full mode the agent drives Hyper-V Replica itself, so VMs already failed over (or
