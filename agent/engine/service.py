@@ -26,7 +26,7 @@ from agent.engine.operations import steps_for
 from agent.engine.planio import plan_from_json
 from agent.engine.retrying import retrying_ports
 from agent.engine.runner import HostLimits, Runner
-from agent.engine.store import OperationRow, Store, utcnow
+from agent.engine.store import OperationRow, Store, store_error, utcnow
 from agent.errors import ConflictError, NotFoundError, RefusedError
 from agent.inventory import gather_inventory
 from agent.ports import Ports
@@ -162,7 +162,10 @@ class Engine:
                 # A recorded operation nobody started must not be left for the next command to run
                 # silently (a drill without its forced cleanup): it ends cancelled, saying why.
                 self._abandon(op_id, exc, actor=requested_by)
-                raise
+                mapped = store_error(exc, str(self.store.engine.url))
+                if mapped is None:
+                    raise
+                raise mapped from exc
         return op_id
 
     def _abandon(self, op_id: str, exc: Exception, *, actor: str) -> None:
