@@ -47,7 +47,9 @@ class SecretRef:
 
     def __init__(self, ref: str) -> None:
         scheme, sep, rest = ref.partition(":")
-        if not sep or scheme not in ("env", "file") or not rest or "\0" in rest:
+        if "\0" in rest:
+            raise ValueError("a secret reference cannot contain a NUL byte")
+        if not sep or scheme not in ("env", "file") or not rest:
             raise ValueError(
                 "secrets must be references, 'env:VARIABLE' or 'file:/path/to/secret'; "
                 "a plain-text secret is not accepted"

@@ -125,17 +125,19 @@ def read_config_text(path: Path) -> str:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise _located(shown, None, f"cannot read: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _located(shown, None, f"not a regular file ({_file_type(st.st_mode)}); give the path of a YAML file")
         if st.st_size > MAX_FILE_BYTES:
             raise _located(shown, None, f"the file is {st.st_size:,} bytes; at most {MAX_FILE_BYTES:,} are read "
                            "(is this the right file?)")
-        try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
             raw = f.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            raise _located(shown, None, f"cannot read: {exc.strerror}") from exc
+    except OSError as exc:
+        raise _located(shown, None, f"cannot read: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
     if len(raw) > MAX_FILE_BYTES:  # it grew while being read
         raise _located(shown, None, f"the file is over {MAX_FILE_BYTES:,} bytes")
     return _decode(shown, raw)
@@ -150,6 +152,8 @@ def _file_type(mode: int) -> str:
 
 
 def _decode(shown: str, raw: bytes) -> str:
+    if raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        raise _located(shown, 1, "the file is UTF-32 (it starts with a UTF-32 byte order mark); save it as UTF-8")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise _located(shown, 1, "the file is UTF-16 (it starts with a UTF-16 byte order mark); save it as UTF-8")
     try:
@@ -174,6 +178,10 @@ _NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
 
 class _Refused(yaml.composer.ComposerError):
     """A file the YAML parser would accept that this loader refuses (a bound, a duplicate key)."""
+
+
+class _RefusedValue(yaml.constructor.ConstructorError):
+    """A value the YAML parser reads that this loader refuses to build (too long, impossible)."""
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -230,13 +238,13 @@ class _BoundedLoader(yaml.SafeLoader):
         except yaml.YAMLError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {node.value!r:.40} as {node.tag.rsplit(':', 1)[-1]}: {exc}",
-                node.start_mark) from None
+            why = f": {exc}" if isinstance(exc, ValueError | OverflowError) else ""
+            raise _RefusedValue(None, None, f"cannot read {node.value!r:.40} as {node.tag.rsplit(':', 1)[-1]}{why}",
+                                node.start_mark) from None
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         if len(node.value) > MAX_INT_CHARS:
-            raise yaml.constructor.ConstructorError(
+            raise _RefusedValue(
                 None, None, f"a number of {len(node.value):,} characters; at most {MAX_INT_CHARS} are accepted",
                 node.start_mark)
         return int(super().construct_yaml_int(node))
@@ -269,7 +277,10 @@ def parse_text(shown: str, text: str) -> tuple[Any, _LineIndex]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         what = getattr(exc, "problem", None) or exc
-        msg = str(what) if isinstance(exc, _Refused) else f"not valid YAML: {what}"
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None:  # e.g. a duplicate anchor: where the first one is
+            what = f"{context} (line {context_mark.line + 1}), {what}"
+        msg = str(what) if isinstance(exc, _Refused | _RefusedValue) else f"not valid YAML: {what}"
         raise InvalidFileError(shown, [Problem(shown, line, "", msg)]) from None
     finally:
         loader.dispose()

@@ -59,8 +59,8 @@ app = typer.Typer(
 )
 
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, emoji=False)  # "site.yaml:100:" is not an emoji code
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 ConfigOption = Annotated[
