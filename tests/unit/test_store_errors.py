@@ -6,10 +6,12 @@ whose expiry cannot be scheduled is not left for the next command to run."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from agent.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, app, session
@@ -186,3 +188,29 @@ def test_a_test_failover_whose_expiry_cannot_be_scheduled_is_not_run_by_the_next
     after = run("run", "--plan", DEMO_PLAN, "--kind", "prepare")
     assert after.exit_code == EXIT_OK, after.output
     assert "Resuming" not in after.stdout
+
+
+def test_a_test_failover_age_that_overflows_the_clock_is_refused_before_anything_is_recorded(tmp_path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    data = yaml.safe_load((repo / "config" / "demo.yaml").read_text(encoding="utf-8"))
+    data["agent"]["data_dir"] = str(tmp_path / "var")
+    data["policies"] = {"test_failover_max_age": "P999999999D"}
+    shutil.copy(repo / "config" / "demo-inventory.yaml", tmp_path)
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+    result = run("run", "--config", str(config), "--plan", DEMO_PLAN, "--kind", "test")
+    no_bug(result)
+    assert result.exit_code == EXIT_REFUSED, result.output
+    assert "policies.test_failover_max_age: a test failover's maximum age is more than 0 and at most 365 days" \
+        in result.stderr
+    assert not (tmp_path / "var" / "agent.sqlite").exists(), "nothing was recorded"
+
+
+def test_an_unreadable_store_marker_is_refused_naming_it() -> None:
+    run("ops", "list")
+    marker = store_path().parent / MARKER_NAME
+    marker.write_text("{half a record", encoding="utf-8")
+    result = run("ops", "list")
+    no_bug(result)
+    assert result.exit_code == EXIT_REFUSED and f"cannot read {marker}" in result.stderr
