@@ -154,7 +154,17 @@ def reporting(*, as_json: bool = False) -> Iterator[None]:
         err.print("interrupted")
         raise typer.Exit(130) from None
     except Exception as exc:  # a bug: say so plainly, keep the traceback for the logs
+        from sqlalchemy.exc import DatabaseError
+
+        from agent.engine.store import store_error
         from agent.logging import get_logger
+
+        # A database error that escaped the store's own boundary (the scheduler's job store
+        # shares the database) is still about the store, not a bug.
+        mapped = store_error(exc, None) if isinstance(exc, DatabaseError) else None
+        if mapped is not None:
+            report_error(mapped, as_json=as_json)
+            raise typer.Exit(EXIT_UNREACHABLE) from None
 
         get_logger("agent.cli").exception("unexpected error")
         if as_json:

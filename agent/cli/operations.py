@@ -392,8 +392,11 @@ def _stored_operation(op: str, config: Path | None, as_json: bool) -> Iterator[t
     """For the commands that act on one stored operation with the sites: a session, and the
     operation ``op`` names in its store."""
 
+    from agent.engine.storecheck import read_operation
+
     with reporting(as_json=as_json), open_session(read_config(config), as_json=as_json) as sess:
-        yield sess, sess.journal.operation(_resolve_op(sess.journal, op))
+        op_id = _resolve_op(sess.journal, op)
+        yield sess, read_operation(sess.journal.store, op_id, partial(sess.journal.operation, op_id))
 
 
 @ops_app.command("resume", help="Continue an operation: after a manual pause (this says the manual "

@@ -259,14 +259,14 @@ def _location(url: str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def store_error(exc: BaseException, url: str) -> StoreUnavailable | None:
+def store_error(exc: BaseException, url: str | None) -> StoreUnavailable | None:
     """The :class:`StoreUnavailable` a database or file error means, or None for one that is not
     about the store being usable (a constraint, which the journal handles itself)."""
 
     if isinstance(exc, IntegrityError) or not isinstance(exc, DatabaseError | OSError):
         return None
     reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-    where = _location(url)
+    where = _location(url) if url else "of this agent"
     if "full" in reason or getattr(exc, "errno", None) == 28:
         hint = "free some space on its disk, then run the command again"
     elif isinstance(exc, OperationalError) and "locked" in reason:

@@ -214,3 +214,27 @@ def test_an_unreadable_store_marker_is_refused_naming_it() -> None:
     result = run("ops", "list")
     no_bug(result)
     assert result.exit_code == EXIT_REFUSED and f"cannot read {marker}" in result.stderr
+
+
+def test_a_database_error_from_the_scheduler_is_a_store_problem_not_a_bug(monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from agent.scheduler import Scheduler
+
+    def full(self, engine, *, paused=False) -> None:  # the job store shares the database
+        raise OperationalError("INSERT INTO apscheduler_jobs", {}, sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(Scheduler, "start", full)
+    result = run("run", "--plan", DEMO_PLAN, "--kind", "prepare")
+    no_bug(result)
+    assert result.exit_code == EXIT_UNREACHABLE, result.output
+    assert "cannot be used: database or disk is full" in result.stderr
+
+
+def test_resuming_a_damaged_operation_names_the_damage() -> None:
+    (op,) = recorded_operations(1)
+    scribble("UPDATE operations SET status = 'failed', created_at = 'last tuesday' WHERE id = ?", op)
+    result = run("ops", "resume", op)
+    no_bug(result)
+    assert result.exit_code == EXIT_REFUSED, result.output
+    assert f"operation {op}: operations row {op}, column created_at: cannot be read" in result.stderr
