@@ -179,6 +179,9 @@ _NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
 class _Refused(yaml.composer.ComposerError):
     """A file the YAML parser would accept that this loader refuses (a bound, a duplicate key)."""
 
+    key = ""
+    """The key path it is about, when known."""
+
 
 class _RefusedValue(yaml.constructor.ConstructorError):
     """A value the YAML parser reads that this loader refuses to build (too long, impossible)."""
@@ -191,6 +194,8 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self._depth = 0
+        self._path: list[Any] = []
+        """Where the node being composed stands: a key node or an index per level (None: a key)."""
         self._values = 0
         self._sizes: dict[int, int] = {}
         """Expanded size of each finished collection node (by id; the tree keeps them alive)."""
@@ -208,12 +213,14 @@ class _BoundedLoader(yaml.SafeLoader):
                 self._count(size, event.start_mark)
             return super().compose_node(parent, index)
         self._depth += 1
+        self._path.append(index)
         try:
             if self._depth > MAX_DEPTH:
                 raise _Refused(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
+            self._path.pop()
         if node is None or isinstance(node, yaml.ScalarNode):
             self._count(1, node.start_mark if node is not None else None)
         else:
@@ -221,7 +228,7 @@ class _BoundedLoader(yaml.SafeLoader):
             self._sizes[id(node)] = 1 + sum(self._sizes.get(id(c), 1) for c in children)
             self._count(1, node.start_mark)
             if isinstance(node, yaml.MappingNode):
-                _refuse_duplicate_keys(node)
+                _refuse_duplicate_keys(node, [*self._path, index])
         return node
 
     def _count(self, n: int, mark: yaml.Mark | None) -> None:
@@ -254,16 +261,18 @@ MAX_INT_CHARS = 40
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
 
 
-def _refuse_duplicate_keys(node: yaml.MappingNode) -> None:
+def _refuse_duplicate_keys(node: yaml.MappingNode, path: list[Any]) -> None:
     seen: dict[tuple[str, str], yaml.Node] = {}
     for key, _ in node.value:
         if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
             continue
         first = seen.setdefault((key.tag, key.value), key)
         if first is not key:
-            raise _Refused(
-                None, None, f"duplicate key {key.value!r:.60} (first at line {first.start_mark.line + 1}): "
-                "the second would silently replace the first", key.start_mark)
+            where = [p.value if isinstance(p, yaml.ScalarNode) else p for p in path[1:]]
+            refused = _Refused(None, None, f"duplicate key (first at line {first.start_mark.line + 1}): the second "
+                               "would silently replace the first", key.start_mark)
+            refused.key = key_path((*(p for p in where if p is not None), key.value))
+            raise refused
 
 
 def parse_text(shown: str, text: str) -> tuple[Any, _LineIndex]:
@@ -281,7 +290,7 @@ def parse_text(shown: str, text: str) -> tuple[Any, _LineIndex]:
         if context and context_mark is not None:  # e.g. a duplicate anchor: where the first one is
             what = f"{context} (line {context_mark.line + 1}), {what}"
         msg = str(what) if isinstance(exc, _Refused | _RefusedValue) else f"not valid YAML: {what}"
-        raise InvalidFileError(shown, [Problem(shown, line, "", msg)]) from None
+        raise InvalidFileError(shown, [Problem(shown, line, getattr(exc, "key", ""), msg)]) from None
     finally:
         loader.dispose()
     return data, _LineIndex(node)
