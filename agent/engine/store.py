@@ -273,7 +273,7 @@ def store_error(exc: BaseException, url: str | None) -> StoreUnavailable | None:
         hint = "another agent or command holds it; try again when it is done"
     else:
         hint = "check that the file (store.url, agent.data_dir) is the agent's store and can be read and written"
-    return StoreUnavailable(f"the store {where} cannot be used: {reason}", store=where, hint=hint)
+    return StoreUnavailable(f"the store {where} cannot be used: {reason}; {hint}", store=where)
 
 
 class Store:
