@@ -262,12 +262,12 @@ def _bind(call: Callable[[str], str], arg: str) -> Callable[[], str]:
 
 def _dns_key(server: int, zone_key: str) -> Callable[[AgentError], str]:
     """Where a DNS failure is fixed: the key (a rejected signature or time), the zone (not served
-    there), or the server entry (address, port, reachability)."""
+    there, or its queries refused), or the server entry (address, port, reachability)."""
 
     def key_for(err: AgentError) -> str:
         if err.code in ("dns_bad_key", "dns_bad_time"):
             return f"dns.servers[{server}].tsig"
-        if err.code == "dns_not_authoritative":
+        if err.code in ("dns_not_authoritative", "dns_refused"):
             return zone_key
         return f"dns.servers[{server}]"
 

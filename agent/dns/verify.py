@@ -36,7 +36,7 @@ from agent.config import DnsServer
 from agent.dns.errors import error_for_exception, error_for_rcode
 from agent.dns.names import canonical_rdata, canonical_values, record_label, to_dns_name
 from agent.dns.transport import DnsSession, Question, TcpSession
-from agent.domain.errors import DnsNotAuthoritative
+from agent.domain.errors import DnsNotAuthoritative, DnsRefused
 from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.errors import AgentError
 
@@ -506,11 +506,14 @@ def signed_soa(session_factory: Callable[[], DnsSession], zone: dns.name.Name, k
         raise err from exc
     finally:
         session.close()
+    server = f"DNS server {fields.get('server')} ({fields.get('address')})"
+    if reply.rcode() == dns.rcode.REFUSED:  # to a query, not an update: no policy about keys
+        raise DnsRefused(f"{server} refused {what} (REFUSED): it does not serve this zone, or does not answer "
+                         "the agent's queries", rcode="REFUSED", **fields)
     err = error_for_rcode(reply.rcode(), what=what, **fields)
     if err is not None:
         raise err
     soa = reply.get_rrset(reply.answer, zone, dns.rdataclass.IN, dns.rdatatype.SOA)
-    server = f"DNS server {fields.get('server')} ({fields.get('address')})"
     if not reply.flags & dns.flags.AA or soa is None or len(soa) == 0:
         raise DnsNotAuthoritative(f"{server} does not serve zone {zone} with authority "
                                   f"(it answered {dns.rcode.to_text(reply.rcode())} without the zone's SOA)", **fields)
