@@ -163,3 +163,16 @@ def test_a_stopped_dns_server_exits_3(site: tuple[Path, BindServer]) -> None:
     assert result.exit_code == EXIT_UNREACHABLE, result.output
     assert "dns.servers[0]: DNS server dns-contoso, zone corp.contoso.example.: " in result.stderr
     assert "try again when they answer" in result.stderr
+
+
+def test_a_zone_the_server_does_not_serve_is_named_at_its_config_entry(site: tuple[Path, BindServer]) -> None:
+    config, _ = site
+    data = yaml.safe_load(config.read_text())
+    data["dns"]["zones"].append({"name": "nowhere.example", "server": "dns-contoso"})
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = run("validate", "--deep", "--config", str(config))
+    assert result.exit_code == EXIT_REFUSED, result.output
+    key = f"dns.zones[{len(data['dns']['zones']) - 1}]"
+    assert f"{key}: DNS server dns-contoso, zone nowhere.example.: " in result.stderr
+    assert "refused the signed SOA query for zone nowhere.example. (REFUSED): it does not serve this zone" \
+        in result.stderr

@@ -26,6 +26,8 @@ from tests.rigs import copy_demo, sim_of
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
+REPO = Path(__file__).resolve().parents[2]
+
 HOST = "hv-west-01"
 HOST_KEY = "sites[1].hyperv_hosts[0]"  # hv-west-01 in config/demo.yaml
 
@@ -337,3 +339,49 @@ def test_each_probe_goes_to_the_driver_of_its_host_or_router(world: SimWorld) ->
     assert "hv-b1" in scripts.probe("hv-b1")
     with pytest.raises(NotFoundError, match="no host hv-a1 to run scripts on"):
         scripts.probe("hv-a1")
+
+
+def test_every_secret_the_site_template_names_is_checked() -> None:
+    from agent.preflight import _secret_checks
+
+    loaded = load_config(REPO / "config" / "site-template.yaml")
+    everything, servers = _secret_checks(loaded.config, None)
+    keys = {c.key for c in everything}
+    assert {"sites[0].vmm.credential", "sites[0].hyperv_hosts[0].endpoint.credential", "dns.servers[0].tsig.secret",
+            "api.tokens[0].token"} <= keys
+    assert any(k.startswith("sites[0].routers[") and k.endswith(".endpoint.credential") for k in keys)
+    assert all("FAILOVER_AGENT" in c.target or "secrets" in c.target for c in everything)  # named by reference
+    # The API's tokens are not an operation's secrets.
+    assert "api.tokens[0].token" not in {c.key for c in _secret_checks(loaded.config, "planned_failover")[0]}
+    # Every DNS server that holds a zone, with the key of its TSIG secret.
+    zoned = [(s.name, f"dns.servers[{i}].tsig.secret") for i, s in enumerate(loaded.config.dns.servers)
+             if any(z.server == s.name for z in loaded.config.dns.zones)]
+    assert [(s.name, key) for s, key in servers] == zoned and zoned
+
+
+def test_a_vmm_credential_that_does_not_resolve_is_named(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("FA_VMM_PASSWORD", raising=False)
+    config = copy_demo(tmp_path / "site", edit=lambda d: d["sites"][0]["vmm"].update(credential="env:FA_VMM_PASSWORD"))
+    result = run("validate", "--deep", "--config", str(config))
+    assert result.exit_code == EXIT_REFUSED, result.output
+    assert ("sites[0].vmm.credential: the credential of the VMM server of contoso-east (env:FA_VMM_PASSWORD): "
+            "environment variable FA_VMM_PASSWORD is not set") in result.stderr
+
+
+def test_the_signed_soa_probe_reports_what_the_server_answered(monkeypatch) -> None:
+    import dns.rcode
+
+    from agent.domain.errors import DnsServfail
+    from agent.drivers.rfc2136 import Rfc2136Dns
+    from tests.unit.test_dns_rfc2136 import SECRET, ZONE, FakeServer
+    from tests.unit.test_dns_rfc2136 import config as dns_config
+
+    monkeypatch.setenv("TEST_DNS_SECRET", SECRET)
+    server = FakeServer()
+    driver = Rfc2136Dns(dns_config(), [ZONE], session_factory=lambda: server)
+    server.fail = [dns.rcode.SERVFAIL]
+    with pytest.raises(DnsServfail, match="answered SERVFAIL to the signed SOA query for zone example.test."):
+        driver.probe(ZONE)
+    server.fail = [RuntimeError("a bug, not a DNS answer")]
+    with pytest.raises(RuntimeError, match="a bug"):
+        driver.probe(ZONE)
