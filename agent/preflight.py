@@ -22,8 +22,10 @@ Which endpoints depend on the operation (``kind``): a test failover and its clea
 the test DNS servers, the others only the production ones; cleanup, commit and reverse touch no
 router. An *unplanned* failover is run because the other site is dark: what fails there is
 reported as a warning and does not refuse the run (the agent runs at the site that is up, so the
-dark site is the other one). ``kind=None`` (``validate --deep``) checks everything the config
-names, the API's tokens included.
+dark site is the other one). A cleanup or a commit works on one site only, the one its test
+failover or failover went to (``site``): the other is not checked, so a failover can be committed
+while its old primary is still dark. ``kind=None`` (``validate --deep``) checks everything the
+config names, the API's tokens included.
 
 Only ports and the config are used here; the CLI (and later the API) locate and print the result.
 """
@@ -52,6 +54,8 @@ TEST_KINDS = frozenset({"test_failover", "cleanup_test"})
 WITHOUT_ROUTES = frozenset({"cleanup_test", "commit", "reverse"})
 """Operations that neither read nor change a route."""
 WITHOUT_DNS = frozenset({"reverse"})
+ONE_SITE = frozenset({"cleanup_test", "commit"})
+"""Operations that work on one site only: the one the operation they follow went to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,20 +138,22 @@ class _Check:
 
 
 def preflight(config: AgentConfig, ports: Ports, *, kind: str | None = None, plan: str | None = None,
-              deadline_s: float = DEADLINE_S, workers: int | None = None) -> PreflightReport:
+              site: str | None = None, deadline_s: float = DEADLINE_S, workers: int | None = None) -> PreflightReport:
     """Check the secrets and endpoints an operation of ``kind`` (an operation kind's value, e.g.
     ``"planned_failover"``; ``None``: everything the config names) on recovery plan ``plan``
-    will use. Changes nothing; raises nothing for what it finds (a driver's bug propagates)."""
+    will use; ``site``: the one site a cleanup or commit works on (``None``: both). Changes
+    nothing; raises nothing for what it finds (a driver's bug propagates)."""
 
     started = time.monotonic()
     dark = config.peer_site.name if kind == "unplanned_failover" else None
-    secrets, servers = _secret_checks(config, kind)
+    only = site if kind in ONE_SITE else None
+    secrets, servers = _secret_checks(config, kind, only)
     width = workers or config.policies.concurrency.global_limit
     found = _run_all(secrets, width, started, deadline_s)
     unusable = {f.key for f in found if not f.ok}
     # A DNS server whose secret does not resolve is not asked: its one failure is the secret's.
     usable = [s for s, key in servers if key not in unusable]
-    found += _run_all(_endpoint_checks(config, ports, kind, plan, usable), width, started, deadline_s)
+    found += _run_all(_endpoint_checks(config, ports, kind, plan, usable, only), width, started, deadline_s)
     found = [f if f.site is None or f.site != dark or f.ok else _warning(f) for f in found]
     return PreflightReport(tuple(found), time.monotonic() - started)
 
@@ -185,7 +191,8 @@ def _routers_in_scope(config: AgentConfig, kind: str | None) -> list[tuple[str, 
     return [] if kind in WITHOUT_ROUTES or not config.subnets else _routers(config)
 
 
-def _secret_checks(config: AgentConfig, kind: str | None) -> tuple[list[_Check], list[tuple[DnsServer, str]]]:
+def _secret_checks(config: AgentConfig, kind: str | None,
+                   only: str | None = None) -> tuple[list[_Check], list[tuple[DnsServer, str]]]:
     """The checks of every secret in scope, and each DNS server in scope with the key of its
     TSIG secret (``""`` without one)."""
 
@@ -196,6 +203,8 @@ def _secret_checks(config: AgentConfig, kind: str | None) -> tuple[list[_Check],
             refs.append((f"{key}.credential", f"the credential of {whose}", credential))
 
     for i, site in enumerate(config.sites):
+        if only is not None and site.name != only:
+            continue
         endpoint(f"sites[{i}].vmm", f"the VMM server of {site.name}", site.vmm.credential)
         for j, host in enumerate(site.hyperv_hosts):
             endpoint(f"sites[{i}].hyperv_hosts[{j}].endpoint", f"Hyper-V host {host.name}", host.endpoint.credential)
@@ -228,9 +237,11 @@ def _resolver(ref: SecretRef) -> Callable[[], str]:
 
 
 def _endpoint_checks(config: AgentConfig, ports: Ports, kind: str | None, plan: str | None,
-                     servers: Sequence[DnsServer]) -> list[_Check]:
+                     servers: Sequence[DnsServer], only: str | None) -> list[_Check]:
     checks: list[_Check] = []
     for i, site in enumerate(config.sites):
+        if only is not None and site.name != only:
+            continue
         vmm = ports.vmm[site.name]
         checks.append(_Check("vmm", f"VMM server of site {site.name}", f"sites[{i}].vmm", vmm.probe, site.name))
         hyperv = ports.hyperv[site.name]

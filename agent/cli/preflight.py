@@ -21,14 +21,15 @@ import typer
 from rich.markup import escape
 
 from agent.cli.app import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, err, exit_code_for, out, print_json, report_error
-from agent.cli.sites import open_sites
 from agent.configfile import LoadedConfig
 from agent.errors import AgentError
-from agent.preflight import PreflightReport, preflight
+from agent.preflight import ONE_SITE, PreflightReport, preflight
 from agent.yamlfile import InvalidFileError, Problem
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from agent.engine.journal import Journal
 
 
 class PreflightRefused(InvalidFileError):
@@ -50,11 +51,15 @@ class PreflightUnreachable(PreflightRefused):
     hint = "Preflight found these before anything was changed: try again when they answer."
 
 
-def run_preflight(loaded: LoadedConfig, *, kind: str | None = None, plan: str | None = None) -> PreflightReport:
-    """:func:`agent.preflight.preflight` on the ports of ``loaded``'s sites."""
+def run_preflight(loaded: LoadedConfig, *, kind: str | None = None, plan: str | None = None,
+                  site: str | None = None) -> PreflightReport:
+    """:func:`agent.preflight.preflight` on the ports of ``loaded``'s sites. (What opening them
+    noticed is printed by the command's own opening, once.)"""
 
-    with open_sites(loaded, read_inventory=False) as sites:
-        return preflight(loaded.config, sites.ports, kind=kind, plan=plan)
+    from agent.wiring import connect
+
+    with connect(loaded) as connection:
+        return preflight(loaded.config, connection.ports, kind=kind, plan=plan, site=site)
 
 
 def located(loaded: LoadedConfig, report: PreflightReport) -> list[Problem]:
@@ -101,16 +106,32 @@ def preflight_before_run(loaded: LoadedConfig, kind: str, plan: str, *, actor: s
     """``run``: what an operation of ``kind`` on ``plan`` will use, before anything changes;
     a refusal is audited (no operation is recorded)."""
 
-    report = run_preflight(loaded, kind=kind, plan=plan)
+    from agent.cli.session import open_journal
+
+    site = None
+    if kind in ONE_SITE:  # the store is opened only when there is something to read or write
+        with open_journal(loaded) as journal:
+            site = _followed_to(journal, kind, plan)
+    report = run_preflight(loaded, kind=kind, plan=plan, site=site)
     if report.ok:
         show(report, err if as_json else out)
         return
-    from agent.cli.session import open_journal
-
     with open_journal(loaded) as journal:
         journal.store.audit(actor=actor, action="run.refused_by_preflight", target=plan,
                             details={"kind": kind, "plan": plan, "problems": [f.to_dict() for f in report.problems]})
     refuse(loaded, report, as_json=as_json)
+
+
+def _followed_to(journal: Journal, kind: str, plan: str) -> str | None:
+    """The site the operation a follow-up of ``kind`` follows went to (the newest one of the
+    plan, as the engine picks it), or None."""
+
+    from agent.engine.model import OperationKind
+    from agent.engine.service import FOLLOW_UP_OF
+
+    followed = {k.value for k in FOLLOW_UP_OF.get(OperationKind(kind), ())}
+    return next((op.target_site for op in journal.operations(limit=1000)
+                 if op.kind in followed and op.plan_name == plan), None)
 
 
 # -------------------------------------------------------------------------- validate --json
