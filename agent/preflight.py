@@ -106,24 +106,6 @@ class PreflightReport:
         later. Otherwise something in the config or a secret is wrong."""
         return all(f.category == "transient" for f in self.problems)
 
-    def summary(self) -> str:
-        counts: dict[str, int] = {}
-        for f in self.findings:
-            counts[f.kind] = counts.get(f.kind, 0) + 1
-        what = ", ".join(_count(kind, n) for kind, n in counts.items())
-        failed = len(self.problems) + len(self.warnings)
-        head = (f"all {len(self.findings)} checks passed" if not failed
-                else f"{failed} of {len(self.findings)} checks failed")
-        return f"preflight: {head} in {self.seconds:.2f} s ({what or 'nothing to check'})"
-
-
-_NOUNS = {"secret": "secret", "vmm": "VMM server", "hyperv": "Hyper-V host", "router": "router",
-          "script_host": "script host", "dns": "DNS zone"}
-
-
-def _count(kind: str, n: int) -> str:
-    return f"{n} {_NOUNS[kind]}{'s' if n != 1 else ''}"
-
 
 @dataclass(frozen=True, slots=True)
 class _Check:

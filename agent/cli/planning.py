@@ -147,8 +147,9 @@ def validate(
 
         with reporting(as_json=True):
             validate_json(config, deep=deep)
-    with reporting():
-        validate_config(read_config(config), deep=deep)
+    else:
+        with reporting():
+            validate_config(read_config(config), deep=deep)
 
 
 @app.command(

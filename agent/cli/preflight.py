@@ -21,6 +21,7 @@ import typer
 from rich.markup import escape
 
 from agent.cli.app import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, err, exit_code_for, out, print_json, report_error
+from agent.cli.vocabulary import plural
 from agent.configfile import LoadedConfig
 from agent.errors import AgentError
 from agent.preflight import ONE_SITE, PreflightReport, preflight
@@ -75,10 +76,27 @@ def exit_code(report: PreflightReport) -> int:
     return EXIT_UNREACHABLE if report.only_unreachable else EXIT_REFUSED
 
 
+_NOUNS = {"secret": "secret", "vmm": "VMM server", "hyperv": "Hyper-V host", "router": "router",
+          "script_host": "script host", "dns": "DNS zone"}
+
+
+def summary(report: PreflightReport) -> str:
+    """``preflight: all 17 checks passed in 0.02 s (2 VMM servers, 4 Hyper-V hosts, ...)``."""
+
+    counts: dict[str, int] = {}
+    for f in report.findings:
+        counts[f.kind] = counts.get(f.kind, 0) + 1
+    what = ", ".join(plural(n, _NOUNS[kind]) for kind, n in counts.items())
+    failed = len(report.problems) + len(report.warnings)
+    head = (f"all {plural(len(report.findings), 'check')} passed" if not failed
+            else f"{failed} of {plural(len(report.findings), 'check')} failed")
+    return f"preflight: {head} in {report.seconds:.2f} s ({what or 'nothing to check'})"
+
+
 def show(report: PreflightReport, console: Console) -> None:
     """The one-line summary and every warning (failures are shown as problems by :func:`refuse`)."""
 
-    console.print(escape(report.summary()))
+    console.print(escape(summary(report)))
     for f in report.warnings:
         console.print(f"  [yellow]warning:[/] {escape(f.target)}: {escape(f.detail)}")
 
