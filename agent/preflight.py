@@ -36,7 +36,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from agent.config import AgentConfig, DnsServer, Router, SecretRef, SecretUnavailable
@@ -136,13 +136,9 @@ def preflight(config: AgentConfig, ports: Ports, *, kind: str | None = None, pla
     # A DNS server whose secret does not resolve is not asked: its one failure is the secret's.
     usable = [s for s, key in servers if key not in unusable]
     found += _run_all(_endpoint_checks(config, ports, kind, plan, usable, only), width, started, deadline_s)
-    found = [f if f.site is None or f.site != dark or f.ok else _warning(f) for f in found]
+    found = [replace(f, detail=f"{f.detail} (the site is dark: an unplanned failover goes on without it)",
+                     required=False) if not f.ok and dark is not None and f.site == dark else f for f in found]
     return PreflightReport(tuple(found), time.monotonic() - started)
-
-
-def _warning(f: Finding) -> Finding:
-    return Finding(f.kind, f.target, f.key, f.ok, f"{f.detail} (the site is dark: an unplanned failover goes on "
-                   "without it)", f.code, f.category, required=False, site=f.site, seconds=f.seconds)
 
 
 # ------------------------------------------------------------------------------ what to check

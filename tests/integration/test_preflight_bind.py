@@ -40,8 +40,8 @@ def test_the_right_key_gets_a_signed_answer(make_driver: DriverFactory, bind: Bi
     answer = make_driver().probe(FORWARD_ZONE)
     assert f"serves zone {FORWARD_ZONE} (SOA serial {bind.serial(FORWARD_ZONE)})" in answer
     assert "signed with TSIG key 'agent-key' verifies" in answer
-    assert "agent-key-512" in repr(make_driver(key="agent-key-512")) and make_driver(key="agent-key-512").probe(
-        REVERSE4_ZONE)
+    # Another algorithm (hmac-sha512), another zone: the reply is verified with that key.
+    assert "TSIG key 'agent-key-512' verifies" in make_driver(key="agent-key-512").probe(REVERSE4_ZONE)
 
 
 @pytest.mark.parametrize(
