@@ -168,6 +168,12 @@ class Vmm(Protocol):
         """Connect (or disconnect) NICs, optionally with static addresses. Idempotent."""
         ...
 
+    def probe(self) -> str:
+        """A read-only call that proves this VMM server answers the agent (preflight, before an
+        operation changes anything); returns what it answered, for the operator. Raises like a
+        read: ``timeout``, ``unreachable``."""
+        ...
+
 
 # ------------------------------------------------------------------------------- Hyper-V
 
@@ -232,6 +238,12 @@ class HyperV(Protocol):
         """Start or shut down VMs (test VMs included). Idempotent."""
         ...
 
+    def probe(self, host: str) -> str:
+        """A read-only call to ``host`` that proves it answers the agent (preflight); returns what
+        it answered. Raises ``timeout``, ``unreachable``, or ``not_found`` for a host the site
+        does not have."""
+        ...
+
 
 # ----------------------------------------------------------------------------------- DNS
 
@@ -271,6 +283,14 @@ class Dns(Protocol):
         data of ``changes`` or the server's verification timeout passes. A server that lags is
         reported, not raised: the update itself is in place and will spread. ``None`` when this
         server is configured not to verify. Never raises for a lagging or unreachable server."""
+        ...
+
+    def probe(self, zone: str) -> str:
+        """A read-only query that proves this server serves ``zone`` with authority and, where
+        updates are signed, knows the agent's key: the SOA of ``zone``, signed with the key the
+        updates use and its reply verified (preflight). Returns what it answered. Raises
+        ``dns_bad_key`` (unknown key, wrong secret or algorithm), ``dns_bad_time``,
+        ``dns_not_authoritative``, ``dns_refused``, ``timeout``, ``unreachable``."""
         ...
 
 
@@ -316,6 +336,11 @@ class Routes(Protocol):
         """Remove each route. Idempotent (absent: ``changed=False``); one router per call."""
         ...
 
+    def probe(self, router: str) -> str:
+        """A read-only call to ``router`` that proves it answers the agent (preflight); returns
+        what it answered. Raises ``timeout``, ``unreachable``, or ``not_found`` (router)."""
+        ...
+
 
 # ------------------------------------------------------------------------------- scripts
 
@@ -343,6 +368,11 @@ class Scripts(Protocol):
     """
 
     def run_script(self, host: str, path: str, parameters: dict[str, Any], timeout_s: float) -> ScriptResult:
+        ...
+
+    def probe(self, host: str) -> str:
+        """A read-only call proving scripts can be run on ``host`` (preflight); runs nothing.
+        Raises ``timeout``, ``unreachable``, or ``not_found`` for an unknown host."""
         ...
 
 

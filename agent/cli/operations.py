@@ -203,6 +203,9 @@ def run_operation(
         if checksum is not None and kind in FOLLOW_UPS:
             raise RefusedError(f"--checksum pins a plan computed from the sites; {kind} executes the stored "
                                "plan of the operation it follows")
+        from agent.cli.preflight import preflight_before_run
+
+        preflight_before_run(loaded, kind, plan_name, actor=current_user(), as_json=as_json)
         with open_session(loaded, as_json=as_json) as sess:
             resume_unfinished(sess)
             expect = checksum

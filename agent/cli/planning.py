@@ -74,11 +74,11 @@ def _where(loaded: LoadedConfig) -> str:
     return f"{loaded.path} (from {how})"
 
 
-def validate_config(loaded: LoadedConfig, *, reset_simulator: bool = False) -> None:
+def validate_config(loaded: LoadedConfig, *, reset_simulator: bool = False, deep: bool = False) -> None:
     """Check ``loaded`` against what its sites hold and print 'config OK' with a summary; what
-    is wrong is raised, each problem located in the file."""
+    is wrong is raised, each problem located in the file. ``deep``: first the preflight of
+    everything the config names (:mod:`agent.preflight`), refused unless it all answers."""
 
-    from agent.domain.validation import check_config_against_inventory
     from agent.wiring import NotAvailableYet, check_available
 
     try:
@@ -90,12 +90,28 @@ def validate_config(loaded: LoadedConfig, *, reset_simulator: bool = False) -> N
             "but it cannot be checked against the sites yet:"
         )
         raise
+    report = None
+    if deep:
+        from agent.cli.preflight import require_preflight, show
+
+        report = require_preflight(loaded)
+    inventory = check_against_sites(loaded, reset_simulator=reset_simulator)
+    out.print(f"config OK: {escape(_where(loaded))}")
+    out.print(escape(_summary(loaded, inventory)))
+    if report is not None:
+        show(report, out)
+
+
+def check_against_sites(loaded: LoadedConfig, *, reset_simulator: bool = False) -> Inventory:
+    """What the sites hold, read; what ``loaded`` names that they lack is raised, located."""
+
+    from agent.domain.validation import check_config_against_inventory
+
     with open_sites(loaded, reset_simulator=reset_simulator) as sites:
         issues = check_config_against_inventory(loaded.config, sites.read)
         if issues:
             raise loaded.located(issues)
-        out.print(f"config OK: {escape(_where(loaded))}")
-        out.print(escape(_summary(loaded, sites.read)))
+        return sites.read
 
 
 def plan_from_sites(loaded: LoadedConfig, plan_name: str, kind: PlanKind) -> Plan:
@@ -114,11 +130,26 @@ def plan_from_sites(loaded: LoadedConfig, plan_name: str, kind: PlanKind) -> Pla
 @app.command(
     help="Check a config file: its format, its internal references (sites, routers, hosts, DNS "
     "servers), and that the VM networks and VMs it names exist at the sites. Prints 'config OK' "
-    "with a short summary, or every problem found with file, line and key.\n\n" + EXIT_CODES_HELP
+    "with a short summary, or every problem found with file, line and key.\n\n"
+    "--deep first checks that every secret resolves and every endpoint answers a read-only call "
+    "(each VMM server, Hyper-V host and router, and each DNS server for each zone with a query "
+    "signed by its TSIG key), as 'run' does before it changes anything.\n\n" + EXIT_CODES_HELP
 )
-def validate(config: ConfigOption = None) -> None:
-    with reporting():
-        validate_config(read_config(config))
+def validate(
+    config: ConfigOption = None,
+    deep: Annotated[bool, typer.Option("--deep", help="Also resolve every secret and reach every endpoint "
+                                       "(read-only calls, signed DNS queries).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (ok, problems, "
+                                          "probes) and nothing else.")] = False,
+) -> None:
+    if as_json:
+        from agent.cli.preflight import validate_json
+
+        with reporting(as_json=True):
+            validate_json(config, deep=deep)
+    else:
+        with reporting():
+            validate_config(read_config(config), deep=deep)
 
 
 @app.command(

@@ -30,12 +30,13 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
+import dns.tsig
 
 from agent.config import DnsServer
 from agent.dns.errors import error_for_exception, error_for_rcode
 from agent.dns.names import canonical_rdata, canonical_values, record_label, to_dns_name
 from agent.dns.transport import DnsSession, Question, TcpSession
-from agent.domain.errors import DnsNotAuthoritative
+from agent.domain.errors import DnsNotAuthoritative, DnsRefused
 from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.errors import AgentError
 
@@ -476,3 +477,45 @@ def _ask_resolver(
     return ResolverReport(
         resolver, tuple(CachedAnswer(a, a.values == e.values) for e, a in zip(wanted, answers, strict=True))
     )
+
+
+# ------------------------------------------------------------------------- before an update
+
+
+def signed_soa(session_factory: Callable[[], DnsSession], zone: dns.name.Name, key: dns.tsig.Key,
+               fields: dict[str, Any]) -> str:
+    """Before any update (preflight): the SOA of ``zone``, asked with a query signed by ``key``,
+    and the signed reply verified. A wrong secret or an unknown key fails here -- BIND answers
+    BADSIG / BADKEY, raised as ``dns_bad_key`` -- instead of at the first update, after VMs have
+    moved; reads are unsigned, so nothing else proves the key first. It cannot prove that the key
+    may *update* the zone: a server consults its update policy only for updates.
+
+    ``fields`` name the server (as the driver's errors do); returns what it answered."""
+    fields = dict(fields, zone=zone.to_text())
+    what = f"the signed SOA query for zone {zone}"
+    query = dns.message.make_query(zone, dns.rdatatype.SOA)
+    query.use_tsig(key, keyname=key.name, algorithm=key.algorithm)
+    session = session_factory()
+    try:
+        session.send(query)
+        reply = session.receive(query)
+    except Exception as exc:
+        err = error_for_exception(exc, what=what, **fields)
+        if err is None:
+            raise
+        raise err from exc
+    finally:
+        session.close()
+    server = f"DNS server {fields.get('server')} ({fields.get('address')})"
+    if reply.rcode() == dns.rcode.REFUSED:  # to a query, not an update: no policy about keys
+        raise DnsRefused(f"{server} refused {what} (REFUSED): it does not serve this zone, or does not answer "
+                         "the agent's queries", rcode="REFUSED", **fields)
+    err = error_for_rcode(reply.rcode(), what=what, **fields)
+    if err is not None:
+        raise err
+    soa = reply.get_rrset(reply.answer, zone, dns.rdataclass.IN, dns.rdatatype.SOA)
+    if not reply.flags & dns.flags.AA or soa is None or len(soa) == 0:
+        raise DnsNotAuthoritative(f"{server} does not serve zone {zone} with authority "
+                                  f"(it answered {dns.rcode.to_text(reply.rcode())} without the zone's SOA)", **fields)
+    return (f"{server} serves zone {zone} (SOA serial {soa[0].serial}) and its reply to a query signed with "
+            f"TSIG key {fields.get('key')!r} verifies")

@@ -50,6 +50,9 @@ class HyperVByHost:
     def set_power(self, host: str, action: PowerAction, vms: Sequence[str]) -> list[ItemResult[VirtualMachine]]:
         return self._of(host).set_power(host, action, vms)
 
+    def probe(self, host: str) -> str:
+        return self._of(host).probe(host)
+
 
 class RoutesByRouter:
     """Every router of the config, each through the driver of its kind."""
@@ -80,6 +83,9 @@ class RoutesByRouter:
         router = self._one_router(routes)
         return [] if router is None else self._of(router).withdraw(routes)
 
+    def probe(self, router: str) -> str:
+        return self._of(router).probe(router)
+
 
 class ScriptsByHost:
     """Recovery-plan scripts, each run through the driver of the host it runs on."""
@@ -92,3 +98,9 @@ class ScriptsByHost:
         if port is None:
             raise NotFoundError(f"no host {host} to run {path} on is configured", host=host)
         return port.run_script(host, path, parameters, timeout_s)
+
+    def probe(self, host: str) -> str:
+        port = self._by_host.get(host)
+        if port is None:
+            raise NotFoundError(f"no host {host} to run scripts on is configured", host=host)
+        return port.probe(host)

@@ -83,7 +83,7 @@ from agent.dns.names import (
     to_dns_name,
 )
 from agent.dns.transport import DnsSession, Question, TcpSession
-from agent.dns.verify import VerifyReport, verify_update
+from agent.dns.verify import VerifyReport, signed_soa, verify_update
 from agent.domain.errors import DnsBadKey, DnsBatchError, DnsInvalidRequest, DnsNotAuthoritative, DnsPrerequisiteFailed
 from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.errors import AgentError, TimeoutError_, UnreachableError
@@ -594,3 +594,7 @@ class Rfc2136Dns:
             unique.setdefault(text, rd)
         texts = tuple(sorted(unique))
         return texts, tuple(unique[k] for k in texts)
+
+    def probe(self, zone: str) -> str:
+        """Preflight: :func:`agent.dns.verify.signed_soa` of ``zone``, with the key updates use."""
+        return signed_soa(self._session_factory, self._zone_name(zone), self._tsig_key(), self._fields)

@@ -198,6 +198,17 @@ class SimDns:
         except ValueError as exc:
             raise DnsRefused(f"{key}: {exc}", record=key, server=self.name) from None
 
+    def probe(self, zone: str) -> str:
+        """The simulated server signs nothing: it answers for the zones it holds
+        (``dns_not_authoritative`` for another); fault rules match ``dns.probe``, the server
+        and the zone."""
+
+        def run(st: State) -> tuple[str, Sequence[str]]:
+            z, data = self._zone(st, zone)
+            return f"simulated DNS server {self.name} answers for zone {z} ({len(data)} record sets)", ()
+
+        return self._world._single("dns.probe", self.name, [fqdn(zone)], run, mutating=False)
+
 
 def _in_effect(current: dict[str, Any] | None, new: list[str], ttl: int) -> bool:
     """The zone already holds what a change asks for: its values with its TTL, or, for a

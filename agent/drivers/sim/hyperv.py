@@ -417,6 +417,21 @@ class SimHyperV:
             f"hyperv.set_power.{action}", host, vms, lambda v: v, lambda v: (v,), apply, precheck=precheck
         )
 
+    # ------------------------------------------------------------------------ probe
+
+    def probe(self, host: str) -> str:
+        """``not_found`` for a host the site does not have; fault rules match ``hyperv.probe``
+        and the host."""
+
+        site = self.site
+
+        def read(st: State) -> tuple[str, Sequence[str]]:
+            self._check_host(st, host)
+            held = sum(1 for vm in st["vms"][site].values() if vm["host"] == host)
+            return f"simulated Hyper-V host {host} at {site} answers ({held} VMs)", ()
+
+        return self._world._single("hyperv.probe", host, [host], read, mutating=False)
+
 
 def _apply_failover_settings(vm: dict[str, Any], settings: dict[str, list[dict[str, Any]]]) -> None:
     saved = vm.setdefault("saved_ip", {})

@@ -104,6 +104,17 @@ class SimRoutes:
         router = routes[0].router if routes else ""
         return self._world._batch(kind, router, routes, _key, lambda r: (r.prefix, _key(r)), apply, precheck=one_router)
 
+    def probe(self, router: str) -> str:
+        """``not_found`` for an unknown router; fault rules match ``routes.probe`` and the router."""
+
+        def run(st: State) -> tuple[str, Sequence[str]]:
+            rtr = st["routers"].get(router)
+            if rtr is None:
+                raise NotFoundError(f"no router {router}", router=router)
+            return f"simulated router {router} answers ({len(rtr['routes'])} routes)", ()
+
+        return self._world._single("routes.probe", router, [router], run, mutating=False)
+
 
 def _check_same_target(route: Route, current: dict[str, Any], note: str = "") -> None:
     """Refuses a route whose prefix is routed elsewhere: that route is someone else's, not the

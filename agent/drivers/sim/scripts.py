@@ -41,3 +41,13 @@ class SimScripts:
                 return ScriptResult(host=host, path=path, succeeded=False, error=str(exc),
                                     duration_s=round(time.monotonic() - started, 3))
             raise
+
+    def probe(self, host: str) -> str:
+        """Runs nothing; ``not_found`` for an unknown host, fault rules match ``script.probe``."""
+
+        def run(st: State) -> tuple[str, list[str]]:
+            if not any(host in site["hosts"] for site in st["sites"].values()):
+                raise NotFoundError(f"no Hyper-V host {host}", host=host)
+            return f"simulated host {host} can run scripts", []
+
+        return self._world._single("script.probe", host, [host], run, mutating=False)

@@ -320,6 +320,19 @@ class SimVmm:
             ips.append(["static", address, plen])
         return c.vm_network or "", subnet, ips or [["dhcp", None, None]]
 
+    # --------------------------------------------------------------------------- probe
+
+    def probe(self) -> str:
+        """Reads nothing but the server's answer; fault rules match ``vmm.probe`` and the site."""
+
+        site = self.site
+
+        def read(st: State) -> tuple[str, Sequence[str]]:
+            return (f"simulated VMM server of {site} answers ({len(st['vms'][site])} VMs, "
+                    f"{len(st['networks'][site])} VM networks)"), ()
+
+        return self._world._single("vmm.probe", site, [site], read, mutating=False)
+
 
 # ---------------------------------------------------------------------------- helpers
 
