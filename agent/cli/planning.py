@@ -78,8 +78,10 @@ def validate_config(loaded: LoadedConfig, *, reset_simulator: bool = False) -> N
     """Check ``loaded`` against what its sites hold and print 'config OK' with a summary; what
     is wrong is raised, each problem located in the file."""
 
+    from agent.cli.addresses import override_problems
     from agent.domain.validation import check_config_against_inventory
     from agent.wiring import NotAvailableYet, check_available
+    from agent.yamlfile import InvalidFileError
 
     try:
         check_available(loaded)
@@ -92,8 +94,11 @@ def validate_config(loaded: LoadedConfig, *, reset_simulator: bool = False) -> N
         raise
     with open_sites(loaded, reset_simulator=reset_simulator) as sites:
         issues = check_config_against_inventory(loaded.config, sites.read)
-        if issues:
-            raise loaded.located(issues)
+        overrides = override_problems(loaded, sites.read)
+        if issues or overrides:
+            located = loaded.located(issues)
+            raise InvalidFileError(located.problems[0].file if issues else overrides[0].file,
+                                   [*located.problems, *overrides])
         out.print(f"config OK: {escape(_where(loaded))}")
         out.print(escape(_summary(loaded, sites.read)))
 
