@@ -222,7 +222,7 @@ def import_(
             raise NothingImported(file, problems)
         text = render(overrides)
         before = target.read_text(encoding="utf-8") if target.is_file() else None
-        if before == text:
+        if before == text or (before is None and not overrides):
             out.print(f"no change: {escape(str(target))} already holds these {len(overrides)} overrides")
             return
         write_atomically(target, text)
