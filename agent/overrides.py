@@ -69,7 +69,7 @@ def read_rows(path: Path) -> tuple[list[Row], list[Problem]]:
 
 
 def parse_rows(shown: str, text: str) -> tuple[list[Row], list[Problem]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     problems: list[Problem] = []
     try:
         header = next(reader, None)
