@@ -153,11 +153,19 @@ def export(
         if file is None or str(file) == "-":
             sys.stdout.write(text)
             return
-        write_atomically(file.resolve(), text)
+        _write(file.resolve(), text)
         err.print(f"wrote {len(rows)} IP configurations to {escape(str(file))}")
 
 
 # ------------------------------------------------------------------------- import
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        write_atomically(path, text)
+    except OSError as exc:
+        raise RefusedError(f"cannot write {path}: {exc.strerror or exc}; the file is as it was",
+                           file=str(path)) from exc
 
 
 def _need_csv(as_csv: bool) -> None:
@@ -225,6 +233,6 @@ def import_(
         if before == text or (before is None and not overrides):
             out.print(f"no change: {escape(str(target))} already holds these {len(overrides)} overrides")
             return
-        write_atomically(target, text)
+        _write(target, text)
         out.print(f"imported: {escape(str(target))} now holds {len(overrides)} address override"
                   f"{'s' if len(overrides) != 1 else ''}; preview with 'failover-agent plan'")

@@ -259,3 +259,62 @@ def test_a_csv_that_is_not_utf8_is_refused_with_the_byte(tmp_path: Path) -> None
     path.write_bytes(b"vm,nic\n\xff\n")
     assert "not UTF-8 text (byte 7)" in str(read_rows(path)[1][0])
     assert "not a regular file" in str(read_rows(tmp_path)[1][0])
+
+
+def test_the_same_address_for_vms_of_two_plans_is_refused(tmp_path: Path) -> None:
+    def edit(data: dict) -> None:
+        data["recovery_plans"][0]["groups"][1]["vms"] = ["app01"]
+        data["recovery_plans"].append({"name": "second", "groups": [{"name": "g", "vms": ["app02"]}]})
+        data["address_overrides"] = [{"vm": "app01", "nic": "nic0", "failover": "172.16.1.150"},
+                                     {"vm": "app02", "nic": "nic0", "failover": "172.16.1.150"}]
+    result = run("validate", "--config", str(demo_copy(tmp_path, edit)))
+    assert result.exit_code == EXIT_REFUSED
+    [line] = problem_lines(result.stderr)
+    assert "address_overrides[1].failover: VM app02 NIC nic0 IP configuration 0: failover override 172.16.1.150 " \
+           "in pool west-apps-pool at contoso-west is also the override of VM app01" in line
+
+
+def test_export_lists_what_it_can_and_says_what_it_cannot(tmp_path: Path) -> None:
+    def edit(data: dict) -> None:
+        data["recovery_plans"][0]["groups"][1]["vms"].append("ghost")
+    result = run("addresses", "export", "--csv", "--config", str(demo_copy(tmp_path, edit)))
+    assert result.exit_code == EXIT_OK
+    assert "failover of plan contoso-apps is refused" in result.stderr
+    assert "VM ghost of plan contoso-apps is not a replicated VM of the sites: not listed" in result.stderr
+    assert "contoso-apps,app01,nic0,0,192.168.2.10,,,," in result.stdout
+
+
+def test_an_oversized_csv_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent import overrides
+
+    monkeypatch.setattr(overrides, "MAX_BYTES", 10)
+    path = tmp_path / "o.csv"
+    path.write_text(",".join(FILE_COLUMNS) + "\n")
+    assert "larger than" in str(overrides.read_rows(path)[1][0])
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from agent import overrides
+
+    target = tmp_path / "o.csv"
+    target.write_text("old")
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError):
+        overrides.write_atomically(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["o.csv"]
+
+
+def test_an_import_that_cannot_write_says_so_and_leaves_the_file(tmp_path: Path) -> None:
+    cfg = demo_copy(tmp_path, with_overrides(file="missing-dir/overrides.csv"))
+    csv_file = tmp_path / "x.csv"
+    csv_file.write_text(",".join(FILE_COLUMNS) + "\napp01,nic0,0,172.16.1.160,\n")
+    result = run("addresses", "import", "--csv", str(csv_file), "--config", str(cfg))
+    assert result.exit_code == EXIT_REFUSED
+    assert "cannot write" in result.stderr and "missing-dir" in result.stderr

@@ -192,8 +192,10 @@ class OverridePlanning(PlannerState):
                 continue
             slot = by_key.get(key)
             if slot is not None:
+                use = slot.nic.mapping
+                target = self._test_targets.get((use.index, use.reverse))
                 if (self.test and o.test is not None and slot.test_pool is None
-                        and slot.nic.test is not None and slot.nic.test.mode == "none"):
+                        and target is not None and target.mode == "none"):
                     self.refusals.add(_refusal(
                         v.OVERRIDE_NOT_APPLICABLE, o, "test",
                         f"test override {o.test} cannot apply: the NIC's test network is 'none' "
