@@ -78,6 +78,11 @@ def test_an_address_held_by_a_vm_at_the_target_site_is_refused() -> None:
     assert r.codes == ["override_taken"]
     assert r.reasons[0].fields["pool"] == "app-pool"
     assert "is the address of VM native" in r.reasons[0].message
+    # The same address on another VM network is another address space (WNV, isolated networks).
+    w = standard_world()
+    w.network(B, "lab", {"lab": "172.16.1.0/24"})
+    w.vm("native", {"nic0": ("lab", "lab", ["172.16.1.40/24"])}, src=B, replicated=False)
+    assert reserve(build_plan(cfg, w.inventory(), "web", "planned"), "app01").address == "172.16.1.40"
 
 
 def test_an_ipv6_override_and_one_of_the_other_family() -> None:

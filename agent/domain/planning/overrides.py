@@ -113,7 +113,7 @@ class OverridePlanning(PlannerState):
                 continue
             o = self.overrides[(s.nic.vm.name, s.nic.name, s.ip_index)]
             owners.add(r.owner)
-            held, holder = holders.get(address), self._holder_at_site(pool.site, address, o.vm)
+            held, holder = holders.get(address), self._holder(pool, address, o.vm)
             fields = {"address": address, "pool": pool.name, "site": pool.site}
             at = f"in pool {pool.name} at {pool.site}"
             if checker.is_reserved(to_int(address)[1]):
@@ -157,16 +157,18 @@ class OverridePlanning(PlannerState):
         allocations = {**result, **served.allocations}
         return AllocationResult({r.key: allocations[r.key] for r in requests}, tuple(unused))
 
-    def _holder_at_site(self, site: str, address: str, vm: str) -> str | None:
-        """Another VM at ``site`` that has ``address`` as a static address now."""
-        held = self._addresses_held.get(site)
+    def _holder(self, pool: StaticIpPool, address: str, vm: str) -> str | None:
+        """Another VM on the pool's VM network that has ``address`` as a static address now (on
+        other networks the same address may be another's: WNV and isolated test networks overlap)."""
+        held = self._addresses_held.get((pool.site, pool.vm_network))
         if held is None:
-            held = self._addresses_held[site] = {}
-            for other in self.idx.vms_by_site.get(site, ()):
+            held = self._addresses_held[(pool.site, pool.vm_network)] = {}
+            for other in self.idx.vms_by_site.get(pool.site, ()):
                 for nic in other.nics:
-                    for c in nic.ip_configurations:
-                        if c.address is not None:
-                            held.setdefault(c.address, other.name)
+                    if nic.vm_network == pool.vm_network:
+                        for c in nic.ip_configurations:
+                            if c.address is not None:
+                                held.setdefault(c.address, other.name)
         holder = held.get(address)
         return None if holder is None or holder in (vm, name_test_vm(vm)) else holder
 

@@ -45,8 +45,8 @@ class PlannerState:
     _created: set[CreateTestNetwork]
     overrides: dict[tuple[str, str, int], AddressOverride]
     """``address_overrides`` by (VM, NIC, IP configuration)."""
-    _addresses_held: dict[str, dict[str, str]]
-    """Per site, static address -> VM holding it now; built only when an override asks."""
+    _addresses_held: dict[tuple[str, str], dict[str, str]]
+    """Per (site, VM network), static address -> VM holding it now; built only when an override asks."""
 
     def __init__(self, config: AgentConfig, index: InventoryIndex, plan_name: str, kind: PlanKind) -> None:
         self.config = config
