@@ -74,6 +74,17 @@ def located_problems(loaded: LoadedConfig, issues: list[OverrideIssue],
     return problems
 
 
+def overrides_summary(loaded: LoadedConfig) -> str:
+    """The line of ``validate``'s summary: how many overrides, and from where."""
+    cfg = loaded.config
+    text = f"address overrides: {len(cfg.address_overrides)} in the config"
+    path = overrides_path(cfg, loaded.path.parent)
+    if path is not None:
+        text += (f", {len(cfg.imported_overrides)} in {path}" if path.exists()
+                 else f"; {path} does not exist yet ('addresses import' writes it)")
+    return text
+
+
 def override_problems(loaded: LoadedConfig, inventory: Inventory) -> list[Problem]:
     """What ``validate`` reports about the config's address overrides, located."""
     return located_problems(loaded, check_overrides(loaded.config, inventory))

@@ -52,6 +52,10 @@ def _summary(loaded: LoadedConfig, inventory: Inventory | None = None) -> str:
         f"{len(cfg.dns.zones)} zone{'s' if len(cfg.dns.zones) != 1 else ''}",
         f"recovery plans: {plans}",
     ]
+    if cfg.address_overrides or cfg.address_overrides_file is not None:
+        from agent.cli.addresses import overrides_summary
+
+        lines.append(overrides_summary(loaded))
     if inventory is not None:
         replicated = {r.vm for r in inventory.replications}
         lines.append(

@@ -132,9 +132,13 @@ def test_an_exported_csv_imported_unchanged_changes_nothing(tmp_path: Path) -> N
     seed = tmp_path / "seed.csv"
     seed.write_text("vm,nic,ip_configuration,failover_override,test_override\n"
                     "app01,nic0,0,172.16.1.150,172.16.1.151\nsql01,nic0,1,,192.168.1.245\n")
+    result = run("validate", "--config", str(cfg))
+    assert "address overrides: 0 in the config; " in result.stdout and "does not exist yet" in result.stdout
     result = run("addresses", "import", "--csv", str(seed), "--config", str(cfg))
     assert result.exit_code == EXIT_OK, result.output
     overrides = tmp_path / "overrides.csv"
+    result = run("validate", "--config", str(cfg))
+    assert result.exit_code == EXIT_OK and f"address overrides: 0 in the config, 2 in {overrides}" in result.stdout
     before = overrides.read_bytes()
     sums = (_checksum(cfg, "planned"), _checksum(cfg, "test"))
 
