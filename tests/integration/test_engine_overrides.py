@@ -86,3 +86,42 @@ def test_an_override_taken_since_planning_fails_its_reservation_instead_of_takin
     world = rig.world.snapshot()
     assert granted_to(world, nic(world, "app01")["id"]) == []
     assert world["grants"]["contoso-west"]["west-apps-pool"]["172.16.1.150"]["owner_id"] == other
+
+
+@pytest.mark.bind
+def test_a_planned_failover_writes_the_override_address_to_real_bind(named: str, tmp_path, monkeypatch) -> None:
+    import yaml
+
+    from agent.configfile import load_config
+    from agent.engine.service import Engine
+    from agent.engine.store import Store
+    from agent.wiring import connect
+    from tests.bind import BindServer
+    from tests.integration.test_dns_end_to_end import _zone_texts
+
+    path = copy_demo(tmp_path, edit=with_overrides)
+    inventory = yaml.safe_load((tmp_path / "demo-inventory.yaml").read_text())
+    bind = BindServer(tmp_path / "named", zones=_zone_texts(inventory), named=named).start()
+    monkeypatch.setenv("DEMO_TSIG_SECRET", bind.keys["agent-key"].secret)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["agent"]["data_dir"] = str(tmp_path / "var")
+    cfg["dns"]["servers"][0] = {"name": "dns-contoso", "kind": "rfc2136", "address": bind.host, "port": bind.port,
+                                "tsig": {"name": "agent-key", "secret": "env:DEMO_TSIG_SECRET"}, "verify_timeout_s": 5}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    loaded = load_config(path)
+    connection = connect(loaded)
+    store = Store.for_path(tmp_path / "var" / "agent.sqlite")
+    try:
+        engine = Engine(loaded.config, connection.ports, store, sleep=lambda s: None)
+        view = engine.start(OperationKind.PLANNED_FAILOVER, "contoso-apps", requested_by="test")
+        while view.status == OpStatus.WAITING.value:
+            view = engine.resume(view.id, actor="test")
+        assert view.status == OpStatus.SUCCEEDED.value, view.errors
+        assert bind.rrset("app01.corp.contoso.example.", "A") == (60, ("172.16.1.150",))
+        assert bind.rrset("150.1.16.172.in-addr.arpa.", "PTR") == (60, ("app01.corp.contoso.example.",))
+        # The address app01 would have had went to the next VM of the pool.
+        assert bind.rrset("app02.corp.contoso.example.", "A") == (60, ("172.16.1.10",))
+    finally:
+        connection.close()
+        store.close()
+        bind.stop()
