@@ -358,8 +358,7 @@ class RecoveryPlan(Model):
 
 
 class AddressOverride(Model):
-    """An operator-chosen address for one IP configuration of one VM's NIC (SRM's DR IP
-    Customizer, ASR's per-IP-configuration failover and test-failover values)."""
+    """An operator-chosen address for one IP configuration of a VM's NIC (SRM's DR IP Customizer)."""
 
     vm: Name
     nic: Name
@@ -458,8 +457,7 @@ class AgentConfig(Model):
     recovery_plans: list[RecoveryPlan] = Field(default_factory=list)
     address_overrides: list[AddressOverride] = Field(default_factory=list)
     address_overrides_file: Path | None = None
-    """A CSV of further overrides, written by ``failover-agent addresses import`` (format:
-    ``agent.overrides``); read with the config, its rows join ``address_overrides``."""
+    """A CSV of more overrides, written by ``addresses import`` (format: ``agent.overrides``)."""
     policies: Policies = Policies()
     store: Store = Store()
     api: Api = Api()
@@ -573,8 +571,7 @@ class AgentConfig(Model):
         return next((p for p in self.recovery_plans if p.name == name), None)
 
     @property
-    def overrides(self) -> tuple[AddressOverride, ...]:
-        """Every address override: those of the file itself, then those of ``address_overrides_file``."""
+    def overrides(self) -> tuple[AddressOverride, ...]:  # the file's own, then the CSV's
         return (*self.address_overrides, *(o for _, o in self._imported_overrides))
 
     @property
