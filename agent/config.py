@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -357,6 +358,32 @@ class RecoveryPlan(Model):
         return [vm for g in self.groups for vm in g.vms]
 
 
+# --------------------------------------------------------------------- address overrides
+
+
+class AddressOverride(Model):
+    """An operator-chosen address for one IP configuration of a VM's NIC (SRM's DR IP Customizer)."""
+
+    vm: Name
+    nic: Name
+    ip_configuration: int = Field(default=0, ge=0, le=255)
+    """Which IP configuration of the NIC: 0 the primary, 1.. its secondaries."""
+    failover: Address | None = None
+    """The replica's address after a planned or unplanned failover (instead of the derived one)."""
+    test: Address | None = None
+    """The test VM's address in a test failover (instead of the failover address)."""
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> AddressOverride:
+        if self.failover is None and self.test is None:
+            raise ValueError("an address override gives failover, test or both")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.vm, self.nic, self.ip_configuration)
+
+
 # ----------------------------------------------------------------------------- policies
 
 
@@ -432,9 +459,13 @@ class AgentConfig(Model):
     subnets: list[WholeSubnet] = Field(default_factory=list)
     dns: DnsConfig = DnsConfig()
     recovery_plans: list[RecoveryPlan] = Field(default_factory=list)
+    address_overrides: list[AddressOverride] = Field(default_factory=list)
+    address_overrides_file: Path | None = None
+    """A CSV of more overrides, written by ``addresses import`` (format: ``agent.overrides``)."""
     policies: Policies = Policies()
     store: Store = Store()
     api: Api = Api()
+    _imported_overrides: tuple[tuple[int, AddressOverride], ...] = PrivateAttr(default=())  # (line, row) of the CSV
 
     # Cross-references are checked here so a bad config is reported before anything runs.
     @model_validator(mode="after")
@@ -522,6 +553,12 @@ class AgentConfig(Model):
                             f"recovery_plans[{i}].groups[{j}].after[{k}].script.host: "
                             f"unknown Hyper-V host {step.script.host!r}"
                         )
+        seen_overrides: dict[tuple[str, str, int], int] = {}
+        for i, o in enumerate(self.address_overrides):
+            if o.key in seen_overrides:
+                problems.append(f"address_overrides[{i}]: VM {o.vm} NIC {o.nic} IP configuration {o.ip_configuration}"
+                                f" is given twice (also address_overrides[{seen_overrides[o.key]}])")
+            seen_overrides.setdefault(o.key, i)
         uses_sim = any(s.vmm.transport == "sim" for s in self.sites) or any(
             d.kind == "sim" for d in self.dns.servers
         )
@@ -537,6 +574,19 @@ class AgentConfig(Model):
 
     def plan(self, name: str) -> RecoveryPlan | None:
         return next((p for p in self.recovery_plans if p.name == name), None)
+
+    @property
+    def overrides(self) -> tuple[AddressOverride, ...]:  # the file's own, then the CSV's
+        return (*self.address_overrides, *(o for _, o in self._imported_overrides))
+
+    @property
+    def imported_overrides(self) -> tuple[tuple[int, AddressOverride], ...]:
+        return self._imported_overrides
+
+    def with_imported_overrides(self, rows: tuple[tuple[int, AddressOverride], ...]) -> AgentConfig:
+        copy = self.model_copy()
+        copy._imported_overrides = rows
+        return copy
 
     @property
     def local_site(self) -> Site:

@@ -33,6 +33,7 @@ from pydantic_core import ErrorDetails
 import agent
 from agent.config import CROSS_REFERENCE_MARK, AgentConfig
 from agent.errors import RefusedError
+from agent.overrides import with_overrides_file
 from agent.yamlfile import InvalidFileError, Problem, _LineIndex, _split_loc, key_path, parse_yaml
 
 ENV_CONFIG = "FAILOVER_AGENT_CONFIG"
@@ -155,6 +156,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, source: ConfigSou
         raise _complete_report(resolved, data, index, exc) from None
 
     base = resolved.parent
+    config = with_overrides_file(config, base)  # the rows of address_overrides_file, located if bad
     # The demo's own directory may be read-only (site-packages): its state goes per user.
     data_dir = default_data_dir_for_demo() if source == "demo" else _under(base, config.agent.data_dir)
     inventory = state = None

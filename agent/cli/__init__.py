@@ -23,6 +23,7 @@ import sys
 from agent.cli import planning  # noqa: F401  validate, plan, config
 from agent.cli import operations  # noqa: F401  run, ops
 from agent.cli import demo  # noqa: F401  demo
+from agent.cli import addresses  # noqa: F401  addresses export|import
 # isort: on
 
 # What ``agent.__main__``, the console script (``agent.cli:main``) and the tests use, and what

@@ -52,6 +52,10 @@ def _summary(loaded: LoadedConfig, inventory: Inventory | None = None) -> str:
         f"{len(cfg.dns.zones)} zone{'s' if len(cfg.dns.zones) != 1 else ''}",
         f"recovery plans: {plans}",
     ]
+    if cfg.address_overrides or cfg.address_overrides_file is not None:
+        from agent.cli.addresses import overrides_summary
+
+        lines.append(overrides_summary(loaded))
     if inventory is not None:
         replicated = {r.vm for r in inventory.replications}
         lines.append(
@@ -105,12 +109,17 @@ def validate_config(loaded: LoadedConfig, *, reset_simulator: bool = False, deep
 def check_against_sites(loaded: LoadedConfig, *, reset_simulator: bool = False) -> Inventory:
     """What the sites hold, read; what ``loaded`` names that they lack is raised, located."""
 
+    from agent.cli.addresses import override_problems
     from agent.domain.validation import check_config_against_inventory
+    from agent.yamlfile import InvalidFileError
 
     with open_sites(loaded, reset_simulator=reset_simulator) as sites:
         issues = check_config_against_inventory(loaded.config, sites.read)
-        if issues:
-            raise loaded.located(issues)
+        overrides = override_problems(loaded, sites.read)
+        if issues or overrides:
+            located = loaded.located(issues)
+            raise InvalidFileError(located.problems[0].file if issues else overrides[0].file,
+                                   [*located.problems, *overrides])
         return sites.read
 
 

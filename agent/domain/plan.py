@@ -46,6 +46,8 @@ class ReserveIp:
     purpose: Purpose = "failover"
     source_address: str | None = None
     existing: bool = False
+    override: bool = False
+    """The address is the operator's (``address_overrides``): reserved exactly, never swapped."""
 
     @property
     def sort_key(self) -> tuple:
@@ -249,8 +251,15 @@ def change_to_json(change: Change) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": change.kind}
     for name in change.__dataclass_fields__:
         value = getattr(change, name)
+        if name in _OMITTED_WHEN_FALSE and not value:
+            continue
         out[name] = _jsonable(value)
     return out
+
+
+_OMITTED_WHEN_FALSE = frozenset({"override"})
+"""Fields added after plans were first stored: left out at their default, so a stored plan's
+checksum still matches when it is read back."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -354,6 +363,8 @@ def _describe(c: Change) -> list[str]:
             origin = ", kept"
         else:
             origin = f", changed from {c.source_address}"
+        if c.override:
+            origin += ", from an address override"
         return [f"{how} {c.address} in pool {c.pool} at {c.site} for {who}{where}{origin}"]
     if isinstance(c, ConnectNic):
         target = f"network {c.vm_network} subnet {c.vm_subnet or '(none)'}"

@@ -33,6 +33,10 @@ Reason codes (stable; the API and the journal use them):
 ``pool_exhausted``              a pool has no free address left for some IP configurations
 ``partial_subnet_failover``     a retained, non-stretched subnet would fail over only in part
 ``retained_subnet_undeclared``  a retained address lies in no subnet declared under ``subnets``
+``override_*``                  an address override that cannot be honoured: not applicable
+                                (no such NIC / IP configuration, DHCP, no test network), of the
+                                other family, outside every pool of its subnet, reserved, taken
+                                by another VM, or given twice
 ==============================  ===========================================================
 
 :func:`check_config_against_inventory` is the cheaper, plan-independent cross-check of the config
@@ -78,6 +82,20 @@ REFUSAL_CODES: tuple[str, ...] = (
     TEST_NETWORK_NOT_ISOLATED, TEST_NETWORK_NAME_TAKEN, TEST_NETWORK_NEEDS_POOLS,
     TEST_NETWORK_NO_SUBNETS, POOL_EXHAUSTED, PARTIAL_SUBNET_FAILOVER, RETAINED_SUBNET_UNDECLARED,
 )
+
+# Address overrides (config ``address_overrides``): refused by agent.domain.planning.overrides,
+# each naming the VM, NIC, IP configuration and pool.
+OVERRIDE_NOT_APPLICABLE = "override_not_applicable"
+OVERRIDE_FAMILY_MISMATCH = "override_family_mismatch"
+OVERRIDE_OUTSIDE_POOL = "override_outside_pool"
+OVERRIDE_RESERVED = "override_reserved"
+OVERRIDE_TAKEN = "override_taken"
+OVERRIDE_DUPLICATE = "override_duplicate"
+OVERRIDE_CODES: tuple[str, ...] = (
+    OVERRIDE_NOT_APPLICABLE, OVERRIDE_FAMILY_MISMATCH, OVERRIDE_OUTSIDE_POOL, OVERRIDE_RESERVED,
+    OVERRIDE_TAKEN, OVERRIDE_DUPLICATE,
+)
+REFUSAL_CODES += OVERRIDE_CODES
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,8 +106,9 @@ def _reserve_items(changes: list[ReserveIp], *, test: bool) -> tuple[ReserveItem
         key=f"{c.vm}/{c.nic}/{c.ip_index}/{c.purpose}", vm=c.vm, nic=c.nic, nic_id=c.nic_id,
         owner_vm=name_test_vm(c.vm) if test else c.vm, pool=c.pool, address=c.address, ip_index=c.ip_index,
         purpose=c.purpose,
-        # A retained source address must be exactly that address; any other was a free choice.
-        flexible=c.address != c.source_address,
+        # A retained source address or an operator's override must be exactly that address; any
+        # other was a free choice.
+        flexible=c.address != c.source_address and not c.override,
     ) for c in changes)
 
 

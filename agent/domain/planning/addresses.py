@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 from agent.domain import validation as v
-from agent.domain.ipam import AddressRequest, AllocationResult, allocate
+from agent.domain.ipam import AddressRequest, AllocationResult
 from agent.domain.model import FailoverIpSetting, StaticIpPool
 from agent.domain.plan import ConnectNic, ReserveIp, SetFailoverIp
+from agent.domain.planning.overrides import OverridePlanning
 from agent.domain.planning.pools import PoolKey
-from agent.domain.planning.state import PlannerState
 from agent.domain.planning.work import Slot
 
 
@@ -30,7 +30,7 @@ def _by_pool(slots: list[Slot], *, test: bool) -> list[tuple[StaticIpPool, list[
     return [(pools[key], group) for key, group in groups.items()]
 
 
-class AddressPlanning(PlannerState):
+class AddressPlanning(OverridePlanning):
     def allocate_failover(self, slots: list[Slot]) -> None:
         for pool, group in _by_pool(slots, test=False):
             # Retaining asks for the source address; changing takes the lowest free one.
@@ -38,7 +38,7 @@ class AddressPlanning(PlannerState):
                 AddressRequest(s.key, s.nic.replica_nic.id, s.source if s.strategy == "retain" else None)
                 for s in group
             ]
-            self._apply(pool, group, self._allocate(pool, requests), test=False)
+            self._apply(pool, group, self.allocate_pool(pool, group, requests, test=False), test=False)
         self._note_foreign_grants(slots)
 
     def allocate_test(self, slots: list[Slot]) -> None:
@@ -48,10 +48,7 @@ class AddressPlanning(PlannerState):
             requests = [
                 AddressRequest(s.key, s.nic.test_nic.id if s.nic.test_nic else "", s.address) for s in group
             ]
-            self._apply(pool, group, self._allocate(pool, requests), test=True)
-
-    def _allocate(self, pool: StaticIpPool, requests: list[AddressRequest]) -> AllocationResult:
-        return allocate(pool, requests, self.idx.grants_by_pool.get((pool.site, pool.name), ()))
+            self._apply(pool, group, self.allocate_pool(pool, group, requests, test=True), test=True)
 
     def _apply(self, pool: StaticIpPool, group: list[Slot], result: AllocationResult, *, test: bool) -> None:
         exhausted: list[str] = []
@@ -106,7 +103,7 @@ class AddressPlanning(PlannerState):
                     self.changes.append(ReserveIp(
                         site=site, pool=s.pool.name, address=s.address, vm=vm.name, nic=nic.name,
                         nic_id=rn.id, ip_index=s.ip_index, purpose="failover", source_address=s.source,
-                        existing=s.existing,
+                        existing=s.existing, override=s.override is not None,
                     ))
                     # model_construct: every value comes canonical from a validated pool or
                     # from the allocator, and validating 30,000 of them again costs ~0.3 s.

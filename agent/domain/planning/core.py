@@ -45,6 +45,7 @@ class Planner(VmResolution, AddressPlanning, TestNetworkPlanning, RoutePlanning,
         self.allocate_failover(slots)
         if self.test:
             self.allocate_test(slots)
+        self.refuse_unused_overrides(slots)
         moved: list[WholeSubnet] = []
         if not self.test and not self._mixed:
             moved = self.check_subnets(slots)

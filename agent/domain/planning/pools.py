@@ -54,6 +54,11 @@ class TargetPools:
                     return p
         return pools[0]
 
+    def in_range(self, pool: StaticIpPool, value: int) -> bool:
+        """Whether the address (of the pool's family) lies in the pool's allocatable range."""
+        lo, hi = self._range(pool)
+        return lo <= value <= hi
+
     def covers(self, pool: StaticIpPool, version: int, value: int) -> bool:
         """Whether ``pool``'s subnet (not just its range) holds the address."""
         family, first, last, _ = self._subnets.get((pool.site, pool.name)) or self._remember_subnet(pool)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Hashable
 
-from agent.config import AgentConfig
+from agent.config import AddressOverride, AgentConfig
 from agent.domain import validation as v
 from agent.domain.plan import Change, CreateTestNetwork, PlanKind
 from agent.domain.planning.index import InventoryIndex
@@ -43,6 +43,10 @@ class PlannerState:
     _planned_subnets: dict[tuple[str, str], list[str]]
     """The subnets of test networks to be created, by (site, network)."""
     _created: set[CreateTestNetwork]
+    overrides: dict[tuple[str, str, int], AddressOverride]
+    """``address_overrides`` by (VM, NIC, IP configuration)."""
+    _addresses_held: dict[tuple[str, str], dict[str, str]]
+    """Per (site, VM network), static address -> VM holding it now; built only when an override asks."""
 
     def __init__(self, config: AgentConfig, index: InventoryIndex, plan_name: str, kind: PlanKind) -> None:
         self.config = config
@@ -66,6 +70,8 @@ class PlannerState:
         self._test_targets = {}
         self._planned_subnets = {}
         self._created = set()
+        self.overrides = {o.key: o for o in config.overrides}
+        self._addresses_held = {}
 
     def note(self, text: str) -> None:
         self.notes.add(text)

@@ -11,12 +11,12 @@ from functools import partial
 from agent.domain import validation as v
 from agent.domain.model import Isolation, VmNetwork
 from agent.domain.plan import ConnectNic, CreateTestNetwork, ReserveIp, name_test_network
-from agent.domain.planning.state import PlannerState
+from agent.domain.planning.overrides import OverridePlanning
 from agent.domain.planning.vms import choose_subnet
 from agent.domain.planning.work import MappingUse, NicWork, TestTarget
 
 
-class TestNetworkPlanning(PlannerState):
+class TestNetworkPlanning(OverridePlanning):
     def plan_test_nic(self, work: NicWork) -> None:
         """Where the NIC's test VM twin connects, and a test pool for each of its static slots."""
         target = work.target
@@ -60,7 +60,7 @@ class TestNetworkPlanning(PlannerState):
                     slot.label,
                 )
                 continue
-            slot.test_pool = pools[0]
+            slot.test_pool = self.override_test_pool(slot, pools, site, test.name, work.test_subnet)
 
     def _test_target(self, use: MappingUse, target: VmNetwork) -> TestTarget:
         key = (use.index, use.reverse)
@@ -150,6 +150,7 @@ class TestNetworkPlanning(PlannerState):
                         # its NIC id is unknown and the engine fills it in before granting.
                         nic_id=nic.test_nic.id if nic.test_nic else "",
                         ip_index=s.ip_index, purpose="test", source_address=s.source, existing=s.test_existing,
+                        override=s.test_override is not None,
                     ))
                     addresses.append((s.test_address, plen(s.test_pool)))
                 if not self._test_nic_connected(nic, addresses):

@@ -15,7 +15,7 @@ from agent.domain import validation as v
 from agent.domain.ipam import to_int
 from agent.domain.model import Isolation, Nic, VmNetwork, name_test_vm
 from agent.domain.plan import PlannedVm
-from agent.domain.planning.state import PlannerState
+from agent.domain.planning.overrides import OverridePlanning
 from agent.domain.planning.work import MappingUse, NicWork, Slot, VmWork
 
 
@@ -27,7 +27,7 @@ def choose_subnet(candidates: Sequence[str], source_subnet: str | None) -> str |
     return candidates[0] if candidates else None
 
 
-class VmResolution(PlannerState):
+class VmResolution(OverridePlanning):
     def resolve_vms(self, recovery_plan: RecoveryPlan) -> None:
         directions: dict[tuple[str, str], list[str]] = defaultdict(list)
         self_registering = set(self.config.dns.self_registering_vms)
@@ -182,6 +182,7 @@ class VmResolution(PlannerState):
             slot = Slot(key=(work.vm.pos, work.pos, ip_index), nic=work, ip_index=ip_index, version=version,
                         source=address, source_int=value, strategy=strategy)
             slot.pool = self.pools.for_address(target.site, target.name, subnet, version, value, strategy)
+            self.override_failover_pool(slot, target.site, target.name, subnet)
             if slot.pool is None:
                 self.refusals.group(
                     (v.NO_STATIC_POOL, target.site, target.name, subnet, version, "failover"),

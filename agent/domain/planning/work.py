@@ -49,6 +49,9 @@ class Slot:
     test_pool: StaticIpPool | None = None
     test_address: str | None = None
     test_existing: bool = False
+    override: str | None = None
+    """The operator's failover address for this slot (``address_overrides``), if any."""
+    test_override: str | None = None
 
     @property
     def label(self) -> str:
