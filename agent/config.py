@@ -15,18 +15,22 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import core_schema
 
-from agent.domain.model import Address, Prefix
+from agent.dns.names import HostNameError, configured_host_name, derive_host_name
+from agent.domain.matching import Names, fold
+from agent.domain.model import Address, Name, Prefix
 from agent.errors import RefusedError
 
 
@@ -100,9 +104,6 @@ class SecretRef:
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._\-]*$")]
 
 
 # -------------------------------------------------------------------------------- sites
@@ -280,6 +281,16 @@ class DnsZone(Model):
         return value if value.endswith(".") else value + "."
 
 
+def _host_name(value: str) -> str:
+    return configured_host_name(value)
+
+
+HostName = Annotated[str, AfterValidator(_host_name)]
+"""A DNS host name as written in ``dns.hostnames``: letters, digits and inner hyphens per label
+(non-ASCII labels are IDNA-encoded), at most 63 characters a label and 253 in all; kept lower
+case with a trailing dot."""
+
+
 class TtlPolicy(Model):
     failover_ttl: int = Field(default=60, ge=0, le=86400)
     """TTL written with changed records."""
@@ -292,19 +303,44 @@ class DnsConfig(Model):
     zones: list[DnsZone] = Field(default_factory=list)
     """Forward and reverse zones; a VM's record goes in the longest matching zone."""
     default_domain: str | None = None
-    """A VM's host name is ``<vm name>.<default_domain>`` unless ``hostnames`` says otherwise."""
-    hostnames: dict[Name, str] = Field(default_factory=dict)
+    """A VM's host name is ``<host label>.<default_domain>`` unless ``hostnames`` says otherwise;
+    the label is derived from the VM name by :func:`agent.dns.names.derive_host_label` (README,
+    "DNS host names")."""
+    hostnames: dict[Name, HostName] = Field(default_factory=dict)
+    """VM name (matched case-insensitively) -> its host name, for VMs whose name gives none or
+    the wrong one."""
     ttl: TtlPolicy = TtlPolicy()
     self_registering_vms: list[Name] = Field(default_factory=list)
     """VMs that register their own records (dynamic DNS): the agent leaves their records alone."""
+    _hostnames_index: tuple[dict[str, str], Names[str]] | None = PrivateAttr(default=None)
 
     @field_validator("default_domain")
     @classmethod
     def _fqdn(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        value = value.strip().lower()
-        return value if value.endswith(".") else value + "."
+        return configured_host_name(value, what="default domain")
+
+    def _folded_hostnames(self) -> Names[str]:
+        # Built once per hostnames mapping: the planner asks for every VM of a plan.
+        cached = self._hostnames_index
+        if cached is None or cached[0] is not self.hostnames:
+            cached = self._hostnames_index = (self.hostnames, Names(self.hostnames.items()))
+        return cached[1]
+
+    def host_name_of(self, vm: str) -> str | None:
+        """A VM's DNS name (fully qualified, lower case): ``hostnames[vm]`` (case-insensitive),
+        else derived from the VM name under ``default_domain``; None when neither is configured.
+        ``HostNameError`` when the VM name gives no valid DNS name (refused at load for the VMs
+        of the recovery plans, see ``AgentConfig``)."""
+        name = self.hostnames.get(vm)
+        if name is None and self.hostnames:
+            name = self._folded_hostnames().get(vm)
+        if name is not None:
+            return name
+        if self.default_domain is None:
+            return None
+        return derive_host_name(vm, self.default_domain)
 
 
 # ------------------------------------------------------------------------ recovery plans
@@ -500,23 +536,26 @@ class AgentConfig(Model):
                 problems.append(f"dns.zones[{i}].server: no dns.servers entry named {z.server!r}")
         plan_names: set[str] = set()
         for i, p in enumerate(self.recovery_plans):
-            if p.name in plan_names:
+            # Folded: plans are named on the command line case-insensitively, VMs as VMM names them.
+            if fold(p.name) in plan_names:
                 problems.append(f"recovery_plans[{i}].name: duplicate plan name {p.name!r}")
-            plan_names.add(p.name)
+            plan_names.add(fold(p.name))
             seen_vms: dict[str, str] = {}
             for j, g in enumerate(p.groups):
                 for k, vm in enumerate(g.vms):
-                    if vm in seen_vms:
+                    if fold(vm) in seen_vms:
                         problems.append(
-                            f"recovery_plans[{i}].groups[{j}].vms[{k}]: {vm!r} is already in group {seen_vms[vm]!r}"
+                            f"recovery_plans[{i}].groups[{j}].vms[{k}]: {vm!r} is already in group "
+                            f"{seen_vms[fold(vm)]!r}"
                         )
-                    seen_vms.setdefault(vm, g.name)
+                    seen_vms.setdefault(fold(vm), g.name)
                 for k, step in enumerate(g.after):
                     if step.script and step.script.host not in hosts:
                         problems.append(
                             f"recovery_plans[{i}].groups[{j}].after[{k}].script.host: "
                             f"unknown Hyper-V host {step.script.host!r}"
                         )
+        problems.extend(_host_name_problems(self))
         uses_sim = any(s.vmm.transport == "sim" for s in self.sites) or any(
             d.kind == "sim" for d in self.dns.servers
         )
@@ -531,7 +570,8 @@ class AgentConfig(Model):
         return next(s for s in self.sites if s.name == name)
 
     def plan(self, name: str) -> RecoveryPlan | None:
-        return next((p for p in self.recovery_plans if p.name == name), None)
+        """The recovery plan of that name, matched case-insensitively."""
+        return next((p for p in self.recovery_plans if fold(p.name) == fold(name)), None)
 
     @property
     def local_site(self) -> Site:
@@ -545,3 +585,45 @@ class AgentConfig(Model):
 CROSS_REFERENCE_MARK = "cross-reference problems:\n"
 """Prefix of the ValueError raised by ``AgentConfig``'s cross-reference check; each following
 line starts with the dotted key path it is about."""
+
+
+def _host_name_problems(config: AgentConfig) -> list[str]:
+    """Every VM of a recovery plan whose records the agent updates gets a valid DNS name, and no
+    two VMs the same one: found here, at ``validate``, not at the DNS step of a run after the
+    VMs were shut down (where one bad name would also fail the rest of its batch)."""
+    dns = config.dns
+    problems: list[str] = []
+    keys: dict[str, str] = {}
+    for vm in dns.hostnames:
+        if fold(vm) in keys:
+            problems.append(f"dns.hostnames: {vm!r} and {keys[fold(vm)]!r} are the same VM to VMM (names "
+                            f"are matched case-insensitively); keep one")
+        keys.setdefault(fold(vm), vm)
+    explicit = Names(dns.hostnames.items())
+    self_registering = Names((vm, True) for vm in dns.self_registering_vms)
+    owner: dict[str, tuple[str, str]] = {}  # DNS name -> (VM, where its name comes from)
+    done: set[str] = set()
+    for i, p in enumerate(config.recovery_plans):
+        for j, g in enumerate(p.groups):
+            for k, vm in enumerate(g.vms):
+                if fold(vm) in done or vm in self_registering:
+                    continue
+                done.add(fold(vm))
+                # The VM's own line: its name may hold dots, which a key path cannot.
+                where = f"recovery_plans[{i}].groups[{j}].vms[{k}]"
+                try:
+                    name = dns.host_name_of(vm)
+                except HostNameError as exc:
+                    problems.append(f"{where}: {exc}; give VM {vm!r} a host name under dns.hostnames")
+                    continue
+                if name is None:
+                    continue
+                if name in owner:
+                    other, other_where = owner[name]
+                    how = "dns.hostnames gives it" if vm in explicit else "derived from its name"
+                    problems.append(
+                        f"{where}: VM {vm!r} would get the DNS name {name} ({how}), which VM {other!r} "
+                        f"({other_where}) already gets; give one of them another under dns.hostnames"
+                    )
+                owner.setdefault(name, (vm, where))
+    return problems

@@ -33,6 +33,8 @@ Reason codes (stable; the API and the journal use them):
 ``pool_exhausted``              a pool has no free address left for some IP configurations
 ``partial_subnet_failover``     a retained, non-stretched subnet would fail over only in part
 ``retained_subnet_undeclared``  a retained address lies in no subnet declared under ``subnets``
+``invalid_dns_name``            a VM's name gives no valid DNS host name and ``dns.hostnames``
+                                gives it none
 ==============================  ===========================================================
 
 :func:`check_config_against_inventory` is the cheaper, plan-independent cross-check of the config
@@ -42,11 +44,12 @@ file:line errors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from agent.config import AgentConfig
+from agent.domain.matching import Names, did_you_mean
 from agent.domain.model import Inventory, Isolation, VmNetwork
 from agent.errors import RefusedError
 
@@ -70,6 +73,7 @@ TEST_NETWORK_NO_SUBNETS = "test_network_no_subnets"
 POOL_EXHAUSTED = "pool_exhausted"
 PARTIAL_SUBNET_FAILOVER = "partial_subnet_failover"
 RETAINED_SUBNET_UNDECLARED = "retained_subnet_undeclared"
+INVALID_DNS_NAME = "invalid_dns_name"
 
 REFUSAL_CODES: tuple[str, ...] = (
     UNKNOWN_PLAN, VM_NOT_FOUND, VM_NOT_REPLICATED, REPLICA_NOT_FOUND, REPLICA_NIC_NOT_FOUND,
@@ -77,6 +81,7 @@ REFUSAL_CODES: tuple[str, ...] = (
     TARGET_NETWORK_NOT_FOUND, NO_STATIC_POOL, WNV_TARGET_WITHOUT_POOL, TEST_NETWORK_NOT_FOUND,
     TEST_NETWORK_NOT_ISOLATED, TEST_NETWORK_NAME_TAKEN, TEST_NETWORK_NEEDS_POOLS,
     TEST_NETWORK_NO_SUBNETS, POOL_EXHAUSTED, PARTIAL_SUBNET_FAILOVER, RETAINED_SUBNET_UNDECLARED,
+    INVALID_DNS_NAME,
 )
 
 
@@ -138,14 +143,16 @@ def names(items: Sequence[str], limit: int = 10) -> str:
 def unknown_plan(plan: str, known: Sequence[str]) -> Refusal:
     return Refusal(
         UNKNOWN_PLAN,
-        f"no recovery plan named {plan!r} in the config (known: {names(sorted(known)) or 'none'})",
+        f"no recovery plan named {plan!r} in the config (known: {names(sorted(known)) or 'none'})"
+        f"{did_you_mean(plan, known)}",
         {"plan": plan},
     )
 
 
-def vm_not_found(vm: str, site: str | None = None) -> Refusal:
+def vm_not_found(vm: str, site: str | None = None, known: Iterable[str] = ()) -> Refusal:
     where = f" at site {site}" if site else ""
-    return Refusal(VM_NOT_FOUND, f"VM {vm} is not in the inventory{where}", {"vm": vm, "site": site})
+    return Refusal(VM_NOT_FOUND, f"VM {vm} is not in the inventory{where}{did_you_mean(vm, known)}",
+                   {"vm": vm, "site": site})
 
 
 def vm_not_replicated(vm: str) -> Refusal:
@@ -319,6 +326,14 @@ def retained_subnet_undeclared(prefix: str, addresses: Sequence[str]) -> Refusal
     )
 
 
+def invalid_dns_name(vm: str, why: str) -> Refusal:
+    return Refusal(
+        INVALID_DNS_NAME,
+        f"VM {vm} gets no valid DNS name: {why}; give it one under dns.hostnames",
+        {"vm": vm},
+    )
+
+
 def is_isolated(network: VmNetwork) -> bool:
     return network.isolation in (Isolation.VLAN, Isolation.WNV)
 
@@ -364,14 +379,16 @@ def check_config_against_inventory(config: AgentConfig, inventory: Inventory) ->
                     f"test VM network {test.vm_network!r} at {m.target.site} is not isolated "
                     f"({net.isolation}); use a VLAN or WNV network",
                 ))
-    vm_names = {v.name for v in inventory.vms}
-    replicated = {r.vm for r in inventory.replications}
+    # VM names are matched as VMM matches them: case-insensitively.
+    vm_names = Names((v.name, v.name) for v in inventory.vms)
+    replicated = Names((r.vm, True) for r in inventory.replications)
     for i, plan in enumerate(config.recovery_plans):
         for j, group in enumerate(plan.groups):
             for k, vm in enumerate(group.vms):
                 path = f"recovery_plans[{i}].groups[{j}].vms[{k}]"
                 if vm not in vm_names:
-                    issues.append(ConfigIssue(path, f"VM {vm!r} is not in the inventory of either site"))
+                    hint = did_you_mean(vm, (v.name for v in inventory.vms))
+                    issues.append(ConfigIssue(path, f"VM {vm!r} is not in the inventory of either site{hint}"))
                 elif vm not in replicated:
                     issues.append(ConfigIssue(path, f"VM {vm!r} has no Hyper-V Replica relationship"))
     return issues

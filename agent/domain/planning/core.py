@@ -48,6 +48,7 @@ class Planner(VmResolution, AddressPlanning, TestNetworkPlanning, RoutePlanning,
         moved: list[WholeSubnet] = []
         if not self.test and not self._mixed:
             moved = self.check_subnets(slots)
+        self.check_host_names()
         refusals = self.refusals.build()
         if refusals:
             raise PlanRefused.of(refusals, plan=self.plan_name, kind=self.kind)
