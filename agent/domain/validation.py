@@ -356,22 +356,29 @@ def check_config_against_inventory(config: AgentConfig, inventory: Inventory) ->
     Routers are not checked: the inventory's routes name only routers that hold routes now.
     """
     issues: list[ConfigIssue] = []
-    networks = {(n.site, n.name): n for n in inventory.vm_networks}
+    # Networks and VMs are matched as VMM matches them: case-insensitively.
+    networks = Names((f"{n.site}/{n.name}", n) for n in inventory.vm_networks)
+
+    def known_at(site: str) -> list[str]:
+        return [n.name for n in inventory.vm_networks if n.site == site]
+
     for i, m in enumerate(config.network_mappings):
         for end in ("source", "target"):
             ref = getattr(m, end)
-            if (ref.site, ref.vm_network) not in networks:
+            if f"{ref.site}/{ref.vm_network}" not in networks:
                 issues.append(ConfigIssue(
                     f"network_mappings[{i}].{end}.vm_network",
-                    f"VM network {ref.vm_network!r} does not exist at site {ref.site}",
+                    f"VM network {ref.vm_network!r} does not exist at site {ref.site}"
+                    f"{did_you_mean(ref.vm_network, known_at(ref.site))}",
                 ))
         test = m.test_network
         if test.mode == "existing" and test.vm_network:
-            net = networks.get((m.target.site, test.vm_network))
+            net = networks.get(f"{m.target.site}/{test.vm_network}")
             path = f"network_mappings[{i}].test_network.vm_network"
             if net is None:
                 issues.append(ConfigIssue(
                     path, f"test VM network {test.vm_network!r} does not exist at site {m.target.site}"
+                          f"{did_you_mean(test.vm_network, known_at(m.target.site))}"
                 ))
             elif not is_isolated(net):
                 issues.append(ConfigIssue(
@@ -379,7 +386,6 @@ def check_config_against_inventory(config: AgentConfig, inventory: Inventory) ->
                     f"test VM network {test.vm_network!r} at {m.target.site} is not isolated "
                     f"({net.isolation}); use a VLAN or WNV network",
                 ))
-    # VM names are matched as VMM matches them: case-insensitively.
     vm_names = Names((v.name, v.name) for v in inventory.vms)
     replicated = Names((r.vm, True) for r in inventory.replications)
     for i, plan in enumerate(config.recovery_plans):

@@ -154,6 +154,30 @@ def test_vm_and_plan_names_match_case_insensitively(tmp_path: Path) -> None:
     assert "sql01" in [vm["name"] for vm in body["vms"]] and "SQL01" not in planned.stdout
 
 
+def test_network_names_match_case_insensitively_and_the_plan_spells_them_as_vmm(tmp_path: Path) -> None:
+    def shout(data: dict) -> None:
+        first = data["network_mappings"][0]
+        first["source"]["vm_network"] = "East-Core"
+        first["target"]["vm_network"] = "WEST-CORE"
+        first["test_network"]["vm_network"] = "West-Drill"
+
+    config = site(tmp_path, shout)
+    assert run("validate", "--config", str(config)).exit_code == EXIT_OK
+    for kind in ("planned", "test"):
+        shouted = run("plan", "--config", str(config), "--plan", DEMO_PLAN, "--kind", kind, "--json")
+        plain = run("plan", "--plan", DEMO_PLAN, "--kind", kind, "--json")
+        assert shouted.exit_code == EXIT_OK, shouted.output
+        assert json.loads(shouted.stdout)["changes"] == json.loads(plain.stdout)["changes"]
+
+
+def test_a_misspelt_network_gets_a_did_you_mean(tmp_path: Path) -> None:
+    config = site(tmp_path, lambda d: d["network_mappings"][1]["target"].update(vm_network="west-aps"))
+    result = run("validate", "--config", str(config))
+    assert result.exit_code == EXIT_REFUSED
+    assert "network_mappings[1].target.vm_network" in result.stderr
+    assert "VM network 'west-aps' does not exist at site contoso-west; did you mean 'west-apps'?" in result.stderr
+
+
 def test_a_misspelt_vm_gets_a_did_you_mean(tmp_path: Path) -> None:
     cfg, _ = rename_vm("sql01", "sq101")
     result = run("validate", "--config", str(site(tmp_path, cfg)))

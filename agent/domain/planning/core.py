@@ -15,6 +15,7 @@ from agent.domain.planning.addresses import AddressPlanning
 from agent.domain.planning.dns import DnsPlanning
 from agent.domain.planning.index import InventoryIndex
 from agent.domain.planning.routes import RoutePlanning
+from agent.domain.planning.spelling import in_inventory_spelling
 from agent.domain.planning.testnets import TestNetworkPlanning
 from agent.domain.planning.vms import VmResolution
 from agent.domain.validation import PlanRefused
@@ -30,7 +31,7 @@ def build_plan(config: AgentConfig, inventory: Inventory, plan_name: str, kind: 
     if kind not in PLAN_KINDS:
         raise ValueError(f"unknown plan kind {kind!r}; expected one of {PLAN_KINDS}")
     with gc_paused():
-        return Planner(config, InventoryIndex(inventory), plan_name, kind).build()
+        return Planner(in_inventory_spelling(config, inventory), InventoryIndex(inventory), plan_name, kind).build()
 
 
 class Planner(VmResolution, AddressPlanning, TestNetworkPlanning, RoutePlanning, DnsPlanning):
