@@ -34,10 +34,11 @@ Address = Annotated[str, AfterValidator(_address)]
 Prefix = Annotated[str, AfterValidator(_network)]
 """A network prefix such as ``192.168.1.0/24`` (host bits must be zero)."""
 
-MAX_NAME_LENGTH = 256
-"""A sanity bound on object names. Neither the shared reference nor the cmdlet pages give VMM or
-Hyper-V a limit; Virtual Server, Hyper-V's predecessor, documented 256 characters for a VM
-name (IVMVirtualServer::CreateVirtualMachine)."""
+MAX_NAME_LENGTH = 128
+"""A bound on object names: what the store's name columns hold (``agent.engine.store``). Neither
+the shared reference nor the cmdlet catalog gives VMM or Hyper-V a limit (Virtual Server,
+Hyper-V's predecessor, documented 256 characters for a VM name), so a longer one is refused here,
+at load, rather than by a database mid-run."""
 
 
 _NOT_IN_NAMES = frozenset({"Cc", "Zl", "Zp"})

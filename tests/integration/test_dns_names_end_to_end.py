@@ -22,7 +22,7 @@ from agent.engine.service import Engine
 from agent.engine.store import Store
 from agent.wiring import connect
 from tests.bind import BindServer
-from tests.integration.test_dns_end_to_end import FORWARD, PLAN, _run, _zone_texts
+from tests.integration.test_dns_end_to_end import FORWARD, _run, _zone_texts
 
 pytestmark = pytest.mark.bind
 
@@ -44,8 +44,9 @@ def _add_vms(inventory: dict) -> None:
                     zone.setdefault("records", []).append(
                         {"name": label, "type": "A", "ttl": 3600, "values": [address]})
                 elif zone["name"] == "2.168.192.in-addr.arpa" and server["name"] == "dns-contoso":
+                    last = address.rsplit(".", 1)[1]
                     zone.setdefault("records", []).append(
-                        {"name": address.rsplit(".", 1)[1], "type": "PTR", "ttl": 3600, "values": [f"{label}.{FORWARD}"]})
+                        {"name": last, "type": "PTR", "ttl": 3600, "values": [f"{label}.{FORWARD}"]})
 
 
 @pytest.fixture
