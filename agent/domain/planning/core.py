@@ -36,7 +36,9 @@ def build_plan(config: AgentConfig, inventory: Inventory, plan_name: str, kind: 
 
 class Planner(VmResolution, AddressPlanning, TestNetworkPlanning, RoutePlanning, DnsPlanning):
     def build(self) -> Plan:
-        self.resolve_vms(self._recovery_plan())
+        recovery_plan = self._recovery_plan()
+        self.plan_name = recovery_plan.name  # as the config spells it: --plan matches case-insensitively
+        self.resolve_vms(recovery_plan)
         for vm in self.vms:
             for pos, nic in enumerate(vm.primary.nics):
                 work = self.plan_nic(vm, pos, nic)
