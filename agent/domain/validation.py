@@ -44,12 +44,12 @@ file:line errors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from agent.config import AgentConfig
-from agent.domain.matching import Names, did_you_mean
+from agent.domain.matching import Names, Nearest, did_you_mean
 from agent.domain.model import Inventory, Isolation, VmNetwork
 from agent.errors import RefusedError
 
@@ -149,10 +149,10 @@ def unknown_plan(plan: str, known: Sequence[str]) -> Refusal:
     )
 
 
-def vm_not_found(vm: str, site: str | None = None, known: Iterable[str] = ()) -> Refusal:
+def vm_not_found(vm: str, site: str | None = None, nearest: Nearest | None = None) -> Refusal:
     where = f" at site {site}" if site else ""
-    return Refusal(VM_NOT_FOUND, f"VM {vm} is not in the inventory{where}{did_you_mean(vm, known)}",
-                   {"vm": vm, "site": site})
+    hint = nearest.hint(vm) if nearest is not None else ""
+    return Refusal(VM_NOT_FOUND, f"VM {vm} is not in the inventory{where}{hint}", {"vm": vm, "site": site})
 
 
 def vm_not_replicated(vm: str) -> Refusal:
@@ -362,6 +362,8 @@ def check_config_against_inventory(config: AgentConfig, inventory: Inventory) ->
     def known_at(site: str) -> list[str]:
         return [n.name for n in inventory.vm_networks if n.site == site]
 
+    nearest_vm = Nearest(v.name for v in inventory.vms)
+
     for i, m in enumerate(config.network_mappings):
         for end in ("source", "target"):
             ref = getattr(m, end)
@@ -393,8 +395,9 @@ def check_config_against_inventory(config: AgentConfig, inventory: Inventory) ->
             for k, vm in enumerate(group.vms):
                 path = f"recovery_plans[{i}].groups[{j}].vms[{k}]"
                 if vm not in vm_names:
-                    hint = did_you_mean(vm, (v.name for v in inventory.vms))
-                    issues.append(ConfigIssue(path, f"VM {vm!r} is not in the inventory of either site{hint}"))
+                    issues.append(ConfigIssue(
+                        path, f"VM {vm!r} is not in the inventory of either site{nearest_vm.hint(vm)}"
+                    ))
                 elif vm not in replicated:
                     issues.append(ConfigIssue(path, f"VM {vm!r} has no Hyper-V Replica relationship"))
     return issues

@@ -41,7 +41,7 @@ class VmResolution(PlannerState):
                     if name in self.idx.vm_names:
                         self.refusals.add(v.vm_not_replicated(name))
                     else:
-                        self.refusals.add(v.vm_not_found(name, known=self.idx.vm_names))
+                        self.refusals.add(v.vm_not_found(name, nearest=self.idx.nearest_vm))
                     continue
                 primary = self.idx.vms.get((rep.primary_site, name))
                 if primary is None:
