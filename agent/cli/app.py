@@ -64,7 +64,9 @@ app = typer.Typer(
 class SafeConsole(Console):
     """A console that shows control characters instead of obeying them (:mod:`agent.terminal`),
     whatever is printed: markup strings, tables, the live progress footer. Only text is touched,
-    never the control codes rich emits itself (colours, cursor moves)."""
+    never the control codes rich emits itself (colours, cursor moves). Strings are escaped before
+    rich lays them out; text inside a table cell is escaped after, so there the longer escaped
+    form may be cut at the cell's edge."""
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
         # Before rich sees it: rich drops some controls (CR, BS, BEL) silently, and a name that

@@ -136,6 +136,13 @@ def test_two_vms_that_would_share_a_dns_name_are_refused(tmp_path: Path) -> None
     assert "'web 01'" in result.stderr
 
 
+def test_dns_hostnames_for_one_vm_spelt_twice_are_refused(tmp_path: Path) -> None:
+    config = site(tmp_path, lambda d: d["dns"].update(hostnames={"app01": "a.corp", "APP01": "b.corp"}))
+    result = run("validate", "--config", str(config))
+    assert result.exit_code == EXIT_REFUSED
+    assert "'APP01' and 'app01' are the same VM to VMM" in result.stderr
+
+
 @pytest.mark.parametrize("hostname", ["evil name.corp.example", "a..b", "-x.corp", "x_y.corp", "*.corp",
                                       "a" * 64 + ".corp", ("b" * 60 + ".") * 5, "x\x00.corp"])
 def test_a_hostile_or_oversized_dns_hostname_is_refused_at_its_key(tmp_path: Path, hostname: str) -> None:
