@@ -140,6 +140,7 @@ MAX_NAME = 253
 section 2.3.4) less the length octets of the first label and the root."""
 
 _LDH_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+_PLAIN_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
 _SEPARATORS = re.compile(r"[\s_]+")
 _HYPHENS = re.compile(r"-{2,}")
 
@@ -164,6 +165,9 @@ def derive_host_label(vm_name: str) -> str:
 
     ``HostNameError`` says which rule the name breaks.
     """
+    lowered = vm_name.lower()
+    if lowered.isascii() and "--" not in lowered and _PLAIN_NAME.match(lowered):
+        return lowered  # the common case, which every step above leaves as it is but for case
     labels = []
     for part in unicodedata.normalize("NFC", vm_name).split("."):
         text = _SEPARATORS.sub("-", part)
