@@ -28,7 +28,8 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
-from agent.dns.names import HostNameError, configured_host_name, derive_host_name
+from agent.dns.hostnames import host_name_problems
+from agent.dns.names import configured_host_name, derive_host_name
 from agent.domain.matching import Names, fold
 from agent.domain.model import Address, Name, Prefix
 from agent.errors import RefusedError
@@ -281,11 +282,7 @@ class DnsZone(Model):
         return value if value.endswith(".") else value + "."
 
 
-def _host_name(value: str) -> str:
-    return configured_host_name(value)
-
-
-HostName = Annotated[str, AfterValidator(_host_name)]
+HostName = Annotated[str, AfterValidator(configured_host_name)]
 """A DNS host name as written in ``dns.hostnames``: letters, digits and inner hyphens per label
 (non-ASCII labels are IDNA-encoded), at most 63 characters a label and 253 in all; kept lower
 case with a trailing dot."""
@@ -555,7 +552,7 @@ class AgentConfig(Model):
                             f"recovery_plans[{i}].groups[{j}].after[{k}].script.host: "
                             f"unknown Hyper-V host {step.script.host!r}"
                         )
-        problems.extend(_host_name_problems(self))
+        problems.extend(host_name_problems(self))
         uses_sim = any(s.vmm.transport == "sim" for s in self.sites) or any(
             d.kind == "sim" for d in self.dns.servers
         )
@@ -585,45 +582,3 @@ class AgentConfig(Model):
 CROSS_REFERENCE_MARK = "cross-reference problems:\n"
 """Prefix of the ValueError raised by ``AgentConfig``'s cross-reference check; each following
 line starts with the dotted key path it is about."""
-
-
-def _host_name_problems(config: AgentConfig) -> list[str]:
-    """Every VM of a recovery plan whose records the agent updates gets a valid DNS name, and no
-    two VMs the same one: found here, at ``validate``, not at the DNS step of a run after the
-    VMs were shut down (where one bad name would also fail the rest of its batch)."""
-    dns = config.dns
-    problems: list[str] = []
-    keys: dict[str, str] = {}
-    for vm in dns.hostnames:
-        if fold(vm) in keys:
-            problems.append(f"dns.hostnames: {vm!r} and {keys[fold(vm)]!r} are the same VM to VMM (names "
-                            f"are matched case-insensitively); keep one")
-        keys.setdefault(fold(vm), vm)
-    explicit = Names(dns.hostnames.items())
-    self_registering = Names((vm, True) for vm in dns.self_registering_vms)
-    owner: dict[str, tuple[str, str]] = {}  # DNS name -> (VM, where its name comes from)
-    done: set[str] = set()
-    for i, p in enumerate(config.recovery_plans):
-        for j, g in enumerate(p.groups):
-            for k, vm in enumerate(g.vms):
-                if fold(vm) in done or vm in self_registering:
-                    continue
-                done.add(fold(vm))
-                # The VM's own line: its name may hold dots, which a key path cannot.
-                where = f"recovery_plans[{i}].groups[{j}].vms[{k}]"
-                try:
-                    name = dns.host_name_of(vm)
-                except HostNameError as exc:
-                    problems.append(f"{where}: {exc}; give VM {vm!r} a host name under dns.hostnames")
-                    continue
-                if name is None:
-                    continue
-                if name in owner:
-                    other, other_where = owner[name]
-                    how = "dns.hostnames gives it" if vm in explicit else "derived from its name"
-                    problems.append(
-                        f"{where}: VM {vm!r} would get the DNS name {name} ({how}), which VM {other!r} "
-                        f"({other_where}) already gets; give one of them another under dns.hostnames"
-                    )
-                owner.setdefault(name, (vm, where))
-    return problems
