@@ -8,7 +8,6 @@ Secrets are never written in the file: a :class:`SecretRef` names where the valu
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -28,8 +27,11 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
-from agent.configrules import SafePath, TestFailoverAge, duplicate_names, no_nul, seconds
-from agent.domain.model import Address, Prefix
+from agent.configrefs import cross_reference_problems
+from agent.configrules import SafePath, TestFailoverAge, no_nul, seconds
+from agent.dns.names import configured_host_name, derive_host_name
+from agent.domain.matching import Names, fold
+from agent.domain.model import Address, Name, Prefix
 from agent.errors import RefusedError
 
 
@@ -105,9 +107,6 @@ class SecretRef:
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._\-]*$")]
 
 
 # -------------------------------------------------------------------------------- sites
@@ -285,6 +284,12 @@ class DnsZone(Model):
         return value if value.endswith(".") else value + "."
 
 
+HostName = Annotated[str, AfterValidator(configured_host_name)]
+"""A DNS host name as written in ``dns.hostnames``: letters, digits and inner hyphens per label
+(non-ASCII labels are IDNA-encoded), at most 63 characters a label and 253 in all; kept lower
+case with a trailing dot."""
+
+
 class TtlPolicy(Model):
     failover_ttl: int = Field(default=60, ge=0, le=86400)
     """TTL written with changed records."""
@@ -297,19 +302,44 @@ class DnsConfig(Model):
     zones: list[DnsZone] = Field(default_factory=list)
     """Forward and reverse zones; a VM's record goes in the longest matching zone."""
     default_domain: str | None = None
-    """A VM's host name is ``<vm name>.<default_domain>`` unless ``hostnames`` says otherwise."""
-    hostnames: dict[Name, str] = Field(default_factory=dict)
+    """A VM's host name is ``<host label>.<default_domain>`` unless ``hostnames`` says otherwise;
+    the label is derived from the VM name by :func:`agent.dns.names.derive_host_label` (README,
+    "DNS host names")."""
+    hostnames: dict[Name, HostName] = Field(default_factory=dict)
+    """VM name (matched case-insensitively) -> its host name, for VMs whose name gives none or
+    the wrong one."""
     ttl: TtlPolicy = TtlPolicy()
     self_registering_vms: list[Name] = Field(default_factory=list)
     """VMs that register their own records (dynamic DNS): the agent leaves their records alone."""
+    _hostnames_index: tuple[dict[str, str], Names[str]] | None = PrivateAttr(default=None)
 
     @field_validator("default_domain")
     @classmethod
     def _fqdn(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        value = value.strip().lower()
-        return value if value.endswith(".") else value + "."
+        return configured_host_name(value, what="default domain")
+
+    def _folded_hostnames(self) -> Names[str]:
+        # Built once per hostnames mapping: the planner asks for every VM of a plan.
+        cached = self._hostnames_index
+        if cached is None or cached[0] is not self.hostnames:
+            cached = self._hostnames_index = (self.hostnames, Names(self.hostnames.items()))
+        return cached[1]
+
+    def host_name_of(self, vm: str) -> str | None:
+        """A VM's DNS name (fully qualified, lower case): ``hostnames[vm]`` (case-insensitive),
+        else derived from the VM name under ``default_domain``; None when neither is configured.
+        ``HostNameError`` when the VM name gives no valid DNS name (refused at load for the VMs
+        of the recovery plans, see ``AgentConfig``)."""
+        name = self.hostnames.get(vm)
+        if name is None and self.hostnames:
+            name = self._folded_hostnames().get(vm)
+        if name is not None:
+            return name
+        if self.default_domain is None:
+            return None
+        return derive_host_name(vm, self.default_domain)
 
 
 # ------------------------------------------------------------------------ recovery plans
@@ -470,100 +500,7 @@ class AgentConfig(Model):
     # Cross-references are checked here so a bad config is reported before anything runs.
     @model_validator(mode="after")
     def _cross_references(self, info: ValidationInfo) -> AgentConfig:
-        problems: list[str] = []
-        site_names = [s.name for s in self.sites]
-        all_sites = set(site_names) | {t.name for t in self.third_sites}
-        if len(set(site_names)) != len(site_names):
-            problems.append(f"sites: the two sites need different names (got {site_names})")
-        if self.agent.site not in site_names:
-            problems.append(f"agent.site: {self.agent.site!r} is not one of the sites {site_names}")
-        routers = {r.name for s in self.sites for r in s.routers} | {
-            r.name for t in self.third_sites for r in t.routers
-        }
-        hosts = {h.name for s in self.sites for h in s.hyperv_hosts}
-        servers = {d.name for d in self.dns.servers}
-        problems += duplicate_names(self)
-        for i, site in enumerate(self.sites):
-            for j, name in enumerate(site.dns_servers):
-                if name not in servers:
-                    problems.append(f"sites[{i}].dns_servers[{j}]: no dns.servers entry named {name!r}")
-        for i, m in enumerate(self.network_mappings):
-            for end in ("source", "target"):
-                ref = getattr(m, end)
-                if ref.site not in site_names:
-                    problems.append(f"network_mappings[{i}].{end}.site: unknown site {ref.site!r}")
-            if m.source.site == m.target.site:
-                problems.append(f"network_mappings[{i}]: source and target are at the same site")
-        seen_sources: dict[tuple[str, str], int] = {}
-        for i, m in enumerate(self.network_mappings):
-            key = (m.source.site, m.source.vm_network)
-            if key in seen_sources:
-                problems.append(
-                    f"network_mappings[{i}].source: {m.source.vm_network!r} at {m.source.site} "
-                    f"is already mapped by network_mappings[{seen_sources[key]}]"
-                )
-            seen_sources.setdefault(key, i)
-        prefixes: list[tuple[int, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
-        for i, sn in enumerate(self.subnets):
-            net = ipaddress.ip_network(sn.prefix)
-            for k, other in prefixes:
-                if net.overlaps(other):
-                    problems.append(f"subnets[{i}].prefix: {net} overlaps subnets[{k}].prefix {other}")
-            prefixes.append((i, net))
-            for announced_at, anns in sn.announcements.items():
-                if announced_at not in site_names:
-                    problems.append(f"subnets[{i}].announcements.{announced_at}: unknown site")
-                for j, a in enumerate(anns):
-                    if a.router not in routers:
-                        problems.append(
-                            f"subnets[{i}].announcements.{announced_at}[{j}].router: unknown router {a.router!r}")
-            if not sn.stretched:
-                missing = [s for s in site_names if not sn.announcements.get(s)]
-                if missing:
-                    problems.append(
-                        f"subnets[{i}].announcements: a subnet that fails over whole needs routes "
-                        f"at both sites; none for {', '.join(missing)}"
-                    )
-            for j, t in enumerate(sn.third_site_routes):
-                if t.router not in routers:
-                    problems.append(f"subnets[{i}].third_site_routes[{j}].router: unknown router {t.router!r}")
-                for hop_site in t.next_hop_by_site:
-                    if hop_site not in all_sites:
-                        problems.append(
-                            f"subnets[{i}].third_site_routes[{j}].next_hop_by_site.{hop_site}: unknown site")
-        for i, z in enumerate(self.dns.zones):
-            if z.server not in servers:
-                problems.append(f"dns.zones[{i}].server: no dns.servers entry named {z.server!r}")
-        plan_names: set[str] = set()
-        for i, p in enumerate(self.recovery_plans):
-            if p.name in plan_names:
-                problems.append(f"recovery_plans[{i}].name: duplicate plan name {p.name!r}")
-            plan_names.add(p.name)
-            seen_vms: dict[str, str] = {}
-            for j, g in enumerate(p.groups):
-                for k, vm in enumerate(g.vms):
-                    if vm in seen_vms:
-                        problems.append(
-                            f"recovery_plans[{i}].groups[{j}].vms[{k}]: {vm!r} is already in group {seen_vms[vm]!r}"
-                        )
-                    seen_vms.setdefault(vm, g.name)
-                for k, step in enumerate(g.after):
-                    if step.script and step.script.host not in hosts:
-                        problems.append(
-                            f"recovery_plans[{i}].groups[{j}].after[{k}].script.host: "
-                            f"unknown Hyper-V host {step.script.host!r}"
-                        )
-        seen_overrides: dict[tuple[str, str, int], int] = {}
-        for i, o in enumerate(self.address_overrides):
-            if o.key in seen_overrides:
-                problems.append(f"address_overrides[{i}]: VM {o.vm} NIC {o.nic} IP configuration {o.ip_configuration}"
-                                f" is given twice (also address_overrides[{seen_overrides[o.key]}])")
-            seen_overrides.setdefault(o.key, i)
-        uses_sim = any(s.vmm.transport == "sim" for s in self.sites) or any(
-            d.kind == "sim" for d in self.dns.servers
-        )
-        if uses_sim and self.simulator is None:
-            problems.append("simulator: sites use transport 'sim' but no simulator inventory is configured")
+        problems = cross_reference_problems(self)
         if problems:
             # One ValueError carrying every problem; the loader splits them back into located errors.
             raise ValueError(CROSS_REFERENCE_MARK + "\n".join(problems))
@@ -573,7 +510,8 @@ class AgentConfig(Model):
         return next(s for s in self.sites if s.name == name)
 
     def plan(self, name: str) -> RecoveryPlan | None:
-        return next((p for p in self.recovery_plans if p.name == name), None)
+        """The recovery plan of that name, matched case-insensitively."""
+        return next((p for p in self.recovery_plans if fold(p.name) == fold(name)), None)
 
     @property
     def overrides(self) -> tuple[AddressOverride, ...]:  # the file's own, then the CSV's

@@ -226,9 +226,6 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 # ---- schema problems in plain words
 
 _PATTERN_WORDS = {
-    r"^[A-Za-z0-9][A-Za-z0-9 ._\-]*$": (
-        "a name starts with a letter or digit and uses only letters, digits, spaces, '.', '_' and '-'"
-    ),
     r"^[A-Za-z0-9._@\-]+$": "use only letters, digits, '.', '_', '@' and '-'",
     r"^(env|file):.+$": "a secret is a reference, 'env:VARIABLE' or 'file:/path/to/secret'",
 }

@@ -30,6 +30,8 @@ from functools import partial
 from typing import Any, Literal, Protocol, TypeVar
 
 from agent.config import AgentConfig
+from agent.dns.names import HostNameError
+from agent.domain.matching import Names
 from agent.domain.model import (
     Inventory,
     IpGrant,
@@ -192,10 +194,13 @@ def _read_dns(
         return []
     from agent.domain.planning import host_name, ptr_name
 
-    wanted_vms = set(_plan_vms(config))
+    wanted_vms = Names((vm, True) for vm in _plan_vms(config))  # as VMM matches: case-insensitively
     names: set[tuple[str, RecordType]] = set()
-    for name in wanted_vms:
-        fqdn = host_name(config, name)
+    for name in _plan_vms(config):
+        try:
+            fqdn = host_name(config, name)
+        except HostNameError:  # a self-registering VM: the agent does not touch its records
+            continue
         if fqdn is not None:
             names.add((fqdn, RecordType.A))
             names.add((fqdn, RecordType.AAAA))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
 from agent.config import SecretRef
+from agent.terminal import visible
 
 REDACTED = "***"
 
@@ -52,6 +53,12 @@ def redact_secrets(logger: Any, method_name: str, event_dict: dict[str, Any]) ->
 
     scrubbed: dict[str, Any] = _scrub(event_dict)
     return scrubbed
+
+
+def _visible_values(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    """Text for a terminal shows control characters instead of obeying them (JSON lines escape
+    them already)."""
+    return {k: visible(v) if isinstance(v, str) else v for k, v in event.items()}
 
 
 def configure_logging(level: str = "warning", *, json: bool | None = None, stream: TextIO | None = None) -> None:
@@ -91,7 +98,8 @@ def configure_logging(level: str = "warning", *, json: bool | None = None, strea
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                        *([] if json else [_visible_values]), renderer],
             foreign_pre_chain=shared,
         )
     )

@@ -5,17 +5,19 @@ and the --config option."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
+from rich.segment import Segment
 
 from agent import __version__
 from agent.errors import AgentError, RefusedError, TransientError
+from agent.terminal import is_safe, visible
 
 if TYPE_CHECKING:
     from agent.configfile import LoadedConfig
@@ -59,8 +61,34 @@ app = typer.Typer(
 )
 
 
-out = Console(highlight=False, soft_wrap=True, emoji=False)  # "site.yaml:100:" is not an emoji code
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+class SafeConsole(Console):
+    """A console that shows control characters instead of obeying them (:mod:`agent.terminal`),
+    whatever is printed: markup strings, tables, the live progress footer. Only text is touched,
+    never the control codes rich emits itself (colours, cursor moves). Strings are escaped before
+    rich lays them out; text inside a table cell is escaped after, so there the longer escaped
+    form may be cut at the cell's edge."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        # Before rich sees it: rich drops some controls (CR, BS, BEL) silently, and a name that
+        # has them should show them.
+        super().print(*(visible(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control is None and not is_safe(segment.text):
+                yield Segment(visible(segment.text), segment.style)
+            else:
+                yield segment
+
+
+# No emoji codes: a name such as ":fire:" is printed as written.
+out = SafeConsole(highlight=False, soft_wrap=True, emoji=False)
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+def echo(text: str, *, nl: bool = True) -> None:
+    """Plain text on stdout (a plan's diff), with control characters made visible."""
+    typer.echo(visible(text), nl=nl)
 
 
 ConfigOption = Annotated[
@@ -227,7 +255,8 @@ def _print_problems(exc: InvalidFileError) -> None:
 
 
 def print_json(value: Any) -> None:
-    """``value`` as JSON on stdout: what ``--json`` promises (times and paths as text)."""
+    """``value`` as JSON on stdout: what ``--json`` promises (times and paths as text). Left
+    exact: ``ensure_ascii`` (the default) escapes every control and bidi character already."""
 
     typer.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
 

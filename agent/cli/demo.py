@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from agent import __version__
-from agent.cli.app import EXIT_CODES_HELP, EXIT_FAILED, app, err, exit_code_for, out, report_error, reporting
+from agent.cli.app import EXIT_CODES_HELP, EXIT_FAILED, app, echo, err, exit_code_for, out, report_error, reporting
 from agent.cli.planning import plan_from_sites, validate_config
 from agent.cli.session import (
     Session,
@@ -69,7 +69,7 @@ def _demo_preview(loaded: LoadedConfig, options: DemoOptions) -> None:
     for kind in order:
         article = "an" if kind[0] in "aeiou" else "a"
         options.heading(f"Preview {article} {kind} failover of recovery plan {DEMO_PLAN} (nothing changes)")
-        typer.echo(render_diff(plan_from_sites(loaded, DEMO_PLAN, kind)), nl=False)
+        echo(render_diff(plan_from_sites(loaded, DEMO_PLAN, kind)), nl=False)
 
 
 def _demo_test_failover(loaded: LoadedConfig, options: DemoOptions) -> None:

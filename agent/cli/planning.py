@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, err, out, print_json, read_config, reporting
+from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, echo, err, out, print_json, read_config, reporting
 from agent.cli.sites import open_sites
 from agent.configfile import LoadedConfig
 from agent.domain.model import Inventory
@@ -194,7 +194,7 @@ def plan(
         else:
             from agent.domain.plan import render_diff
 
-            typer.echo(render_diff(result), nl=False)
+            echo(render_diff(result), nl=False)
 
 
 @config_app.command("schema", help="Print the JSON Schema of the config file, for editors (e.g. the "

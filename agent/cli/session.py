@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import typer
 from rich.markup import escape
 
-from agent.cli.app import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_WAITING, err, out, print_json
+from agent.cli.app import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_WAITING, echo, err, out, print_json
 from agent.cli.progress import Display, error_text
 from agent.cli.sites import OpenSites, open_sites
 from agent.cli.vocabulary import (
@@ -320,7 +320,7 @@ def review(sess: Session, kind: str, plan_name: str, *, yes: bool, checksum: str
     if yes:
         return actual  # the plan line is printed once the operation is created
     if not sess.as_json:
-        typer.echo(render_diff(plan), nl=False)
+        echo(render_diff(plan), nl=False)
         out.print()
     if not sess.can_ask:
         raise NotConfirmed(

@@ -3,7 +3,9 @@ on dnspython, and the verification that every authoritative server answers the n
 
 Modules:
 
-* :mod:`agent.dns.names` -- canonical text of names and values; PTR names (``reverse_name``).
+* :mod:`agent.dns.names` -- canonical text of names and values; PTR names (``reverse_name``);
+  the host-name rule (``derive_host_label``) and the check of configured host names.
+* :mod:`agent.dns.hostnames` -- the DNS names of a config's recovery-plan VMs, checked at load.
 * :mod:`agent.dns.errors` -- dnspython's and the socket layer's failures mapped onto the ``Dns``
   port's errors (whose classes live in :mod:`agent.domain.errors`).
 * :mod:`agent.dns.transport` -- the I/O seam: one TCP connection, updates and pipelined queries.

@@ -11,6 +11,7 @@ All models are frozen: a value read from a site is a snapshot, never a live hand
 from __future__ import annotations
 
 import ipaddress
+import unicodedata
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -32,6 +33,34 @@ Address = Annotated[str, AfterValidator(_address)]
 """An IPv4 or IPv6 address in canonical text form."""
 Prefix = Annotated[str, AfterValidator(_network)]
 """A network prefix such as ``192.168.1.0/24`` (host bits must be zero)."""
+
+MAX_NAME_LENGTH = 128
+"""A bound on object names: what the store's name columns hold (``agent.engine.store``). Neither
+the shared reference nor the cmdlet catalog gives VMM or Hyper-V a limit (Virtual Server,
+Hyper-V's predecessor, documented 256 characters for a VM name), so a longer one is refused here,
+at load, rather than by a database mid-run."""
+
+
+_NOT_IN_NAMES = frozenset({"Cc", "Zl", "Zp"})
+"""Control characters, and the line and paragraph separators (U+2028, U+2029) that split a line."""
+
+
+def _object_name(value: str) -> str:
+    # Control characters: none can be typed in the VMM console or Hyper-V Manager, and each is a
+    # way to rewrite an operator's terminal. Everything else VMM takes is taken (quotes, spaces,
+    # unicode); output is made safe where it is printed (agent.cli.app).
+    bad = next((c for c in value if unicodedata.category(c) in _NOT_IN_NAMES), None)
+    if bad is not None:
+        raise ValueError(f"a name may not hold control characters or line breaks (found U+{ord(bad):04X})")
+    if not value.strip():
+        raise ValueError("a name needs a character other than white space")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH), AfterValidator(_object_name)]
+"""The name of a VMM or Hyper-V object (VM, NIC, network, pool, host ...) or of a config entry:
+anything VMM accepts, except control characters. VMM compares names case-insensitively
+(:func:`agent.domain.matching.fold`)."""
 
 
 class Frozen(BaseModel):

@@ -37,6 +37,8 @@ Reason codes (stable; the API and the journal use them):
                                 (no such NIC / IP configuration, DHCP, no test network), of the
                                 other family, outside every pool of its subnet, reserved, taken
                                 by another VM, or given twice
+``invalid_dns_name``            a VM's name gives no valid DNS host name and ``dns.hostnames``
+                                gives it none
 ==============================  ===========================================================
 
 :func:`check_config_against_inventory` is the cheaper, plan-independent cross-check of the config
@@ -51,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from agent.config import AgentConfig
+from agent.domain.matching import Names, Nearest, did_you_mean
 from agent.domain.model import Inventory, Isolation, VmNetwork
 from agent.errors import RefusedError
 
@@ -74,6 +77,7 @@ TEST_NETWORK_NO_SUBNETS = "test_network_no_subnets"
 POOL_EXHAUSTED = "pool_exhausted"
 PARTIAL_SUBNET_FAILOVER = "partial_subnet_failover"
 RETAINED_SUBNET_UNDECLARED = "retained_subnet_undeclared"
+INVALID_DNS_NAME = "invalid_dns_name"
 
 REFUSAL_CODES: tuple[str, ...] = (
     UNKNOWN_PLAN, VM_NOT_FOUND, VM_NOT_REPLICATED, REPLICA_NOT_FOUND, REPLICA_NIC_NOT_FOUND,
@@ -81,6 +85,7 @@ REFUSAL_CODES: tuple[str, ...] = (
     TARGET_NETWORK_NOT_FOUND, NO_STATIC_POOL, WNV_TARGET_WITHOUT_POOL, TEST_NETWORK_NOT_FOUND,
     TEST_NETWORK_NOT_ISOLATED, TEST_NETWORK_NAME_TAKEN, TEST_NETWORK_NEEDS_POOLS,
     TEST_NETWORK_NO_SUBNETS, POOL_EXHAUSTED, PARTIAL_SUBNET_FAILOVER, RETAINED_SUBNET_UNDECLARED,
+    INVALID_DNS_NAME,
 )
 
 # Address overrides (config ``address_overrides``): refused by agent.domain.planning.overrides,
@@ -156,14 +161,16 @@ def names(items: Sequence[str], limit: int = 10) -> str:
 def unknown_plan(plan: str, known: Sequence[str]) -> Refusal:
     return Refusal(
         UNKNOWN_PLAN,
-        f"no recovery plan named {plan!r} in the config (known: {names(sorted(known)) or 'none'})",
+        f"no recovery plan named {plan!r} in the config (known: {names(sorted(known)) or 'none'})"
+        f"{did_you_mean(plan, known)}",
         {"plan": plan},
     )
 
 
-def vm_not_found(vm: str, site: str | None = None) -> Refusal:
+def vm_not_found(vm: str, site: str | None = None, nearest: Nearest | None = None) -> Refusal:
     where = f" at site {site}" if site else ""
-    return Refusal(VM_NOT_FOUND, f"VM {vm} is not in the inventory{where}", {"vm": vm, "site": site})
+    hint = nearest.hint(vm) if nearest is not None else ""
+    return Refusal(VM_NOT_FOUND, f"VM {vm} is not in the inventory{where}{hint}", {"vm": vm, "site": site})
 
 
 def vm_not_replicated(vm: str) -> Refusal:
@@ -337,6 +344,14 @@ def retained_subnet_undeclared(prefix: str, addresses: Sequence[str]) -> Refusal
     )
 
 
+def invalid_dns_name(vm: str, why: str) -> Refusal:
+    return Refusal(
+        INVALID_DNS_NAME,
+        f"VM {vm} gets no valid DNS name: {why}; give it one under dns.hostnames",
+        {"vm": vm},
+    )
+
+
 def is_isolated(network: VmNetwork) -> bool:
     return network.isolation in (Isolation.VLAN, Isolation.WNV)
 
@@ -359,22 +374,31 @@ def check_config_against_inventory(config: AgentConfig, inventory: Inventory) ->
     Routers are not checked: the inventory's routes name only routers that hold routes now.
     """
     issues: list[ConfigIssue] = []
-    networks = {(n.site, n.name): n for n in inventory.vm_networks}
+    # Networks and VMs are matched as VMM matches them: case-insensitively.
+    networks = Names((f"{n.site}/{n.name}", n) for n in inventory.vm_networks)
+
+    def known_at(site: str) -> list[str]:
+        return [n.name for n in inventory.vm_networks if n.site == site]
+
+    nearest_vm = Nearest(v.name for v in inventory.vms)
+
     for i, m in enumerate(config.network_mappings):
         for end in ("source", "target"):
             ref = getattr(m, end)
-            if (ref.site, ref.vm_network) not in networks:
+            if f"{ref.site}/{ref.vm_network}" not in networks:
                 issues.append(ConfigIssue(
                     f"network_mappings[{i}].{end}.vm_network",
-                    f"VM network {ref.vm_network!r} does not exist at site {ref.site}",
+                    f"VM network {ref.vm_network!r} does not exist at site {ref.site}"
+                    f"{did_you_mean(ref.vm_network, known_at(ref.site))}",
                 ))
         test = m.test_network
         if test.mode == "existing" and test.vm_network:
-            net = networks.get((m.target.site, test.vm_network))
+            net = networks.get(f"{m.target.site}/{test.vm_network}")
             path = f"network_mappings[{i}].test_network.vm_network"
             if net is None:
                 issues.append(ConfigIssue(
                     path, f"test VM network {test.vm_network!r} does not exist at site {m.target.site}"
+                          f"{did_you_mean(test.vm_network, known_at(m.target.site))}"
                 ))
             elif not is_isolated(net):
                 issues.append(ConfigIssue(
@@ -382,14 +406,16 @@ def check_config_against_inventory(config: AgentConfig, inventory: Inventory) ->
                     f"test VM network {test.vm_network!r} at {m.target.site} is not isolated "
                     f"({net.isolation}); use a VLAN or WNV network",
                 ))
-    vm_names = {v.name for v in inventory.vms}
-    replicated = {r.vm for r in inventory.replications}
+    vm_names = Names((v.name, v.name) for v in inventory.vms)
+    replicated = Names((r.vm, True) for r in inventory.replications)
     for i, plan in enumerate(config.recovery_plans):
         for j, group in enumerate(plan.groups):
             for k, vm in enumerate(group.vms):
                 path = f"recovery_plans[{i}].groups[{j}].vms[{k}]"
                 if vm not in vm_names:
-                    issues.append(ConfigIssue(path, f"VM {vm!r} is not in the inventory of either site"))
+                    issues.append(ConfigIssue(
+                        path, f"VM {vm!r} is not in the inventory of either site{nearest_vm.hint(vm)}"
+                    ))
                 elif vm not in replicated:
                     issues.append(ConfigIssue(path, f"VM {vm!r} has no Hyper-V Replica relationship"))
     return issues

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from agent.config import AgentConfig
+from agent.domain.matching import same_name
 from agent.domain.model import Inventory, RecordType, ReplicationState
 from agent.domain.plan import Change, DnsChange, Plan, PlanKind, ReserveIp
 from agent.domain.planning import build_plan, host_name
@@ -255,7 +256,7 @@ class Engine:
                                    f"not {parent.kind} ({parent_id})", operation=parent_id)
             return parent
         for op in self.journal.operations(limit=1000):
-            if op.kind in wanted and (plan_name is None or op.plan_name == plan_name):
+            if op.kind in wanted and (plan_name is None or same_name(op.plan_name, plan_name)):
                 return op
         raise NotFoundError(f"no {' or '.join(sorted(wanted))} operation of plan {plan_name} to follow up",
                             plan=plan_name)

@@ -174,3 +174,13 @@ def test_a_forgotten_drill_is_cleaned_up_by_force_after_an_agent_restart(new_rig
     assert forced["cleanup"] == cleanup.id and forced["status"] == OpStatus.SUCCEEDED.value
     assert any(step["changed"] for step in forced["removed"]), "the audit lists what was removed"
     assert rig.world.snapshot() == before
+
+
+def test_a_plan_named_in_another_case_is_the_same_plan_for_its_follow_ups(new_rig) -> None:
+    rig = new_rig()
+    before = rig.world.snapshot()
+    test = rig.through_pauses(rig.start(TEST, plan="CONTOSO-Apps"))
+    assert test.plan == "contoso-apps"  # recorded as the config spells it
+    cleanup = rig.start(CLEANUP, plan="Contoso-APPS")  # found by plan name, not by id
+    assert cleanup.status == "succeeded", cleanup.errors
+    assert rig.world.snapshot() == before

@@ -203,10 +203,18 @@ def test_union_errors_are_reported_once(tmp_path: Path) -> None:
 
 def test_names_explain_their_rule_in_words(tmp_path: Path) -> None:
     data = demo_data()
-    data["recovery_plans"][0]["name"] = "-apps"
+    data["recovery_plans"][0]["name"] = "apps\x1b[2J"
     [(_, key, message)] = problems_of(write(tmp_path, data))
     assert key == "recovery_plans[0].name"
-    assert "starts with a letter or digit" in message and "pattern" not in message
+    assert "may not hold control characters" in message and "U+001B" in message
+
+
+def test_names_take_what_vmm_takes_quotes_spaces_and_unicode(tmp_path: Path) -> None:
+    data = demo_data()
+    data["recovery_plans"][0]["name"] = "-apps o'brien ünïcødé"
+    data["recovery_plans"][0]["groups"][0]["name"] = '"tier 1"_db'
+    loaded = load_config(write(tmp_path, data))
+    assert loaded.config.plan("-APPS O'BRIEN ÜNÏCØDÉ") is loaded.config.recovery_plans[0]
 
 
 def test_yaml_syntax_error_is_located(tmp_path: Path) -> None:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import dns.reversename
 import pytest
 
-from agent.dns.names import canonical_name, canonical_value, canonical_values, record_label, reverse_name
+from agent.dns.names import (
+    HostNameError,
+    canonical_name,
+    canonical_value,
+    canonical_values,
+    configured_host_name,
+    derive_host_label,
+    derive_host_name,
+    record_label,
+    reverse_name,
+)
 from agent.domain.model import RecordType
 
 
@@ -71,3 +83,58 @@ def test_canonical_values_are_sorted_and_unique():
 
 def test_record_label():
     assert record_label("host1.example.test.", RecordType.A) == "host1.example.test. A"
+
+
+# ------------------------------------------------------------------- host names of VMs
+
+
+@pytest.mark.parametrize(("vm", "label"), [
+    ("o'brien", "obrien"),                 # other characters dropped
+    ("web 01", "web-01"),                  # spaces ...
+    ("Web_01", "web-01"),                  # ... and underscores become hyphens, lower case
+    ("web - 01", "web-01"),                # one hyphen for a run
+    ("-db-", "db"),                        # none at the ends
+    ("sql01.corp", "sql01.corp"),          # dots separate labels
+    ("Müller", "xn--mller-kva"),           # IDNA
+    ("Mu\u0308ller", "xn--mller-kva"),     # NFC first: the same name as above
+    ("\x1b[2Jweb\u202e", "2jweb"),         # control and format characters are not letters
+    ("a" * 63, "a" * 63),
+])
+def test_a_vm_name_gives_its_dns_label_by_the_documented_rule(vm: str, label: str) -> None:
+    assert derive_host_label(vm) == label
+    assert derive_host_name(vm, "corp.example") == f"{label}.corp.example."
+
+
+@pytest.mark.parametrize(("vm", "why"), [
+    ("!!!", "leaves no letters or digits"),
+    ("web..01", "in its part ''"),
+    ("a" * 64, "64 characters, over the 63"),
+    ("münchen" * 9, "has no IDNA form"),
+    ("\u2474", "is not letters, digits and hyphens"),  # NFKC: (1)
+])
+def test_a_vm_name_that_gives_no_label_says_why(vm: str, why: str) -> None:
+    with pytest.raises(HostNameError, match=re.escape(why)):
+        derive_host_label(vm)
+
+
+def test_a_derived_name_over_253_characters_is_refused() -> None:
+    domain = ".".join(["c" * 63] * 3)  # 191 characters
+    assert len(derive_host_name("b" * 61, domain)) == 253 + 1  # the most DNS takes, and the root dot
+    with pytest.raises(HostNameError, match="254 characters, over the 253"):
+        derive_host_name("b" * 62, domain)
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("App-One.DR.corp.example", "app-one.dr.corp.example."),
+    ("münchen.example.", "xn--mnchen-3ya.example."),
+    (" x.example ", "x.example."),
+])
+def test_a_configured_host_name_is_kept_as_written_in_canonical_form(text: str, name: str) -> None:
+    assert configured_host_name(text) == name
+
+
+@pytest.mark.parametrize("text", ["", ".", "a..b", "bad name.x", "-a.b", "a-.b", "a_b.c", "*.x", "a\\046b.c",
+                                  "a" * 64 + ".x", ".".join(["b" * 60] * 5), "münchen" * 9 + ".x"])
+def test_a_configured_host_name_that_is_not_one_is_refused(text: str) -> None:
+    with pytest.raises(HostNameError):
+        configured_host_name(text)

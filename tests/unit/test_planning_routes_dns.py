@@ -287,3 +287,14 @@ def test_check_config_against_inventory_reports_key_paths() -> None:
 
 def test_check_config_against_inventory_is_quiet_when_all_is_well() -> None:
     assert check_config_against_inventory(standard_config(), standard_world().inventory()) == []
+
+
+def test_a_vm_without_a_valid_dns_name_refuses_the_plan_before_anything_is_built() -> None:
+    # A config built in code skips the load-time check; the planner still refuses, every VM named.
+    cfg = standard_config()
+    too_long = ".".join(["c" * 63] * 4) + "."
+    cfg = cfg.model_copy(update={"dns": cfg.dns.model_copy(update={"default_domain": too_long})})
+    reasons = refused(cfg, standard_world().inventory()).reasons
+    assert {r.code for r in reasons} == {"invalid_dns_name"}
+    assert {r.fields["vm"] for r in reasons} == {"web01", "web02", "app01"}
+    assert all("over the 253" in r.message and "dns.hostnames" in r.message for r in reasons)

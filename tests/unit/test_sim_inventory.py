@@ -245,3 +245,35 @@ def test_simulation_section_is_validated(tmp_path: Path) -> None:
     [(line, key, message)] = problems(path)
     assert (line, key) == (line_of(path, "rate: 0.5"), "simulation.faults[0]")
     assert "count or rate" in message
+
+
+def test_vm_and_nic_names_are_taken_as_vmm_takes_them(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + """\
+    vms:
+      - name: "o'brien"
+        host: hv1
+        nics: [{name: "Ethernet 'prod' #2", vm_network: net, addresses: [10.0.0.30/24]}]
+      - name: web 01 (Müller)
+        host: hv1
+""")
+    vms = {vm.name: vm for vm in load_inventory(path).sites[0].vms}
+    assert set(vms) == {"o'brien", "web 01 (Müller)"}
+    assert vms["o'brien"].nics[0].name == "Ethernet 'prod' #2"
+
+
+def test_names_differing_only_in_case_are_one_name_to_vmm(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + """\
+    vms:
+      - {name: SQL01, host: hv1}
+      - {name: sql01, host: hv1}
+""")
+    assert problems(path) == [(line_of(path, "name: sql01"), "sites[0].vms[1].name", "duplicate VM name 'sql01' at a")]
+
+
+def test_a_name_with_a_control_character_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + """\
+    vms:
+      - {name: "web\\e[2J01", host: hv1}
+""")
+    [(_, key, message)] = problems(path)
+    assert key == "sites[0].vms[0].name" and "control characters" in message and "U+001B" in message

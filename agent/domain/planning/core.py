@@ -15,6 +15,7 @@ from agent.domain.planning.addresses import AddressPlanning
 from agent.domain.planning.dns import DnsPlanning
 from agent.domain.planning.index import InventoryIndex
 from agent.domain.planning.routes import RoutePlanning
+from agent.domain.planning.spelling import in_inventory_spelling
 from agent.domain.planning.testnets import TestNetworkPlanning
 from agent.domain.planning.vms import VmResolution
 from agent.domain.validation import PlanRefused
@@ -30,12 +31,14 @@ def build_plan(config: AgentConfig, inventory: Inventory, plan_name: str, kind: 
     if kind not in PLAN_KINDS:
         raise ValueError(f"unknown plan kind {kind!r}; expected one of {PLAN_KINDS}")
     with gc_paused():
-        return Planner(config, InventoryIndex(inventory), plan_name, kind).build()
+        return Planner(in_inventory_spelling(config, inventory), InventoryIndex(inventory), plan_name, kind).build()
 
 
 class Planner(VmResolution, AddressPlanning, TestNetworkPlanning, RoutePlanning, DnsPlanning):
     def build(self) -> Plan:
-        self.resolve_vms(self._recovery_plan())
+        recovery_plan = self._recovery_plan()
+        self.plan_name = recovery_plan.name  # as the config spells it: --plan matches case-insensitively
+        self.resolve_vms(recovery_plan)
         for vm in self.vms:
             for pos, nic in enumerate(vm.primary.nics):
                 work = self.plan_nic(vm, pos, nic)
@@ -49,6 +52,7 @@ class Planner(VmResolution, AddressPlanning, TestNetworkPlanning, RoutePlanning,
         moved: list[WholeSubnet] = []
         if not self.test and not self._mixed:
             moved = self.check_subnets(slots)
+        self.check_host_names()
         refusals = self.refusals.build()
         if refusals:
             raise PlanRefused.of(refusals, plan=self.plan_name, kind=self.kind)

@@ -7,6 +7,8 @@ Each name goes to the longest configured zone served by a DNS server of the plan
 from __future__ import annotations
 
 from agent.config import AgentConfig
+from agent.dns.names import HostNameError
+from agent.domain import validation as v
 from agent.domain.ipam import to_int
 from agent.domain.model import RecordType
 from agent.domain.plan import DnsChange, Purpose
@@ -20,15 +22,10 @@ PtrWanted = tuple[str, set[str], set[str]]
 
 
 def host_name(config: AgentConfig, vm: str) -> str | None:
-    """A VM's DNS name (fully qualified, lower case): ``dns.hostnames[vm]``, else
-    ``<vm lower>.<dns.default_domain>``; None when neither is configured."""
-    name = config.dns.hostnames.get(vm)
-    if name is None:
-        if config.dns.default_domain is None:
-            return None
-        name = f"{vm.lower()}.{config.dns.default_domain}"
-    name = name.strip().lower()
-    return name if name.endswith(".") else name + "."
+    """A VM's DNS name (fully qualified, lower case): ``dns.hostnames[vm]``, else derived from
+    the VM name under ``dns.default_domain`` (:meth:`agent.config.DnsConfig.host_name_of`);
+    None when neither is configured."""
+    return config.dns.host_name_of(vm)
 
 
 def ptr_name(address: str) -> str:
@@ -72,6 +69,21 @@ class Zones:
 
 
 class DnsPlanning(PlannerState):
+    _host_names: dict[str, str | None]
+
+    def check_host_names(self) -> None:
+        """Every VM whose records the agent may update has a valid DNS name, before anything is
+        built: one bad name must not fail its whole DNS batch mid-run. (A loaded config refuses
+        these at load; a config built in code reaches this.)"""
+        self._host_names = {}
+        for vm in self.vms:
+            if vm.planned.self_registering:
+                continue
+            try:
+                self._host_names[vm.name] = host_name(self.config, vm.name)
+            except HostNameError as exc:
+                self.refusals.add(v.invalid_dns_name(vm.name, str(exc)))
+
     def dns_changes(self) -> None:
         dns_cfg = self.config.dns
         if self.test and not any(s.purpose == "test" for s in dns_cfg.servers):
@@ -130,7 +142,7 @@ class DnsPlanning(PlannerState):
             self.note_group(("self-registering",), lambda items: f"VMs that register themselves in DNS, "
                                                                   f"records left alone: {items}", vm.name)
             return None
-        name = host_name(self.config, vm.name)
+        name = self._host_names.get(vm.name)
         if name is None:
             self.note_group(("no-hostname",), lambda items: f"no host name (set dns.default_domain or "
                                                              f"dns.hostnames), DNS not updated: {items}", vm.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from agent.domain.matching import Names, Nearest
 from agent.domain.model import (
     FailoverIpSetting,
     Inventory,
@@ -36,6 +37,10 @@ class InventoryIndex:
             self.vms.setdefault((vm.site, vm.name), vm)
             self.vms_by_site[vm.site].append(vm)
         self.vm_names = {vm.name for vm in inventory.vms}
+        self.vm_spelling: Names[str] = Names((vm.name, vm.name) for vm in inventory.vms)
+        """Any spelling of a VM name -> the inventory's (VMM matches names case-insensitively)."""
+        self.nearest_vm = Nearest(vm.name for vm in inventory.vms)
+        """The did-you-mean for a VM name that matches none."""
         self.networks: dict[tuple[str, str], VmNetwork] = {}
         for net in inventory.vm_networks:
             self.networks.setdefault((net.site, net.name), net)

@@ -13,6 +13,7 @@ from functools import partial
 from agent.config import RecoveryPlan
 from agent.domain import validation as v
 from agent.domain.ipam import to_int
+from agent.domain.matching import Names
 from agent.domain.model import Isolation, Nic, VmNetwork, name_test_vm
 from agent.domain.plan import PlannedVm
 from agent.domain.planning.overrides import OverridePlanning
@@ -30,16 +31,17 @@ def choose_subnet(candidates: Sequence[str], source_subnet: str | None) -> str |
 class VmResolution(OverridePlanning):
     def resolve_vms(self, recovery_plan: RecoveryPlan) -> None:
         directions: dict[tuple[str, str], list[str]] = defaultdict(list)
-        self_registering = set(self.config.dns.self_registering_vms)
+        self_registering = Names((vm, True) for vm in self.config.dns.self_registering_vms)
         pos = 0
         for g_index, group in enumerate(recovery_plan.groups):
             for name in group.vms:
+                name = self.idx.vm_spelling.spelling(name) or name  # the inventory's spelling from here on
                 rep = self.idx.replications.get(name)
                 if rep is None:
                     if name in self.idx.vm_names:
                         self.refusals.add(v.vm_not_replicated(name))
                     else:
-                        self.refusals.add(v.vm_not_found(name))
+                        self.refusals.add(v.vm_not_found(name, nearest=self.idx.nearest_vm))
                     continue
                 primary = self.idx.vms.get((rep.primary_site, name))
                 if primary is None:

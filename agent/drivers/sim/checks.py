@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
+from agent.domain.matching import fold
 from agent.domain.model import Isolation
 from agent.drivers.sim.addresses import failover_setting_problem, in_prefix, ip_int, prefix_int, split_interface
 from agent.drivers.sim.dnsnames import canonical_value, fqdn, in_zone, record_fqdn
@@ -26,12 +27,13 @@ def cross_reference_problems(inv: SimInventory) -> list[str]:
 
 
 def _dupes(names: list[str]) -> list[int]:
+    # Folded: VMM tells names apart without regard to case, so 'SQL01' repeats 'sql01'.
     seen: set[str] = set()
     out = []
     for i, n in enumerate(names):
-        if n in seen:
+        if fold(n) in seen:
             out.append(i)
-        seen.add(n)
+        seen.add(fold(n))
     return out
 
 

@@ -12,13 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.domain.model import Address, FailoverIpSetting, Isolation, PowerState, Prefix, RecordType
+from agent.domain.model import Address, FailoverIpSetting, Isolation, Name, PowerState, Prefix, RecordType
 from agent.drivers.sim.addresses import interface_text
 
 Interface = Annotated[str, AfterValidator(interface_text)]
 """An address with its prefix length, ``192.168.1.10/24``."""
-
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._\-]*$")]
 
 
 class Spec(BaseModel):

@@ -1,0 +1,117 @@
+"""The config's cross-references (:class:`agent.config.AgentConfig` checks them when it is
+built), kept apart so that the models stay readable: every name the file refers to exists, nothing
+is declared twice, and what must differ does. Each problem starts with the dotted key path it is
+about, so the loader can locate it in the file."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from agent.configrules import duplicate_names
+from agent.dns.hostnames import host_name_problems
+from agent.domain.matching import fold
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+
+
+def cross_reference_problems(cfg: AgentConfig) -> list[str]:
+    problems: list[str] = []
+    site_names = [s.name for s in cfg.sites]
+    all_sites = set(site_names) | {t.name for t in cfg.third_sites}
+    if len(set(site_names)) != len(site_names):
+        problems.append(f"sites: the two sites need different names (got {site_names})")
+    if cfg.agent.site not in site_names:
+        problems.append(f"agent.site: {cfg.agent.site!r} is not one of the sites {site_names}")
+    routers = {r.name for s in cfg.sites for r in s.routers} | {
+        r.name for t in cfg.third_sites for r in t.routers
+    }
+    hosts = {h.name for s in cfg.sites for h in s.hyperv_hosts}
+    servers = {d.name for d in cfg.dns.servers}
+    problems += duplicate_names(cfg)
+    for i, site in enumerate(cfg.sites):
+        for j, name in enumerate(site.dns_servers):
+            if name not in servers:
+                problems.append(f"sites[{i}].dns_servers[{j}]: no dns.servers entry named {name!r}")
+    for i, m in enumerate(cfg.network_mappings):
+        for end in ("source", "target"):
+            ref = getattr(m, end)
+            if ref.site not in site_names:
+                problems.append(f"network_mappings[{i}].{end}.site: unknown site {ref.site!r}")
+        if m.source.site == m.target.site:
+            problems.append(f"network_mappings[{i}]: source and target are at the same site")
+    seen_sources: dict[tuple[str, str], int] = {}
+    for i, m in enumerate(cfg.network_mappings):
+        key = (m.source.site, m.source.vm_network)
+        if key in seen_sources:
+            problems.append(
+                f"network_mappings[{i}].source: {m.source.vm_network!r} at {m.source.site} "
+                f"is already mapped by network_mappings[{seen_sources[key]}]"
+            )
+        seen_sources.setdefault(key, i)
+    prefixes: list[tuple[int, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
+    for i, sn in enumerate(cfg.subnets):
+        net = ipaddress.ip_network(sn.prefix)
+        for k, other in prefixes:
+            if net.overlaps(other):
+                problems.append(f"subnets[{i}].prefix: {net} overlaps subnets[{k}].prefix {other}")
+        prefixes.append((i, net))
+        for announced_at, anns in sn.announcements.items():
+            if announced_at not in site_names:
+                problems.append(f"subnets[{i}].announcements.{announced_at}: unknown site")
+            for j, a in enumerate(anns):
+                if a.router not in routers:
+                    problems.append(
+                        f"subnets[{i}].announcements.{announced_at}[{j}].router: unknown router {a.router!r}")
+        if not sn.stretched:
+            missing = [s for s in site_names if not sn.announcements.get(s)]
+            if missing:
+                problems.append(
+                    f"subnets[{i}].announcements: a subnet that fails over whole needs routes "
+                    f"at both sites; none for {', '.join(missing)}"
+                )
+        for j, t in enumerate(sn.third_site_routes):
+            if t.router not in routers:
+                problems.append(f"subnets[{i}].third_site_routes[{j}].router: unknown router {t.router!r}")
+            for hop_site in t.next_hop_by_site:
+                if hop_site not in all_sites:
+                    problems.append(
+                        f"subnets[{i}].third_site_routes[{j}].next_hop_by_site.{hop_site}: unknown site")
+    for i, z in enumerate(cfg.dns.zones):
+        if z.server not in servers:
+            problems.append(f"dns.zones[{i}].server: no dns.servers entry named {z.server!r}")
+    plan_names: set[str] = set()
+    for i, p in enumerate(cfg.recovery_plans):
+        # Folded: plans are named on the command line case-insensitively, VMs as VMM names them.
+        if fold(p.name) in plan_names:
+            problems.append(f"recovery_plans[{i}].name: duplicate plan name {p.name!r}")
+        plan_names.add(fold(p.name))
+        seen_vms: dict[str, str] = {}
+        for j, g in enumerate(p.groups):
+            for k, vm in enumerate(g.vms):
+                if fold(vm) in seen_vms:
+                    problems.append(
+                        f"recovery_plans[{i}].groups[{j}].vms[{k}]: {vm!r} is already in group "
+                        f"{seen_vms[fold(vm)]!r}"
+                    )
+                seen_vms.setdefault(fold(vm), g.name)
+            for k, step in enumerate(g.after):
+                if step.script and step.script.host not in hosts:
+                    problems.append(
+                        f"recovery_plans[{i}].groups[{j}].after[{k}].script.host: "
+                        f"unknown Hyper-V host {step.script.host!r}"
+                    )
+    seen_overrides: dict[tuple[str, str, int], int] = {}
+    for i, o in enumerate(cfg.address_overrides):
+        if o.key in seen_overrides:
+            problems.append(f"address_overrides[{i}]: VM {o.vm} NIC {o.nic} IP configuration {o.ip_configuration}"
+                            f" is given twice (also address_overrides[{seen_overrides[o.key]}])")
+        seen_overrides.setdefault(o.key, i)
+    problems.extend(host_name_problems(cfg))
+    uses_sim = any(s.vmm.transport == "sim" for s in cfg.sites) or any(
+        d.kind == "sim" for d in cfg.dns.servers
+    )
+    if uses_sim and cfg.simulator is None:
+        problems.append("simulator: sites use transport 'sim' but no simulator inventory is configured")
+    return problems
