@@ -385,7 +385,10 @@ def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
                                operation=op_id)
         if row.status == WAITING:
             view = sess.engine.view(op_id)
-            sess.say(f"{op_id}: marking the manual step done: {escape(view.waiting_for or '')}")
+            if any(s.status == "waiting" and s.action == "hyperv.await_failover" for s in view.steps):
+                sess.say(f"{op_id}: reading replication again before anything moves: {escape(view.waiting_for or '')}")
+            else:
+                sess.say(f"{op_id}: marking the manual step done: {escape(view.waiting_for or '')}")
         elif row.status == "running":
             sess.say(f"{op_id} is marked running; continuing it from its journal here "
                      "(an agent that stops leaves its operations so).")

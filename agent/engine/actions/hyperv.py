@@ -137,14 +137,21 @@ def await_failover(ctx: ActionContext, args: AwaitFailoverArgs) -> StepResult:
     for it in items:
         by_host.setdefault(it.host, []).append(it)
     want = set(args.states)
-    pending = []
+    pending: dict[str, str] = {}
     for host, on_host in by_host.items():
         reps = ctx.call(f"hyperv.get_replications@{host}", partial(hv.get_replications, host, [i.vm for i in on_host]))
         states = {r.vm: r for r in reps}
         for it in on_host:
             rep = states.get(it.vm)
-            if rep is None or rep.state.value not in want or (args.require_test_vm and not rep.test_vm):
-                pending.append(it.vm)
+            if rep is None:
+                pending[it.vm] = f"no replication on {host}"
+            elif rep.state.value not in want:
+                pending[it.vm] = rep.state.value
+            elif args.require_test_vm and not rep.test_vm:
+                pending[it.vm] = "no test VM"
     if pending:
-        return StepResult(items=skipped, waiting=args.instruction.format(vms=", ".join(sorted(pending))))
+        # Whoever resumes is told which VMs are not there yet and why: routes and DNS wait for them.
+        found = ", ".join(f"{vm} {why}" for vm, why in sorted(pending.items()))
+        return StepResult(items=skipped, waiting=f"{args.instruction.format(vms=', '.join(sorted(pending)))} "
+                                                 f"(not yet: {found})")
     return StepResult(items=skipped + [ItemOutcome(key=it.key, vm=it.vm) for it in items])
