@@ -402,9 +402,11 @@ def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
                  "started, failover IPs, routes and DNS put back). Reservations are kept. The undoing "
                  "is an operation of its own, shown as it runs.\n\n" + EXIT_CODES_HELP)
 def ops_cancel(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    from agent.engine.compensation import can_compensate_again
+
     with _stored_operation(op, config, as_json) as (sess, row):
         loaded, op_id = sess.loaded, row.id
-        if row.status in FINAL:
+        if row.status in FINAL and not can_compensate_again(row):
             hint = (f"; {command_line(loaded, f'run --plan {row.plan_name} --kind cleanup')} cleans up a test "
                     "failover" if row.kind == "test_failover" and row.status != "cancelled" else "")
             raise RefusedError(f"{op_id} is already {row.status}: nothing to cancel{hint}", operation=op_id)
@@ -428,13 +430,14 @@ def ops_cancel(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
                 out.print(f"  undone by {comp['operation']}: [{style}]{comp.get('status')}[/]"
                           + (f"; VMs that failed: {escape(', '.join(comp['failed_vms']))}"
                              if comp.get("failed_vms") else ""))
-                if comp.get("status") != "succeeded":
+                if comp.get("not_restored"):
                     child = comp["operation"]
-                    out.print(f"  see {command_line(loaded, f'ops show {child}')}; "
-                              f"{command_line(loaded, f'ops resume {child}')} tries again")
+                    out.print(f"  not put back as they were: [red]{escape(', '.join(comp['not_restored']))}[/]; "
+                              f"see {command_line(loaded, f'ops show {child}')}, fix the cause, then "
+                              f"{command_line(loaded, f'ops cancel {op_id}')} undoes the rest")
             else:
                 out.print(f"  {escape(comp.get('undone', 'nothing to undo'))}")
-        failed = comp.get("operation") and comp.get("status") != "succeeded"
+        failed = comp.get("operation") and (comp.get("status") != "succeeded" or comp.get("not_restored"))
         raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.engine.model import ERROR_POLICY, OperationKind
+from agent.engine.journal import Journal
+from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OpStatus
 from agent.engine.operations import steps_for
 from agent.engine.planio import plan_from_json
 from agent.engine.store import OperationRow
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
 
 
 def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
+    """Run (or resume, or run again) the compensation of ``op``; what it did, for the result of
+    ``op``: the compensating operation, its status, and ``not_restored``, the VMs it could not
+    put back as they were (an error, or a host it could not reach). Those can be tried again
+    with another cancel of ``op`` (:func:`can_compensate_again`): every undo step reads the
+    state and acts only on what is still to undo."""
     kind = OperationKind(op.kind)
     if op.plan is None or kind not in (OperationKind.TEST_FAILOVER, OperationKind.PLANNED_FAILOVER,
                                        OperationKind.UNPLANNED_FAILOVER, OperationKind.FAILBACK):
@@ -33,11 +39,12 @@ def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
     child_kind = OperationKind.CLEANUP_TEST if kind == OperationKind.TEST_FAILOVER else OperationKind.CANCEL
     steps = steps_for(child_kind, runner.config, plan, op.id)
     # A compensation cut off by a crash is resumed, not started a second time (a second one
-    # could not even start: the first still holds the VMs).
+    # could not even start: the first still holds the VMs). One that ended without putting
+    # everything back is followed by a new one.
     earlier = [o for o in runner.journal.operations(limit=10000)
                if o.parent_id == op.id and o.kind == child_kind.value]
-    if earlier:
-        child = earlier[-1].id  # the oldest: there is only ever one
+    if earlier and OpStatus(earlier[0].status) not in FINAL_STATUSES:
+        child = earlier[0].id  # the newest: only it can be unfinished
     else:
         runner.journal.release_vms(op.id)
         child = runner.journal.create_operation(
@@ -46,4 +53,21 @@ def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
             steps=steps, vms=[v.name for v in plan.vms], parent_id=op.id, requested_by=op.requested_by,
         )
     view = runner.run(child)
-    return {"operation": child, "status": view.status, "failed_vms": view.failed_vms}
+    return {"operation": child, "status": view.status, "failed_vms": view.failed_vms,
+            "not_restored": not_restored(runner.journal, child, view.failed_vms)}
+
+
+def not_restored(journal: Journal, op_id: str, failed_vms: list[str]) -> list[str]:
+    """The VMs a compensation did not put back: those that failed, and those with an undo
+    skipped because a host or router could not be reached."""
+    left = set(failed_vms)
+    for row in journal.steps(op_id):
+        left |= {it["vm"] for it in (row.outcome or {}).get("items", [])
+                 if it.get("vm") and str(it.get("skipped") or "").startswith("unreachable")}
+    return sorted(left)
+
+
+def can_compensate_again(op: OperationRow) -> bool:
+    """A cancelled operation whose compensation left VMs not put back may be cancelled again."""
+    comp = (op.result or {}).get("compensation") or {}
+    return op.status == OpStatus.CANCELLED.value and bool(comp.get("not_restored"))

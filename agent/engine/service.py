@@ -20,6 +20,7 @@ from agent.domain.model import Inventory, RecordType, ReplicationState
 from agent.domain.plan import Change, DnsChange, Plan, PlanKind, ReserveIp
 from agent.domain.planning import build_plan, host_name
 from agent.engine.actions.dns import dns_snapshot_key
+from agent.engine.compensation import can_compensate_again, compensate
 from agent.engine.journal import Journal
 from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OperationView, OpStatus, StepStatus
 from agent.engine.operations import steps_for
@@ -339,6 +340,12 @@ class Engine:
 
     def cancel(self, op_id: str, *, actor: str) -> OperationView:
         op = self.journal.operation(op_id)
+        if can_compensate_again(op):
+            # The first undo left VMs not put back (a host down, an error fixed since): again.
+            self.store.audit(actor=actor, action="operation.cancel_again", operation_id=op_id)
+            info = compensate(self.runner, op)
+            self.journal.set_status(op_id, OpStatus.CANCELLED, result={**(op.result or {}), "compensation": info})
+            return self.journal.view(op_id)
         if OpStatus(op.status) in FINAL_STATUSES:
             raise ConflictError(f"operation {op_id} is already {op.status}", operation=op_id)
         self.journal.request_cancel(op_id, actor)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import EXIT_WAITING
+from agent.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_WAITING
 from agent.configfile import DEMO_PLAN
 from tests.unit.test_cli_ops import _nobody_at_a_terminal, demo_copy, op_id_in, run, world
 
@@ -37,3 +37,52 @@ def test_network_only_resume_before_the_vms_failed_over_waits_again_with_exit_4(
     assert after["routes"] == before["routes"] and after["record_sets"] == before["record_sets"]
     shown = run("ops", "show", "--config", str(config), op)
     assert "waiting" in shown.stdout and "not yet: sql01 Replicating" in shown.stdout
+
+
+def test_cancelling_a_failover_that_failed_half_way_puts_the_vm_back_and_suggests_nothing_false(
+        tmp_path: Path) -> None:
+    config = demo_copy(tmp_path, lambda d: None)
+    assert run("validate", "--config", str(config)).exit_code == EXIT_OK
+    before = world(config).snapshot()
+    world(config).inject({"call": "hyperv.replicate.failover", "target": "sql01", "fault": "permanent"})
+    failed = run("run", "--config", str(config), "--plan", DEMO_PLAN, "--kind", "planned", "--yes")
+    assert failed.exit_code == EXIT_FAILED, failed.output
+    op = op_id_in(failed.stdout)
+    assert world(config).snapshot()["vms"]["contoso-east"]["sql01"]["power"] == "Off"
+
+    cancelled = run("ops", "cancel", "--config", str(config), op)
+
+    assert cancelled.exit_code == EXIT_OK, cancelled.output
+    assert f"cancelled: planned_failover {op}" in cancelled.stdout
+    assert ": succeeded" in cancelled.stdout and "ops resume" not in cancelled.stdout
+    after = world(config).snapshot()
+    assert after["vms"]["contoso-east"]["sql01"]["power"] == "Running"
+    assert after["replications"] == before["replications"]
+
+
+def test_a_cancel_that_cannot_put_a_vm_back_says_so_and_cancelling_again_finishes(tmp_path: Path) -> None:
+    config = demo_copy(tmp_path, lambda d: d.setdefault("policies", {}).update(retry={"attempts": 1}))
+    assert run("validate", "--config", str(config)).exit_code == EXIT_OK
+    paused = run("run", "--config", str(config), "--plan", DEMO_PLAN, "--kind", "planned", "--yes")
+    assert paused.exit_code == EXIT_WAITING, paused.output
+    op = op_id_in(paused.stdout)
+    host = world(config).snapshot()["vms"]["contoso-east"]["sql01"]["host"]
+    world(config).inject({"call": "hyperv.*", "target": host, "fault": "transient"})
+
+    first = run("ops", "cancel", "--config", str(config), op)
+
+    assert first.exit_code == EXIT_FAILED, first.output
+    out = " ".join(first.stdout.split())
+    assert "not put back as they were: sql01" in out
+    assert f"ops cancel {op} --config {config} undoes the rest" in out and "ops resume" not in out
+    assert world(config).snapshot()["vms"]["contoso-west"]["sql01"]["power"] == "Running", "kept running"
+
+    world(config).clear_faults()
+    second = run("ops", "cancel", "--config", str(config), op)
+
+    assert second.exit_code == EXIT_OK, second.output
+    after = world(config).snapshot()
+    assert after["vms"]["contoso-east"]["sql01"]["power"] == "Running"
+    assert after["vms"]["contoso-west"]["sql01"]["power"] == "Off"
+    third = run("ops", "cancel", "--config", str(config), op)
+    assert third.exit_code == EXIT_REFUSED and "already cancelled" in third.stderr
