@@ -33,6 +33,8 @@ Reason codes (stable; the API and the journal use them):
 ``pool_exhausted``              a pool has no free address left for some IP configurations
 ``partial_subnet_failover``     a retained, non-stretched subnet would fail over only in part
 ``retained_subnet_undeclared``  a retained address lies in no subnet declared under ``subnets``
+``vm_state_unreadable``         a plan VM's Hyper-V state could not be read (a planned failover
+                                stops; an unplanned one leaves the VM out, naming it)
 ==============================  ===========================================================
 
 :func:`check_config_against_inventory` is the cheaper, plan-independent cross-check of the config
@@ -70,6 +72,7 @@ TEST_NETWORK_NO_SUBNETS = "test_network_no_subnets"
 POOL_EXHAUSTED = "pool_exhausted"
 PARTIAL_SUBNET_FAILOVER = "partial_subnet_failover"
 RETAINED_SUBNET_UNDECLARED = "retained_subnet_undeclared"
+VM_STATE_UNREADABLE = "vm_state_unreadable"
 
 REFUSAL_CODES: tuple[str, ...] = (
     UNKNOWN_PLAN, VM_NOT_FOUND, VM_NOT_REPLICATED, REPLICA_NOT_FOUND, REPLICA_NIC_NOT_FOUND,
@@ -153,6 +156,15 @@ def vm_not_replicated(vm: str) -> Refusal:
         VM_NOT_REPLICATED,
         f"VM {vm} has no Hyper-V Replica relationship: it cannot fail over",
         {"vm": vm},
+    )
+
+
+def vm_state_unreadable(vm: str, why: str) -> Refusal:
+    return Refusal(
+        VM_STATE_UNREADABLE,
+        f"VM {vm}: its Hyper-V state cannot be read ({why}); nothing was changed. Fix what the host "
+        "reports, or fail over without it by taking it out of the recovery plan",
+        {"vm": vm, "reason": why},
     )
 
 

@@ -43,6 +43,8 @@ from agent.engine.steps import (
     DnsRestoreArgs,
     FailoverIpItem,
     HostVmItem,
+    LeftOutArgs,
+    LeftOutItem,
     ManualArgs,
     NamedItem,
     NicItem,
@@ -219,6 +221,9 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
         if lowered:
             b.add_stage([step("before/wait-old-ttl", "dns.wait_ttl", None,
                               WaitTtlArgs(seconds=wait_s, key="before/wait-old-ttl"), "before")])
+    b.add_stage([step("left-out", "left_out", None, LeftOutArgs(items=tuple(
+        LeftOutItem(key=vm, vm=vm, reason=f"its Hyper-V state could not be read ({why})")
+        for vm, why in plan.excluded))) if plan.excluded else None])
     group_index = {v.name: v.group_index for v in plan.vms}
     moves_by_group = by(plan.of(MoveRoute), lambda m: _route_group(plan, m, group_index))
     reserves = plan.of(ReserveIp)

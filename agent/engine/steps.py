@@ -247,6 +247,15 @@ class ManualArgs(StepArgs):
     instruction: str
 
 
+class LeftOutItem(Item):
+    vm: str
+    reason: str
+
+
+class LeftOutArgs(StepArgs):
+    items: tuple[LeftOutItem, ...] = ()
+
+
 class ScriptArgs(StepArgs):
     host: str
     path: str

@@ -86,3 +86,28 @@ def test_a_cancel_that_cannot_put_a_vm_back_says_so_and_cancelling_again_finishe
     assert after["vms"]["contoso-west"]["sql01"]["power"] == "Off"
     third = run("ops", "cancel", "--config", str(config), op)
     assert third.exit_code == EXIT_REFUSED and "already cancelled" in third.stderr
+
+
+def test_an_unreadable_vm_is_named_left_out_of_an_unplanned_failover_and_stops_a_planned_one(
+        tmp_path: Path) -> None:
+    config = demo_copy(tmp_path, lambda d: None)
+    assert run("validate", "--config", str(config)).exit_code == EXIT_OK
+    world(config).inject({"call": "hyperv.get_replications", "target": "web01", "fault": "permanent"})
+
+    planned = run("plan", "--config", str(config), "--plan", DEMO_PLAN, "--kind", "planned")
+    assert planned.exit_code == EXIT_REFUSED, planned.output
+    assert "[vm_state_unreadable] VM web01: its Hyper-V state cannot be read" in " ".join(planned.output.split())
+
+    preview = run("plan", "--config", str(config), "--plan", DEMO_PLAN, "--kind", "unplanned")
+    assert preview.exit_code == EXIT_OK, preview.output
+    assert "VM web01 is left out: its Hyper-V state cannot be read" in " ".join(preview.stdout.split())
+
+    ran = run("run", "--config", str(config), "--plan", DEMO_PLAN, "--kind", "unplanned", "--yes")
+    assert ran.exit_code == EXIT_WAITING, ran.output  # the demo's manual step after the databases
+    assert "was left out of this failover, nothing was done for it" in " ".join(ran.stdout.split())
+    ended = run("ops", "resume", "--config", str(config), op_id_in(ran.stdout))
+    assert ended.exit_code == EXIT_FAILED, ended.output
+    assert "VMs that failed: web01" in " ".join(ended.stdout.split())
+    after = world(config).snapshot()
+    assert after["replications"]["web01"]["state"] == "Replicating"
+    assert after["replications"]["sql01"]["state"] == "FailedOverWaitingCompletion"
