@@ -435,9 +435,13 @@ def ops_cancel(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
                     out.print(f"  not put back as they were: [red]{escape(', '.join(comp['not_restored']))}[/]; "
                               f"see {command_line(loaded, f'ops show {child}')}, fix the cause, then "
                               f"{command_line(loaded, f'ops cancel {op_id}')} undoes the rest")
+                if comp.get("cannot_undo"):
+                    out.print(f"  failed over for good (completed): [red]{escape(', '.join(comp['cannot_undo']))}[/]; "
+                              "no cancel undoes that, a failback does")
             else:
                 out.print(f"  {escape(comp.get('undone', 'nothing to undo'))}")
-        failed = comp.get("operation") and (comp.get("status") != "succeeded" or comp.get("not_restored"))
+        failed = comp.get("operation") and (comp.get("status") != "succeeded" or comp.get("not_restored")
+                                            or comp.get("cannot_undo"))
         raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 

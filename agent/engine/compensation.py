@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from agent.engine.actions.hyperv import FailoverCompleted
 from agent.engine.journal import Journal
 from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OpStatus
 from agent.engine.operations import steps_for
@@ -53,18 +54,25 @@ def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
             steps=steps, vms=[v.name for v in plan.vms], parent_id=op.id, requested_by=op.requested_by,
         )
     view = runner.run(child)
+    left, completed = not_restored(runner.journal, child, view.failed_vms)
     return {"operation": child, "status": view.status, "failed_vms": view.failed_vms,
-            "not_restored": not_restored(runner.journal, child, view.failed_vms)}
+            "not_restored": left, "cannot_undo": completed}
 
 
-def not_restored(journal: Journal, op_id: str, failed_vms: list[str]) -> list[str]:
-    """The VMs a compensation did not put back: those that failed, and those with an undo
-    skipped because a host or router could not be reached."""
-    left = set(failed_vms)
+def not_restored(journal: Journal, op_id: str, failed_vms: list[str]) -> tuple[list[str], list[str]]:
+    """The VMs a compensation did not put back: those another cancel may still put back (they
+    failed, or an undo was skipped because a host or router could not be reached), and those
+    whose failover is completed, which no cancel undoes."""
+    left, completed = set(failed_vms), set()
     for row in journal.steps(op_id):
-        left |= {it["vm"] for it in (row.outcome or {}).get("items", [])
-                 if it.get("vm") and str(it.get("skipped") or "").startswith("unreachable")}
-    return sorted(left)
+        for it in (row.outcome or {}).get("items", []):
+            if not it.get("vm"):
+                continue
+            if (it.get("error") or {}).get("code") == FailoverCompleted.code:
+                completed.add(it["vm"])
+            elif str(it.get("skipped") or "").startswith("unreachable"):
+                left.add(it["vm"])
+    return sorted(left - completed), sorted(completed)
 
 
 def can_compensate_again(op: OperationRow) -> bool:

@@ -4,9 +4,12 @@ failover cancelled is cleaned up. (A cancel killed half-way: see test_engine_rec
 
 from __future__ import annotations
 
+import pytest
+
 from agent.domain.model import ReplicationState
+from agent.engine.compensation import can_compensate_again
 from agent.engine.model import OperationKind, OpStatus
-from tests.rigs import ACTOR, normalised
+from tests.rigs import ACTOR, Killed, kill_at, normalised
 
 VMS = ("sql01", "app01", "app02", "web01")
 
@@ -173,3 +176,57 @@ def test_a_failover_is_kept_while_its_primary_cannot_be_reached_and_a_second_can
     assert after["replications"]["sql01"]["state"] == ReplicationState.REPLICATING.value
     assert after["vms"]["contoso-east"]["sql01"]["power"] == "Running"
     assert after["vms"]["contoso-west"]["sql01"]["power"] == "Off"
+
+
+def test_a_cancel_does_not_pretend_to_undo_a_completed_failover(new_rig) -> None:
+    """Someone completed sql01's failover by hand while the operation waited: the cancel says it
+    cannot undo that one (fail back instead) and names it as not put back."""
+    rig = new_rig()
+    view = rig.engine.start(OperationKind.PLANNED_FAILOVER, "contoso-apps")
+    west_host = rig.world.snapshot()["vms"]["contoso-west"]["sql01"]["host"]
+    rig.ports.hyperv["contoso-west"].replicate(west_host, "complete", ["sql01"])
+
+    rig.engine.cancel(view.id, actor=ACTOR)
+
+    comp = rig.engine.journal.operation(view.id).result["compensation"]
+    assert (comp["not_restored"], comp["cannot_undo"]) == ([], ["sql01"])
+    assert not can_compensate_again(rig.engine.journal.operation(view.id)), "no second cancel would do better"
+    [error] = [e for e in rig.engine.view(comp["operation"]).errors if e["step"].startswith("cancel/cancel-failover")]
+    assert error["code"] == "failover_completed" and "a cancel cannot undo it" in error["message"]
+    after = rig.world.snapshot()
+    assert after["replications"]["sql01"]["state"] == ReplicationState.FAILED_OVER.value
+    assert after["vms"]["contoso-west"]["sql01"]["power"] == "Running", "left running where it is"
+    assert after["vms"]["contoso-east"]["sql01"]["power"] == "Off", "never two copies running"
+
+
+def test_a_prepared_failover_whose_primary_cannot_be_reached_is_named_not_put_back(new_rig) -> None:
+    rig = new_rig()
+    rig.world.inject({"call": "hyperv.replicate.failover", "target": "sql01", "fault": "permanent"})
+    failed = rig.engine.start(OperationKind.PLANNED_FAILOVER, "contoso-apps")
+    rig.world.clear_faults()
+    rig.world.inject({"call": "hyperv.*", "target": east_host(rig, "sql01"), "fault": "transient"})
+
+    rig.engine.cancel(failed.id, actor=ACTOR)
+
+    comp = rig.engine.journal.operation(failed.id).result["compensation"]
+    assert comp["not_restored"] == ["sql01"]
+    assert any(e["code"] == "unreachable" and e["vm"] == "sql01" for e in rig.engine.view(comp["operation"]).errors)
+    assert rig.world.snapshot()["replications"]["sql01"]["state"] == ReplicationState.PREPARED_FOR_FAILOVER.value
+
+
+def test_a_kill_after_the_source_was_stopped_still_restores_it_running(new_rig) -> None:
+    """Killed after the stop acted but before its outcome was journalled: the re-run reads the VM
+    off, yet the power state journalled before the stop (running) is the one a cancel restores."""
+    rig = new_rig(crash_hook=kill_at("acted", "databases/shutdown-source/hv-east-01"))
+    with pytest.raises(Killed):
+        rig.engine.start(OperationKind.PLANNED_FAILOVER, "contoso-apps")
+    rig.restart()
+    [view] = rig.engine.resume_unfinished()
+    assert view.status == OpStatus.WAITING.value
+    assert rig.world.snapshot()["vms"]["contoso-east"]["sql01"]["power"] == "Off"
+
+    rig.engine.cancel(view.id, actor=ACTOR)
+
+    after = rig.world.snapshot()
+    assert after["vms"]["contoso-east"]["sql01"]["power"] == "Running"
+    assert after["replications"]["sql01"]["state"] == ReplicationState.REPLICATING.value

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from agent.domain.errors import InvalidReplicationState, ReplicationNotEnabled
+from agent.domain.errors import ReplicationNotEnabled
 from agent.domain.model import FailoverIpSetting, NicFailoverConfig, PowerState, Replication, ReplicationState
 from agent.engine.actions.base import ActionContext, action, error_json, outcomes, tolerant
 from agent.engine.actions.vmm import reserved_by_nic
@@ -24,8 +24,14 @@ from agent.engine.steps import (
     RestoreFailoverArgs,
     SetFailoverArgs,
 )
-from agent.errors import AgentError, TransientError
+from agent.errors import AgentError, ConflictError, TransientError
 from agent.ports import HyperV, ItemResult
+
+
+class FailoverCompleted(ConflictError):
+    """A cancel met a failover that is completed (``FailedOver``): only a failback undoes it."""
+
+    code = "failover_completed"
 
 
 def _on_host(ctx: ActionContext, args: PowerArgs | ReplicateArgs, what: str,
@@ -161,9 +167,9 @@ def _cancel_where_they_are(ctx: ActionContext, args: ReplicateArgs) -> StepResul
                     "message": f"the failover of {it.vm} is kept, running at {rep.replica_site}: its primary host "
                                f"{rep.primary_host} cannot be reached to start it again ({problem.message})"}))
         else:
-            done.append(_failed(it, InvalidReplicationState(
+            done.append(_failed(it, FailoverCompleted(
                 f"the failover of {it.vm} is completed ({rep.state.value} at {rep.replica_site}): a cancel cannot "
-                "undo it; fail back instead", vm=it.vm, state=rep.state.value)))
+                "undo it; it runs there until it is failed back", vm=it.vm, state=rep.state.value)))
     for (site, on), its in sorted(where.items()):
         call = partial(ctx.ports.hyperv[site].replicate, on, "cancel", [i.vm for i in its])
         try:
@@ -178,9 +184,7 @@ def _failed(it: HostVmItem, exc: AgentError) -> ItemOutcome:
 
 
 def _primary_unreachable(ctx: ActionContext, rep: Replication) -> TransientError | None:
-    hv = ctx.ports.hyperv.get(rep.primary_site)
-    if hv is None:
-        return None
+    hv = ctx.ports.hyperv[rep.primary_site]
     try:
         ctx.call(f"hyperv.get_replications@{rep.primary_host}", partial(hv.get_replications, rep.primary_host,
                                                                         [rep.vm]))
