@@ -398,9 +398,11 @@ def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
 
 @ops_app.command("cancel", help="Cancel an operation and undo what is safe to undo: a test failover "
                  "is cleaned up; a planned or unplanned failover or failback that has not finished is "
-                 "rolled back from its snapshots (Hyper-V Replica failover cancelled, source VMs "
-                 "started, failover IPs, routes and DNS put back). Reservations are kept. The undoing "
-                 "is an operation of its own, shown as it runs.\n\n" + EXIT_CODES_HELP)
+                 "rolled back from its snapshots (Hyper-V Replica failover cancelled where each VM's "
+                 "replication is, source VMs that were running started again, failover IPs, routes and "
+                 "DNS put back). Reservations are kept. The undoing is an operation of its own, shown as "
+                 "it runs; when it could not put every VM back, cancelling again once the cause is fixed "
+                 "undoes the rest.\n\n" + EXIT_CODES_HELP)
 def ops_cancel(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     from agent.engine.compensation import can_compensate_again
 
