@@ -230,3 +230,21 @@ def test_a_kill_after_the_source_was_stopped_still_restores_it_running(new_rig) 
     after = rig.world.snapshot()
     assert after["vms"]["contoso-east"]["sql01"]["power"] == "Running"
     assert after["replications"]["sql01"]["state"] == ReplicationState.REPLICATING.value
+
+
+def test_a_source_that_cannot_be_started_again_is_named_and_a_second_cancel_starts_it(new_rig) -> None:
+    """The primary host answered when the cancel looked, then refused the start: the cancel does
+    not end quietly succeeded, it names sql01 as not put back; cancelling again starts it."""
+    rig = new_rig()
+    view = rig.engine.start(OperationKind.PLANNED_FAILOVER, "contoso-apps")
+    rig.world.inject({"call": "hyperv.set_power.start", "target": east_host(rig, "sql01"), "fault": "transient"})
+
+    rig.engine.cancel(view.id, actor=ACTOR)
+
+    comp = rig.engine.journal.operation(view.id).result["compensation"]
+    assert comp["status"] == OpStatus.SUCCEEDED.value and comp["not_restored"] == ["sql01"]
+    assert rig.world.snapshot()["vms"]["contoso-east"]["sql01"]["power"] == "Off"
+    rig.world.clear_faults()
+    rig.engine.cancel(view.id, actor=ACTOR)
+    assert rig.world.snapshot()["vms"]["contoso-east"]["sql01"]["power"] == "Running"
+    assert rig.engine.journal.operation(view.id).result["compensation"]["not_restored"] == []
