@@ -379,9 +379,14 @@ def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
     with _stored_operation(op, config, as_json) as (sess, row):
         loaded, op_id = sess.loaded, row.id
         if row.status in FINAL:
+            from agent.engine.compensation import can_compensate_again
+
+            parent = sess.journal.operation(row.parent_id) if row.kind == "cancel" and row.parent_id else None
             raise RefusedError(f"{op_id} is {row.status}; it cannot run again"
                                + (f" ({command_line(loaded, f'run --plan {row.plan_name} --kind cleanup')} "
-                                  "undoes a test failover)" if row.kind == "test_failover" else ""),
+                                  "undoes a test failover)" if row.kind == "test_failover" else "")
+                               + (f" ({command_line(loaded, f'ops cancel {parent.id}')} undoes what it left)"
+                                  if parent is not None and can_compensate_again(parent) else ""),
                                operation=op_id)
         if row.status == WAITING:
             view = sess.engine.view(op_id)

@@ -4,6 +4,7 @@ half-way, and a VM whose state cannot be read while planning."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,11 @@ def test_a_cancel_that_cannot_put_a_vm_back_says_so_and_cancelling_again_finishe
     assert "not put back as they were: sql01" in out
     assert f"ops cancel {op} --config {config} undoes the rest" in out and "ops resume" not in out
     assert world(config).snapshot()["vms"]["contoso-west"]["sql01"]["power"] == "Running", "kept running"
+    undo = [o["id"] for o in json.loads(run("ops", "list", "--config", str(config), "--json").stdout)
+            if o["kind"] == "cancel"]
+    resumed = run("ops", "resume", "--config", str(config), undo[0])
+    assert resumed.exit_code == EXIT_REFUSED
+    assert f"ops cancel {op} --config {config} undoes what it left" in " ".join(resumed.stderr.split())
 
     world(config).clear_faults()
     second = run("ops", "cancel", "--config", str(config), op)
