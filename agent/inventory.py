@@ -44,9 +44,9 @@ from agent.domain.model import (
     VirtualMachine,
     VmNetwork,
 )
-from agent.errors import TransientError
+from agent.errors import PermanentError, TransientError
 from agent.logging import get_logger
-from agent.ports import Ports, VmmInventory
+from agent.ports import HyperV, Ports, VmmInventory
 
 log = get_logger(__name__)
 
@@ -131,11 +131,12 @@ def gather_inventory(
         vms += inv.vms
         log.debug("vmm inventory read", site=site.name, vms=len(inv.vms), pools=len(inv.pools))
 
-    replications, failover_configs = _read_hosts(ports, vms, reader)
+    replications, failover_configs, unreadable = _read_hosts(ports, vms, reader)
     record_sets = _read_dns(config, ports, vms, pools, grants, failover_configs, dns_purpose)
     routes = _read_routes(config, ports, reader)
     return Inventory(
         stale=tuple(reader.stale),
+        unreadable=tuple(sorted(unreadable.items())),
         vm_networks=tuple(networks),
         pools=tuple(pools),
         grants=tuple(grants),
@@ -149,32 +150,49 @@ def gather_inventory(
 
 def _read_hosts(
     ports: Ports, vms: list[VirtualMachine], reader: _Reader
-) -> tuple[list[Replication], list[NicFailoverConfig]]:
+) -> tuple[list[Replication], list[NicFailoverConfig], dict[str, str]]:
+    """Replications and failover configurations, host by host, and the VMs that could not be
+    read, with why. A host that refuses its batch is read again VM by VM, so that one VM's
+    permanent error costs that VM only: the planner decides what it costs the plan."""
     by_host: dict[tuple[str, str], list[VirtualMachine]] = defaultdict(list)
     for vm in vms:
         by_host[(vm.site, vm.host)].append(vm)
     replications: dict[tuple[str, str, str], Replication] = {}
     configs: list[NicFailoverConfig] = []
+    unreadable: dict[str, str] = {}
     for (site, host), on_host in sorted(by_host.items()):
         hyperv = ports.hyperv[site]
-        # Test VMs ("<vm> - Test") have no replication of their own.
-        names = sorted({vm.name for vm in on_host if vm.role != "test"})
-        nics = [(vm.name, nic.name) for vm in on_host if vm.role == "replica" for nic in vm.nics]
-
-        def fetch(hyperv=hyperv, host=host, names=names, nics=nics):
-            reps = hyperv.get_replications(host, names) if names else []
-            return reps, (hyperv.get_failover_configs(host, nics) if nics else [])
-
-        reps, cfgs = reader.read(
-            site, f"host:{host}", f"Hyper-V host {host}", fetch,
-            lambda v: {"replications": _dump_models(v[0]), "configs": _dump_models(v[1])},
-            lambda d: ([Replication.model_validate(x) for x in d["replications"]],
-                       [NicFailoverConfig.model_validate(x) for x in d["configs"]]))
+        try:
+            reps, cfgs = reader.read(
+                site, f"host:{host}", f"Hyper-V host {host}", partial(_read_host, hyperv, host, on_host),
+                lambda v: {"replications": _dump_models(v[0]), "configs": _dump_models(v[1])},
+                lambda d: ([Replication.model_validate(x) for x in d["replications"]],
+                           [NicFailoverConfig.model_validate(x) for x in d["configs"]]))
+        except PermanentError:
+            reps, cfgs = [], []
+            for vm in on_host:
+                try:
+                    one_reps, one_cfgs = _read_host(hyperv, host, [vm])
+                except PermanentError as exc:
+                    log.warning("VM state unreadable", vm=vm.name, host=host, code=exc.code)
+                    unreadable.setdefault(vm.name, f"{exc.code} at {host}: {exc.message}")
+                    continue
+                reps += one_reps
+                cfgs += one_cfgs
         for rep in reps:
             # Both ends of a relationship report it; keep one.
             replications.setdefault((rep.vm, rep.primary_site, rep.replica_site), rep)
         configs += cfgs
-    return list(replications.values()), configs
+    return list(replications.values()), configs, unreadable
+
+
+def _read_host(hyperv: HyperV, host: str, on_host: list[VirtualMachine]
+               ) -> tuple[list[Replication], list[NicFailoverConfig]]:
+    # Test VMs ("<vm> - Test") have no replication of their own.
+    names = sorted({vm.name for vm in on_host if vm.role != "test"})
+    nics = [(vm.name, nic.name) for vm in on_host if vm.role == "replica" for nic in vm.nics]
+    reps = hyperv.get_replications(host, names) if names else []
+    return reps, (hyperv.get_failover_configs(host, nics) if nics else [])
 
 
 def _plan_vms(config: AgentConfig) -> list[str]:

@@ -410,13 +410,21 @@ def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
     with _stored_operation(op, config, as_json) as (sess, row):
         loaded, op_id = sess.loaded, row.id
         if row.status in FINAL:
+            from agent.engine.compensation import can_compensate_again
+
+            parent = sess.journal.operation(row.parent_id) if row.kind == "cancel" and row.parent_id else None
             raise RefusedError(f"{op_id} is {row.status}; it cannot run again"
                                + (f" ({command_line(loaded, f'run --plan {row.plan_name} --kind cleanup')} "
-                                  "undoes a test failover)" if row.kind == "test_failover" else ""),
+                                  "undoes a test failover)" if row.kind == "test_failover" else "")
+                               + (f" ({command_line(loaded, f'ops cancel {parent.id}')} undoes what it left)"
+                                  if parent is not None and can_compensate_again(parent) else ""),
                                operation=op_id)
         if row.status == WAITING:
             view = sess.engine.view(op_id)
-            sess.say(f"{op_id}: marking the manual step done: {escape(view.waiting_for or '')}")
+            if any(s.status == "waiting" and s.action == "hyperv.await_failover" for s in view.steps):
+                sess.say(f"{op_id}: reading replication again before anything moves: {escape(view.waiting_for or '')}")
+            else:
+                sess.say(f"{op_id}: marking the manual step done: {escape(view.waiting_for or '')}")
         elif row.status == "running":
             sess.say(f"{op_id} is marked running; continuing it from its journal here "
                      "(an agent that stops leaves its operations so).")
@@ -426,13 +434,17 @@ def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
 
 @ops_app.command("cancel", help="Cancel an operation and undo what is safe to undo: a test failover "
                  "is cleaned up; a planned or unplanned failover or failback that has not finished is "
-                 "rolled back from its snapshots (Hyper-V Replica failover cancelled, source VMs "
-                 "started, failover IPs, routes and DNS put back). Reservations are kept. The undoing "
-                 "is an operation of its own, shown as it runs.\n\n" + EXIT_CODES_HELP)
+                 "rolled back from its snapshots (Hyper-V Replica failover cancelled where each VM's "
+                 "replication is, source VMs that were running started again, failover IPs, routes and "
+                 "DNS put back). Reservations are kept. The undoing is an operation of its own, shown as "
+                 "it runs; when it could not put every VM back, cancelling again once the cause is fixed "
+                 "undoes the rest.\n\n" + EXIT_CODES_HELP)
 def ops_cancel(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    from agent.engine.compensation import can_compensate_again
+
     with _stored_operation(op, config, as_json) as (sess, row):
         loaded, op_id = sess.loaded, row.id
-        if row.status in FINAL:
+        if row.status in FINAL and not can_compensate_again(row):
             hint = (f"; {command_line(loaded, f'run --plan {row.plan_name} --kind cleanup')} cleans up a test "
                     "failover" if row.kind == "test_failover" and row.status != "cancelled" else "")
             raise RefusedError(f"{op_id} is already {row.status}: nothing to cancel{hint}", operation=op_id)
@@ -456,13 +468,18 @@ def ops_cancel(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
                 out.print(f"  undone by {comp['operation']}: [{style}]{comp.get('status')}[/]"
                           + (f"; VMs that failed: {escape(', '.join(comp['failed_vms']))}"
                              if comp.get("failed_vms") else ""))
-                if comp.get("status") != "succeeded":
+                if comp.get("not_restored"):
                     child = comp["operation"]
-                    out.print(f"  see {command_line(loaded, f'ops show {child}')}; "
-                              f"{command_line(loaded, f'ops resume {child}')} tries again")
+                    out.print(f"  not put back as they were: [red]{escape(', '.join(comp['not_restored']))}[/]; "
+                              f"see {command_line(loaded, f'ops show {child}')}, fix the cause, then "
+                              f"{command_line(loaded, f'ops cancel {op_id}')} undoes the rest")
+                if comp.get("cannot_undo"):
+                    out.print(f"  failed over for good (completed): [red]{escape(', '.join(comp['cannot_undo']))}[/]; "
+                              "no cancel undoes that, a failback does")
             else:
                 out.print(f"  {escape(comp.get('undone', 'nothing to undo'))}")
-        failed = comp.get("operation") and comp.get("status") != "succeeded"
+        failed = comp.get("operation") and (comp.get("status") != "succeeded" or comp.get("not_restored")
+                                            or comp.get("cannot_undo"))
         raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 

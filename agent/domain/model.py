@@ -348,3 +348,6 @@ class Inventory(Frozen):
     routes: tuple[Route, ...] = ()
     stale: tuple[str, ...] = ()
     """Parts of a site that could not be read and were taken from the last good read."""
+    unreadable: tuple[tuple[str, str], ...] = ()
+    """(VM, why): VMs whose Hyper-V state a host refused to give (a permanent error); the others
+    of that host were read one by one."""

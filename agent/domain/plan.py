@@ -179,6 +179,8 @@ class Plan:
     changes: tuple[Change, ...]
     notes: tuple[str, ...] = ()
     """Things the operator should know that change nothing (DHCP NICs left alone, ...)."""
+    excluded: tuple[tuple[str, str], ...] = ()
+    """(VM, why): VMs of the recovery plan an unplanned failover leaves out, their state unreadable."""
     _checksum: list[str] = field(default_factory=list, compare=False, repr=False)
 
     @staticmethod
@@ -234,6 +236,7 @@ class Plan:
             "vms": [asdict(v) for v in self.vms],
             "changes": [change_to_json(c) for c in self.changes],
             "notes": list(self.notes),
+            "excluded": [list(e) for e in self.excluded],
         }
 
     def checksum(self) -> str:
@@ -243,6 +246,8 @@ class Plan:
                 "target_site": self.target_site, "vms": [asdict(v) for v in self.vms],
                 "changes": [change_to_json(c) for c in self.changes],
             }
+            if self.excluded:  # only then: the checksums of plans stored before it stay valid
+                body["excluded"] = [list(e) for e in self.excluded]
             self._checksum.append("sha256:" + hashlib.sha256(_canonical(body).encode()).hexdigest())
         return self._checksum[0]
 

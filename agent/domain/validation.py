@@ -39,6 +39,8 @@ Reason codes (stable; the API and the journal use them):
                                 by another VM, or given twice
 ``invalid_dns_name``            a VM's name gives no valid DNS host name and ``dns.hostnames``
                                 gives it none
+``vm_state_unreadable``         a plan VM's Hyper-V state could not be read (a planned failover
+                                stops; an unplanned one leaves the VM out, naming it)
 ==============================  ===========================================================
 
 :func:`check_config_against_inventory` is the cheaper, plan-independent cross-check of the config
@@ -78,6 +80,7 @@ POOL_EXHAUSTED = "pool_exhausted"
 PARTIAL_SUBNET_FAILOVER = "partial_subnet_failover"
 RETAINED_SUBNET_UNDECLARED = "retained_subnet_undeclared"
 INVALID_DNS_NAME = "invalid_dns_name"
+VM_STATE_UNREADABLE = "vm_state_unreadable"
 
 REFUSAL_CODES: tuple[str, ...] = (
     UNKNOWN_PLAN, VM_NOT_FOUND, VM_NOT_REPLICATED, REPLICA_NOT_FOUND, REPLICA_NIC_NOT_FOUND,
@@ -85,7 +88,7 @@ REFUSAL_CODES: tuple[str, ...] = (
     TARGET_NETWORK_NOT_FOUND, NO_STATIC_POOL, WNV_TARGET_WITHOUT_POOL, TEST_NETWORK_NOT_FOUND,
     TEST_NETWORK_NOT_ISOLATED, TEST_NETWORK_NAME_TAKEN, TEST_NETWORK_NEEDS_POOLS,
     TEST_NETWORK_NO_SUBNETS, POOL_EXHAUSTED, PARTIAL_SUBNET_FAILOVER, RETAINED_SUBNET_UNDECLARED,
-    INVALID_DNS_NAME,
+    INVALID_DNS_NAME, VM_STATE_UNREADABLE,
 )
 
 # Address overrides (config ``address_overrides``): refused by agent.domain.planning.overrides,
@@ -178,6 +181,15 @@ def vm_not_replicated(vm: str) -> Refusal:
         VM_NOT_REPLICATED,
         f"VM {vm} has no Hyper-V Replica relationship: it cannot fail over",
         {"vm": vm},
+    )
+
+
+def vm_state_unreadable(vm: str, why: str) -> Refusal:
+    return Refusal(
+        VM_STATE_UNREADABLE,
+        f"VM {vm}: its Hyper-V state cannot be read ({why}); nothing was changed. Fix what the host "
+        "reports, or fail over without it by taking it out of the recovery plan",
+        {"vm": vm, "reason": why},
     )
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.engine.model import ERROR_POLICY, OperationKind
+from agent.engine.actions.hyperv import FailoverCompleted
+from agent.engine.journal import Journal
+from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OpStatus
 from agent.engine.operations import steps_for
 from agent.engine.planio import plan_from_json
 from agent.engine.store import OperationRow
@@ -25,6 +27,11 @@ if TYPE_CHECKING:
 
 
 def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
+    """Run (or resume, or run again) the compensation of ``op``; what it did, for the result of
+    ``op``: the compensating operation, its status, and ``not_restored``, the VMs it could not
+    put back as they were (an error, or a host it could not reach). Those can be tried again
+    with another cancel of ``op`` (:func:`can_compensate_again`): every undo step reads the
+    state and acts only on what is still to undo."""
     kind = OperationKind(op.kind)
     if op.plan is None or kind not in (OperationKind.TEST_FAILOVER, OperationKind.PLANNED_FAILOVER,
                                        OperationKind.UNPLANNED_FAILOVER, OperationKind.FAILBACK):
@@ -33,11 +40,12 @@ def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
     child_kind = OperationKind.CLEANUP_TEST if kind == OperationKind.TEST_FAILOVER else OperationKind.CANCEL
     steps = steps_for(child_kind, runner.config, plan, op.id)
     # A compensation cut off by a crash is resumed, not started a second time (a second one
-    # could not even start: the first still holds the VMs).
+    # could not even start: the first still holds the VMs). One that ended without putting
+    # everything back is followed by a new one.
     earlier = [o for o in runner.journal.operations(limit=10000)
                if o.parent_id == op.id and o.kind == child_kind.value]
-    if earlier:
-        child = earlier[-1].id  # the oldest: there is only ever one
+    if earlier and OpStatus(earlier[0].status) not in FINAL_STATUSES:
+        child = earlier[0].id  # the newest: only it can be unfinished
     else:
         runner.journal.release_vms(op.id)
         child = runner.journal.create_operation(
@@ -46,4 +54,28 @@ def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
             steps=steps, vms=[v.name for v in plan.vms], parent_id=op.id, requested_by=op.requested_by,
         )
     view = runner.run(child)
-    return {"operation": child, "status": view.status, "failed_vms": view.failed_vms}
+    left, completed = not_restored(runner.journal, child, view.failed_vms)
+    return {"operation": child, "status": view.status, "failed_vms": view.failed_vms,
+            "not_restored": left, "cannot_undo": completed}
+
+
+def not_restored(journal: Journal, op_id: str, failed_vms: list[str]) -> tuple[list[str], list[str]]:
+    """The VMs a compensation did not put back: those another cancel may still put back (they
+    failed, or an undo was skipped because a host or router could not be reached), and those
+    whose failover is completed, which no cancel undoes."""
+    left, completed = set(failed_vms), set()
+    for row in journal.steps(op_id):
+        for it in (row.outcome or {}).get("items", []):
+            if not it.get("vm"):
+                continue
+            if (it.get("error") or {}).get("code") == FailoverCompleted.code:
+                completed.add(it["vm"])
+            elif str(it.get("skipped") or "").startswith("unreachable"):
+                left.add(it["vm"])
+    return sorted(left - completed), sorted(completed)
+
+
+def can_compensate_again(op: OperationRow) -> bool:
+    """A cancelled operation whose compensation left VMs not put back may be cancelled again."""
+    comp = (op.result or {}).get("compensation") or {}
+    return op.status == OpStatus.CANCELLED.value and bool(comp.get("not_restored"))

@@ -43,6 +43,8 @@ from agent.engine.steps import (
     DnsRestoreArgs,
     FailoverIpItem,
     HostVmItem,
+    LeftOutArgs,
+    LeftOutItem,
     ManualArgs,
     NamedItem,
     NicItem,
@@ -145,10 +147,11 @@ def _same_vm(v: PlannedVm) -> str:
 
 def _power_steps(group: str, label: str, site: str, vms: list[PlannedVm], host_of: Callable[[PlannedVm], str],
                  power: PowerAction, *, tolerate_unreachable: bool = False,
-                 target_vm: Callable[[PlannedVm], str] = _same_vm) -> list[StepSpec | None]:
+                 target_vm: Callable[[PlannedVm], str] = _same_vm,
+                 restore_from: str | None = None) -> list[StepSpec | None]:
     return [step(f"{group}/{label}/{host}", "hyperv.power", host, PowerArgs(
         site=site, host=host, items=_host_items(vs, target_vm), power=power,
-        tolerate_unreachable=tolerate_unreachable), group)
+        tolerate_unreachable=tolerate_unreachable, restore_from=restore_from), group)
         for host, vs in by(vms, host_of).items()]
 
 
@@ -219,6 +222,9 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
         if lowered:
             b.add_stage([step("before/wait-old-ttl", "dns.wait_ttl", None,
                               WaitTtlArgs(seconds=wait_s, key="before/wait-old-ttl"), "before")])
+    b.add_stage([step("left-out", "left_out", None, LeftOutArgs(items=tuple(
+        LeftOutItem(key=vm, vm=vm, reason=f"its Hyper-V state could not be read ({why})")
+        for vm, why in plan.excluded))) if plan.excluded else None])
     group_index = {v.name: v.group_index for v in plan.vms}
     moves_by_group = by(plan.of(MoveRoute), lambda m: _route_group(plan, m, group_index))
     reserves = plan.of(ReserveIp)
@@ -349,14 +355,16 @@ def reverse_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
 
 
 def cancel_steps(config: AgentConfig, plan: Plan, op_id: str) -> list[StepSpec]:
-    """Undo an uncommitted failover from its snapshots: cancel the Hyper-V Replica failovers,
-    start the source VMs again, put failover IPs, routes and DNS records back as they were."""
+    """Undo an uncommitted failover from its snapshots: cancel the Hyper-V Replica failovers
+    where each VM's replication says they are (the replica host, or the primary host for one
+    stopped after prepare), start again the source VMs the failover found running, put failover
+    IPs, routes and DNS records back as they were."""
     b = Steps()
     vms = list(plan.vms)
     if config.agent.mode == "full":
         b.add_stage(_replicate_steps("cancel", "cancel-failover", plan.target_site, vms, _target_host, "cancel"))
         b.add_stage(_power_steps("cancel", "restart-source", plan.source_site, vms, _source_host, "start",
-                                 tolerate_unreachable=True))
+                                 tolerate_unreachable=True, restore_from=op_id))
     b.add_stage([step(f"cancel/restore-failover-ip/{host}", "hyperv.restore_failover", host, RestoreFailoverArgs(
         site=plan.target_site, host=host, scope=op_id, items=tuple(NicItem(key=f"{c.vm}/{c.nic}", vm=c.vm, nic=c.nic)
                                                                   for c in cs)))

@@ -45,6 +45,7 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         vms=tuple(PlannedVm(**v) for v in data["vms"]),
         changes=tuple(_change(c) for c in data["changes"]),
         notes=tuple(data.get("notes", ())),
+        excluded=tuple((vm, why) for vm, why in data.get("excluded", ())),
     )
     if data.get("checksum") and plan.checksum() != data["checksum"]:
         raise ValueError(f"stored plan {data['plan']} does not match its checksum")

@@ -21,8 +21,9 @@ from agent.domain.model import Inventory, RecordType, ReplicationState
 from agent.domain.plan import Change, DnsChange, Plan, PlanKind, ReserveIp
 from agent.domain.planning import build_plan, host_name
 from agent.engine.actions.dns import dns_snapshot_key
+from agent.engine.compensation import can_compensate_again, compensate
 from agent.engine.journal import Journal
-from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OperationView, OpStatus
+from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OperationView, OpStatus, StepStatus
 from agent.engine.operations import steps_for
 from agent.engine.planio import plan_from_json
 from agent.engine.retrying import retrying_ports
@@ -347,13 +348,22 @@ class Engine:
         if OpStatus(op.status) in FINAL_STATUSES:
             raise ConflictError(f"operation {op_id} is {op.status}; it cannot run again", operation=op_id)
         self._check_resumable(op)
-        if op.status == OpStatus.WAITING.value:
+        # Only an operator's pause is done because someone says so: a wait for the orchestrator
+        # stays waiting and runs again, re-reading replication before anything moves.
+        if op.status == OpStatus.WAITING.value and any(
+                r.status == StepStatus.WAITING.value and r.action == "manual" for r in self.journal.steps(op_id)):
             self.journal.complete_manual(op_id, actor)
         self.store.audit(actor=actor, action="operation.resume", operation_id=op_id)
         return self.run(op_id)
 
     def cancel(self, op_id: str, *, actor: str) -> OperationView:
         op = self.journal.operation(op_id)
+        if can_compensate_again(op):
+            # The first undo left VMs not put back (a host down, an error fixed since): again.
+            self.store.audit(actor=actor, action="operation.cancel_again", operation_id=op_id)
+            info = compensate(self.runner, op)
+            self.journal.set_status(op_id, OpStatus.CANCELLED, result={**(op.result or {}), "compensation": info})
+            return self.journal.view(op_id)
         if OpStatus(op.status) in FINAL_STATUSES:
             raise ConflictError(f"operation {op_id} is already {op.status}", operation=op_id)
         self.journal.request_cancel(op_id, actor)

@@ -129,6 +129,9 @@ class PowerArgs(StepArgs):
     power: PowerAction
     tolerate_unreachable: bool = False
     """Unplanned failover: the source site may be gone; an unreachable host skips its items."""
+    restore_from: str | None = None
+    """Start only the VMs that operation found running before it stopped them (a cancel puts
+    power back as it was); None: act on every item."""
 
 
 class ReplicateArgs(StepArgs):
@@ -242,6 +245,15 @@ class WaitTtlArgs(StepArgs):
 
 class ManualArgs(StepArgs):
     instruction: str
+
+
+class LeftOutItem(Item):
+    vm: str
+    reason: str
+
+
+class LeftOutArgs(StepArgs):
+    items: tuple[LeftOutItem, ...] = ()
 
 
 class ScriptArgs(StepArgs):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.engine.model import OperationKind, OpStatus
-from tests.rigs import ACTOR, Rig, Templates, copy_demo, play_orchestrator
+from tests.rigs import ACTOR, Killed, Rig, Templates, copy_demo, kill_at, play_orchestrator
 
 WAITING = OpStatus.WAITING.value
 
@@ -44,7 +44,8 @@ def test_a_planned_failover_waits_for_the_orchestrator_group_by_group(new_rig, t
     assert view.status == OpStatus.SUCCEEDED.value, view.errors
 
     # The first pause names the first group's VM, for the orchestrator; later ones follow the groups.
-    assert paused[0][0] == "fail over sql01 to contoso-west with your orchestrator, then resume this operation"
+    assert paused[0][0] == ("fail over sql01 to contoso-west with your orchestrator, then resume this operation "
+                            "(not yet: sql01 Replicating)")
     assert paused[0][1] == ["sql01"]
     assert sorted(vm for _, moved in paused for vm in moved) == ["app01", "app02", "sql01", "web01"]
 
@@ -105,3 +106,59 @@ def test_a_network_only_test_failover_waits_for_the_test_vms_and_cleans_up(new_r
     after = rig.world.snapshot()
     assert after["grants"] == before["grants"] and after["vm_networks"] == before["vm_networks"]
     assert after["record_sets"] == before["record_sets"]
+
+
+def test_resuming_before_the_orchestrator_failed_the_vms_over_moves_nothing(new_rig, templates) -> None:
+    """Finding 3: an operator (or an orchestrator) resumes at the pause although no VM failed
+    over. The agent reads replication again and waits again, naming the VMs not over yet; the
+    subnet's routes and DNS stay at the primary, where the VMs still run."""
+    rig = new_rig(templates=templates)
+    before = rig.world.snapshot()
+    view = rig.engine.start(OperationKind.PLANNED_FAILOVER, "contoso-apps")
+    assert view.status == WAITING
+    since = len(rig.world.calls())
+
+    for _ in range(3):
+        view = rig.engine.resume(view.id, actor=ACTOR)
+        assert view.status == WAITING
+        assert view.waiting_for == ("fail over sql01 to contoso-west with your orchestrator, then resume this "
+                                    "operation (not yet: sql01 Replicating)")
+        step = next(s for s in view.steps if s.status == "waiting")
+        assert step.action == "hyperv.await_failover"
+
+    assert agent_calls(rig, since)["hyperv.get_replications"] == 3, "each resume read replication again"
+    after = rig.world.snapshot()
+    for part in ("routes", "record_sets", "replications"):
+        assert after[part] == before[part], part
+    assert after["vms"]["contoso-east"]["sql01"]["power"] == "Running"
+    # Once the orchestrator did fail sql01 over, the same resume goes on to the next pause.
+    play_orchestrator(rig.engine, rig.ports, view.id)
+    view = rig.engine.resume(view.id, actor=ACTOR)
+    assert view.status == WAITING
+    assert next(s for s in view.steps if s.status == "waiting").action == "manual"
+
+
+def test_an_agent_killed_while_checking_again_checks_again_when_restarted(new_rig, templates) -> None:
+    """A kill between the re-read of replication and its outcome: the restarted agent reads it
+    again and still moves nothing for VMs that are not over."""
+    rig = new_rig(templates=templates)
+    view = rig.engine.start(OperationKind.PLANNED_FAILOVER, "contoso-apps")
+    step = next(s for s in view.steps if s.status == "waiting").name
+    before = rig.world.snapshot()
+    rig.restart(crash_hook=kill_at("acted", step))
+    with pytest.raises(Killed):
+        rig.engine.resume(view.id, actor=ACTOR)
+    rig.restart()
+    [resumed] = rig.engine.resume_unfinished()
+    assert resumed.status == WAITING and "not yet: sql01 Replicating" in (resumed.waiting_for or "")
+    after = rig.world.snapshot()
+    for part in ("routes", "record_sets"):
+        assert after[part] == before[part], part
+    final = resumed
+    for _ in range(10):
+        if final.status != WAITING:
+            break
+        play_orchestrator(rig.engine, rig.ports, view.id)
+        final = rig.engine.resume(view.id, actor=ACTOR)
+    assert final.status == OpStatus.SUCCEEDED.value, final.errors
+    assert "192.168.1.0/24" in rig.world.snapshot()["routes"]["rtr-west"]["routes"]

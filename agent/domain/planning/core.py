@@ -71,6 +71,7 @@ class Planner(VmResolution, AddressPlanning, TestNetworkPlanning, RoutePlanning,
             vms=tuple(vm.planned for vm in self.vms),
             changes=Plan.sort_changes(self.changes),
             notes=tuple(self.notes.build()),
+            excluded=tuple(self.excluded),
         )
         return self._with_ttl_note(plan)
 

@@ -58,9 +58,11 @@ class RoutePlanning(PlannerState):
         """Per moving subnet, the primaries at the source site outside the plan with an address in it:
         one pass over the site's VMs, whatever the number of subnets."""
         in_plan = {vm.name for vm in self.vms}
+        # A VM an unplanned failover leaves out (its state unreadable) does not hold the others back.
+        excluded = {name for name, _ in self.excluded}
         left: dict[int, list[str]] = defaultdict(list)
         for other in self.idx.vms_by_site.get(self.source_site, ()):
-            if other.role != "primary" or other.name in in_plan:
+            if other.role != "primary" or other.name in in_plan or other.name in excluded:
                 continue
             for nic in other.nics:
                 for c in nic.ip_configurations:

@@ -29,6 +29,9 @@ class PlannerState:
     changes: list[Change]
     """In any order: the Plan sorts them."""
     vms: list[VmWork]
+    excluded: list[tuple[str, str]]
+    """(VM, why): plan VMs whose state is unreadable: left out of an unplanned failover (any
+    other kind is refused)."""
     source_site: str
     target_site: str
     pools: TargetPools
@@ -58,6 +61,7 @@ class PlannerState:
         self.notes = Collector()
         self.changes = []
         self.vms = []
+        self.excluded = []
         self.source_site = ""
         self.target_site = ""
         self.pools = TargetPools(index)

@@ -33,9 +33,13 @@ class VmResolution(OverridePlanning):
         directions: dict[tuple[str, str], list[str]] = defaultdict(list)
         self_registering = Names((vm, True) for vm in self.config.dns.self_registering_vms)
         pos = 0
+        unreadable = dict(self.idx.inventory.unreadable)
         for g_index, group in enumerate(recovery_plan.groups):
             for name in group.vms:
                 name = self.idx.vm_spelling.spelling(name) or name  # the inventory's spelling from here on
+                if name in unreadable:
+                    self._unreadable(name, unreadable[name])
+                    continue
                 rep = self.idx.replications.get(name)
                 if rep is None:
                     if name in self.idx.vm_names:
@@ -73,6 +77,16 @@ class VmResolution(OverridePlanning):
         if directions:
             # The direction most VMs take names the plan; with mixed directions it is refused anyway.
             (self.source_site, self.target_site), _ = max(directions.items(), key=lambda kv: (len(kv[1]), kv[0]))
+
+    def _unreadable(self, name: str, why: str) -> None:
+        """A VM whose state cannot be read: an unplanned failover goes on without it (the site
+        is down; every VM it can bring up counts), anything else stops before changing anything."""
+        self.excluded.append((name, why))
+        if self.kind != "unplanned":
+            self.refusals.add(v.vm_state_unreadable(name, why))
+            return
+        self.note(f"VM {name} is left out: its Hyper-V state cannot be read ({why}); the other VMs fail over "
+                  "without it")
 
     def plan_nic(self, vm: VmWork, pos: int, nic: Nic) -> NicWork | None:
         """The replica NIC's connection and the slots of its static addresses; None when the NIC
