@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.domain.model import RecordType
+from agent.domain.planning.dns import ptr_name
 from agent.engine.model import OperationKind, OpStatus
 from agent.ports import GrantRequest
 from tests.rigs import CONFIG_DIR, Rig, Templates, copy_demo
@@ -76,3 +78,62 @@ def test_a_retained_address_taken_meanwhile_is_refused_for_its_vm_only(new_rig, 
     held = {(r.vm, r.address) for r in rig.engine.journal.reservations()}
     assert ("sql01", "192.168.1.20") not in held
     assert {vm for vm, _ in held} >= {"app01", "app02", "web01"}
+
+
+# ------------------------------------------------------------- what follows the grant
+
+
+APPS_ZONE, APPS_REVERSE = "corp.contoso.example.", "1.16.172.in-addr.arpa."
+
+
+def records(rig: Rig, vm: str, address: str) -> dict[str, object]:
+    """A VM's A record and the PTR of ``address`` as the simulated DNS server holds them."""
+    dns = rig.ports.dns["dns-contoso"]
+    a = dns.read(APPS_ZONE, [(f"{vm}.{APPS_ZONE}", RecordType.A)])
+    ptr = dns.read(APPS_REVERSE, [(ptr_name(address), RecordType.PTR)])
+    return {"A": a[0].values if a else None, "PTR": ptr[0].values if ptr else None}
+
+
+def failover_ip(rig: Rig, vm: str) -> list[str]:
+    host = next(v.host for v in rig.ports.vmm["contoso-west"].read_inventory().vms if v.name == vm)
+    [cfg] = rig.ports.hyperv["contoso-west"].get_failover_configs(host, [(vm, "nic0")])
+    return [s.address for s in cfg.settings]
+
+
+def granted_to(rig: Rig, vm: str) -> list[str]:
+    """The addresses VMM holds for ``vm``'s replica NIC (every pool of the recovery site)."""
+    inv = rig.ports.vmm["contoso-west"].read_inventory()
+    nics = {n.id for v in inv.vms if v.name == vm for n in v.nics}
+    return sorted(g.address for g in inv.grants if g.owner_id in nics)
+
+
+def assert_journal_is_vmm(rig: Rig) -> None:
+    """No grant outside the journal: what VMM holds with the agent's marker is what the journal holds."""
+    inv = rig.ports.vmm["contoso-west"].read_inventory()
+    marked = sorted((g.pool, g.address, g.owner_id) for g in inv.grants
+                    if g.description.startswith(rig.config.agent.owner_id + " "))
+    held = sorted((r.pool, r.address, r.owner_id) for r in rig.engine.journal.reservations())
+    assert marked == held
+
+
+def test_a_planned_failover_writes_dns_and_failover_ip_with_the_address_vmm_granted(new_rig, templates) -> None:
+    rig = new_rig(templates=templates)
+    op = rig.engine.create(OperationKind.PLANNED_FAILOVER, "contoso-apps")
+    take(rig, "west-apps-pool", "172.16.1.10")  # app01's planned address, taken after planning
+
+    view = rig.through_pauses(rig.engine.run(op))
+
+    assert view.status == OpStatus.SUCCEEDED.value, view.errors
+    [granted] = granted_to(rig, "app01")
+    assert granted != "172.16.1.10"
+    assert failover_ip(rig, "app01") == [granted]
+    assert records(rig, "app01", granted) == {"A": (granted,), "PTR": ("app01.corp.contoso.example.",)}
+    assert records(rig, "app01", "172.16.1.10")["PTR"] is None, "the planned address is the other team's"
+    assert records(rig, "app02", "172.16.1.11") == {"A": ("172.16.1.11",), "PTR": ("app02.corp.contoso.example.",)}
+    assert_journal_is_vmm(rig)
+    [deviation] = [a for a in rig.store.audit_trail(op) if a.action == "vmm.grant_deviation"]
+    assert deviation.details == {"vm": "app01", "nic": "nic0", "ip_index": 0, "purpose": "failover",
+                                 "pool": "west-apps-pool", "planned": "172.16.1.10", "granted": granted}
+    written = {a.target: a.details for a in rig.store.audit_trail(op) if a.action == "dns.replace"}
+    assert written["dns-contoso/app01.corp.contoso.example./A"]["preview"] == ["172.16.1.10"]
+    assert written["dns-contoso/app01.corp.contoso.example./A"]["new"] == [granted]

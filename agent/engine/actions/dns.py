@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.engine.actions.base import ActionContext, action, error_json, log
+from agent.engine.actions.grants import follow_grants, moved_deviation, moved_ptrs
 from agent.engine.model import ItemOutcome, StepResult
 from agent.engine.steps import DnsApplyArgs, DnsRestoreArgs, WaitTtlArgs
 from agent.engine.store import SnapshotRow, utcnow
@@ -100,9 +101,14 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
     items, skipped = ctx.live(args.items)
     if not items:
         return StepResult(items=skipped)
-    names = [(it.name, RecordType(it.type)) for it in items]
+    followed = follow_grants(ctx, items)
+    items = followed.items
+    names = [(it.name, RecordType(it.type)) for it in items] + [(m.name, RecordType.PTR) for m in followed.moved]
     current = {(r.name, r.type.value): r for r in ctx.call(f"dns.read@{server}", lambda: dns.read(zone, names))}
-    done: list[ItemOutcome] = list(skipped)
+    added, refused_moves = moved_ptrs(ctx, server, zone, followed.moved, current)
+    items += added
+    deviations = followed.deviations | {m.key: moved_deviation(m) for m in followed.moved}
+    done: list[ItemOutcome] = list(skipped) + followed.outcomes + refused_moves
     changes, pending = [], []
     snaps: dict[str, Any] = {}
     for it in items:
@@ -140,7 +146,7 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
                                    "written")
         ctx.journal.set_written_many(scope=ctx.op_id, kind="dns", written=recovered)
     if not changes:
-        return StepResult(items=done)
+        return _with_deviations(StepResult(items=done), deviations)
     refused = _send(ctx, server, zone, changes)
     if refused is not None:
         return StepResult(items=done + [ItemOutcome(key=it.key, vm=it.vm, error=refused) for it in pending])
@@ -150,12 +156,22 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
         dns_snapshot_key(server, zone, it.name, it.type): {"values": list(ch.new_values), "ttl": ch.ttl}
         for it, ch in written})
     ctx.journal.audit_many(actor=ctx.owner, action="dns.replace", operation_id=ctx.op_id, entries=[
-        (f"{server}/{it.name}/{it.type}", {"old": list(ch.expected), "new": list(ch.new_values), "ttl": ch.ttl})
+        (f"{server}/{it.name}/{it.type}", {"old": list(ch.expected), "new": list(ch.new_values), "ttl": ch.ttl,
+                                           **{k: v for k, v in deviations.get(it.key, {}).items()
+                                              if k != "written"}})
         for it, ch in written])
     done += [ItemOutcome(key=it.key, vm=it.vm, changed=True) for it, _ in written]
     # Verified only once the write is journalled: a crash while waiting on a slow secondary must
     # not leave the agent unsure whose record it is.
-    return StepResult(items=done, info=_verify(ctx, server, zone, changes))
+    return _with_deviations(StepResult(items=done, info=_verify(ctx, server, zone, changes)), deviations)
+
+
+def _with_deviations(result: StepResult, deviations: dict[str, dict[str, Any]]) -> StepResult:
+    """Each record written otherwise than the preview said (it follows a grant) says so in its outcome."""
+    for out in result.items:
+        if out.key in deviations and out.error is None:
+            out.value = deviations[out.key]
+    return result
 
 
 @action("dns.restore", DnsRestoreArgs)
