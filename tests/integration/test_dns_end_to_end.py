@@ -113,8 +113,9 @@ def test_planned_failover_updates_bind_and_failback_restores_it_exactly(site) ->
         assert report["ok"] is True, report
 
     _run(engine, OperationKind.COMMIT)
-    # Commit gives the new records the TTL the old ones had.
+    # Commit gives the new records the TTL the old ones had, a moved PTR the one it replaces.
     assert bind.rrset(f"app01.{FORWARD}", "A") == (3600, ("172.16.1.10",))
+    assert bind.rrset("10.1.16.172.in-addr.arpa.", "PTR") == (3600, ("app01.corp.contoso.example.",))
 
     _run(engine, OperationKind.REVERSE)
     _run(engine, OperationKind.FAILBACK)

@@ -212,12 +212,15 @@ def restore(ctx: ActionContext, args: DnsRestoreArgs) -> StepResult:
 
 @action("dns.restore_ttl", DnsRestoreArgs)
 def restore_ttl(ctx: ActionContext, args: DnsRestoreArgs) -> StepResult:
-    """After commit: the records a failover wrote with the low failover TTL get the TTL they had
-    before (values unchanged), pinned to what the agent wrote."""
+    """After commit: the records a failover wrote with the low failover TTL get their normal TTL
+    back (values unchanged), pinned to what the agent wrote: a record that existed its own TTL, a
+    PTR that moved (the VM's host name left one address's PTR for another's) the TTL of the PTR
+    it replaces, any other new record ``dns.ttl.record_ttl``."""
     server, zone = args.server, args.zone
     low = ctx.config.dns.ttl.failover_ttl
+    committed = _committed_ttls(ctx, args.scope)
     lowered = _written_in_zone(ctx, server, zone, args.scope, keep=lambda s: bool(
-        s.written["values"] and s.written["ttl"] == low and s.data["ttl"] not in (None, low)))
+        s.written["values"] and s.written["ttl"] == low and committed(s) != low))
     done, changes, pending = [], [], []
     for snap, name, rtype, now in lowered:
         key = f"{name}/{rtype}"
@@ -225,18 +228,43 @@ def restore_ttl(ctx: ActionContext, args: DnsRestoreArgs) -> StepResult:
         if now is None or tuple(sorted(now.values)) != written:
             done.append(ItemOutcome(key=key, skipped="changed since the failover wrote it; TTL left alone"))
             continue
-        if now.ttl == snap.data["ttl"]:
+        ttl = committed(snap)
+        if now.ttl == ttl:
             done.append(ItemOutcome(key=key))
             continue
-        changes.append(RecordChange(zone=zone, name=name, type=RecordType(rtype), ttl=snap.data["ttl"],
+        changes.append(RecordChange(zone=zone, name=name, type=RecordType(rtype), ttl=ttl,
                                     expected=written, new_values=written))
         pending.append(key)
     if changes:
         refused = _send(ctx, server, zone, changes)
         if refused is not None:
             return StepResult(items=done + [ItemOutcome(key=k, error=refused) for k in pending])
+        ctx.journal.audit_many(actor=ctx.owner, action="dns.restore_ttl", operation_id=ctx.op_id, entries=[
+            (f"{server}/{ch.name}/{ch.type.value}", {"values": list(ch.new_values), "from_ttl": low, "ttl": ch.ttl})
+            for ch in changes])
         done += [ItemOutcome(key=k, changed=True) for k in pending]
     return StepResult(items=done)
+
+
+def _committed_ttls(ctx: ActionContext, scope: str) -> Callable[[SnapshotRow], int]:
+    """The TTL a record operation ``scope`` wrote gets at commit (see :func:`restore_ttl`)."""
+    replaced: dict[str, int] = {}
+    for s in ctx.journal.snapshots(scope=scope, kind="dns"):
+        if s.written is not None and s.data["ttl"] is not None and _name_type(s.key)[1] == "PTR":
+            for host in set(s.data["values"]) - set(s.written["values"]):
+                replaced.setdefault(host, s.data["ttl"])
+    default = ctx.config.dns.ttl.record_ttl
+
+    def ttl(snap: SnapshotRow) -> int:
+        if snap.data["ttl"] is not None:
+            return int(snap.data["ttl"])
+        if _name_type(snap.key)[1] == "PTR":
+            moved = [replaced[h] for h in sorted(snap.written["values"]) if h in replaced]
+            if moved:
+                return moved[0]
+        return default
+
+    return ttl
 
 
 @action("dns.wait_ttl", WaitTtlArgs)
