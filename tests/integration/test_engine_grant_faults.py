@@ -40,7 +40,7 @@ class Created:
 def taken(jump_templates: Templates, tmp_path_factory: pytest.TempPathFactory) -> Created:  # noqa: F811
     def prepare(rig: Rig) -> str:
         op = rig.engine.create(OperationKind.PLANNED_FAILOVER, "contoso-apps")
-        take(rig, "west-apps-pool", PLANNED)
+        take(rig.ports, "west-apps-pool", PLANNED)
         return op
 
     return Created(*jump_templates.after(tmp_path_factory.mktemp("taken"), prepare))
@@ -181,7 +181,7 @@ def test_an_address_taken_during_a_manual_pause_is_followed_by_dns(new_rig, jump
     rig = new_rig(templates=jump_templates)
     view = rig.engine.start(OperationKind.PLANNED_FAILOVER, "contoso-apps")
     assert view.status == OpStatus.WAITING.value  # after the databases group
-    take(rig, "west-apps-pool", PLANNED)
+    take(rig.ports, "west-apps-pool", PLANNED)
 
     view = rig.through_pauses(view)
 

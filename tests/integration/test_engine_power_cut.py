@@ -99,7 +99,7 @@ def test_a_power_cut_right_after_the_failover_ip_was_set_keeps_the_grant_it_used
         new_rig, jump_templates: Templates, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     rig = new_rig(templates=jump_templates)
     op = rig.engine.create(OperationKind.PLANNED_FAILOVER, "contoso-apps")
-    take(rig, "west-apps-pool", "172.16.1.10")  # app01 gets another address
+    take(rig.ports, "west-apps-pool", "172.16.1.10")  # app01 gets another address
     checkpoint(rig)
     saved = tmp_path / "on-disk"
     cut_during(rig, rig.ports.hyperv["contoso-west"], "set_failover_configs",

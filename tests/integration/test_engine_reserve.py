@@ -11,7 +11,7 @@ import pytest
 from agent.domain.model import RecordType
 from agent.domain.planning.dns import ptr_name
 from agent.engine.model import OperationKind, OpStatus
-from agent.ports import GrantRequest
+from agent.ports import GrantRequest, Ports
 from tests.rigs import CONFIG_DIR, Rig, Templates, copy_demo
 
 WEST = "  - name: contoso-west\n    hosts: [hv-west-01, hv-west-02]\n"
@@ -28,9 +28,9 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> Templates:
     return Templates.build(copy_demo(where, inventory=inventory.replace(WEST, WEST + JUMP_HOST)))
 
 
-def take(rig: Rig, pool: str, address: str) -> str:
+def take(ports: Ports, pool: str, address: str) -> str:
     """The other team grants ``address`` to their VM's NIC meanwhile; returns that NIC's id."""
-    vmm = rig.ports.vmm["contoso-west"]
+    vmm = ports.vmm["contoso-west"]
     [nic] = [n.id for vm in vmm.read_inventory().vms if vm.name == "jump01" for n in vm.nics]
     [result] = vmm.grant_ips([GrantRequest(pool=pool, address=address, owner_id=nic)])
     assert result.ok and result.changed
@@ -47,7 +47,7 @@ def test_a_freely_chosen_address_taken_meanwhile_is_replaced_by_a_free_one(new_r
     op = rig.engine.create(OperationKind.PREPARE, "contoso-apps")
     planned = {r.vm: r.address for r in rig.engine.journal.reservations(held=None)} or None
     assert planned is None, "creating the operation reserved nothing yet"
-    other = take(rig, "west-apps-pool", "172.16.1.10")  # app01's planned address
+    other = take(rig.ports, "west-apps-pool", "172.16.1.10")  # app01's planned address
 
     view = rig.engine.run(op)
 
@@ -67,7 +67,7 @@ def test_a_freely_chosen_address_taken_meanwhile_is_replaced_by_a_free_one(new_r
 def test_a_retained_address_taken_meanwhile_is_refused_for_its_vm_only(new_rig, templates) -> None:
     rig = new_rig(templates=templates)
     op = rig.engine.create(OperationKind.PREPARE, "contoso-apps")
-    take(rig, "west-core-pool", "192.168.1.20")  # sql01 keeps its address across sites
+    take(rig.ports, "west-core-pool", "192.168.1.20")  # sql01 keeps its address across sites
 
     view = rig.engine.run(op)
 
@@ -119,7 +119,7 @@ def assert_journal_is_vmm(rig: Rig) -> None:
 def test_a_planned_failover_writes_dns_and_failover_ip_with_the_address_vmm_granted(new_rig, templates) -> None:
     rig = new_rig(templates=templates)
     op = rig.engine.create(OperationKind.PLANNED_FAILOVER, "contoso-apps")
-    take(rig, "west-apps-pool", "172.16.1.10")  # app01's planned address, taken after planning
+    take(rig.ports, "west-apps-pool", "172.16.1.10")  # app01's planned address, taken after planning
 
     view = rig.through_pauses(rig.engine.run(op))
 
