@@ -295,12 +295,41 @@ def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = 
         op_id = _resolve_op(journal, op)
         view, row, now = journal.view(op_id), journal.operation(op_id), current_time()
         children = [o for o in journal.operations(limit=100_000) if o.parent_id == op_id]
+        deviations = _deviations(journal, op_id)
         if as_json:
             print_json({**view.to_json(now), "requested_by": row.requested_by,
                         "plan_checksum": row.plan_checksum, "result": row.result,
-                        "followed_by": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children]})
+                        "followed_by": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children],
+                        "deviations": [d for d, _ in deviations]})
             return
         _print_operation(loaded, journal, view, row, children, now)
+        if deviations:
+            out.print(f"\n[bold yellow]differs from the preview[/] ({len(deviations)})")
+            for _, line in deviations:
+                out.print(f"  - {escape(line)}")
+
+
+def _deviations(journal: Journal, op_id: str) -> list[tuple[dict[str, object], str]]:
+    """Where the operation did otherwise than its preview said, from the audit trail: addresses
+    VMM granted in place of planned ones (taken meanwhile), and the DNS records written with them."""
+
+    from agent.engine.actions.vmm import GRANT_DEVIATION
+
+    found: list[tuple[dict[str, object], str]] = []
+    for a in journal.store.audit_trail(op_id, limit=1_000_000):
+        d = a.details or {}
+        if a.action == GRANT_DEVIATION:
+            found.append(({"kind": "grant", **d}, f"{d['vm']}/{d['nic']}: planned {d['planned']}, VMM granted "
+                          f"{d['granted']} (the planned address was taken meanwhile); failover IP and DNS use it"))
+        elif a.action == "dns.replace" and "preview" in d:
+            found.append(({"kind": "dns", "record": a.target, "preview": d["preview"], "written": d["new"]},
+                          f"DNS {a.target}: wrote {d['new']}, the preview said {d['preview']}"))
+        elif a.action == "dns.replace" and "preview_record" in d:
+            found.append(({"kind": "dns", "record": a.target, "preview_record": d["preview_record"],
+                           "written": d["new"]},
+                          f"DNS {a.target}: wrote {d['new']} in place of {d['preview_record']} (the PTR of "
+                          f"{d['planned_address']}, which the preview named)"))
+    return found
 
 
 def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView, row: OperationRow,

@@ -167,5 +167,5 @@ def moved_ptrs(ctx: ActionContext, server: str, zone: str, moved: list[MovedPtr]
 
 
 def moved_deviation(m: MovedPtr) -> dict[str, Any]:
-    return {"preview": ptr_name(m.planned), "written": m.name, "planned_address": m.planned,
-            "granted_address": m.granted}
+    """What the step outcome and the audit trail say of a PTR written in place of the preview's."""
+    return {"preview_record": ptr_name(m.planned), "planned_address": m.planned, "granted_address": m.granted}
