@@ -155,8 +155,8 @@ def two_plan_world(where: Path) -> Templates:
 def test_two_failovers_into_one_pool_at_once_never_leave_a_record_naming_another_vms_address(
         new_rig, tmp_path: Path) -> None:
     from agent.domain.model import RecordType
-    from agent.domain.planning.dns import ptr_name
     from agent.domain.plan import ReserveIp
+    from agent.domain.planning.dns import ptr_name
 
     rig = new_rig(templates=two_plan_world(tmp_path / "two-plans"))
     # Both are planned before either reserves anything: they choose the same free addresses.

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.domain.model import RecordType
+from agent.domain.model import RecordChange, RecordType
 from agent.domain.planning.dns import ptr_name
 from agent.engine.model import OperationKind, OpStatus
 from agent.ports import GrantRequest, Ports
-from tests.rigs import CONFIG_DIR, Rig, Templates, copy_demo
+from tests.rigs import CONFIG_DIR, Killed, Rig, Templates, copy_demo, kill_at
 
 WEST = "  - name: contoso-west\n    hosts: [hv-west-01, hv-west-02]\n"
 JUMP_HOST = ("    vms:\n      - name: jump01\n        host: hv-west-01\n"
@@ -137,3 +137,39 @@ def test_a_planned_failover_writes_dns_and_failover_ip_with_the_address_vmm_gran
     written = {a.target: a.details for a in rig.store.audit_trail(op) if a.action == "dns.replace"}
     assert written["dns-contoso/app01.corp.contoso.example./A"]["preview"] == ["172.16.1.10"]
     assert written["dns-contoso/app01.corp.contoso.example./A"]["new"] == [granted]
+
+
+def test_the_ptr_of_a_granted_address_holding_someone_elses_name_is_reported_not_changed(
+        new_rig, templates) -> None:
+    rig = new_rig(templates=templates)
+    op = rig.engine.create(OperationKind.PLANNED_FAILOVER, "contoso-apps")
+    take(rig.ports, "west-apps-pool", "172.16.1.10")
+    stale = ptr_name("172.16.1.12")  # the address VMM will grant app01 holds a stale PTR
+    rig.ports.dns["dns-contoso"].apply(APPS_REVERSE, [RecordChange(
+        zone=APPS_REVERSE, name=stale, type=RecordType.PTR, ttl=3600, expected=(), new_values=("old.example.",))])
+
+    view = rig.through_pauses(rig.engine.run(op))
+
+    assert view.status == OpStatus.FAILED.value
+    assert view.failed_vms == ["app01"]
+    [error] = [e for e in view.errors if e["vm"] == "app01"]
+    assert error["code"] == "dns_foreign_change" and "old.example." in error["message"]
+    assert records(rig, "app01", "172.16.1.12")["PTR"] == ("old.example.",)
+
+
+def test_dns_is_never_written_from_the_plans_guess_when_the_grant_is_not_in_the_journal(new_rig, templates) -> None:
+    dns_step = "applications/dns/dns-contoso/corp.contoso.example."
+    rig = new_rig(templates=templates, crash_hook=kill_at("intent", dns_step))
+    op = rig.engine.create(OperationKind.PLANNED_FAILOVER, "contoso-apps")
+    with pytest.raises(Killed):
+        rig.through_pauses(rig.engine.run(op))
+    [app01] = [r for r in rig.engine.journal.reservations() if r.vm == "app01"]
+    rig.engine.journal.release_reservation(site=app01.site, pool=app01.pool, address=app01.address)
+    rig.restart()
+
+    [view] = rig.resume_all()
+
+    assert view.status == OpStatus.FAILED.value
+    [error] = [e for e in view.errors if e["vm"] == "app01"]
+    assert error["code"] == "not_found" and "not written from the plan's guess" in error["message"]
+    assert records(rig, "app01", "172.16.1.10")["A"] == ("192.168.2.10",), "left as it was"

@@ -105,7 +105,7 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
     items = followed.items
     names = [(it.name, RecordType(it.type)) for it in items] + [(m.name, RecordType.PTR) for m in followed.moved]
     current = {(r.name, r.type.value): r for r in ctx.call(f"dns.read@{server}", lambda: dns.read(zone, names))}
-    added, refused_moves = moved_ptrs(ctx, server, zone, followed.moved, current)
+    added, refused_moves = moved_ptrs(ctx, server, zone, followed.moved, items, current)
     items += added
     deviations = followed.deviations | {m.key: moved_deviation(m) for m in followed.moved}
     done: list[ItemOutcome] = list(skipped) + followed.outcomes + refused_moves

@@ -79,7 +79,7 @@ def follow_grants(ctx: ActionContext, items: list[RecordItem]) -> Followed:
                            "journalled in this operation; not written from the plan's guess"}))
             continue
         if it.type == "PTR":
-            _follow_ptr(it, granted, ctx.failed_vms, out)
+            _follow_ptr(it, granted, out)
             continue
         swap = {s.planned: granted[_source_key(s)] for s in it.sources if _source_key(s) in granted}
         new = tuple(sorted({swap.get(v, v) for v in it.new_values}))
@@ -87,21 +87,10 @@ def follow_grants(ctx: ActionContext, items: list[RecordItem]) -> Followed:
             out.deviations[it.key] = {"preview": list(it.new_values), "written": list(new)}
             it = it.model_copy(update={"new_values": new})
         out.items.append(it)
-    # A PTR that moves onto a name this batch writes anyway joins that item.
-    by_name = {it.name: i for i, it in enumerate(out.items) if it.type == "PTR"}
-    for m in list(out.moved):
-        if m.name in by_name:
-            i = by_name[m.name]
-            target = out.items[i]
-            out.items[i] = target.model_copy(update={"new_values": tuple(sorted({*target.new_values, m.host}))})
-            out.deviations.setdefault(target.key, {"preview": list(target.new_values)})["written"] = list(
-                out.items[i].new_values)
-            out.moved.remove(m)
     return out
 
 
-def _follow_ptr(it: RecordItem, granted: dict[tuple[str, str, int, str], str], failed: set[str],
-                out: Followed) -> None:
+def _follow_ptr(it: RecordItem, granted: dict[tuple[str, str, int, str], str], out: Followed) -> None:
     hosts = set(it.new_values)
     moved = []
     for s in it.sources:
@@ -127,12 +116,14 @@ def _follow_ptr(it: RecordItem, granted: dict[tuple[str, str, int, str], str], f
     out.items.append(it.model_copy(update={"new_values": new}))
 
 
-def moved_ptrs(ctx: ActionContext, server: str, zone: str, moved: list[MovedPtr],
+def moved_ptrs(ctx: ActionContext, server: str, zone: str, moved: list[MovedPtr], batch: list[RecordItem],
                current: dict[tuple[str, str], RecordSet]) -> tuple[list[RecordItem], list[ItemOutcome]]:
     """The items that write the PTRs of granted addresses in ``zone`` (pinned to what the
-    server holds now), and the refusals for those that cannot be written here."""
+    server holds now), and the refusals for those that cannot be written here: in another zone
+    (no step of this operation would put it back), or a name the ``batch`` already changes."""
     if not moved:
         return [], []
+    taken = {it.name for it in batch}
     cfg = ctx.config.dns
     purpose = {s.name: s.purpose for s in cfg.servers}
     zones: dict[str, str] = {}
@@ -145,11 +136,12 @@ def moved_ptrs(ctx: ActionContext, server: str, zone: str, moved: list[MovedPtr]
     refused: list[ItemOutcome] = []
     for m in moved:
         where = zone_of(m.name)
-        if (where, zones.get(where or "")) != (zone, server):
+        if (where, zones.get(where or "")) != (zone, server) or m.name in taken:
             refused.append(ItemOutcome(key=m.key, vm=m.vm, error={
-                "code": "dns_zone_not_planned", "category": "permanent", "vm": m.vm, "record": m.name,
-                "message": f"VMM granted {m.granted} to {m.vm} instead of {m.planned}; its PTR {m.name} is in zone "
-                           f"{where or '(none configured)'}, not {zone} that this step updates: not written"}))
+                "code": "dns_not_planned", "category": "permanent", "vm": m.vm, "record": m.name,
+                "message": f"VMM granted {m.granted} to {m.vm} instead of {m.planned}; its PTR {m.name} (zone "
+                           f"{where or 'none configured'}) is not one this step can write besides its planned "
+                           f"records in {zone}: not written"}))
             continue
         now = current.get((m.name, "PTR"))
         values = set(now.values) if now is not None else set()
