@@ -289,7 +289,9 @@ def ops_list(
 
 @ops_app.command("show", help="Show one operation: status, progress, elapsed time, VMs that failed, "
                  "what it waits for, its steps (status, target, items changed, attempts, time), every "
-                 "error with code and target, and the operators' notes.")
+                 "error with code and target, the operators' notes, and where it did otherwise than its "
+                 "preview (an address VMM granted in place of a planned one that was taken meanwhile, "
+                 "and the DNS records written with it).")
 def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     with _store_only(config, as_json) as (loaded, journal):
         op_id = _resolve_op(journal, op)
