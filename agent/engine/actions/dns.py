@@ -103,7 +103,10 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
         return StepResult(items=skipped)
     followed = follow_grants(ctx, items)
     items = followed.items
-    names = [(it.name, RecordType(it.type)) for it in items] + [(m.name, RecordType.PTR) for m in followed.moved]
+    if not items and not followed.moved:
+        return StepResult(items=list(skipped) + followed.outcomes)
+    names = [(it.name, RecordType(it.type)) for it in items] + [
+        (m.name, RecordType.PTR) for m in followed.moved if m.name.endswith("." + zone)]
     current = {(r.name, r.type.value): r for r in ctx.call(f"dns.read@{server}", lambda: dns.read(zone, names))}
     added, refused_moves = moved_ptrs(ctx, server, zone, followed.moved, items, current)
     items += added
