@@ -173,3 +173,25 @@ def test_dns_is_never_written_from_the_plans_guess_when_the_grant_is_not_in_the_
     [error] = [e for e in view.errors if e["vm"] == "app01"]
     assert error["code"] == "not_found" and "not written from the plan's guess" in error["message"]
     assert records(rig, "app01", "172.16.1.10")["A"] == ("192.168.2.10",), "left as it was"
+
+
+def test_the_ptr_of_a_granted_address_in_a_zone_the_operation_does_not_update_is_refused_for_its_vm(
+        new_rig, tmp_path: Path) -> None:
+    """The granted address's reverse name falls in a delegated zone of its own: no step of this
+    operation updates (or would restore) it, so the PTR is not written there and the VM fails."""
+    inventory = (CONFIG_DIR / "demo-inventory.yaml").read_text().replace(WEST, WEST + JUMP_HOST)
+    inventory = inventory.replace("      - name: 1.16.172.in-addr.arpa\n",
+                                  "      - name: 1.16.172.in-addr.arpa\n      - name: 12.1.16.172.in-addr.arpa\n", 1)
+
+    def edit(cfg: dict) -> None:
+        cfg["dns"]["zones"].append({"name": "12.1.16.172.in-addr.arpa", "server": "dns-contoso"})
+
+    rig = new_rig(templates=Templates.build(copy_demo(tmp_path / "delegated", edit=edit, inventory=inventory)))
+    op = rig.engine.create(OperationKind.PLANNED_FAILOVER, "contoso-apps")
+    take(rig.ports, "west-apps-pool", "172.16.1.10")
+
+    view = rig.through_pauses(rig.engine.run(op))
+
+    assert view.status == OpStatus.FAILED.value and view.failed_vms == ["app01"]
+    [error] = [e for e in view.errors if e["vm"] == "app01"]
+    assert error["code"] == "dns_record_not_planned" and "12.1.16.172.in-addr.arpa." in error["message"]

@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.domain.errors import DnsRecordNotPlanned
 from agent.domain.model import RecordSet
 from agent.domain.planning.dns import Zones, ptr_name
-from agent.engine.actions.base import ActionContext
+from agent.engine.actions.base import ActionContext, error_json
 from agent.engine.model import ItemOutcome
 from agent.engine.steps import AddressSource, RecordItem
 
@@ -137,11 +138,10 @@ def moved_ptrs(ctx: ActionContext, server: str, zone: str, moved: list[MovedPtr]
     for m in moved:
         where = zone_of(m.name)
         if (where, zones.get(where or "")) != (zone, server) or m.name in taken:
-            refused.append(ItemOutcome(key=m.key, vm=m.vm, error={
-                "code": "dns_not_planned", "category": "permanent", "vm": m.vm, "record": m.name,
-                "message": f"VMM granted {m.granted} to {m.vm} instead of {m.planned}; its PTR {m.name} (zone "
-                           f"{where or 'none configured'}) is not one this step can write besides its planned "
-                           f"records in {zone}: not written"}))
+            refused.append(ItemOutcome(key=m.key, vm=m.vm, error=error_json(DnsRecordNotPlanned(
+                f"VMM granted {m.granted} to {m.vm} instead of {m.planned}; its PTR {m.name} (zone "
+                f"{where or 'none configured'}) is not one this step can write besides its planned records in "
+                f"{zone}: not written", vm=m.vm, record=m.name, zone=zone))))
             continue
         now = current.get((m.name, "PTR"))
         values = set(now.values) if now is not None else set()
