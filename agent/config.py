@@ -295,6 +295,13 @@ class TtlPolicy(Model):
     """TTL written with changed records."""
     lower_before_planned: bool = False
     """Lower the TTL of records a planned failover will change, and wait out the old TTL."""
+    record_ttl: int = Field(default=3600, ge=0, le=86400)
+    """The TTL the zones' records normally have: what a record the failover created where there
+    was none (the PTR of a new address when the VM had no PTR before) gets at commit, in place of
+    the failover TTL. A record that existed gets its own TTL back, and a PTR that moved the TTL of
+    the PTR it replaces. A setting, not read from the zone: a zone's default TTL is not data that
+    RFC 2136 or the DnsServer cmdlets return for a name. 3600 s is the default of Windows DNS
+    zones and the usual ``$TTL`` of BIND ones."""
 
 
 class DnsConfig(Model):

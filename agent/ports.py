@@ -144,7 +144,13 @@ class Vmm(Protocol):
     def grant_ips(self, requests: Sequence[GrantRequest]) -> list[ItemResult[IpGrant]]:
         """Reserve each address for its owner NIC. Idempotent: a grant of the same address to
         the same owner is returned unchanged. An address granted to *another* owner, outside the
-        pool's range, or in its reserved set is refused for that item."""
+        pool's range, or in its reserved set is refused for that item.
+
+        ``address=""`` asks for any free address (``Grant-SCIPAddress`` without ``-IPAddress``):
+        that is *not* idempotent, every call grants another one. Each grant keeps the request's
+        ``description`` (``-Description``; ``read_inventory`` returns it, as ``Get-SCIPAddress``
+        does), so a caller that may have been granted already -- a retry after a timeout, a
+        resumed step -- finds the grant by it before asking again."""
         ...
 
     def revoke_ips(self, grants: Sequence[IpGrant]) -> list[ItemResult[None]]:

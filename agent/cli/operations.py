@@ -313,7 +313,9 @@ def _list_operations(journal: Journal, views: list[OperationView], status: list[
 
 @ops_app.command("show", help="Show one operation: status, progress, elapsed time, VMs that failed, "
                  "what it waits for, its steps (status, target, items changed, attempts, time), every "
-                 "error with code and target, and the operators' notes.")
+                 "error with code and target, the operators' notes, and where it did otherwise than its "
+                 "preview (an address VMM granted in place of a planned one that was taken meanwhile, "
+                 "and the DNS records written with it).")
 def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     from agent.engine.storecheck import children as children_of
     from agent.engine.storecheck import read_operation
@@ -323,12 +325,41 @@ def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = 
         view, row = read_operation(journal.store, op_id, lambda: (journal.view(op_id), journal.operation(op_id)))
         now = current_time()
         children = children_of(journal.store, op_id)
+        deviations = _deviations(journal, op_id)
         if as_json:
             print_json({**view.to_json(now), "requested_by": row.requested_by,
                         "plan_checksum": row.plan_checksum, "result": row.result,
-                        "followed_by": [{"id": c, "kind": k, "status": st} for c, k, st in children]})
+                        "followed_by": [{"id": c, "kind": k, "status": st} for c, k, st in children],
+                        "deviations": [d for d, _ in deviations]})
             return
         _print_operation(loaded, journal, view, row, children, now)
+        if deviations:
+            out.print(f"\n[bold yellow]differs from the preview[/] ({len(deviations)})")
+            for _, line in deviations:
+                out.print(f"  - {escape(line)}")
+
+
+def _deviations(journal: Journal, op_id: str) -> list[tuple[dict[str, object], str]]:
+    """Where the operation did otherwise than its preview said, from the audit trail: addresses
+    VMM granted in place of planned ones (taken meanwhile), and the DNS records written with them."""
+
+    from agent.engine.actions.vmm import GRANT_DEVIATION
+
+    found: list[tuple[dict[str, object], str]] = []
+    for a in journal.store.audit_trail(op_id, limit=1_000_000):
+        d = a.details or {}
+        if a.action == GRANT_DEVIATION:
+            found.append(({"kind": "grant", **d}, f"{d['vm']}/{d['nic']}: planned {d['planned']}, VMM granted "
+                          f"{d['granted']} (the planned address was taken meanwhile); failover IP and DNS use it"))
+        elif a.action == "dns.replace" and "preview" in d:
+            found.append(({"kind": "dns", "record": a.target, "preview": d["preview"], "written": d["new"]},
+                          f"DNS {a.target}: wrote {d['new']}, the preview said {d['preview']}"))
+        elif a.action == "dns.replace" and "preview_record" in d:
+            found.append(({"kind": "dns", "record": a.target, "preview_record": d["preview_record"],
+                           "written": d["new"]},
+                          f"DNS {a.target}: wrote {d['new']} in place of {d['preview_record']} (the PTR of "
+                          f"{d['planned_address']}, which the preview named)"))
+    return found
 
 
 def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView, row: OperationRow,

@@ -177,6 +177,14 @@ class DnsInvalidRequest(PermanentError):
     code = "dns_invalid_request"
 
 
+class DnsRecordNotPlanned(PermanentError):
+    """VMM granted another address than planned and its PTR is not one the operation can write:
+    in a zone no step of it updates (nothing would put it back on cancel or failback), or a
+    record its step already changes."""
+
+    code = "dns_record_not_planned"
+
+
 class DnsServfail(TransientError):
     """The server failed to process the request (SERVFAIL); it may succeed later."""
 

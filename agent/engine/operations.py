@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from agent.config import AgentConfig
-from agent.domain.model import ReplicationState, name_test_vm
+from agent.domain.model import RecordType, ReplicationState, name_test_vm
 from agent.domain.plan import (
     ConnectNic,
     CreateTestNetwork,
@@ -31,8 +31,10 @@ from agent.domain.plan import (
     SetFailoverIp,
     ttl_lowering,
 )
+from agent.domain.planning.dns import host_name, ptr_name
 from agent.engine.model import OperationKind, StepSpec
 from agent.engine.steps import (
+    AddressSource,
     AwaitFailoverArgs,
     AwaitItem,
     ConnectArgs,
@@ -129,11 +131,34 @@ def _setip_items(changes: list[SetFailoverIp], reserves: list[ReserveIp]) -> tup
         for i, s in enumerate(c.settings))) for c in changes)
 
 
-def _dns_steps(group: str, changes: list[DnsChange], label: str) -> list[StepSpec | None]:
+class _Sources:
+    """Which values of the planned records are addresses the operation reserves: the DNS steps
+    write what VMM granted for them (it may differ from the plan), never the plan's guess."""
+
+    def __init__(self, config: AgentConfig, reserves: Iterable[ReserveIp]) -> None:
+        mine = [r for r in reserves if not r.existing]
+        self.forward = {(r.vm, r.address, r.purpose): r for r in mine}
+        self.reverse = {(ptr_name(r.address), host, r.purpose): r for r in mine
+                        if (host := host_name(config, r.vm)) is not None}
+
+    def of(self, c: DnsChange) -> tuple[AddressSource, ...]:
+        found: list[tuple[ReserveIp | None, str | None]]
+        if c.type == RecordType.PTR:
+            added = sorted(set(c.new_values) - set(c.old_values))
+            found = [(self.reverse.get((c.name, h, c.purpose)), h) for h in added]
+        else:
+            found = [(self.forward.get((c.vm, v, c.purpose)), None) for v in c.new_values]
+        return tuple(AddressSource(vm=r.vm, nic=r.nic, ip_index=r.ip_index, purpose=r.purpose, planned=r.address,
+                                   host=h) for r, h in found if r is not None)
+
+
+def _dns_steps(group: str, changes: list[DnsChange], label: str,
+               sources: _Sources | None = None) -> list[StepSpec | None]:
     return [step(f"{group}/{label}/{server}/{zone}", "dns.apply", f"dns:{server}", DnsApplyArgs(
         server=server, zone=zone, items=tuple(RecordItem(
             key=f"{c.name}/{c.type}", vm=c.vm, name=c.name, type=c.type.value, ttl=c.ttl,
-            old_values=tuple(c.old_values), new_values=tuple(c.new_values)) for c in cs)), group)
+            old_values=tuple(c.old_values), new_values=tuple(c.new_values),
+            sources=sources.of(c) if sources else ()) for c in cs)), group)
         for (server, zone), cs in by(changes, lambda c: (c.server, c.zone)).items()]
 
 
@@ -228,6 +253,7 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
     group_index = {v.name: v.group_index for v in plan.vms}
     moves_by_group = by(plan.of(MoveRoute), lambda m: _route_group(plan, m, group_index))
     reserves = plan.of(ReserveIp)
+    sources = _Sources(config, reserves)
     for (gi, group), vms in by(plan.vms, lambda v: (v.group_index, v.group)).items():
         names = {v.name for v in vms}
         mine = [r for r in reserves if r.vm in names and not r.existing]
@@ -254,7 +280,7 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
                 instruction="fail over {vms} to " + target + " with your orchestrator, then resume this operation",
                 items=tuple(AwaitItem(key=v.name, vm=v.name, host=v.target_host) for v in vms)), group)])
         _route_stages(b, moves_by_group.get(gi, []), group, tolerate_old_site=unplanned)
-        b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names], "dns"))
+        b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names], "dns", sources))
         _after_steps(b, config, plan, group)
     return b.steps
 
@@ -275,6 +301,7 @@ def test_failover_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
     target = plan.target_site
     b = Steps()
     nets = plan.of(CreateTestNetwork)
+    test_sources = _Sources(config, plan.of(ReserveIp))
     b.add_stage([_vmm_step("create-test-networks", "vmm.create_test_networks", target, CreateTestNetworksArgs(
         site=target, items=tuple(TestNetworkItem(key=n.name, name=n.name, copy_of=n.copy_of) for n in nets)))
         if nets else None])
@@ -297,7 +324,7 @@ def test_failover_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
             b.add_stage(_power_steps(group, "start-test-vms", target, vms, _target_host, "start",
                                      target_vm=lambda v: name_test_vm(v.name)))
         b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names and c.purpose == "test"],
-                               "test-dns"))
+                               "test-dns", test_sources))
         _after_steps(b, config, plan, group)
     return b.steps
 

@@ -212,6 +212,19 @@ class RestoreRoutesArgs(StepArgs):
 # ------------------------------------------------------------------------------------ DNS
 
 
+class AddressSource(Args):
+    """A value of a planned record that is an address this operation reserves: the record is
+    written with what VMM granted (journalled by the reserve step), not the plan's guess."""
+
+    vm: str
+    nic: str
+    ip_index: int
+    purpose: Literal["failover", "test"]
+    planned: str
+    host: str | None = None
+    """PTR only: the host name the planned address adds to this PTR."""
+
+
 class RecordItem(Item):
     name: str
     type: Literal["A", "AAAA", "PTR"]
@@ -219,6 +232,9 @@ class RecordItem(Item):
     old_values: tuple[str, ...]
     new_values: tuple[str, ...]
     force: bool = False
+    sources: tuple[AddressSource, ...] = ()
+    """Where reserved addresses among ``new_values`` come from (A/AAAA: the values; PTR: the
+    host names they add). Empty in journals written before it existed: the plan is written."""
 
 
 class DnsApplyArgs(StepArgs):

@@ -232,13 +232,15 @@ class AuditRow(Base):
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cur = dbapi_connection.cursor()
-    # WAL: readers (CLI, API) never block the engine. NORMAL (not FULL): every commit survives
-    # a killed process, which is what resume needs; a power cut may lose the last few commits,
-    # and that is safe too because every step is idempotent and re-reads state before acting --
-    # a lost outcome only means the step runs once more and finds nothing to do. FULL would add
-    # an fsync per step to the recovery time for no gain in correctness.
+    # WAL: readers (CLI, API) never block the engine. FULL, not NORMAL: in WAL mode NORMAL
+    # syncs only at checkpoints, so a power cut loses the last commits -- and a lost DNS or
+    # failover-IP snapshot is not harmless: the step runs again, snapshots the records it had
+    # already changed as their "originals", and commit, cancel and failback then restore the
+    # wrong thing (TTLs left at the failover TTL). Snapshots, grants and intents must be on
+    # disk before the outside change they guard; FULL syncs the WAL at every commit (measured:
+    # tests/benchmarks/RESULTS-engine.md).
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()

@@ -604,7 +604,7 @@ def report(res: dict[str, Any], command: str) -> str:
         f"- command: `{command}` (about {res['elapsed_s'] / 60:.1f} minutes)",
         f"- world: {n_vms:,} replicated VMs in {a['groups']} groups of {n_vms // a['groups']}, {a['hosts']} Hyper-V "
         f"hosts per site, mode full, planned failover; `{med['summary']}`",
-        f"- journal: SQLite file on disk ({res['journal_dir']}; WAL, synchronous=NORMAL, as the agent opens it); "
+        f"- journal: SQLite file on disk ({res['journal_dir']}; WAL, synchronous=FULL, as the agent opens it); "
         f"the simulator's state file in {res['sim_dir']} (it stands in for the remote systems, whose cost is the "
         "latency model below; what it spends per call beyond the model is harness cost)",
         f"- latency model: round trip {RT * 1000:.0f} ms added to every call; VMM 400 ms + 5 ms/item, Hyper-V "

@@ -46,8 +46,14 @@ def _zone_texts(inventory: dict) -> dict[str, str]:
 
 @pytest.fixture
 def site(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    yield from _site(named, tmp_path, monkeypatch)
+
+
+def _site(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inventory_text: str | None = None):
     for name in ("demo.yaml", "demo-inventory.yaml"):
         shutil.copy(demo_dir() / name, tmp_path / name)
+    if inventory_text is not None:
+        (tmp_path / "demo-inventory.yaml").write_text(inventory_text)
     inventory = yaml.safe_load((tmp_path / "demo-inventory.yaml").read_text())
     bind = BindServer(tmp_path / "named", zones=_zone_texts(inventory), named=named).start()
     monkeypatch.setenv("DEMO_TSIG_SECRET", bind.keys["agent-key"].secret)
@@ -113,8 +119,9 @@ def test_planned_failover_updates_bind_and_failback_restores_it_exactly(site) ->
         assert report["ok"] is True, report
 
     _run(engine, OperationKind.COMMIT)
-    # Commit gives the new records the TTL the old ones had.
+    # Commit gives the new records the TTL the old ones had, a moved PTR the one it replaces.
     assert bind.rrset(f"app01.{FORWARD}", "A") == (3600, ("172.16.1.10",))
+    assert bind.rrset("10.1.16.172.in-addr.arpa.", "PTR") == (3600, ("app01.corp.contoso.example.",))
 
     _run(engine, OperationKind.REVERSE)
     _run(engine, OperationKind.FAILBACK)
@@ -156,3 +163,35 @@ def test_lowering_ttls_before_a_planned_failover_waits_out_the_old_ttl(site, tmp
     # The old TTL (3600 s) was waited out once, after the TTLs were lowered and before any change.
     assert any(w > 3500 for w in waits), waits
     assert bind.rrset(f"app01.{FORWARD}", "A") == (60, ("172.16.1.10",))
+
+
+@pytest.fixture
+def site_with_jump_host(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from tests.integration.test_engine_reserve import JUMP_HOST, WEST
+
+    inventory = (demo_dir() / "demo-inventory.yaml").read_text()
+    yield from _site(named, tmp_path, monkeypatch, inventory.replace(WEST, WEST + JUMP_HOST))
+
+
+def test_dns_in_bind_follows_the_address_vmm_granted_when_the_planned_one_was_taken(site_with_jump_host) -> None:
+    from tests.integration.test_engine_reserve import take
+
+    engine, bind = site_with_jump_host
+    op = engine.create(OperationKind.PLANNED_FAILOVER, PLAN, requested_by="test")
+    take(engine.ports, "west-apps-pool", "172.16.1.10")  # app01's planned address, taken after planning
+    view = engine.run(op)
+    while view.status == "waiting_for_manual_action":
+        view = engine.resume(view.id, actor="test")
+    assert view.status == "succeeded", view.errors
+
+    [granted] = [r.address for r in engine.journal.reservations() if r.vm == "app01"]
+    assert granted != "172.16.1.10"
+    assert bind.rrset(f"app01.{FORWARD}", "A") == (60, (granted,))
+    reverse = ".".join(reversed(granted.split("."))) + ".in-addr.arpa."
+    assert bind.rrset(reverse, "PTR") == (60, ("app01.corp.contoso.example.",))
+    assert bind.rrset("10.1.16.172.in-addr.arpa.", "PTR") is None, "the planned address is not app01's"
+    assert bind.rrset("10.2.168.192.in-addr.arpa.", "PTR") is None, "app01's old PTR is gone"
+
+    _run(engine, OperationKind.COMMIT)
+    assert bind.rrset(f"app01.{FORWARD}", "A") == (3600, (granted,))
+    assert bind.rrset(reverse, "PTR") == (3600, ("app01.corp.contoso.example.",))

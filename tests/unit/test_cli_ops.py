@@ -415,3 +415,31 @@ def demo_copy(tmp_path: Path, edit) -> Path:
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
+
+
+def test_ops_show_says_where_the_failover_did_otherwise_than_its_preview() -> None:
+    paused = run("run", "--plan", DEMO_PLAN, "--kind", "planned", "--yes")
+    assert paused.exit_code == EXIT_WAITING, paused.output  # after the databases group
+    op = op_id_in(paused.stdout)
+    # Meanwhile app01's planned address goes to another NIC of the recovery site.
+    from agent.ports import GrantRequest
+
+    with connect(load_config(None)) as connection:
+        vmm = connection.ports.vmm["contoso-west"]
+        [other] = [n.id for vm in vmm.read_inventory().vms if vm.name == "web01" for n in vm.nics if n.name == "nic1"]
+        [taken] = vmm.grant_ips([GrantRequest(pool="west-apps-pool", address="172.16.1.10", owner_id=other)])
+        assert taken.changed
+    assert run("ops", "resume", op).exit_code == EXIT_OK
+
+    shown = run("ops", "show", op)
+
+    assert shown.exit_code == EXIT_OK, shown.output
+    text = " ".join(shown.stdout.split())
+    assert "differs from the preview (3)" in text
+    assert "app01/nic0: planned 172.16.1.10, VMM granted 172.16.1.12 (the planned address was taken meanwhile)" in text
+    assert "DNS dns-contoso/app01.corp.contoso.example./A: wrote ['172.16.1.12'], the preview said ['172.16.1.10']" \
+        in text
+    assert ("DNS dns-contoso/12.1.16.172.in-addr.arpa./PTR: wrote ['app01.corp.contoso.example.'] in place of "
+            "10.1.16.172.in-addr.arpa.") in text
+    shown_json = json.loads(run("ops", "show", op, "--json").stdout)
+    assert {d["kind"] for d in shown_json["deviations"]} == {"grant", "dns"}

@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.engine.actions.base import ActionContext, action, error_json, log
+from agent.engine.actions.grants import follow_grants, moved_deviation, moved_ptrs
 from agent.engine.model import ItemOutcome, StepResult
 from agent.engine.steps import DnsApplyArgs, DnsRestoreArgs, WaitTtlArgs
 from agent.engine.store import SnapshotRow, utcnow
@@ -100,9 +101,17 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
     items, skipped = ctx.live(args.items)
     if not items:
         return StepResult(items=skipped)
-    names = [(it.name, RecordType(it.type)) for it in items]
+    followed = follow_grants(ctx, items)
+    items = followed.items
+    if not items and not followed.moved:
+        return StepResult(items=list(skipped) + followed.outcomes)
+    names = [(it.name, RecordType(it.type)) for it in items] + [
+        (m.name, RecordType.PTR) for m in followed.moved if m.name.endswith("." + zone)]
     current = {(r.name, r.type.value): r for r in ctx.call(f"dns.read@{server}", lambda: dns.read(zone, names))}
-    done: list[ItemOutcome] = list(skipped)
+    added, refused_moves = moved_ptrs(ctx, server, zone, followed.moved, items, current)
+    items += added
+    deviations = followed.deviations | {m.key: moved_deviation(m) for m in followed.moved}
+    done: list[ItemOutcome] = list(skipped) + followed.outcomes + refused_moves
     changes, pending = [], []
     snaps: dict[str, Any] = {}
     for it in items:
@@ -140,7 +149,7 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
                                    "written")
         ctx.journal.set_written_many(scope=ctx.op_id, kind="dns", written=recovered)
     if not changes:
-        return StepResult(items=done)
+        return _with_deviations(StepResult(items=done), deviations)
     refused = _send(ctx, server, zone, changes)
     if refused is not None:
         return StepResult(items=done + [ItemOutcome(key=it.key, vm=it.vm, error=refused) for it in pending])
@@ -150,12 +159,22 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
         dns_snapshot_key(server, zone, it.name, it.type): {"values": list(ch.new_values), "ttl": ch.ttl}
         for it, ch in written})
     ctx.journal.audit_many(actor=ctx.owner, action="dns.replace", operation_id=ctx.op_id, entries=[
-        (f"{server}/{it.name}/{it.type}", {"old": list(ch.expected), "new": list(ch.new_values), "ttl": ch.ttl})
+        (f"{server}/{it.name}/{it.type}", {"old": list(ch.expected), "new": list(ch.new_values), "ttl": ch.ttl,
+                                           **{k: v for k, v in deviations.get(it.key, {}).items()
+                                              if k != "written"}})
         for it, ch in written])
     done += [ItemOutcome(key=it.key, vm=it.vm, changed=True) for it, _ in written]
     # Verified only once the write is journalled: a crash while waiting on a slow secondary must
     # not leave the agent unsure whose record it is.
-    return StepResult(items=done, info=_verify(ctx, server, zone, changes))
+    return _with_deviations(StepResult(items=done, info=_verify(ctx, server, zone, changes)), deviations)
+
+
+def _with_deviations(result: StepResult, deviations: dict[str, dict[str, Any]]) -> StepResult:
+    """Each record written otherwise than the preview said (it follows a grant) says so in its outcome."""
+    for out in result.items:
+        if out.key in deviations and out.error is None:
+            out.value = deviations[out.key]
+    return result
 
 
 @action("dns.restore", DnsRestoreArgs)
@@ -196,12 +215,15 @@ def restore(ctx: ActionContext, args: DnsRestoreArgs) -> StepResult:
 
 @action("dns.restore_ttl", DnsRestoreArgs)
 def restore_ttl(ctx: ActionContext, args: DnsRestoreArgs) -> StepResult:
-    """After commit: the records a failover wrote with the low failover TTL get the TTL they had
-    before (values unchanged), pinned to what the agent wrote."""
+    """After commit: the records a failover wrote with the low failover TTL get their normal TTL
+    back (values unchanged), pinned to what the agent wrote: a record that existed its own TTL, a
+    PTR that moved (the VM's host name left one address's PTR for another's) the TTL of the PTR
+    it replaces, any other new record ``dns.ttl.record_ttl``."""
     server, zone = args.server, args.zone
     low = ctx.config.dns.ttl.failover_ttl
+    committed = _committed_ttls(ctx, args.scope)
     lowered = _written_in_zone(ctx, server, zone, args.scope, keep=lambda s: bool(
-        s.written["values"] and s.written["ttl"] == low and s.data["ttl"] not in (None, low)))
+        s.written["values"] and s.written["ttl"] == low and committed(s) != low))
     done, changes, pending = [], [], []
     for snap, name, rtype, now in lowered:
         key = f"{name}/{rtype}"
@@ -209,18 +231,43 @@ def restore_ttl(ctx: ActionContext, args: DnsRestoreArgs) -> StepResult:
         if now is None or tuple(sorted(now.values)) != written:
             done.append(ItemOutcome(key=key, skipped="changed since the failover wrote it; TTL left alone"))
             continue
-        if now.ttl == snap.data["ttl"]:
+        ttl = committed(snap)
+        if now.ttl == ttl:
             done.append(ItemOutcome(key=key))
             continue
-        changes.append(RecordChange(zone=zone, name=name, type=RecordType(rtype), ttl=snap.data["ttl"],
+        changes.append(RecordChange(zone=zone, name=name, type=RecordType(rtype), ttl=ttl,
                                     expected=written, new_values=written))
         pending.append(key)
     if changes:
         refused = _send(ctx, server, zone, changes)
         if refused is not None:
             return StepResult(items=done + [ItemOutcome(key=k, error=refused) for k in pending])
+        ctx.journal.audit_many(actor=ctx.owner, action="dns.restore_ttl", operation_id=ctx.op_id, entries=[
+            (f"{server}/{ch.name}/{ch.type.value}", {"values": list(ch.new_values), "from_ttl": low, "ttl": ch.ttl})
+            for ch in changes])
         done += [ItemOutcome(key=k, changed=True) for k in pending]
     return StepResult(items=done)
+
+
+def _committed_ttls(ctx: ActionContext, scope: str) -> Callable[[SnapshotRow], int]:
+    """The TTL a record operation ``scope`` wrote gets at commit (see :func:`restore_ttl`)."""
+    replaced: dict[str, int] = {}
+    for s in ctx.journal.snapshots(scope=scope, kind="dns"):
+        if s.written is not None and s.data["ttl"] is not None and _name_type(s.key)[1] == "PTR":
+            for host in set(s.data["values"]) - set(s.written["values"]):
+                replaced.setdefault(host, s.data["ttl"])
+    default = ctx.config.dns.ttl.record_ttl
+
+    def ttl(snap: SnapshotRow) -> int:
+        if snap.data["ttl"] is not None:
+            return int(snap.data["ttl"])
+        if _name_type(snap.key)[1] == "PTR":
+            moved = [replaced[h] for h in sorted(snap.written["values"]) if h in replaced]
+            if moved:
+                return moved[0]
+        return default
+
+    return ttl
 
 
 @action("dns.wait_ttl", WaitTtlArgs)

@@ -8,6 +8,8 @@ IP configuration and purpose, so a grant made just before a crash is still found
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from agent.domain.model import IpGrant
 from agent.engine.actions.base import ActionContext, action, error_json, outcomes
 from agent.engine.model import ItemOutcome, StepResult
@@ -22,29 +24,35 @@ from agent.engine.steps import (
 from agent.ports import GrantRequest, ItemResult, NicConnection, TestNetworkSpec
 
 _TAKEN_MEANWHILE = ("address_already_granted", "address_reserved")
+GRANT_DEVIATION = "vmm.grant_deviation"
+"""The audit action recording that VMM granted another address than the plan (and its preview) said."""
+DEVIATION_NOTE = "planned address was taken meanwhile; VMM granted another, which the failover IP and DNS use"
 
 
 def _grant_description(ctx: ActionContext, it: ReserveItem) -> str:
     return f"{ctx.owner} op={ctx.op_id} vm={it.vm} nic={it.nic} ip={it.ip_index} purpose={it.purpose}"
 
 
-def _nic_ids(ctx: ActionContext, site: str, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    inv = ctx.call(f"vmm.read_inventory@{site}", ctx.ports.vmm[site].read_inventory)
-    return {(vm.name, nic.name): nic.id for vm in inv.vms for nic in vm.nics if (vm.name, nic.name) in wanted}
-
-
 @action("vmm.reserve", ReserveArgs)
 def reserve(ctx: ActionContext, args: ReserveArgs) -> StepResult:
     """Grant each planned address to its NIC. An address the plan chose freely (not a retained
     source address) that someone else took since planning is replaced by any free address of
-    the same pool, chosen by VMM itself; the deviation is recorded."""
+    the same pool, chosen by VMM itself; the deviation is recorded (step outcome and audit) and
+    every later step (failover IP, DNS) uses what was granted.
+
+    Every request carries its marker, the grant description (:func:`_grant_description`): a
+    grant an earlier attempt made -- one cut off before the journal heard of it, or one whose
+    call timed out after VMM applied it -- is found by its marker and journalled, never asked
+    for again. "Any free address" is not idempotent in VMM, so this is what keeps a retry from
+    holding a second address nobody would ever return."""
 
     site = args.site
-    vmm = ctx.ports.vmm[site]
     items, skipped = ctx.live(args.items)
+    inv = ctx.call(f"vmm.read_inventory@{site}", ctx.ports.vmm[site].read_inventory)
     # Test VM NICs only exist once the test failover has started: resolve their ids now.
     unresolved = {(it.owner_vm, it.nic) for it in items if not it.nic_id}
-    ids = _nic_ids(ctx, site, unresolved) if unresolved else {}
+    ids = {(vm.name, nic.name): nic.id for vm in inv.vms for nic in vm.nics if (vm.name, nic.name) in unresolved}
+    earlier = _marked(ctx, inv.grants)
     done: list[ItemOutcome] = list(skipped)
     requests: list[GrantRequest] = []
     ready: list[ReserveItem] = []
@@ -58,7 +66,9 @@ def reserve(ctx: ActionContext, args: ReserveArgs) -> StepResult:
         ready.append(it)
         requests.append(GrantRequest(pool=it.pool, address=it.address, owner_id=nic_id,
                                      description=_grant_description(ctx, it)))
-    results = ctx.call(f"vmm.grant_ips@{site}", lambda: vmm.grant_ips(requests)) if requests else []
+    journalled = {(r.pool, r.address) for r in ctx.journal.reservations(operation_id=ctx.op_id, held=True,
+                                                                        vms={it.vm for it in ready})}
+    results = _grant(ctx, site, requests, earlier) if requests else []
     retry_items: list[ReserveItem] = []
     retry_requests: list[GrantRequest] = []
     granted: list[tuple[ReserveItem, ItemResult[IpGrant]]] = []
@@ -69,28 +79,57 @@ def reserve(ctx: ActionContext, args: ReserveArgs) -> StepResult:
                                                description=req.description))
             continue
         granted.append((it, res))
-    done += _record_grants(ctx, site, granted)
     if retry_requests:
-        again = ctx.call(f"vmm.grant_ips@{site}", lambda: vmm.grant_ips(retry_requests))
-        retried = list(zip(retry_items, again, strict=True))
-        for (it, res), out in zip(retried, _record_grants(ctx, site, retried), strict=True):
-            if res.value is not None and res.ok:
-                out.value = {"address": res.value.address, "planned": it.address,
-                             "note": "planned address was taken meanwhile; VMM granted another"}
-            done.append(out)
+        again = _grant(ctx, site, retry_requests, {})
+        granted += zip(retry_items, again, strict=True)
+    order = {it.key: i for i, it in enumerate(ready)}
+    granted.sort(key=lambda pair: order[pair[0].key])
+    done += _record_grants(ctx, site, granted, journalled)
     return StepResult(items=done)
 
 
-def _record_grants(ctx: ActionContext, site: str,
-                   pairs: list[tuple[ReserveItem, ItemResult[IpGrant]]]) -> list[ItemOutcome]:
+def _marked(ctx: ActionContext, grants: Sequence[IpGrant]) -> dict[str, IpGrant]:
+    """This operation's grants in VMM, by their marker (description)."""
+    mine = f"{ctx.owner} op={ctx.op_id} "
+    return {g.description: g for g in grants if g.description.startswith(mine)}
+
+
+def _grant(ctx: ActionContext, site: str, requests: list[GrantRequest],
+           earlier: dict[str, IpGrant]) -> list[ItemResult[IpGrant]]:
+    """One ``grant_ips`` call for the requests no grant carries the marker of yet (``earlier``:
+    the grants found so far). A retried call may have taken effect before it failed: each retry
+    reads VMM's grants again and asks only for what is still missing."""
+    vmm = ctx.ports.vmm[site]
+    found = dict(earlier)
+    tries = 0
+
+    def attempt() -> list[ItemResult[IpGrant]]:
+        nonlocal tries
+        tries += 1
+        if tries > 1:
+            found.update(_marked(ctx, vmm.read_inventory().grants))
+        mine = {r.description: g for r in requests if (g := found.get(r.description)) is not None
+                and (g.pool, g.owner_id) == (r.pool, r.owner_id)}
+        todo = [r for r in requests if r.description not in mine]
+        asked = iter(vmm.grant_ips(todo) if todo else [])
+        return [ItemResult(f"{r.pool}:{g.address}", g) if (g := mine.get(r.description)) is not None
+                else next(asked) for r in requests]
+
+    return ctx.call(f"vmm.grant_ips@{site}", attempt)
+
+
+def _record_grants(ctx: ActionContext, site: str, pairs: list[tuple[ReserveItem, ItemResult[IpGrant]]],
+                   journalled: set[tuple[str, str]]) -> list[ItemOutcome]:
     """Journal what VMM granted (one transaction for the whole step, not one per address) and
-    audit the new grants; one outcome per (item, result), in order."""
+    audit the grants not journalled before (``journalled``: this operation's, before this
+    attempt), deviations from the plan included; one outcome per (item, result), in order."""
     conflicts = iter(ctx.journal.record_reservations([
         {"site": site, "pool": res.value.pool, "address": res.value.address, "owner_id": res.value.owner_id,
          "vm": it.vm, "nic": it.nic, "ip_index": it.ip_index, "purpose": it.purpose, "operation_id": ctx.op_id}
         for it, res in pairs if res.ok and res.value is not None]))
     done: list[ItemOutcome] = []
     audits: list[tuple[str | None, object]] = []
+    deviations: list[tuple[str | None, object]] = []
     for it, res in pairs:
         if res.error is not None or res.value is None:
             error = error_json(res.error) if res.error is not None else {
@@ -101,10 +140,20 @@ def _record_grants(ctx: ActionContext, site: str,
         if conflict is not None:
             done.append(ItemOutcome(key=it.key, vm=it.vm, error=error_json(conflict)))
             continue
-        if res.changed:
+        new = (grant.pool, grant.address) not in journalled
+        # A grant found by its marker was made by an earlier attempt that never audited it.
+        if res.changed or (new and grant.description == _grant_description(ctx, it)):
             audits.append((f"{site}/{grant.pool}/{grant.address}", {"vm": it.vm, "nic": it.nic}))
-        done.append(ItemOutcome(key=it.key, vm=it.vm, changed=res.changed, value={"address": grant.address}))
+        value: dict[str, object] = {"address": grant.address}
+        if grant.address != it.address:
+            value.update(planned=it.address, note=DEVIATION_NOTE)
+            if new:
+                deviations.append((f"{it.vm}/{it.nic}", {
+                    "vm": it.vm, "nic": it.nic, "ip_index": it.ip_index, "purpose": it.purpose, "pool": grant.pool,
+                    "planned": it.address, "granted": grant.address}))
+        done.append(ItemOutcome(key=it.key, vm=it.vm, changed=res.changed, value=value))
     ctx.journal.audit_many(actor=ctx.owner, action="vmm.grant_ip", operation_id=ctx.op_id, entries=audits)
+    ctx.journal.audit_many(actor=ctx.owner, action=GRANT_DEVIATION, operation_id=ctx.op_id, entries=deviations)
     return done
 
 
