@@ -3,7 +3,6 @@ the ``ops`` commands (list, show, resume, cancel, note, audit)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -38,6 +37,7 @@ from agent.cli.session import (
     run_shown,
     store_location,
 )
+from agent.cli.trail import audit_lines, script_lines
 from agent.cli.vocabulary import (
     FINAL,
     FOLLOW_UPS,
@@ -298,7 +298,8 @@ def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = 
         if as_json:
             print_json({**view.to_json(now), "requested_by": row.requested_by,
                         "plan_checksum": row.plan_checksum, "result": row.result,
-                        "followed_by": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children]})
+                        "followed_by": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children],
+                        "scripts": [{"step": name, **record} for name, record in _script_runs(journal, op_id)]})
             return
         _print_operation(loaded, journal, view, row, children, now)
 
@@ -355,11 +356,24 @@ def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView
         targets = {s.name: s.target for s in view.steps}
         for e in view.errors:
             out.print(f"  - {error_text(e, targets.get(e['step']))}  [dim](step {escape(e['step'])})[/]")
+    runs = _script_runs(journal, view.id)
+    if runs:
+        out.print(f"\n[bold]script output[/] ({plural(len(runs), 'run')})")
+        for name, record in runs:
+            out.print(f"  {escape(name)}:")
+            for text in script_lines(record):
+                out.print("    " + text, markup=False)
     out.print(f"\n[bold]notes[/] ({len(view.notes)})")
     for n in view.notes:
         out.print(f"  {n['at'][:19].replace('T', ' ')} UTC  {escape(n['author'])}: {escape(n['text'])}")
     if not view.notes:
         out.print(f"  none; add one with {command_line(loaded, f'ops note {view.id} TEXT')}")
+
+
+def _script_runs(journal: Journal, op_id: str) -> list[tuple[str, dict]]:
+    """(step name, what was kept of the run) of each script step that ran."""
+    return [(r.name, it["value"]) for r in journal.steps(op_id) if r.action == "script" and r.outcome
+            for it in r.outcome.get("items", []) if isinstance(it.get("value"), dict)]
 
 
 @contextmanager
@@ -475,8 +489,17 @@ def ops_audit(
         if not rows:
             out.print("the audit trail is empty" + (f" for {op_id}" if op_id else ""))
             return
-        table: list[list[_Cell]] = [
-            [utc_time(r.at).removesuffix(" UTC"), r.actor, r.action, r.operation_id or "-", r.target or "-",
-             json.dumps(r.details, sort_keys=True, default=str) if r.details else ""] for r in rows]
-        for line in _columns(["AT (UTC)", "ACTOR", "ACTION", "OPERATION", "TARGET", "DETAILS"], table):
+        table: list[list[_Cell]] = []
+        below: list[list[str]] = []
+        for r in rows:
+            result, lines = audit_lines(r.details)
+            table.append([utc_time(r.at).removesuffix(" UTC"), r.actor, r.action, r.operation_id or "-",
+                          r.target or "-", result])
+            below.append(lines)
+        header, *lines_of_rows = _columns(["AT (UTC)", "ACTOR", "ACTION", "OPERATION", "TARGET", "RESULT"], table)
+        out.print(header)
+        for line, details in zip(lines_of_rows, below, strict=True):
             out.print(line)
+            for text in details:
+                # The sites' and scripts' own words: printed as they are, never as markup.
+                out.print("    " + text, markup=False)

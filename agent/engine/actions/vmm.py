@@ -83,14 +83,13 @@ def reserve(ctx: ActionContext, args: ReserveArgs) -> StepResult:
 
 def _record_grants(ctx: ActionContext, site: str,
                    pairs: list[tuple[ReserveItem, ItemResult[IpGrant]]]) -> list[ItemOutcome]:
-    """Journal what VMM granted (one transaction for the whole step, not one per address) and
-    audit the new grants; one outcome per (item, result), in order."""
+    """Journal what VMM granted (one transaction for the whole step, not one per address); one
+    outcome per (item, result), in order. (The step's ports audit the grants.)"""
     conflicts = iter(ctx.journal.record_reservations([
         {"site": site, "pool": res.value.pool, "address": res.value.address, "owner_id": res.value.owner_id,
          "vm": it.vm, "nic": it.nic, "ip_index": it.ip_index, "purpose": it.purpose, "operation_id": ctx.op_id}
         for it, res in pairs if res.ok and res.value is not None]))
     done: list[ItemOutcome] = []
-    audits: list[tuple[str | None, object]] = []
     for it, res in pairs:
         if res.error is not None or res.value is None:
             error = error_json(res.error) if res.error is not None else {
@@ -101,10 +100,7 @@ def _record_grants(ctx: ActionContext, site: str,
         if conflict is not None:
             done.append(ItemOutcome(key=it.key, vm=it.vm, error=error_json(conflict)))
             continue
-        if res.changed:
-            audits.append((f"{site}/{grant.pool}/{grant.address}", {"vm": it.vm, "nic": it.nic}))
         done.append(ItemOutcome(key=it.key, vm=it.vm, changed=res.changed, value={"address": grant.address}))
-    ctx.journal.audit_many(actor=ctx.owner, action="vmm.grant_ip", operation_id=ctx.op_id, entries=audits)
     return done
 
 
