@@ -207,6 +207,10 @@ def run_operation(
             if kind in REAL_FAILOVERS:
                 expect = review(sess, kind, plan_name, yes=yes, checksum=checksum)
             op_id = create_operation(sess, kind, plan_name, expect, take_over=take_over)
+            if kind in REAL_FAILOVERS:  # who let it change production, and how
+                sess.journal.store.audit(actor=current_user(), action="operation.confirmed", operation_id=op_id,
+                                         target=plan_name, details={"by": "--yes" if yes else "answer at the terminal",
+                                                                    "checksum": expect or "not pinned"})
             if kind not in FOLLOW_UPS and (yes or kind not in REAL_FAILOVERS):
                 plan = sess.journal.operation(op_id).plan or {}
                 label = "reserving ahead for" if kind == "prepare" else "plan"

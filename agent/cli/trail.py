@@ -23,6 +23,8 @@ def shown(value: Any) -> str:
         if "values" in value:  # a DNS record set
             values = shown(value["values"])
             return values if value.get("ttl") is None else f"{values} (TTL {value['ttl']})"
+        if "state" in value:  # a Hyper-V Replica relationship
+            return value["state"] + (f", test VM {value['test_vm']}" if value.get("test_vm") else "")
         return ", ".join(f"{k} {shown(v)}" for k, v in value.items() if v is not None and v != [])
     if isinstance(value, list):
         return ", ".join(shown(v) for v in value) or "none"

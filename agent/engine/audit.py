@@ -224,8 +224,16 @@ class StepAudit:
 def _nic_state(nic: Nic | None) -> Any:
     if nic is None:
         return None
-    return {"network": nic.vm_network or "disconnected", "subnet": nic.vm_subnet,
-            "addresses": [a for c in nic.ip_configurations for a in ([c.address] if c.address else [])] or "DHCP"}
+    return _connection(nic.vm_network, nic.vm_subnet,
+                       [f"{c.address}/{c.prefix_length}" for c in nic.ip_configurations if c.address])
+
+
+def _connection(network: str | None, subnet: str | None, addresses: list[str]) -> dict[str, Any]:
+    """A NIC's connection: its network and subnet, and the static addresses it is given."""
+    out: dict[str, Any] = {"network": network or "disconnected", "subnet": subnet}
+    if addresses:
+        out["addresses"] = addresses
+    return out
 
 
 def _settings(settings: Iterable[FailoverIpSetting]) -> list[str]:
@@ -382,8 +390,8 @@ class _Audited:
     def _connect_nics(self, conns: Any) -> list[Change]:
         return [Change(c.key, f"{self._where}/{c.vm}/{c.nic}",
                        _nic_state(self._audit.recall(("nic", self._where, c.vm, c.nic))),
-                       {"network": c.vm_network or "disconnected", "subnet": c.vm_subnet,
-                        "addresses": [f"{a}/{p}" for a, p in c.addresses] or "DHCP"}) for c in conns]
+                       _connection(c.vm_network, c.vm_subnet, [f"{a}/{p}" for a, p in c.addresses]))
+                for c in conns]
 
     def _set_failover_configs(self, host: str, configs: Any) -> list[Change]:
         out = []
