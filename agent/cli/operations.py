@@ -293,7 +293,7 @@ def ops_list(
 
 @ops_app.command("show", help="Show one operation: status, progress, elapsed time, VMs that failed, "
                  "what it waits for, its steps (status, target, items changed, attempts, time), every "
-                 "error with code and target, and the operators' notes.")
+                 "error with code and target, what each script printed, and the operators' notes.")
 def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     with _store_only(config, as_json) as (loaded, journal):
         op_id = _resolve_op(journal, op)
@@ -475,7 +475,8 @@ def ops_note(
 
 
 @ops_app.command("audit", help="The audit trail, oldest first: every change the agent made to an outside "
-                 "system and every operator action, with time (UTC), actor and target; of one operation, "
+                 "system and every operator action, with time (UTC), actor, target, how it ended and what "
+                 "was there before and after; of one operation, "
                  "or the newest entries of all.")
 def ops_audit(
     op: Annotated[str | None, typer.Argument(metavar="[OP]", help="Only this operation.", show_default=False)] = None,
