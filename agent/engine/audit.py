@@ -211,6 +211,15 @@ class StepAudit:
             if updates:
                 s.execute(update(AuditRow), updates)
 
+    def made_earlier(self, prefix: str) -> dict[str, Any]:
+        """target -> the "after" of the last change this operation's earlier steps made with an
+        action starting ``prefix`` (what a VM's replication became, a step ago)."""
+        with self.store.session() as s:
+            rows = s.execute(select(AuditRow.target, AuditRow.details).where(
+                AuditRow.operation_id == self.operation_id, AuditRow.action.startswith(prefix),
+                AuditRow.key.is_not(None)).order_by(AuditRow.id))
+            return {t: d["after"] for t, d in rows if d.get("result") == CHANGED and d.get("step") != self.step}
+
     def remember(self, what: tuple[str, ...], value: Any) -> None:
         self.seen[what] = value
 
@@ -410,11 +419,14 @@ class _Audited:
         return out
 
     def _replicate(self, host: str, action: str, vms: Any) -> list[Change]:
+        # A relationship is one for both hosts: what an earlier step (prepare, on the other
+        # host) left is what this one finds, when the step read nothing itself.
+        earlier = {t.rsplit("/", 1)[-1]: v for t, v in self._audit.made_earlier("hyperv.replicate.").items()}
         out = []
         for vm in vms:
             seen = self._audit.recall(("replica", self._where, host, vm))
             out.append(Change(f"{host}:{vm}", f"{self._where}/{host}/{vm}",
-                              None if seen is None else _replica(seen), action))
+                              _replica(seen) if seen is not None else earlier.get(vm), action))
         return out
 
     def _set_power(self, host: str, action: str, vms: Any) -> list[Change]:

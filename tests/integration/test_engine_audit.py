@@ -118,7 +118,8 @@ class Chatty:
 
     def run_script(self, host: str, path: str, parameters: dict[str, Any], timeout_s: float) -> ScriptResult:
         token = parameters["ApiToken"]
-        return ScriptResult(host=host, path=path, succeeded=True, output={"token": token, "seen": "ok"},
+        return ScriptResult(host=host, path=path, succeeded=True,
+                            output={"token": token, "seen": ["ok", f"with {token}"]},
                             stdout=f"using {token}\n" + "x" * (2 * SCRIPT_STREAM_CAP), stderr="warning: slow\n")
 
 
@@ -141,7 +142,8 @@ def test_script_output_is_kept_capped_and_without_secrets(tmp_path) -> None:
                                           "total_bytes": len("using ***\n") + 2 * SCRIPT_STREAM_CAP}
         assert len(kept["stdout"].encode()) == SCRIPT_STREAM_CAP and kept["stdout"].startswith("using ***\n")
         assert kept["stderr"] == "warning: slow\n" and "stderr_truncated" not in kept
-        assert kept["parameters"]["ApiToken"] == "***" and kept["output"] == {"token": "***", "seen": "ok"}
+        assert kept["parameters"]["ApiToken"] == "***"
+        assert kept["output"] == {"token": "***", "seen": ["ok", "with ***"]}
         [row] = [a for a in changes_in_trail(rig, op.id) if a.action == "script.run_script"]
         assert row.details["after"] == kept and row.details["result"] == "succeeded"
         # (The plan keeps the parameter to run the script again on a resume: the config holds it so.)

@@ -71,6 +71,8 @@ def test_ops_audit_shows_every_change_with_before_and_after(failed_over_and_comm
     assert change("hyperv.set_power.start", "contoso-west/hv-west-01/sql01") == ("changed", "Off", "Running")
     assert change("hyperv.replicate.prepare", "contoso-east/hv-east-01/sql01") == (
         "changed", "Replicating", "PreparedForFailover")
+    assert change("hyperv.replicate.failover", "contoso-west/hv-west-01/sql01") == (
+        "changed", "PreparedForFailover", "FailedOverWaitingCompletion"), "what the prepare step left"
     assert change("hyperv.replicate.complete", "contoso-west/hv-west-01/sql01") == (
         "changed", "FailedOverWaitingCompletion", "FailedOver")
     assert change("vmm.grant_ips", "contoso-west/west-core-pool/192.168.1.20") == (
