@@ -9,6 +9,9 @@ was there before and what is there after, whichever action made it.
 * **Once.** A row is keyed by the step and the call (method and item), unique per operation: a
   retried or resumed step completes the row of its earlier attempt instead of adding one, and a
   change an earlier attempt made stays ``changed`` when the next attempt finds it in place.
+* **Changes only.** An item the call found already as asked (the ports are idempotent) changed
+  nothing: its pending row is withdrawn in the transaction that would complete it. One left by
+  an attempt that was cut off stays, saying what the next attempt found.
 * **Before and after** come from what the step read through the same ports just before (the
   reads are remembered per step), from the call's inputs, and from what the call returned; the
   agent makes no extra call to the sites for the trail. Where the step read nothing, "before"
@@ -22,9 +25,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
-from agent.domain.model import FailoverIpSetting, IpGrant, Nic, Replication, Route, VirtualMachine
+from agent.domain.model import (
+    FailoverIpSetting,
+    IpGrant,
+    Nic,
+    NicFailoverConfig,
+    Replication,
+    Route,
+    VirtualMachine,
+)
 from agent.engine.store import AuditRow, Store
 from agent.errors import AgentError, PermanentError
 from agent.logging import REDACTED, redact_secrets
@@ -77,6 +88,7 @@ def _capped(text: str) -> tuple[str, int | None]:
     data = text.encode("utf-8", "replace")
     if len(data) <= SCRIPT_STREAM_CAP:
         return text, None
+    # Cut at a character boundary: a character split in two would not decode.
     return data[:SCRIPT_STREAM_CAP].decode("utf-8", "ignore"), len(data)
 
 
@@ -92,8 +104,10 @@ def script_record(result: ScriptResult, parameters: dict[str, Any]) -> dict[str,
     JSON document it wrote, and each output stream up to :data:`SCRIPT_STREAM_CAP` bytes, saying
     when one was cut. Secret parameters are scrubbed everywhere, their values too where the
     script printed them."""
-    hidden = [str(v) for k, v in parameters.items()
-              if secret_parameters({k: v})[k] == REDACTED and len(str(v)) >= 3]
+    # Values of secret parameters, wherever the script echoed them; not ones too short to be
+    # told from ordinary text (replacing every "1" would garble the output and hide nothing).
+    hidden = [v for k, v in parameters.items()
+              if isinstance(v, str) and len(v) >= 3 and secret_parameters({k: v})[k] == REDACTED]
 
     def scrub(text: str) -> str:
         for value in hidden:
@@ -111,7 +125,7 @@ def script_record(result: ScriptResult, parameters: dict[str, Any]) -> dict[str,
         kept, whole = _capped(scrub(getattr(result, stream)))
         record[stream] = kept
         if whole is not None:
-            record[f"{stream}_truncated"] = {"kept_bytes": SCRIPT_STREAM_CAP, "total_bytes": whole}
+            record[f"{stream}_truncated"] = {"kept_bytes": len(kept.encode("utf-8")), "total_bytes": whole}
     return record
 
 
@@ -135,7 +149,11 @@ class Change:
     key: str
     target: str
     before: Any
+    """What the step saw before the call; None when it read nothing."""
     after: Any
+    """What the call asks for (the call's own answer replaces it)."""
+    assumed: bool = False
+    """``before`` is what the call's inputs imply, true only if the call changes something."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +179,8 @@ class StepAudit:
     ordinal: int
     step: str
     seen: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    fresh: set[str] = field(default_factory=set)
+    """Keys of the rows this run of the step wrote (the others are an earlier attempt's)."""
 
     def begin(self, action: str, changes: Sequence[Change]) -> None:
         """Commit a pending row per change not already in the trail (an earlier attempt's)."""
@@ -168,12 +188,13 @@ class StepAudit:
         with self.store.session() as s:
             have = set(s.scalars(select(AuditRow.key).where(AuditRow.operation_id == self.operation_id,
                                                             AuditRow.key.in_(keys))))
-            rows = [{"actor": self.actor, "action": action, "target": c.target, "operation_id": self.operation_id,
+            new = [(k, c) for k, c in zip(keys, changes, strict=True) if k not in have]
+            if new:
+                s.execute(insert(AuditRow), [
+                    {"actor": self.actor, "action": action, "target": c.target, "operation_id": self.operation_id,
                      "key": k, "details": {"step": self.step, "before": c.before, "after": c.after,
-                                           "result": PENDING}}
-                    for k, c in zip(keys, changes, strict=True) if k not in have]
-            if rows:
-                s.execute(insert(AuditRow), rows)
+                                           "result": PENDING}} for k, c in new])
+        self.fresh.update(k for k, _ in new)
 
     def finish(self, action: str, changes: Sequence[Change], results: Sequence[Done]) -> None:
         """Complete each change's row. A change an earlier attempt made stays ``changed`` when
@@ -183,12 +204,15 @@ class StepAudit:
         with self.store.session() as s:
             found = s.execute(select(AuditRow.id, AuditRow.key, AuditRow.details).where(
                 AuditRow.operation_id == self.operation_id, AuditRow.key.in_(list(done))))
-            updates = []
+            updates, withdrawn = [], []
             for row_id, key, details in found:
                 d, old = done[key], dict(details or {})
                 before, after, result = d.before, d.after, d.result
                 was = old.get("result")
-                if was == CHANGED and result == UNCHANGED:
+                if was == CHANGED and result != CHANGED:
+                    continue  # it was made; what a later attempt finds does not undo that
+                if result == UNCHANGED and was == PENDING and key in self.fresh:
+                    withdrawn.append(row_id)  # asked for what already held: no change to record
                     continue
                 if was in (PENDING, FAILED) and result == UNCHANGED:
                     # An earlier attempt was cut off (killed, or its call failed) after the call
@@ -210,6 +234,8 @@ class StepAudit:
                 updates.append({"id": row_id, "details": old})
             if updates:
                 s.execute(update(AuditRow), updates)
+            if withdrawn:
+                s.execute(delete(AuditRow).where(AuditRow.id.in_(withdrawn)))
 
     def made_earlier(self, prefix: str) -> dict[str, Any]:
         """target -> the "after" of the last change this operation's earlier steps made with an
@@ -338,8 +364,11 @@ class _Audited:
             after = _replica(v)
         elif isinstance(v, VirtualMachine):
             after = v.power_state.value
+        elif isinstance(v, NicFailoverConfig):
+            after = _settings(v.settings) or "none"
         if not res.changed:
-            return (after if after is not None else change.after) if change.before is None else None, after
+            same = after if after is not None else change.after
+            return (same if change.before is None or change.assumed else None), after
         if change.before is None:
             if name == "set_power":
                 return ("Off" if args[1] == "start" else "Running"), after
@@ -386,15 +415,15 @@ class _Audited:
 
     def _revoke_ips(self, grants: Any) -> list[Change]:
         return [Change(f"{g.pool}:{g.address}", f"{self._where}/{g.pool}/{g.address}",
-                       {"address": g.address, "granted_to": _owner(g.description, g.owner_id)}, "free")
-                for g in grants]
+                       {"address": g.address, "granted_to": _owner(g.description, g.owner_id)}, "free",
+                       assumed=True) for g in grants]
 
     def _create_test_networks(self, specs: Any) -> list[Change]:
-        return [Change(s.name, f"{self._where}/{s.name}", "absent", f"test network copying {s.copy_of}")
-                for s in specs]
+        return [Change(s.name, f"{self._where}/{s.name}", "absent", f"test network copying {s.copy_of}",
+                       assumed=True) for s in specs]
 
     def _delete_test_networks(self, names: Any) -> list[Change]:
-        return [Change(n, f"{self._where}/{n}", "test network", "absent") for n in names]
+        return [Change(n, f"{self._where}/{n}", "test network", "absent", assumed=True) for n in names]
 
     def _connect_nics(self, conns: Any) -> list[Change]:
         return [Change(c.key, f"{self._where}/{c.vm}/{c.nic}",
@@ -426,7 +455,8 @@ class _Audited:
         for vm in vms:
             seen = self._audit.recall(("replica", self._where, host, vm))
             out.append(Change(f"{host}:{vm}", f"{self._where}/{host}/{vm}",
-                              _replica(seen) if seen is not None else earlier.get(vm), action))
+                              _replica(seen) if seen is not None else earlier.get(vm), action,
+                              assumed=seen is None))
         return out
 
     def _set_power(self, host: str, action: str, vms: Any) -> list[Change]:
@@ -459,7 +489,8 @@ class _Audited:
                 rest = [x for x in held if x != _route(r)]
                 before = held or "absent"
                 after = [*rest, _route(r)] if adding else (rest or "absent")
-            out.append(Change(f"{r.router}:{r.prefix}:{_route(r)}", f"{r.router}/{r.prefix}", before, after))
+            out.append(Change(f"{r.router}:{r.prefix}:{_route(r)}", f"{r.router}/{r.prefix}", before, after,
+                              assumed=held is None))
         return out
 
     def _run_script(self, host: str, path: str, parameters: dict[str, Any], timeout_s: float) -> list[Change]:

@@ -216,7 +216,8 @@ class SiteViewRow(Base):
 class AuditRow(Base):
     """Append-only: every change the agent made to an outside system, and who asked for it. A
     change a step makes is written before the call (``details.result`` pending) and completed
-    after it, once per ``key`` (:mod:`agent.engine.audit`); no row is ever removed."""
+    after it, once per ``key`` (:mod:`agent.engine.audit`), or withdrawn by that call if it
+    found nothing to change."""
 
     __tablename__ = "audit"
     __table_args__ = (Index("ix_audit_change", "operation_id", "key", unique=True),)

@@ -179,3 +179,24 @@ def test_a_step_cannot_call_a_port_method_that_is_not_classified(new_rig) -> Non
     with pytest.raises(PermanentError, match="release_everything is neither a read nor a change"):
         ports.vmm["contoso-west"].release_everything()  # type: ignore[attr-defined]
     assert ports.vmm["contoso-west"].site == "contoso-west"
+
+
+def test_a_call_that_finds_everything_in_place_leaves_no_change_in_the_trail(new_rig) -> None:
+    rig = new_rig()
+    drill = rig.engine.start(OperationKind.TEST_FAILOVER, "contoso-apps")  # paused after the databases
+    assert drill.status == OpStatus.WAITING.value
+    cancelled = rig.engine.cancel(drill.id, actor=ACTOR)
+    assert cancelled.status == OpStatus.CANCELLED.value
+    stopped = [a for a in changes_in_trail(rig) if a.action == "hyperv.replicate.stop_test"]
+    # Only sql01 had a test VM; the cleanup asked for the others too, and Hyper-V had nothing to do.
+    assert [(a.target, a.details["result"], a.details["before"]) for a in stopped] == [
+        ("contoso-west/hv-west-01/sql01", "changed", "Replicating with a test VM")]
+
+
+def test_a_call_refused_at_first_and_retried_ends_as_the_retry_did(new_rig) -> None:
+    rig = new_rig()
+    rig.world.inject({"call": "hyperv.set_power.stop", "target": "sql01", "fault": "transient", "count": 1})
+    assert rig.start(OperationKind.PLANNED_FAILOVER).status == OpStatus.SUCCEEDED.value
+    [row] = [a for a in changes_in_trail(rig) if a.action == "hyperv.set_power.stop" and a.target.endswith("/sql01")]
+    assert (row.details["result"], row.details["before"], row.details["after"]) == ("changed", "Running", "Off")
+    assert "error" not in row.details and "note" not in row.details
