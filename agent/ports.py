@@ -362,6 +362,10 @@ class ScriptResult(BaseModel):
     output: dict[str, Any] = {}
     error: str | None = None
     duration_s: float = 0.0
+    stdout: str = ""
+    """What the script printed (its output stream), as the host returned it."""
+    stderr: str = ""
+    """Its error stream."""
 
 
 @runtime_checkable
@@ -380,6 +384,44 @@ class Scripts(Protocol):
         """A read-only call proving scripts can be run on ``host`` (preflight); runs nothing.
         Raises ``timeout``, ``unreachable``, or ``not_found`` for an unknown host."""
         ...
+
+
+# ----------------------------------------------------------------- which calls change things
+
+PORT_READS: dict[type, frozenset[str]] = {
+    Vmm: frozenset({"read_inventory", "probe"}),
+    HyperV: frozenset({"get_failover_configs", "get_replications", "probe"}),
+    Dns: frozenset({"read", "verify", "probe"}),
+    Routes: frozenset({"read_routes", "probe"}),
+    Scripts: frozenset({"probe"}),
+}
+"""The methods of each port that only read: the audit trail records what they saw, as the
+"before" of the changes the same step makes next."""
+
+PORT_CHANGES: dict[type, frozenset[str]] = {
+    Vmm: frozenset({"grant_ips", "revoke_ips", "create_test_networks", "delete_test_networks", "connect_nics"}),
+    HyperV: frozenset({"set_failover_configs", "clear_failover_configs", "replicate", "set_power"}),
+    Dns: frozenset({"apply"}),
+    Routes: frozenset({"announce", "withdraw"}),
+    Scripts: frozenset({"run_script"}),
+}
+"""The methods of each port that change an outside system (a script run counts: it may change
+anything). Every call of one is in the audit trail; a method in neither table cannot be called
+by a step (:mod:`agent.engine.audit` refuses it), so a new one must be classified here."""
+
+
+def port_methods(protocol: type) -> set[str]:
+    """The public methods a port protocol declares (its own and inherited, not ``object``'s)."""
+    return {name for klass in protocol.__mro__ if klass not in (object, Protocol, Generic)
+            for name, value in vars(klass).items() if callable(value) and not name.startswith("_")}
+
+
+def unclassified_methods(protocol: type) -> set[str]:
+    """The methods of ``protocol`` that are neither a read nor a change (should be none)."""
+    classified: set[str] = set()
+    for klass in protocol.__mro__:
+        classified |= PORT_READS.get(klass, frozenset()) | PORT_CHANGES.get(klass, frozenset())
+    return port_methods(protocol) - classified
 
 
 # ------------------------------------------------------------------------------ the bundle
@@ -429,6 +471,8 @@ __all__ = [
     "HyperV",
     "ItemResult",
     "NicConnection",
+    "PORT_CHANGES",
+    "PORT_READS",
     "Ports",
     "PowerAction",
     "ReplicaAction",

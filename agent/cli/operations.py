@@ -3,7 +3,6 @@ the ``ops`` commands (list, show, resume, cancel, note, audit)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -41,6 +40,7 @@ from agent.cli.session import (
     run_shown,
     store_location,
 )
+from agent.cli.trail import audit_lines, script_lines
 from agent.cli.vocabulary import (
     FINAL,
     FOLLOW_UPS,
@@ -212,6 +212,10 @@ def run_operation(
             if kind in REAL_FAILOVERS:
                 expect = review(sess, kind, plan_name, yes=yes, checksum=checksum)
             op_id = create_operation(sess, kind, plan_name, expect, take_over=take_over)
+            if kind in REAL_FAILOVERS:  # who let it change production, and how
+                sess.journal.store.audit(actor=current_user(), action="operation.confirmed", operation_id=op_id,
+                                         target=plan_name, details={"by": "--yes" if yes else "answer at the terminal",
+                                                                    "checksum": expect or "not pinned"})
             if kind not in FOLLOW_UPS and (yes or kind not in REAL_FAILOVERS):
                 plan = sess.journal.operation(op_id).plan or {}
                 label = "reserving ahead for" if kind == "prepare" else "plan"
@@ -313,9 +317,9 @@ def _list_operations(journal: Journal, views: list[OperationView], status: list[
 
 @ops_app.command("show", help="Show one operation: status, progress, elapsed time, VMs that failed, "
                  "what it waits for, its steps (status, target, items changed, attempts, time), every "
-                 "error with code and target, the operators' notes, and where it did otherwise than its "
-                 "preview (an address VMM granted in place of a planned one that was taken meanwhile, "
-                 "and the DNS records written with it).")
+                 "error with code and target, what each script printed, the operators' notes, and where it "
+                 "did otherwise than its preview (an address VMM granted in place of a planned one that was "
+                 "taken meanwhile, and the DNS records written with it).")
 def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     from agent.engine.storecheck import children as children_of
     from agent.engine.storecheck import read_operation
@@ -330,7 +334,8 @@ def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = 
             print_json({**view.to_json(now), "requested_by": row.requested_by,
                         "plan_checksum": row.plan_checksum, "result": row.result,
                         "followed_by": [{"id": c, "kind": k, "status": st} for c, k, st in children],
-                        "deviations": [d for d, _ in deviations]})
+                        "deviations": [d for d, _ in deviations],
+                        "scripts": [{"step": name, **record} for name, record in _script_runs(journal, op_id)]})
             return
         _print_operation(loaded, journal, view, row, children, now)
         if deviations:
@@ -343,6 +348,7 @@ def _deviations(journal: Journal, op_id: str) -> list[tuple[dict[str, object], s
     """Where the operation did otherwise than its preview said, from the audit trail: addresses
     VMM granted in place of planned ones (taken meanwhile), and the DNS records written with them."""
 
+    from agent.engine.actions.grants import DNS_DEVIATION
     from agent.engine.actions.vmm import GRANT_DEVIATION
 
     found: list[tuple[dict[str, object], str]] = []
@@ -351,10 +357,10 @@ def _deviations(journal: Journal, op_id: str) -> list[tuple[dict[str, object], s
         if a.action == GRANT_DEVIATION:
             found.append(({"kind": "grant", **d}, f"{d['vm']}/{d['nic']}: planned {d['planned']}, VMM granted "
                           f"{d['granted']} (the planned address was taken meanwhile); failover IP and DNS use it"))
-        elif a.action == "dns.replace" and "preview" in d:
+        elif a.action == DNS_DEVIATION and "preview" in d:
             found.append(({"kind": "dns", "record": a.target, "preview": d["preview"], "written": d["new"]},
                           f"DNS {a.target}: wrote {d['new']}, the preview said {d['preview']}"))
-        elif a.action == "dns.replace" and "preview_record" in d:
+        elif a.action == DNS_DEVIATION and "preview_record" in d:
             found.append(({"kind": "dns", "record": a.target, "preview_record": d["preview_record"],
                            "written": d["new"]},
                           f"DNS {a.target}: wrote {d['new']} in place of {d['preview_record']} (the PTR of "
@@ -414,11 +420,24 @@ def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView
         targets = {s.name: s.target for s in view.steps}
         for e in view.errors:
             out.print(f"  - {error_text(e, targets.get(e['step']))}  [dim](step {escape(e['step'])})[/]")
+    runs = _script_runs(journal, view.id)
+    if runs:
+        out.print(f"\n[bold]script output[/] ({plural(len(runs), 'run')})")
+        for name, record in runs:
+            out.print(f"  {escape(name)}:")
+            for text in script_lines(record):
+                out.print("    " + text, markup=False)
     out.print(f"\n[bold]notes[/] ({len(view.notes)})")
     for n in view.notes:
         out.print(f"  {n['at'][:19].replace('T', ' ')} UTC  {escape(n['author'])}: {escape(n['text'])}")
     if not view.notes:
         out.print(f"  none; add one with {command_line(loaded, f'ops note {view.id} TEXT')}")
+
+
+def _script_runs(journal: Journal, op_id: str) -> list[tuple[str, dict]]:
+    """(step name, what was kept of the run) of each script step that ran."""
+    return [(r.name, it["value"]) for r in journal.steps(op_id) if r.action == "script" and r.outcome
+            for it in r.outcome.get("items", []) if isinstance(it.get("value"), dict)]
 
 
 @contextmanager
@@ -536,7 +555,8 @@ def ops_note(
 
 
 @ops_app.command("audit", help="The audit trail, oldest first: every change the agent made to an outside "
-                 "system and every operator action, with time (UTC), actor and target; of one operation, "
+                 "system and every operator action, with time (UTC), actor, target, how it ended and what "
+                 "was there before and after; of one operation, "
                  "or the newest entries of all.")
 def ops_audit(
     op: Annotated[str | None, typer.Argument(metavar="[OP]", help="Only this operation.", show_default=False)] = None,
@@ -554,8 +574,17 @@ def ops_audit(
         if not rows:
             out.print("the audit trail is empty" + (f" for {op_id}" if op_id else ""))
             return
-        table: list[list[_Cell]] = [
-            [utc_time(r.at).removesuffix(" UTC"), r.actor, r.action, r.operation_id or "-", r.target or "-",
-             json.dumps(r.details, sort_keys=True, default=str) if r.details else ""] for r in rows]
-        for line in _columns(["AT (UTC)", "ACTOR", "ACTION", "OPERATION", "TARGET", "DETAILS"], table):
+        table: list[list[_Cell]] = []
+        below: list[list[str]] = []
+        for r in rows:
+            result, lines = audit_lines(r.details)
+            table.append([utc_time(r.at).removesuffix(" UTC"), r.actor, r.action, r.operation_id or "-",
+                          r.target or "-", result])
+            below.append(lines)
+        header, *lines_of_rows = _columns(["AT (UTC)", "ACTOR", "ACTION", "OPERATION", "TARGET", "RESULT"], table)
+        out.print(header)
+        for line, details in zip(lines_of_rows, below, strict=True):
             out.print(line)
+            for text in details:
+                # The sites' and scripts' own words: printed as they are, never as markup.
+                out.print("    " + text, markup=False)

@@ -19,6 +19,7 @@ import structlog
 from agent.config import AgentConfig
 from agent.engine.actions import ACTIONS, ActionContext
 from agent.engine.actions.base import error_json
+from agent.engine.audit import StepAudit, audited_ports
 from agent.engine.journal import Journal
 from agent.engine.model import (
     FINAL_STATUSES,
@@ -150,7 +151,9 @@ class Runner:
         return failed
 
     def _run_step(self, ctx: ActionContext, row: StepRow) -> tuple[StepStatus, StepResult]:
-        ctx = replace(ctx, retries=[])
+        # Every outside change the step makes is audited by its ports, before its outcome.
+        audit = StepAudit(self.journal.store, ctx.op_id, ctx.owner, row.ordinal, row.name)
+        ctx = replace(ctx, retries=[], ports=audited_ports(ctx.ports, audit))
         args: StepArgs | None = None
         with self.limits.slot(row.target):
             self.journal.mark_intent(row.id)

@@ -217,9 +217,13 @@ class SiteViewRow(Base):
 
 
 class AuditRow(Base):
-    """Append-only: every change the agent made to an outside system, and who asked for it."""
+    """Append-only: every change the agent made to an outside system, and who asked for it. A
+    change a step makes is written before the call (``details.result`` pending) and completed
+    after it, once per ``key`` (:mod:`agent.engine.audit`), or withdrawn by that call if it
+    found nothing to change."""
 
     __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_change", "operation_id", "key", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
@@ -228,6 +232,8 @@ class AuditRow(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(400))
     details: Mapped[Any] = mapped_column(JsonText, nullable=True)
+    key: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    """For a step's change: step ordinal and call, so a retried or resumed step finds its row."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:

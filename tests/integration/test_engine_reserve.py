@@ -10,6 +10,7 @@ import pytest
 
 from agent.domain.model import RecordChange, RecordType
 from agent.domain.planning.dns import ptr_name
+from agent.engine.actions.grants import DNS_DEVIATION
 from agent.engine.model import OperationKind, OpStatus
 from agent.ports import GrantRequest, Ports
 from tests.rigs import CONFIG_DIR, Killed, Rig, Templates, copy_demo, kill_at
@@ -134,7 +135,7 @@ def test_a_planned_failover_writes_dns_and_failover_ip_with_the_address_vmm_gran
     [deviation] = [a for a in rig.store.audit_trail(op) if a.action == "vmm.grant_deviation"]
     assert deviation.details == {"vm": "app01", "nic": "nic0", "ip_index": 0, "purpose": "failover",
                                  "pool": "west-apps-pool", "planned": "172.16.1.10", "granted": granted}
-    written = {a.target: a.details for a in rig.store.audit_trail(op) if a.action == "dns.replace"}
+    written = {a.target: a.details for a in rig.store.audit_trail(op) if a.action == DNS_DEVIATION}
     assert written["dns-contoso/app01.corp.contoso.example./A"]["preview"] == ["172.16.1.10"]
     assert written["dns-contoso/app01.corp.contoso.example./A"]["new"] == [granted]
 

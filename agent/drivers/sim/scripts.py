@@ -2,8 +2,8 @@
 
 A script "runs" on a simulated Hyper-V host: the call is recorded (so tests count it), takes
 the latency model's time, and fails only through fault injection (``fault: permanent`` makes the
-script report failure, ``timeout`` stops it). Parameters are echoed in the result's output so a
-test can see exactly what was bound.
+script report failure, ``timeout`` stops it). Parameters are echoed in the result's output and
+printed on its stdout so a test can see exactly what was bound.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ class SimScripts:
         def run(st: State) -> tuple[ScriptResult, list[str]]:
             if not any(host in site["hosts"] for site in st["sites"].values()):
                 raise NotFoundError(f"no Hyper-V host {host}", host=host)
+            # What a script typically prints: what it was given (a real one's own words vary).
+            printed = "".join(f"{name} = {value}\n" for name, value in parameters.items())
             return ScriptResult(host=host, path=path, succeeded=True, output={"parameters": parameters},
+                                stdout=f"{path} on {host}\n{printed}",
                                 duration_s=round(time.monotonic() - started, 3)), [f"{host}:{path}"]
 
         try:

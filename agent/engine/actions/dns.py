@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.engine.actions.base import ActionContext, action, error_json, log
-from agent.engine.actions.grants import follow_grants, moved_deviation, moved_ptrs
+from agent.engine.actions.grants import DNS_DEVIATION, follow_grants, moved_deviation, moved_ptrs
 from agent.engine.model import ItemOutcome, StepResult
 from agent.engine.steps import DnsApplyArgs, DnsRestoreArgs, WaitTtlArgs
 from agent.engine.store import SnapshotRow, utcnow
@@ -158,11 +158,11 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
     ctx.journal.set_written_many(scope=ctx.op_id, kind="dns", written={
         dns_snapshot_key(server, zone, it.name, it.type): {"values": list(ch.new_values), "ttl": ch.ttl}
         for it, ch in written})
-    ctx.journal.audit_many(actor=ctx.owner, action="dns.replace", operation_id=ctx.op_id, entries=[
-        (f"{server}/{it.name}/{it.type}", {"old": list(ch.expected), "new": list(ch.new_values), "ttl": ch.ttl,
-                                           **{k: v for k, v in deviations.get(it.key, {}).items()
-                                              if k != "written"}})
-        for it, ch in written])
+    # The step's ports audit each write; what differs from the preview is recorded beside it.
+    ctx.journal.audit_many(actor=ctx.owner, action=DNS_DEVIATION, operation_id=ctx.op_id, entries=[
+        (f"{server}/{it.name}/{it.type}", {"new": list(ch.new_values),
+                                           **{k: v for k, v in deviations[it.key].items() if k != "written"}})
+        for it, ch in written if it.key in deviations])
     done += [ItemOutcome(key=it.key, vm=it.vm, changed=True) for it, _ in written]
     # Verified only once the write is journalled: a crash while waiting on a slow secondary must
     # not leave the agent unsure whose record it is.
@@ -206,9 +206,6 @@ def restore(ctx: ActionContext, args: DnsRestoreArgs) -> StepResult:
     refused = _send(ctx, server, zone, changes)
     if refused is not None:
         return StepResult(items=done + [ItemOutcome(key=k, error=refused) for k in pending])
-    ctx.journal.audit_many(actor=ctx.owner, action="dns.restore", operation_id=ctx.op_id, entries=[
-        (f"{server}/{ch.name}/{ch.type.value}", {"from": list(ch.expected), "to": list(ch.new_values), "ttl": ch.ttl})
-        for ch in changes])
     done += [ItemOutcome(key=k, changed=True) for k in pending]
     return StepResult(items=done, info=_verify(ctx, server, zone, changes))
 

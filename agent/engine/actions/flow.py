@@ -5,6 +5,7 @@ unplanned failover leaves out."""
 from __future__ import annotations
 
 from agent.engine.actions.base import ActionContext, action, error_json
+from agent.engine.audit import script_record
 from agent.engine.model import ItemOutcome, StepResult
 from agent.engine.steps import LeftOutArgs, ManualArgs, ScriptArgs
 from agent.errors import PermanentError
@@ -33,9 +34,12 @@ def left_out(ctx: ActionContext, args: LeftOutArgs) -> StepResult:
 
 @action("script", ScriptArgs)
 def script(ctx: ActionContext, args: ScriptArgs) -> StepResult:
+    """Run the script; what it wrote and printed is kept with the step (capped, secret
+    parameters scrubbed), shown by 'ops show' and in the audit trail."""
     result = ctx.call(f"script@{args.host}", lambda: ctx.ports.scripts.run_script(
         args.host, args.path, dict(args.parameters), args.timeout_s))
-    item = ItemOutcome(key=f"{args.host}:{args.path}", changed=True, value=result.model_dump(mode="json"))
+    item = ItemOutcome(key=f"{args.host}:{args.path}", changed=True,
+                       value=script_record(result, dict(args.parameters)))
     if not result.succeeded:
         item.error = {"code": "script_failed", "category": "permanent", "host": args.host,
                       "message": f"script {args.path} on {args.host} failed: {result.error or ''}"}

@@ -28,6 +28,9 @@ from agent.engine.actions.base import ActionContext, error_json
 from agent.engine.model import ItemOutcome
 from agent.engine.steps import AddressSource, RecordItem
 
+DNS_DEVIATION = "dns.deviation"
+"""Audit action of a DNS record written otherwise than the preview said (it follows a grant)."""
+
 
 @dataclass(frozen=True, slots=True)
 class MovedPtr:

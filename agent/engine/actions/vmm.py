@@ -120,15 +120,15 @@ def _grant(ctx: ActionContext, site: str, requests: list[GrantRequest],
 
 def _record_grants(ctx: ActionContext, site: str, pairs: list[tuple[ReserveItem, ItemResult[IpGrant]]],
                    journalled: set[tuple[str, str]]) -> list[ItemOutcome]:
-    """Journal what VMM granted (one transaction for the whole step, not one per address) and
-    audit the grants not journalled before (``journalled``: this operation's, before this
-    attempt), deviations from the plan included; one outcome per (item, result), in order."""
+    """Journal what VMM granted (one transaction for the whole step, not one per address); one
+    outcome per (item, result), in order. The step's ports audit the grants; a deviation from the
+    plan among the grants not journalled before (``journalled``: this operation's, before this
+    attempt) is recorded beside them."""
     conflicts = iter(ctx.journal.record_reservations([
         {"site": site, "pool": res.value.pool, "address": res.value.address, "owner_id": res.value.owner_id,
          "vm": it.vm, "nic": it.nic, "ip_index": it.ip_index, "purpose": it.purpose, "operation_id": ctx.op_id}
         for it, res in pairs if res.ok and res.value is not None]))
     done: list[ItemOutcome] = []
-    audits: list[tuple[str | None, object]] = []
     deviations: list[tuple[str | None, object]] = []
     for it, res in pairs:
         if res.error is not None or res.value is None:
@@ -141,9 +141,6 @@ def _record_grants(ctx: ActionContext, site: str, pairs: list[tuple[ReserveItem,
             done.append(ItemOutcome(key=it.key, vm=it.vm, error=error_json(conflict)))
             continue
         new = (grant.pool, grant.address) not in journalled
-        # A grant found by its marker was made by an earlier attempt that never audited it.
-        if res.changed or (new and grant.description == _grant_description(ctx, it)):
-            audits.append((f"{site}/{grant.pool}/{grant.address}", {"vm": it.vm, "nic": it.nic}))
         value: dict[str, object] = {"address": grant.address}
         if grant.address != it.address:
             value.update(planned=it.address, note=DEVIATION_NOTE)
@@ -152,7 +149,6 @@ def _record_grants(ctx: ActionContext, site: str, pairs: list[tuple[ReserveItem,
                     "vm": it.vm, "nic": it.nic, "ip_index": it.ip_index, "purpose": it.purpose, "pool": grant.pool,
                     "planned": it.address, "granted": grant.address}))
         done.append(ItemOutcome(key=it.key, vm=it.vm, changed=res.changed, value=value))
-    ctx.journal.audit_many(actor=ctx.owner, action="vmm.grant_ip", operation_id=ctx.op_id, entries=audits)
     ctx.journal.audit_many(actor=ctx.owner, action=GRANT_DEVIATION, operation_id=ctx.op_id, entries=deviations)
     return done
 
