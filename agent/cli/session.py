@@ -138,6 +138,21 @@ def open_journal(loaded: LoadedConfig) -> Iterator[Journal]:
         store.close()
 
 
+@contextmanager
+def open_engine(loaded: LoadedConfig) -> Iterator[Engine]:
+    """Store, sites and an engine for the commands that only look (status, plan): no scheduler,
+    no due expiry run, nothing resumed -- they change nothing."""
+
+    from agent.engine.service import Engine
+
+    store = _open_store(loaded)
+    try:
+        with open_sites(loaded, read_inventory=False) as sites:
+            yield Engine(loaded.config, sites.ports, store)
+    finally:
+        store.close()
+
+
 # --------------------------------------------------------------------------- session
 
 

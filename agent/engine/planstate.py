@@ -339,3 +339,22 @@ def _journal_refusal(kind: OperationKind, status: PlanStatus, label: str) -> Ref
                                f"from VMs whose failover is final. Commit it first: {_run(plan, 'commit')}",
                                plan=plan, kind=kind.value, operation=f.id)
     return None
+
+
+def kinds_allowed(status: PlanStatus, *, full_mode: bool) -> list[str]:
+    """The kinds that can start now, in the order of :class:`OperationKind`: those
+    :func:`refusal` lets start while no unfinished operation holds the VMs, and a cleanup whenever
+    test VMs run."""
+    allowed = {k for k in ALLOWED if refusal(k, status, full_mode=full_mode) is None}
+    # Run again they would find nothing to do: not a next step.
+    if not status.in_state(VmState.FAILED_OVER):
+        allowed.discard(OperationKind.COMMIT)
+    if not status.in_state(VmState.COMMITTED):
+        allowed.discard(OperationKind.REVERSE)
+    if status.unfinished:
+        # They hold the VMs: only a cleanup may take over a test failover that is not running.
+        allowed = set()
+    if status.in_state(VmState.TEST_FAILOVER) and all(
+            u.kind == OperationKind.TEST_FAILOVER.value and u.status != "running" for u in status.unfinished):
+        allowed.add(OperationKind.CLEANUP_TEST)
+    return [k.value for k in OperationKind if k in allowed]
