@@ -269,8 +269,10 @@ class Engine:
         for op in self.journal.operations(limit=1000):
             if op.kind in wanted and (plan_name is None or op.plan_name == plan_name):
                 return op
-        raise NotFoundError(f"no {' or '.join(sorted(wanted))} operation of plan {plan_name} to follow up",
-                            plan=plan_name)
+        first = "test" if kind == OperationKind.CLEANUP_TEST else "planned"
+        raise NotFoundError(f"no {' or '.join(sorted(wanted))} operation of plan {plan_name} for a {kind.value} "
+                            f"to follow up; a {first.replace('planned', 'failover')} comes first: "
+                            f"failover-agent run --plan {plan_name} --kind {first}", plan=plan_name)
 
     def _restore_original_dns(self, plan: Plan) -> Plan:
         """Failback writes back the exact records (values and TTL) the original failover found,
