@@ -28,6 +28,7 @@ from agent.cli.progress import error_text, skip_lines, skipped_items
 from agent.cli.session import (
     Session,
     conclude,
+    confirm_cancel,
     create_operation,
     current_user,
     drive,
@@ -39,11 +40,10 @@ from agent.cli.session import (
     store_location,
 )
 from agent.cli.vocabulary import (
+    CONFIRMED,
     FINAL,
     FOLLOW_UPS,
-    KIND_ALIASES,
     OP_STYLE,
-    OPERATION_KINDS,
     POLICY_WORDS,
     REAL_FAILOVERS,
     STATUS_ALIASES,
@@ -54,6 +54,7 @@ from agent.cli.vocabulary import (
     command_line,
     current_time,
     duration,
+    kind_option,
     plural,
     utc_time,
 )
@@ -78,18 +79,6 @@ app.add_typer(ops_app, name="ops")
 
 class UnknownOperation(RefusedError):
     code = "unknown_operation"
-
-
-def _kind_option(value: str | None) -> str | None:
-    if value is None:
-        return None
-    kind = KIND_ALIASES.get(value.lower().replace("-", "_"), value.lower().replace("-", "_"))
-    if kind not in OPERATION_KINDS:
-        raise typer.BadParameter(
-            f"{value!r} is not a kind; use one of {', '.join(OPERATION_KINDS)} "
-            f"(or {', '.join(KIND_ALIASES)})"
-        )
-    return kind
 
 
 def _status_option(values: list[str] | None) -> list[str] | None:
@@ -152,9 +141,10 @@ def _audit_rows(store: Store, op_id: str | None, limit: int) -> list[AuditRow]:
     "with live progress (a line per step, errors with code and target; on a terminal a progress "
     "bar, counts and elapsed time). Unfinished operations found in the store (an agent stopped "
     "while running them) are resumed first.\n\n"
-    "Planned and unplanned failovers and failbacks change production: their plan is shown and "
-    "must be confirmed, unless --yes; --checksum runs only if the plan is still the one reviewed "
-    "(see 'failover-agent plan'). Without a terminal to ask, they need --yes.\n\n"
+    "Planned and unplanned failovers, failbacks, commits and reverses change production: what "
+    "they will change is shown and must be confirmed, unless --yes; --checksum runs only if the "
+    "plan is still the one reviewed (see 'failover-agent plan --kind KIND'; a commit or reverse "
+    "pins the plan of the failover it follows). Without a terminal to ask, they need --yes.\n\n"
     "At a manual pause the instruction is shown and, on a terminal, 'Done?' is asked; otherwise "
     "the command ends with exit code 4 and 'failover-agent ops resume OP' continues later.\n\n"
     "The store is store.url from the config, else agent.sqlite in the data directory.\n\n"
@@ -170,7 +160,7 @@ def run_operation(
             "--kind",
             "-k",
             metavar="KIND",
-            callback=_kind_option,
+            callback=kind_option,
             help="prepare: reserve the failover addresses ahead of time. test_failover (test): a drill "
             "in isolated networks. cleanup_test (cleanup): undo the last test failover. "
             "planned_failover (planned): source VMs shut down first, no data loss. "
@@ -180,7 +170,7 @@ def run_operation(
     ],
     config: ConfigOption = None,
     yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation before a real failover.")
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation before a change to production.")
     ] = False,
     checksum: Annotated[
         str | None,
@@ -198,16 +188,13 @@ def run_operation(
 ) -> None:
     with reporting(as_json=as_json):
         loaded = read_config(config)
-        if checksum is not None and kind in FOLLOW_UPS:
-            raise RefusedError(f"--checksum pins a plan computed from the sites; {kind} executes the stored "
-                               "plan of the operation it follows")
         with open_session(loaded, as_json=as_json) as sess:
             resume_unfinished(sess)
             expect = checksum
-            if kind in REAL_FAILOVERS:
+            if kind in CONFIRMED:
                 expect = review(sess, kind, plan_name, yes=yes, checksum=checksum)
             op_id = create_operation(sess, kind, plan_name, expect, take_over=take_over)
-            if kind not in FOLLOW_UPS and (yes or kind not in REAL_FAILOVERS):
+            if kind not in FOLLOW_UPS and (yes or kind not in CONFIRMED):
                 plan = sess.journal.operation(op_id).plan or {}
                 label = "reserving ahead for" if kind == "prepare" else "plan"
                 sess.say(f"{label}: {escape(plan.get('summary', '?'))}\nchecksum {plan.get('checksum', '?')}")
@@ -397,14 +384,23 @@ def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
                  "is cleaned up; a planned or unplanned failover or failback that has not finished is "
                  "rolled back from its snapshots (Hyper-V Replica failover cancelled, source VMs "
                  "started, failover IPs, routes and DNS put back). Reservations are kept. The undoing "
-                 "is an operation of its own, shown as it runs.\n\n" + EXIT_CODES_HELP)
-def ops_cancel(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+                 "is an operation of its own, shown as it runs. Cancelling a failover changes "
+                 "production: what it undoes is shown and must be confirmed, unless --yes.\n\n"
+                 + EXIT_CODES_HELP)
+def ops_cancel(
+    op: OpArgument,
+    config: ConfigOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before rolling a failover back.")] = False,
+    as_json: JsonOption = False,
+) -> None:
     with _stored_operation(op, config, as_json) as (sess, row):
         loaded, op_id = sess.loaded, row.id
         if row.status in FINAL:
             hint = (f"; {command_line(loaded, f'run --plan {row.plan_name} --kind cleanup')} cleans up a test "
                     "failover" if row.kind == "test_failover" and row.status != "cancelled" else "")
             raise RefusedError(f"{op_id} is already {row.status}: nothing to cancel{hint}", operation=op_id)
+        if row.kind in REAL_FAILOVERS:
+            confirm_cancel(sess, row, yes=yes)
         if row.status == "running":
             view = sess.engine.cancel(op_id, actor=current_user())
             sess.say(f"cancel requested: the agent running {op_id} stops after its current stage and "

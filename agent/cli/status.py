@@ -6,7 +6,6 @@ The text fits 80 columns; ``--json`` prints the same facts with stable keys."""
 
 from __future__ import annotations
 
-import textwrap
 from collections import Counter
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +15,7 @@ from rich.markup import escape
 from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, out, print_json, read_config, reporting
 from agent.cli.operations import JsonOption
 from agent.cli.session import open_engine
-from agent.cli.vocabulary import command_line, utc_time
+from agent.cli.vocabulary import command_line, utc_time, wrapped
 
 if TYPE_CHECKING:
     from agent.configfile import LoadedConfig
@@ -26,11 +25,6 @@ WIDTH = 80
 
 KIND_ARGUMENT = {"test_failover": "test", "cleanup_test": "cleanup", "planned_failover": "planned",
                  "unplanned_failover": "unplanned"}
-
-
-def _wrapped(text: str, indent: str = "  ", *, hanging: str = "    ") -> list[str]:
-    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=hanging,
-                         break_long_words=False, break_on_hyphens=False) or [indent]
 
 
 def _op(ref: OpRef) -> str:
@@ -45,38 +39,38 @@ def status_lines(loaded: LoadedConfig, st: PlanStatus, allowed: list[str]) -> li
     lines = [f"plan {st.plan}: {PLAN_WORDS[st.state]}"]
     if st.state == MIXED:
         groups = "; ".join(f"{', '.join(vms)}: {VM_WORDS[s]}" for s, vms in st.by_state().items())
-        lines += _wrapped(groups)
+        lines += wrapped(groups)
     else:
-        lines += _wrapped(f"VMs: {', '.join(v.vm for v in st.vms)}")
+        lines += wrapped(f"VMs: {', '.join(v.vm for v in st.vms)}")
     down = [v.vm for v in st.vms if v.off_everywhere]
     if down:
-        lines += _wrapped(f"POWERED OFF AT BOTH SITES: {', '.join(down)}")
+        lines += wrapped(f"POWERED OFF AT BOTH SITES: {', '.join(down)}")
     if st.test_failover is not None:
         t = st.test_failover
-        lines += _wrapped(f"test failover running: {t.id} since {utc_time(t.at)}")
-    lines += _wrapped(f"last successful test failover: {_op(st.last_test) if st.last_test else 'none'}")
+        lines += wrapped(f"test failover running: {t.id} since {utc_time(t.at)}")
+    lines += wrapped(f"last successful test failover: {_op(st.last_test) if st.last_test else 'none'}")
     if st.failover is not None:
-        lines += _wrapped(f"last failover: {_op(st.failover)}")
+        lines += wrapped(f"last failover: {_op(st.failover)}")
     if st.committed_by is not None:
-        lines += _wrapped(f"committed by: {_op(st.committed_by)}")
+        lines += wrapped(f"committed by: {_op(st.committed_by)}")
     for u in st.unfinished:
-        lines += _wrapped(f"unfinished: {u.id} {u.kind} {u.status}; continue it with "
+        lines += wrapped(f"unfinished: {u.id} {u.kind} {u.status}; continue it with "
                           f"{command_line(loaded, f'ops resume {u.id}')} or undo it with "
                           f"{command_line(loaded, f'ops cancel {u.id}')}")
     held = Counter((r.purpose, r.site, r.operation) for r in st.reservations)
     if not held:
-        lines += _wrapped("reservations held: none")
+        lines += wrapped("reservations held: none")
     for (purpose, site, op), n in sorted(held.items()):
-        lines += _wrapped(f"reservations held: {n} {purpose} address{'es' if n != 1 else ''} at {site} "
+        lines += wrapped(f"reservations held: {n} {purpose} address{'es' if n != 1 else ''} at {site} "
                           f"(by {op})")
     for note in st.stale:
-        lines += _wrapped(f"note: {note}")
+        lines += wrapped(f"note: {note}")
     if allowed:
         kinds = ", ".join(KIND_ARGUMENT.get(k, k) for k in allowed)
-        lines += _wrapped(f"can run now: {kinds}")
-        lines += _wrapped(f"({command_line(loaded, f'run --plan {st.plan} --kind KIND')})", "    ")
+        lines += wrapped(f"can run now: {kinds}")
+        lines += wrapped(f"({command_line(loaded, f'run --plan {st.plan} --kind KIND')})", "    ")
     else:
-        lines += _wrapped("can run now: nothing new until the unfinished operations end")
+        lines += wrapped("can run now: nothing new until the unfinished operations end")
     if st.state == MIXED or down:
         lines += ["", "  VM" + " " * 10 + "STATE" + " " * 27 + "RUNNING AT"]
         for v in st.vms:

@@ -346,6 +346,17 @@ class Engine:
         parent = self._parent(kind, plan_name, None)
         return parent, steps_for(kind, self.config, plan_from_json(parent.plan), parent.id)
 
+    def cancel_steps(self, op_id: str) -> list[StepSpec]:
+        """The steps cancelling ``op_id`` would run to undo it (the compensation
+        ``engine.compensation`` runs: a test failover's cleanup, a failover's rollback), for an
+        operator to review; none when its kind leaves nothing safe to undo."""
+        op = self.journal.operation(op_id)
+        undo = {OperationKind.TEST_FAILOVER: OperationKind.CLEANUP_TEST,
+                **dict.fromkeys(FAILOVER_KINDS, OperationKind.CANCEL)}.get(OperationKind(op.kind))
+        if op.plan is None or undo is None:
+            return []
+        return steps_for(undo, self.config, plan_from_json(op.plan), op.id)
+
     def run(self, op_id: str) -> OperationView:
         view = self.runner.run(op_id)
         op = self.journal.operation(op_id)
