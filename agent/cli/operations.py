@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -282,16 +282,42 @@ def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = 
         op_id = _resolve_op(journal, op)
         view, row, now = journal.view(op_id), journal.operation(op_id), current_time()
         children = [o for o in journal.operations(limit=100_000) if o.parent_id == op_id]
+        where = _where_vms_are(loaded, journal, row) if row.kind in REAL_FAILOVERS and row.status != "succeeded" \
+            else None
         if as_json:
             print_json({**view.to_json(now), "requested_by": row.requested_by,
                         "plan_checksum": row.plan_checksum, "result": row.result,
-                        "followed_by": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children]})
+                        "followed_by": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children],
+                        **({"vms_now": where} if where is not None else {})})
             return
-        _print_operation(loaded, journal, view, row, children, now)
+        _print_operation(loaded, journal, view, row, children, now, where)
+
+
+def _where_vms_are(loaded: LoadedConfig, journal: Journal, row: OperationRow) -> dict[str, Any]:
+    """For a failover that did not end well: the VMs whose steps all succeeded and that run at
+    the recovery site (done), and every VM's state as the sites report it now -- a VM powered
+    off at both sites is a service down. From the journal alone when the sites cannot be read."""
+
+    from agent.cli.session import open_engine
+    from agent.engine.planstate import done_in_journal
+    from agent.errors import AgentError
+
+    done = done_in_journal(loaded.config, row, journal.steps(row.id))
+    try:
+        with open_engine(loaded) as engine:
+            st = engine.status(row.plan_name)
+    except AgentError as exc:
+        return {"sites_read": False, "reason": exc.message, "done": done, "off_everywhere": [], "vms": []}
+    running = {v.vm: v.running_at for v in st.vms}
+    mine = set(row.plan and [v["name"] for v in row.plan.get("vms", [])] or [])
+    return {"sites_read": not st.stale, "reason": "; ".join(st.stale) or None,
+            "done": [vm for vm in done if row.target_site in running.get(vm, ())],
+            "off_everywhere": [v.vm for v in st.vms if v.off_everywhere and v.vm in mine],
+            "vms": [v.to_json() for v in st.vms if v.vm in mine]}
 
 
 def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView, row: OperationRow,
-                     children: list[OperationRow], now: datetime) -> None:
+                     children: list[OperationRow], now: datetime, where: dict[str, Any] | None) -> None:
     style = OP_STYLE.get(view.status, "")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(view.counts.items()))
     facts = [
@@ -311,10 +337,25 @@ def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView
         facts.append(("followed by", f"{c.id} {c.kind} ({c.status})"))
     if view.succeeded_vms:
         facts.append(("VMs done", escape(", ".join(view.succeeded_vms))))
+    elif where is not None:
+        facts.append(("VMs done", escape(", ".join(f"{vm} (running at {view.target_site})" for vm in where["done"])
+                                         if where["sites_read"] else ", ".join(where["done"]) + " (as the journal "
+                                         f"says; the sites were not all read: {where['reason']})") or "none"))
     if view.failed_vms:
         facts.append(("VMs failed", f"[red]{escape(', '.join(view.failed_vms))}[/]"))
+    if where is not None and where["vms"]:
+        from agent.engine.planstate import VM_WORDS, VmState
+
+        for i, v in enumerate(where["vms"]):
+            at = f"running at {', '.join(v['running_at'])}" if v["running_at"] else "off at both sites"
+            facts.append(("" if i else "VMs now", escape(f"{v['vm']:<12}{VM_WORDS[VmState(v['state'])]:<32}{at}")))
+    if where is not None and where["off_everywhere"]:
+        facts.append(("[red]DOWN[/]", f"[bold red]{escape(', '.join(where['off_everywhere']))} powered off at both "
+                      f"sites[/]: {escape(command_line(loaded, f'ops resume {view.id}'))} finishes the failover, "
+                      f"{escape(command_line(loaded, f'ops cancel {view.id}'))} undoes it"))
     for label, value in facts:
-        out.print(f"{label + ':':<13}{value}")
+        pad = 13 + len(label) - len(label.replace("[red]", "").replace("[/]", ""))
+        out.print(f"{label + ':' if label else '':<{pad}}{value}")
     if view.status == WAITING:
         out.print(f"\n[bold yellow]waiting for a manual action:[/] {escape(view.waiting_for or '')}")
         out.print(f"when it is done: {command_line(loaded, f'ops resume {view.id}')}")

@@ -18,9 +18,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from agent.config import AgentConfig
 from agent.domain.model import PowerState, Replication, ReplicationState, VirtualMachine
-from agent.engine.model import OperationKind
-from agent.engine.store import OperationRow, ReservationRow
+from agent.engine.model import OperationKind, StepSpec
+from agent.engine.store import OperationRow, ReservationRow, StepRow
 from agent.errors import RefusedError
 
 
@@ -358,3 +359,27 @@ def kinds_allowed(status: PlanStatus, *, full_mode: bool) -> list[str]:
             u.kind == OperationKind.TEST_FAILOVER.value and u.status != "running" for u in status.unfinished):
         allowed.add(OperationKind.CLEANUP_TEST)
     return [k.value for k in OperationKind if k in allowed]
+
+
+def vms_through(steps: Sequence[StepSpec], statuses: Sequence[str]) -> list[str]:
+    """The VMs every step of which (``steps``, as built from the operation's stored plan, with
+    their journalled ``statuses`` in the same order) succeeded: done, as far as the journal says."""
+    ok: dict[str, bool] = {}
+    for spec, status in zip(steps, statuses, strict=True):
+        for item in spec.args.items:
+            if item.vm:
+                ok[item.vm] = ok.get(item.vm, True) and status == "succeeded"
+    return [vm for vm, done in ok.items() if done]
+
+
+def done_in_journal(config: AgentConfig, op: OperationRow, rows: Sequence[StepRow]) -> list[str]:
+    """The VMs of operation ``op`` (journalled steps ``rows``) all of whose steps succeeded."""
+    from agent.engine.operations import steps_for
+    from agent.engine.planio import plan_from_json
+
+    if op.plan is None:
+        return []
+    specs = steps_for(OperationKind(op.kind), config, plan_from_json(op.plan), op.parent_id)
+    if [s.name for s in specs] != [r.name for r in rows]:
+        return []  # not the steps this agent builds (the journal's check says so when it runs)
+    return vms_through(specs, [r.status for r in rows])

@@ -135,3 +135,14 @@ def test_network_only_mode_follows_the_orchestrator_but_keeps_the_journals_order
     assert rig.engine.status(DEMO_PLAN).state == MIXED
     assert not any(n.startswith("refused now") for n in rig.engine.preview(K.PLANNED_FAILOVER, DEMO_PLAN).notes)
     refused_untouched(rig, K.REVERSE, NotFoundError, "a failover comes first")
+
+
+def test_a_site_that_cannot_be_read_is_named_and_the_other_end_reports_the_vms(new_rig) -> None:
+    rig = new_rig()
+    assert rig.start(K.PLANNED_FAILOVER).status in OK
+    rig.world.inject({"call": "vmm.read_inventory", "target": "contoso-east", "fault": "transient"})
+    st = rig.engine.status(DEMO_PLAN)
+    assert st.state == VmState.FAILED_OVER, "contoso-west reports every relationship"
+    assert [s.split(" (")[0] for s in st.stale] == ["contoso-east could not be read"]
+    assert all(v.running_at == ("contoso-west",) for v in st.vms)
+    assert rig.start(K.COMMIT).status in OK, "a commit needs only the recovery site"

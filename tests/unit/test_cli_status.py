@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from agent.cli import EXIT_OK, EXIT_REFUSED, EXIT_WAITING, session
+from agent.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_WAITING, session
 from agent.configfile import DEMO_PLAN
 from tests.unit.test_cli_ops import op_id_in, ops_json, run, snapshot
 
@@ -170,3 +170,39 @@ def test_cancelling_a_failover_shows_what_it_undoes_and_asks_first(monkeypatch) 
     cancelled = run("ops", "cancel", op, "--yes")
     assert cancelled.exit_code == EXIT_OK, cancelled.output
     assert f"cancelled: planned_failover {op}" in cancelled.stdout
+
+
+def powered(site: str) -> dict[str, str]:
+    from agent.configfile import load_config
+    from agent.wiring import connect
+
+    with connect(load_config(None)) as connection:
+        return {v.name: v.power_state.value for v in connection.ports.vmm[site].read_inventory().vms
+                if v.role != "test"}
+
+
+def test_ops_show_after_a_failover_stopped_on_an_error_names_the_vms_done_and_those_down() -> None:
+    """Finding 12: 'ops show' listed no VM as done though sql01 ran at the recovery site, and did
+    not show app01 -- healthy, but shut down at the primary and not started at the recovery site."""
+    from tests.unit.test_cli_ops import world
+
+    world().inject({"call": "hyperv.replicate.failover", "target": "app02", "fault": "permanent"})
+    op = op_id_in(run("run", "--plan", DEMO_PLAN, "--kind", "planned", "--yes").stdout)
+    assert run("ops", "resume", op).exit_code == EXIT_FAILED
+    east, west = powered("contoso-east"), powered("contoso-west")
+    assert (east["sql01"], west["sql01"]) == ("Off", "Running")
+    assert east["app01"] == west["app01"] == east["app02"] == west["app02"] == "Off"
+
+    shown = run("ops", "show", op)
+    assert shown.exit_code == EXIT_OK, shown.output
+    assert "VMs done:    sql01 (running at contoso-west)\n" in shown.stdout
+    assert "VMs failed:  app02\n" in shown.stdout
+    assert "app01       failed over, awaiting commit    off at both sites" in shown.stdout
+    assert "DOWN:        app01, app02 powered off at both sites" in shown.stdout
+    now = json.loads(run("ops", "show", op, "--json").stdout)["vms_now"]
+    assert (now["done"], now["off_everywhere"], now["sites_read"]) == (["sql01"], ["app01", "app02"], True)
+
+    world().inject({"call": "vmm.read_inventory", "target": "contoso-east", "fault": "permanent"})
+    blind = run("ops", "show", op)
+    assert blind.exit_code == EXIT_OK, "what the journal holds is shown whatever the sites answer"
+    assert "VMs done:    sql01 (as the journal says; the sites were not all read: " in blind.stdout
