@@ -110,11 +110,13 @@ class VmStatus:
     test_vm: str | None
     running_at: tuple[str, ...]
     """The sites where the VM (not its test VM) is powered on."""
+    unread: tuple[str, ...] = ()
+    """Sites that could not be read: the VM may run there."""
 
     @property
     def off_everywhere(self) -> bool:
-        """Powered off at both sites while not on its way over: a service is down."""
-        return not self.running_at and self.state != VmState.UNKNOWN
+        """Powered off at both sites: a service is down."""
+        return not self.running_at and not self.unread and self.state != VmState.UNKNOWN
 
     def to_json(self) -> dict[str, Any]:
         return {"vm": self.vm, "state": self.state.value, "replication": self.replication,
@@ -181,11 +183,12 @@ class PlanStatus:
 # --------------------------------------------------------------------------- deriving
 
 
-def vm_status(vm: str, rep: Replication | None, primary_site: str, machines: Iterable[VirtualMachine]) -> VmStatus:
+def vm_status(vm: str, rep: Replication | None, primary_site: str, machines: Iterable[VirtualMachine],
+              unread: tuple[str, ...] = ()) -> VmStatus:
     running = tuple(sorted({m.site for m in machines if m.name == vm and m.role != "test"
                             and m.power_state == PowerState.RUNNING}))
     if rep is None:
-        return VmStatus(vm, VmState.UNKNOWN, None, None, None, None, running)
+        return VmStatus(vm, VmState.UNKNOWN, None, None, None, None, running, unread)
     if rep.test_vm:
         state = VmState.TEST_FAILOVER
     elif rep.state == ReplicationState.REPLICATING:
@@ -196,20 +199,23 @@ def vm_status(vm: str, rep: Replication | None, primary_site: str, machines: Ite
         state = VmState.FAILED_OVER
     else:
         state = VmState.COMMITTED
-    return VmStatus(vm, state, rep.state.value, rep.primary_site, rep.replica_site, rep.test_vm, running)
+    return VmStatus(vm, state, rep.state.value, rep.primary_site, rep.replica_site, rep.test_vm, running, unread)
 
 
 def derive(*, plan: str, vms: Sequence[str], sites: tuple[str, str], operations: Iterable[OperationRow],
            reservations: Iterable[ReservationRow], replications: Iterable[Replication],
-           machines: Iterable[VirtualMachine], stale: Iterable[str] = ()) -> PlanStatus:
+           machines: Iterable[VirtualMachine], stale: Iterable[str] = (),
+           unread_sites: Iterable[str] = ()) -> PlanStatus:
     """The state of recovery plan ``plan`` (its VMs ``vms``) from the journal's operations and
-    held reservations and what the sites report. ``sites``: (primary, recovery) as configured."""
+    held reservations and what the sites report. ``sites``: (primary, recovery) as configured;
+    ``stale``: what could not be read, said; ``unread_sites``: the sites not read at all."""
     primary, recovery = sites
     machines = list(machines)
     reps: dict[str, Replication] = {}
     for r in replications:
         reps.setdefault(r.vm, r)
-    statuses = tuple(vm_status(vm, reps.get(vm), primary, machines) for vm in vms)
+    unread = tuple(sorted(unread_sites))
+    statuses = tuple(vm_status(vm, reps.get(vm), primary, machines, unread) for vm in vms)
     ops = sorted((o for o in operations if o.plan_name == plan), key=lambda o: o.created_at, reverse=True)
     tests = [o for o in ops if o.kind == OperationKind.TEST_FAILOVER.value]
     running_test = next((OpRef.of(o) for o in tests), None) if any(

@@ -135,7 +135,8 @@ class Engine:
             if plan_name is None:
                 raise RefusedError(f"{kind.value} needs a recovery plan name")
             inventory = self.inventory(PLAN_KIND[kind])
-            self._refuse_if_in_progress(kind, self.status(plan_name, inventory))
+            if self.config.plan(plan_name) is not None:  # else the planner says it is unknown
+                self._refuse_if_in_progress(kind, self.status(plan_name, inventory))
             plan, inventory = self._plan(plan_name, PLAN_KIND[kind], inventory)
             if kind == OperationKind.FAILBACK:
                 plan = self._restore_original_dns(plan)
@@ -172,27 +173,30 @@ class Engine:
         read said in ``stale``)."""
         recovery_plan = self.config.plan(plan_name)
         if recovery_plan is None:
-            known = [p.name for p in self.config.recovery_plans]
-            raise PlanRefused.of([unknown_plan(plan_name, known)], plan=plan_name, kind="status")
+            reason = unknown_plan(plan_name, [p.name for p in self.config.recovery_plans])
+            raise PlanRefused(f"no status for plan {plan_name}:\n- [{reason.code}] {reason.message}", [reason],
+                              plan=plan_name)
+        unread: list[str] = []
         if inventory is None:
-            replications, machines, stale = self._read_vms(recovery_plan.vms)
+            replications, machines, unread = self._read_vms(recovery_plan.vms)
+            stale = [f"{site} could not be read: its VMs are shown as the other site reports them" for site in unread]
         else:
             replications, machines, stale = list(inventory.replications), list(inventory.vms), list(inventory.stale)
         primary, recovery = (s.name for s in self.config.sites)
         return derive(plan=plan_name, vms=recovery_plan.vms, sites=(primary, recovery),
                       operations=self.journal.operations(limit=100_000),
                       reservations=self.journal.reservations(vms=recovery_plan.vms), replications=replications,
-                      machines=machines, stale=stale)
+                      machines=machines, stale=stale, unread_sites=unread)
 
     def _read_vms(self, names: Iterable[str]) -> tuple[list[Replication], list[VirtualMachine], list[str]]:
         """The VMs and their replications as the sites report them now. A site that cannot be
         read is left out (named in the third list): a remembered state is no confirmation, and
-        the other end of each relationship reports it too."""
+        the other end of each relationship reports it too. (Why it could not be read is logged.)"""
         ports = retrying_ports(self.ports, self.config.policies.retry, self.runner.sleep)
         wanted = set(names)
         replications: list[Replication] = []
         machines: list[VirtualMachine] = []
-        stale: list[str] = []
+        unread: list[str] = []
         for site in self.config.sites:
             try:
                 vms = [v for v in ports.vmm[site.name].read_inventory().vms if v.name in wanted]
@@ -203,11 +207,11 @@ class Engine:
                 for host, on_host in sorted(by_host.items()):
                     replications += ports.hyperv[site.name].get_replications(host, sorted(on_host))
             except TransientError as exc:
-                stale.append(f"{site.name} could not be read ({exc.code}): its VMs are shown as the other site "
-                             "reports them")
+                log.warning("site not read for the plan state", site=site.name, code=exc.code)
+                unread.append(site.name)
                 continue
             machines += vms
-        return replications, machines, stale
+        return replications, machines, unread
 
     def _supersede_test(self, parent: OperationRow, *, actor: str) -> None:
         """A cleanup takes over a test failover that stopped before its end (waiting at a pause,
@@ -324,7 +328,8 @@ class Engine:
             plan = plan_from_json(parent.plan)
         else:
             inventory = self.inventory(PLAN_KIND[kind])
-            refused = refusal(kind, self.status(plan_name, inventory), full_mode=full)
+            refused = None if self.config.plan(plan_name) is None else refusal(
+                kind, self.status(plan_name, inventory), full_mode=full)
             if refused is not None and strict:
                 raise refused
             try:

@@ -143,6 +143,6 @@ def test_a_site_that_cannot_be_read_is_named_and_the_other_end_reports_the_vms(n
     rig.world.inject({"call": "vmm.read_inventory", "target": "contoso-east", "fault": "transient"})
     st = rig.engine.status(DEMO_PLAN)
     assert st.state == VmState.FAILED_OVER, "contoso-west reports every relationship"
-    assert [s.split(" (")[0] for s in st.stale] == ["contoso-east could not be read"]
+    assert [s.split(":")[0] for s in st.stale] == ["contoso-east could not be read"]
     assert all(v.running_at == ("contoso-west",) for v in st.vms)
     assert rig.start(K.COMMIT).status in OK, "a commit needs only the recovery site"

@@ -72,6 +72,8 @@ def test_a_vm_runs_where_it_is_powered_on_and_its_test_vm_does_not_count() -> No
     down = vm_status("a", rep("a", ReplicationState.FAILED_OVER_WAITING_COMPLETION), EAST, machines)
     assert down.running_at == () and down.off_everywhere
     assert not vm_status("a", None, EAST, machines).off_everywhere, "unread is not known to be down"
+    replica_off = [machine("a", WEST, PowerState.OFF, "replica")]
+    assert not vm_status("a", rep("a"), EAST, replica_off, (EAST,)).off_everywhere, "the primary was not read"
     assert vm_status("a", rep("a"), EAST, [machine("a", EAST)]).running_at == (EAST,)
 
 
