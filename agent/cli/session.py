@@ -319,7 +319,8 @@ def review(sess: Session, kind: str, plan_name: str, *, yes: bool, checksum: str
     actual = shown.checksum
     if checksum is not None and checksum != actual:
         raise PlanChanged(f"the plan for {plan_name} changed since it was reviewed (reviewed {checksum}, "
-                          f"now {actual}); preview it again with 'failover-agent plan'",
+                          f"now {actual}); preview it again with "
+                          f"'failover-agent plan --plan {plan_name} --kind {kind}'",
                           plan=plan_name, expected=checksum, actual=actual)
     if yes:
         return actual  # the plan line is printed once the operation is created

@@ -154,6 +154,17 @@ def test_commit_and_reverse_show_what_they_change_and_ask_first(monkeypatch, kin
     assert kind in [o["kind"] for o in ops_json()[:2]]  # a reverse is followed by its prepare
 
 
+def test_with_json_nobody_is_asked_and_the_refusal_says_how_to_review() -> None:
+    op = op_id_in(run("run", "--plan", DEMO_PLAN, "--kind", "planned", "--yes").stdout)
+    cancel = run("ops", "cancel", op, "--json")
+    assert cancel.exit_code == EXIT_REFUSED and "without --json" in cancel.stderr
+    assert json.loads(cancel.stdout)["error"]["code"] == "not_confirmed"
+    assert run("ops", "resume", op).exit_code == EXIT_OK
+    commit = run("run", "--plan", DEMO_PLAN, "--kind", "commit", "--json")
+    assert commit.exit_code == EXIT_REFUSED and "failover-agent plan --kind commit" in commit.stderr
+    assert json.loads(commit.stdout)["error"]["code"] == "not_confirmed"
+
+
 def test_cancelling_a_failover_shows_what_it_undoes_and_asks_first(monkeypatch) -> None:
     paused = run("run", "--plan", DEMO_PLAN, "--kind", "planned", "--yes")
     op = op_id_in(paused.stdout)
@@ -199,6 +210,8 @@ def test_ops_show_after_a_failover_stopped_on_an_error_names_the_vms_done_and_th
     assert "VMs failed:  app02\n" in shown.stdout
     assert "app01       failed over, awaiting commit    off at both sites" in shown.stdout
     assert "DOWN:        app01, app02 powered off at both sites" in shown.stdout
+    text, _ = status()
+    assert "POWERED OFF AT BOTH SITES: app01, app02" in text
     now = json.loads(run("ops", "show", op, "--json").stdout)["vms_now"]
     assert (now["done"], now["off_everywhere"], now["sites_read"]) == (["sql01"], ["app01", "app02"], True)
 
