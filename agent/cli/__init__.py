@@ -22,6 +22,7 @@ import sys
 # isort: off
 from agent.cli import planning  # noqa: F401  validate, plan, config
 from agent.cli import operations  # noqa: F401  run, ops
+from agent.cli import status  # noqa: F401  status
 from agent.cli import demo  # noqa: F401  demo
 from agent.cli import addresses  # noqa: F401  addresses export|import
 # isort: on

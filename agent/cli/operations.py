@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -26,10 +26,12 @@ from agent.cli.app import (
     report_error,
     reporting,
 )
+from agent.cli.opfacts import deviations_from_preview, where_vms_are
 from agent.cli.progress import error_text, skip_lines, skipped_items
 from agent.cli.session import (
     Session,
     conclude,
+    confirm_cancel,
     create_operation,
     current_user,
     drive,
@@ -42,11 +44,10 @@ from agent.cli.session import (
 )
 from agent.cli.trail import audit_lines, script_lines
 from agent.cli.vocabulary import (
+    CONFIRMED,
     FINAL,
     FOLLOW_UPS,
-    KIND_ALIASES,
     OP_STYLE,
-    OPERATION_KINDS,
     POLICY_WORDS,
     REAL_FAILOVERS,
     STATUS_ALIASES,
@@ -57,6 +58,7 @@ from agent.cli.vocabulary import (
     command_line,
     current_time,
     duration,
+    kind_option,
     plural,
     utc_time,
 )
@@ -81,18 +83,6 @@ app.add_typer(ops_app, name="ops")
 
 class UnknownOperation(RefusedError):
     code = "unknown_operation"
-
-
-def _kind_option(value: str | None) -> str | None:
-    if value is None:
-        return None
-    kind = KIND_ALIASES.get(value.lower().replace("-", "_"), value.lower().replace("-", "_"))
-    if kind not in OPERATION_KINDS:
-        raise typer.BadParameter(
-            f"{value!r} is not a kind; use one of {', '.join(OPERATION_KINDS)} "
-            f"(or {', '.join(KIND_ALIASES)})"
-        )
-    return kind
 
 
 def _status_option(values: list[str] | None) -> list[str] | None:
@@ -154,9 +144,10 @@ def _audit_rows(store: Store, op_id: str | None, limit: int) -> list[AuditRow]:
     "with live progress (a line per step, errors with code and target; on a terminal a progress "
     "bar, counts and elapsed time). Unfinished operations found in the store (an agent stopped "
     "while running them) are resumed first.\n\n"
-    "Planned and unplanned failovers and failbacks change production: their plan is shown and "
-    "must be confirmed, unless --yes; --checksum runs only if the plan is still the one reviewed "
-    "(see 'failover-agent plan'). Without a terminal to ask, they need --yes.\n\n"
+    "Planned and unplanned failovers, failbacks, commits and reverses change production: what "
+    "they will change is shown and must be confirmed, unless --yes; --checksum runs only if the "
+    "plan is still the one reviewed (see 'failover-agent plan --kind KIND'; a commit or reverse "
+    "pins the plan of the failover it follows). Without a terminal to ask, they need --yes.\n\n"
     "At a manual pause the instruction is shown and, on a terminal, 'Done?' is asked; otherwise "
     "the command ends with exit code 4 and 'failover-agent ops resume OP' continues later.\n\n"
     "The store is store.url from the config, else agent.sqlite in the data directory.\n\n"
@@ -172,7 +163,7 @@ def run_operation(
             "--kind",
             "-k",
             metavar="KIND",
-            callback=_kind_option,
+            callback=kind_option,
             help="prepare: reserve the failover addresses ahead of time. test_failover (test): a drill "
             "in isolated networks. cleanup_test (cleanup): undo the last test failover. "
             "planned_failover (planned): source VMs shut down first, no data loss. "
@@ -182,7 +173,7 @@ def run_operation(
     ],
     config: ConfigOption = None,
     yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation before a real failover.")
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation before a change to production.")
     ] = False,
     checksum: Annotated[
         str | None,
@@ -200,23 +191,20 @@ def run_operation(
 ) -> None:
     with reporting(as_json=as_json):
         loaded = read_config(config)
-        if checksum is not None and kind in FOLLOW_UPS:
-            raise RefusedError(f"--checksum pins a plan computed from the sites; {kind} executes the stored "
-                               "plan of the operation it follows")
         from agent.cli.preflight import preflight_before_run
 
         preflight_before_run(loaded, kind, plan_name, actor=current_user(), as_json=as_json)
         with open_session(loaded, as_json=as_json) as sess:
             resume_unfinished(sess)
             expect = checksum
-            if kind in REAL_FAILOVERS:
+            if kind in CONFIRMED:
                 expect = review(sess, kind, plan_name, yes=yes, checksum=checksum)
             op_id = create_operation(sess, kind, plan_name, expect, take_over=take_over)
-            if kind in REAL_FAILOVERS:  # who let it change production, and how
+            if kind in CONFIRMED:  # who let it change production, and how
                 sess.journal.store.audit(actor=current_user(), action="operation.confirmed", operation_id=op_id,
                                          target=plan_name, details={"by": "--yes" if yes else "answer at the terminal",
                                                                     "checksum": expect or "not pinned"})
-            if kind not in FOLLOW_UPS and (yes or kind not in REAL_FAILOVERS):
+            if kind not in FOLLOW_UPS and (yes or kind not in CONFIRMED):
                 plan = sess.journal.operation(op_id).plan or {}
                 label = "reserving ahead for" if kind == "prepare" else "plan"
                 sess.say(f"{label}: {escape(plan.get('summary', '?'))}\nchecksum {plan.get('checksum', '?')}")
@@ -329,47 +317,26 @@ def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = 
         view, row = read_operation(journal.store, op_id, lambda: (journal.view(op_id), journal.operation(op_id)))
         now = current_time()
         children = children_of(journal.store, op_id)
-        deviations = _deviations(journal, op_id)
+        deviations = deviations_from_preview(journal, op_id)
+        where = where_vms_are(loaded, journal, row) if row.kind in REAL_FAILOVERS and row.status != "succeeded" \
+            else None
         if as_json:
             print_json({**view.to_json(now), "requested_by": row.requested_by,
                         "plan_checksum": row.plan_checksum, "result": row.result,
                         "followed_by": [{"id": c, "kind": k, "status": st} for c, k, st in children],
                         "deviations": [d for d, _ in deviations],
-                        "scripts": [{"step": name, **record} for name, record in _script_runs(journal, op_id)]})
+                        "scripts": [{"step": name, **record} for name, record in _script_runs(journal, op_id)],
+                        **({"vms_now": where} if where is not None else {})})
             return
-        _print_operation(loaded, journal, view, row, children, now)
+        _print_operation(loaded, journal, view, row, children, now, where)
         if deviations:
             out.print(f"\n[bold yellow]differs from the preview[/] ({len(deviations)})")
             for _, line in deviations:
                 out.print(f"  - {escape(line)}")
 
 
-def _deviations(journal: Journal, op_id: str) -> list[tuple[dict[str, object], str]]:
-    """Where the operation did otherwise than its preview said, from the audit trail: addresses
-    VMM granted in place of planned ones (taken meanwhile), and the DNS records written with them."""
-
-    from agent.engine.actions.grants import DNS_DEVIATION
-    from agent.engine.actions.vmm import GRANT_DEVIATION
-
-    found: list[tuple[dict[str, object], str]] = []
-    for a in journal.store.audit_trail(op_id, limit=1_000_000):
-        d = a.details or {}
-        if a.action == GRANT_DEVIATION:
-            found.append(({"kind": "grant", **d}, f"{d['vm']}/{d['nic']}: planned {d['planned']}, VMM granted "
-                          f"{d['granted']} (the planned address was taken meanwhile); failover IP and DNS use it"))
-        elif a.action == DNS_DEVIATION and "preview" in d:
-            found.append(({"kind": "dns", "record": a.target, "preview": d["preview"], "written": d["new"]},
-                          f"DNS {a.target}: wrote {d['new']}, the preview said {d['preview']}"))
-        elif a.action == DNS_DEVIATION and "preview_record" in d:
-            found.append(({"kind": "dns", "record": a.target, "preview_record": d["preview_record"],
-                           "written": d["new"]},
-                          f"DNS {a.target}: wrote {d['new']} in place of {d['preview_record']} (the PTR of "
-                          f"{d['planned_address']}, which the preview named)"))
-    return found
-
-
 def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView, row: OperationRow,
-                     children: list[tuple[str, str, str]], now: datetime) -> None:
+                     children: list[tuple[str, str, str]], now: datetime, where: dict[str, Any] | None) -> None:
     style = OP_STYLE.get(view.status, "")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(view.counts.items()))
     facts = [
@@ -389,10 +356,25 @@ def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView
         facts.append(("followed by", f"{c} {k} ({st})"))
     if view.succeeded_vms:
         facts.append(("VMs done", escape(", ".join(view.succeeded_vms))))
+    elif where is not None:
+        facts.append(("VMs done", escape(", ".join(f"{vm} (running at {view.target_site})" for vm in where["done"])
+                                         if where["sites_read"] else ", ".join(where["done"]) + " (as the journal "
+                                         f"says; the sites were not all read: {where['reason']})") or "none"))
     if view.failed_vms:
         facts.append(("VMs failed", f"[red]{escape(', '.join(view.failed_vms))}[/]"))
+    if where is not None and where["vms"]:
+        from agent.engine.planstate import VM_WORDS, VmState
+
+        for i, v in enumerate(where["vms"]):
+            at = f"running at {', '.join(v['running_at'])}" if v["running_at"] else "off at both sites"
+            facts.append(("" if i else "VMs now", escape(f"{v['vm']:<12}{VM_WORDS[VmState(v['state'])]:<32}{at}")))
+    if where is not None and where["off_everywhere"]:
+        facts.append(("[red]DOWN[/]", f"[bold red]{escape(', '.join(where['off_everywhere']))} powered off at both "
+                      f"sites[/]: {escape(command_line(loaded, f'ops resume {view.id}'))} finishes the failover, "
+                      f"{escape(command_line(loaded, f'ops cancel {view.id}'))} undoes it"))
     for label, value in facts:
-        out.print(f"{label + ':':<13}{value}")
+        pad = 13 + len(label) - len(label.replace("[red]", "").replace("[/]", ""))
+        out.print(f"{label + ':' if label else '':<{pad}}{value}")
     if view.status == WAITING:
         out.print(f"\n[bold yellow]waiting for a manual action:[/] {escape(view.waiting_for or '')}")
         out.print(f"when it is done: {command_line(loaded, f'ops resume {view.id}')}")
@@ -488,8 +470,14 @@ def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
                  "replication is, source VMs that were running started again, failover IPs, routes and "
                  "DNS put back). Reservations are kept. The undoing is an operation of its own, shown as "
                  "it runs; when it could not put every VM back, cancelling again once the cause is fixed "
-                 "undoes the rest.\n\n" + EXIT_CODES_HELP)
-def ops_cancel(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+                 "undoes the rest. Cancelling a failover changes production: what it undoes is shown and "
+                 "must be confirmed, unless --yes.\n\n" + EXIT_CODES_HELP)
+def ops_cancel(
+    op: OpArgument,
+    config: ConfigOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before rolling a failover back.")] = False,
+    as_json: JsonOption = False,
+) -> None:
     from agent.engine.compensation import can_compensate_again
 
     with _stored_operation(op, config, as_json) as (sess, row):
@@ -498,6 +486,8 @@ def ops_cancel(op: OpArgument, config: ConfigOption = None, as_json: JsonOption 
             hint = (f"; {command_line(loaded, f'run --plan {row.plan_name} --kind cleanup')} cleans up a test "
                     "failover" if row.kind == "test_failover" and row.status != "cancelled" else "")
             raise RefusedError(f"{op_id} is already {row.status}: nothing to cancel{hint}", operation=op_id)
+        if row.kind in REAL_FAILOVERS:
+            confirm_cancel(sess, row, yes=yes)
         if row.status == "running":
             view = sess.engine.cancel(op_id, actor=current_user())
             sess.say(f"cancel requested: the agent running {op_id} stops after its current stage and "

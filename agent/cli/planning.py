@@ -5,7 +5,6 @@ checks and previews."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -13,6 +12,7 @@ from rich.markup import escape
 
 from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, echo, err, out, print_json, read_config, reporting
 from agent.cli.sites import open_sites
+from agent.cli.vocabulary import kind_option
 from agent.configfile import LoadedConfig
 from agent.domain.model import Inventory
 
@@ -25,14 +25,6 @@ config_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(config_app, name="config")
-
-
-class Kind(StrEnum):
-    """'plan --kind' (typer takes an enum, not a Literal): the values are ``PlanKind``'s."""
-
-    test = "test"
-    planned = "planned"
-    unplanned = "unplanned"
 
 
 def _summary(loaded: LoadedConfig, inventory: Inventory | None = None) -> str:
@@ -162,24 +154,29 @@ def validate(
 
 
 @app.command(
-    help="Preview what a failover of a recovery plan would change, without changing anything: "
-    "IP reservations in VMM pools, failover IPs on replica NICs, test networks, route moves and "
-    "DNS records, per group and VM, then a summary line. A plan that breaks a rule (a subnet "
-    "left half behind, a test network that cannot work, an exhausted pool ...) is refused with "
-    "every reason.\n\n" + EXIT_CODES_HELP
+    help="Preview what an operation of a recovery plan would change, without changing anything. "
+    "A failover (test, planned, unplanned, failback) shows IP reservations in VMM pools, failover "
+    "IPs on replica NICs, test networks, route moves and DNS records, per group and VM, then a "
+    "summary line; a prepare, cleanup, commit or reverse shows the operation it follows, the VMs "
+    "as the sites report them and the steps it would run. Each shows the checksum 'run "
+    "--checksum' accepts. A plan that breaks a rule (a subnet left half behind, a test network "
+    "that cannot work, an exhausted pool ...) is refused with every reason; a kind the plan's "
+    "state does not allow now says so in its first note.\n\n" + EXIT_CODES_HELP
 )
 def plan(
     plan_name: Annotated[
         str, typer.Option("--plan", "-p", metavar="NAME", help="Recovery plan name (recovery_plans[].name).")
     ],
     kind: Annotated[
-        Kind,
+        str,
         typer.Option(
             "--kind",
             "-k",
+            metavar="KIND",
+            callback=kind_option,
             help="test: a drill in isolated networks, production untouched. planned: source VMs "
-            "shut down first, no data loss. unplanned: the primary site is lost.",
-            case_sensitive=False,
+            "shut down first, no data loss. unplanned: the primary site is lost. Also prepare, "
+            "cleanup, commit, reverse, failback (as 'run --kind').",
         ),
     ],
     config: ConfigOption = None,
@@ -187,14 +184,17 @@ def plan(
         bool, typer.Option("--json", help="Print the plan as JSON on stdout (nothing else goes to stdout).")
     ] = False,
 ) -> None:
-    with reporting(as_json=as_json):
-        result = plan_from_sites(read_config(config), plan_name, kind.value)
-        if as_json:
-            print_json(result.to_json())
-        else:
-            from agent.domain.plan import render_diff
+    from agent.cli.preview import preview
+    from agent.cli.session import open_engine
 
-            echo(render_diff(result), nl=False)
+    with reporting(as_json=as_json):
+        loaded = read_config(config)
+        with open_engine(loaded) as engine:
+            shown = preview(engine, kind, plan_name)
+        if as_json:
+            print_json(shown.body)
+        else:
+            echo(shown.text, nl=False)
 
 
 @config_app.command("schema", help="Print the JSON Schema of the config file, for editors (e.g. the "

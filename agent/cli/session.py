@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from agent.engine.journal import Journal
     from agent.engine.model import OperationView
     from agent.engine.service import Engine
-    from agent.engine.store import Store
+    from agent.engine.store import OperationRow, Store
     from agent.scheduler import Scheduler
 
 _T = TypeVar("_T")
@@ -144,6 +144,21 @@ def open_journal(loaded: LoadedConfig) -> Iterator[Journal]:
     store = _open_store(loaded)
     try:
         yield Journal(store, actor=loaded.config.agent.owner_id)
+    finally:
+        store.close()
+
+
+@contextmanager
+def open_engine(loaded: LoadedConfig) -> Iterator[Engine]:
+    """Store, sites and an engine for the commands that only look (status, plan): no scheduler,
+    no due expiry run, nothing resumed -- they change nothing."""
+
+    from agent.engine.service import Engine
+
+    store = _open_store(loaded)
+    try:
+        with open_sites(loaded, read_inventory=False) as sites:
+            yield Engine(loaded.config, sites.ports, store)
     finally:
         store.close()
 
@@ -302,36 +317,58 @@ def resume_unfinished(sess: Session) -> None:
 
 
 def review(sess: Session, kind: str, plan_name: str, *, yes: bool, checksum: str | None) -> str | None:
-    """A real failover is previewed and confirmed before anything changes; returns the checksum
-    to pin the operation to (the plan the operator saw or named)."""
+    """An operation that changes production is previewed and confirmed before anything changes;
+    returns the checksum to pin it to (the plan the operator saw or named)."""
 
-    from agent.domain.plan import render_diff
-    from agent.engine.model import OperationKind
+    from agent.cli.preview import preview
     from agent.engine.service import PlanChanged
 
     if yes and checksum is None:
         return None  # reviewed elsewhere (or accepted blind, as asked): plan once, at create
-    plan = sess.engine.preview(OperationKind(kind), plan_name)
-    actual = plan.checksum()
+    shown = preview(sess.engine, kind, plan_name, strict=True)
+    actual = shown.checksum
     if checksum is not None and checksum != actual:
         raise PlanChanged(f"the plan for {plan_name} changed since it was reviewed (reviewed {checksum}, "
-                          f"now {actual}); preview it again with 'failover-agent plan'",
+                          f"now {actual}); preview it again with "
+                          f"'failover-agent plan --plan {plan_name} --kind {kind}'",
                           plan=plan_name, expected=checksum, actual=actual)
     if yes:
         return actual  # the plan line is printed once the operation is created
+    label = kind.replace("_", " ")
     if not sess.as_json:
-        echo(render_diff(plan), nl=False)
+        echo(shown.text, nl=False)
         out.print()
     if not sess.can_ask:
         raise NotConfirmed(
-            f"a {kind.replace('_', ' ')} changes production and needs a confirmation, and there is "
-            f"nobody to ask (stdin is not a terminal{' or --json' if sess.as_json else ''}). Review the plan "
-            f"{'with failover-agent plan' if sess.as_json else 'above'}, then run again with "
+            f"a {label} changes production and needs a confirmation, and there is "
+            f"nobody to ask (stdin is not a terminal{' or --json' if sess.as_json else ''}). Review it "
+            f"{f'with failover-agent plan --kind {kind}' if sess.as_json else 'above'}, then run again with "
             f"--yes --checksum {actual}")
-    if not _ask(f"Run this {kind.replace('_', ' ')} of {plan_name} now ({len(plan.vms)} VMs, "
-                f"{plan.source_site} -> {plan.target_site})?"):
+    if not _ask(f"Run this {label} of {plan_name} now ({len(shown.plan.vms)} VMs, "
+                f"{shown.plan.source_site} -> {shown.plan.target_site})?"):
         raise NotConfirmed("not confirmed")
     return actual
+
+
+def confirm_cancel(sess: Session, op: OperationRow, *, yes: bool) -> None:
+    """Cancelling a failover changes production (it rolls the failover back): shown and asked
+    like a failover, unless ``yes``."""
+
+    from agent.cli.preview import cancel_preview
+
+    if yes:
+        return
+    if not sess.as_json:
+        echo(cancel_preview(sess.engine, op), nl=False)
+        out.print()
+    if not sess.can_ask:
+        raise NotConfirmed(
+            f"cancelling {op.kind.replace('_', ' ')} {op.id} changes production (it rolls the failover back) and "
+            f"needs a confirmation, and there is nobody to ask (stdin is not a terminal"
+            f"{' or --json' if sess.as_json else ''}). Review what it undoes "
+            f"{'without --json' if sess.as_json else 'above'}, then run again with --yes", operation=op.id)
+    if not _ask(f"Cancel {op.id} and undo it now?"):
+        raise NotConfirmed("not confirmed", operation=op.id)
 
 
 def create_operation(sess: Session, kind: str, plan_name: str, expect: str | None, *,

@@ -20,6 +20,8 @@ REAL_FAILOVERS = ("planned_failover", "unplanned_failover", "failback")
 """They change production: previewed and confirmed (or --yes) before anything runs."""
 FOLLOW_UPS = ("cleanup_test", "commit", "reverse")
 """They execute the stored plan of the operation they follow, not a fresh one."""
+CONFIRMED = (*REAL_FAILOVERS, "commit", "reverse")
+"""They change production: their preview is shown and confirmed (or --yes) before they run."""
 
 WAITING = "waiting_for_manual_action"
 FINAL = ("succeeded", "partially_succeeded", "cancelled")
@@ -35,6 +37,31 @@ STEP_WORD = {"succeeded": "ok", "failed": "FAILED", "skipped": "skipped", "waiti
 POLICY_WORDS = {"stop_at_first_error": "stops at the first error", "carry_on": "carries on past errors"}
 STEP_STYLE = {"succeeded": "green", "failed": "bold red", "skipped": "dim", "waiting": "bold yellow",
               "running": "cyan", "pending": "dim"}
+
+
+def kind_option(value: str | None) -> str | None:
+    """A '--kind' as typed (a kind, or one of its short names) as the kind it names."""
+
+    import typer
+
+    if value is None:
+        return None
+    kind = KIND_ALIASES.get(value.lower().replace("-", "_"), value.lower().replace("-", "_"))
+    if kind not in OPERATION_KINDS:
+        raise typer.BadParameter(
+            f"{value!r} is not a kind; use one of {', '.join(OPERATION_KINDS)} "
+            f"(or {', '.join(KIND_ALIASES)})"
+        )
+    return kind
+
+
+def wrapped(text: str, indent: str = "  ", *, hanging: str = "    ", width: int = 80) -> list[str]:
+    """``text`` as lines of at most ``width`` characters (words are not broken: an id stays whole)."""
+
+    import textwrap
+
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=hanging,
+                         break_long_words=False, break_on_hyphens=False) or [indent]
 
 
 def command_line(loaded: LoadedConfig, args: str) -> str:

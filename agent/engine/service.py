@@ -17,19 +17,35 @@ import structlog
 
 from agent.config import AgentConfig
 from agent.domain.matching import same_name
-from agent.domain.model import Inventory, RecordType, ReplicationState
+from agent.domain.model import Inventory, RecordType, Replication, VirtualMachine
 from agent.domain.plan import Change, DnsChange, Plan, PlanKind, ReserveIp
 from agent.domain.planning import build_plan, host_name
+from agent.domain.validation import PlanRefused, unknown_plan
 from agent.engine.actions.dns import dns_snapshot_key
 from agent.engine.compensation import can_compensate_again, compensate
 from agent.engine.journal import Journal
-from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OperationView, OpStatus, StepStatus
+from agent.engine.model import (
+    ERROR_POLICY,
+    FINAL_STATUSES,
+    OperationKind,
+    OperationView,
+    OpStatus,
+    StepSpec,
+    StepStatus,
+)
 from agent.engine.operations import steps_for
 from agent.engine.planio import plan_from_json
+from agent.engine.planstate import (  # the refusals are caught from here too
+    AlreadyFailedOver,  # noqa: F401
+    PlanStatus,
+    UncleanedTestFailover,  # noqa: F401
+    derive,
+    refusal,
+)
 from agent.engine.retrying import retrying_ports
 from agent.engine.runner import HostLimits, Runner
 from agent.engine.store import OperationRow, Store, store_error, utcnow
-from agent.errors import ConflictError, NotFoundError, RefusedError
+from agent.errors import ConflictError, NotFoundError, RefusedError, TransientError
 from agent.inventory import gather_inventory
 from agent.ports import Ports
 
@@ -60,21 +76,6 @@ _ALLOCATION_LOCK = threading.Lock()
 
 class PlanChanged(RefusedError):
     code = "plan_changed"
-
-
-FAILED_OVER_STATES = (ReplicationState.FAILED_OVER_WAITING_COMPLETION.value, ReplicationState.FAILED_OVER.value)
-
-
-class AlreadyFailedOver(RefusedError):
-    """The plan's VMs are failed over already (by an earlier operation, or by hand)."""
-
-    code = "already_failed_over"
-
-
-class UncleanedTestFailover(RefusedError):
-    """A test failover of the plan's VMs has not been cleaned up yet."""
-
-    code = "test_failover_not_cleaned_up"
 
 
 class RecordNotManaged(RefusedError):
@@ -109,8 +110,8 @@ class Engine:
     def plan(self, plan_name: str, kind: PlanKind) -> Plan:
         return self._plan(plan_name, kind)[0]
 
-    def _plan(self, plan_name: str, kind: PlanKind) -> tuple[Plan, Inventory]:
-        inventory = self.inventory(kind)
+    def _plan(self, plan_name: str, kind: PlanKind, inventory: Inventory | None = None) -> tuple[Plan, Inventory]:
+        inventory = inventory if inventory is not None else self.inventory(kind)
         plan = build_plan(self.config, inventory, plan_name, kind)
         if inventory.stale:
             plan = replace(plan, notes=(*plan.notes, *inventory.stale), _checksum=[])
@@ -128,6 +129,13 @@ class Engine:
             raise RefusedError("cancel an operation with Engine.cancel(operation id)")
         if kind in FOLLOW_UP_OF:
             parent = self._parent(kind, plan_name, parent_id)
+            if kind != OperationKind.CLEANUP_TEST:
+                self._refuse_if_in_progress(kind, self.status(parent.plan_name))
+            if expect_checksum and parent.plan_checksum != expect_checksum:
+                raise PlanChanged(
+                    f"the {kind.value} of plan {parent.plan_name} would follow {parent.id}, whose plan is "
+                    f"{parent.plan_checksum}, not the reviewed {expect_checksum}; preview it again",
+                    plan=parent.plan_name, expected=expect_checksum, actual=parent.plan_checksum)
             if kind == OperationKind.CLEANUP_TEST:
                 self._supersede_test(parent, actor=requested_by)
             plan = plan_from_json(parent.plan)
@@ -136,8 +144,10 @@ class Engine:
         else:
             if plan_name is None:
                 raise RefusedError(f"{kind.value} needs a recovery plan name")
-            plan, inventory = self._plan(plan_name, PLAN_KIND[kind])
-            self._refuse_if_in_progress(kind, plan, inventory)
+            inventory = self.inventory(PLAN_KIND[kind])
+            if self.config.plan(plan_name) is not None:  # else the planner says it is unknown
+                self._refuse_if_in_progress(kind, self.status(plan_name, inventory))
+            plan, inventory = self._plan(plan_name, PLAN_KIND[kind], inventory)
             if kind == OperationKind.FAILBACK:
                 plan = self._restore_original_dns(plan)
             if expect_checksum and plan.checksum() != expect_checksum:
@@ -175,29 +185,60 @@ class Engine:
         self.journal.set_status(op_id, OpStatus.CANCELLED, result={"abandoned": reason})  # lets go of its VMs
         self.store.audit(actor=actor, action="operation.abandoned", operation_id=op_id, details={"reason": reason})
 
-    def _refuse_if_in_progress(self, kind: OperationKind, plan: Plan, inventory: Inventory) -> None:
-        """In full mode the agent drives Hyper-V Replica itself, so VMs already failed over (or
-        already running a test failover) mean an earlier operation did it: a second one would
-        fail half-way at Hyper-V and hold the VMs, and cancelling it would undo the first one's
-        work. Refused before anything is recorded. (In network-only mode the orchestrator moves
-        the VMs and the agent follows, so an already failed-over VM is normal there.)"""
-        if self.config.agent.mode != "full" or kind == OperationKind.PREPARE:
-            return
-        names = {v.name for v in plan.vms}
-        reps = [r for r in inventory.replications if r.vm in names]
-        if kind == OperationKind.TEST_FAILOVER:
-            busy = sorted(f"{r.vm} ({r.test_vm})" for r in reps if r.test_vm)
-            if busy:
-                raise UncleanedTestFailover(
-                    f"a test failover of plan {plan.plan} is still running: {', '.join(busy)}; "
-                    "clean it up (or cancel it) before starting another", plan=plan.plan, vms=busy)
-            return
-        done = sorted(f"{r.vm} ({r.state.value} at {r.replica_site})" for r in reps
-                      if r.state.value in FAILED_OVER_STATES)
-        if done:
-            raise AlreadyFailedOver(
-                f"VMs of plan {plan.plan} are failed over already: {', '.join(done)}; commit (or cancel) "
-                "that failover, and reverse replication before failing back", plan=plan.plan, vms=done)
+    def _refuse_if_in_progress(self, kind: OperationKind, status: PlanStatus) -> None:
+        """Every kind starts only from the states it applies to (``planstate.refusal``): a
+        planned failover during a test would shut production down and then fail at Hyper-V; a
+        reverse before the commit would fail and hold the VMs the commit needs. Refused before
+        anything is recorded, naming the VMs and the command that would clear the way."""
+        refused = refusal(kind, status, full_mode=self.config.agent.mode == "full")
+        if refused is not None:
+            raise refused
+
+    def status(self, plan_name: str, inventory: Inventory | None = None) -> PlanStatus:
+        """Where recovery plan ``plan_name`` stands: its journal, confirmed against what Hyper-V
+        Replica reports now (from ``inventory`` when given; else read here, a site that cannot be
+        read said in ``stale``)."""
+        recovery_plan = self.config.plan(plan_name)
+        if recovery_plan is None:
+            reason = unknown_plan(plan_name, [p.name for p in self.config.recovery_plans])
+            raise PlanRefused(f"no status for plan {plan_name}:\n- [{reason.code}] {reason.message}", [reason],
+                              plan=plan_name)
+        unread: list[str] = []
+        if inventory is None:
+            replications, machines, unread = self._read_vms(recovery_plan.vms)
+            stale = [f"{site} could not be read: its VMs are shown as the other site reports them" for site in unread]
+        else:
+            replications, machines, stale = list(inventory.replications), list(inventory.vms), list(inventory.stale)
+        primary, recovery = (s.name for s in self.config.sites)
+        return derive(plan=plan_name, vms=recovery_plan.vms, sites=(primary, recovery),
+                      operations=self.journal.operations(limit=100_000),
+                      reservations=self.journal.reservations(vms=recovery_plan.vms), replications=replications,
+                      machines=machines, stale=stale, unread_sites=unread)
+
+    def _read_vms(self, names: Iterable[str]) -> tuple[list[Replication], list[VirtualMachine], list[str]]:
+        """The VMs and their replications as the sites report them now. A site that cannot be
+        read is left out (named in the third list): a remembered state is no confirmation, and
+        the other end of each relationship reports it too. (Why it could not be read is logged.)"""
+        ports = retrying_ports(self.ports, self.config.policies.retry, self.runner.sleep)
+        wanted = set(names)
+        replications: list[Replication] = []
+        machines: list[VirtualMachine] = []
+        unread: list[str] = []
+        for site in self.config.sites:
+            try:
+                vms = [v for v in ports.vmm[site.name].read_inventory().vms if v.name in wanted]
+                by_host: dict[str, list[str]] = {}
+                for v in vms:
+                    if v.role != "test":
+                        by_host.setdefault(v.host, []).append(v.name)
+                for host, on_host in sorted(by_host.items()):
+                    replications += ports.hyperv[site.name].get_replications(host, sorted(on_host))
+            except TransientError as exc:
+                log.warning("site not read for the plan state", site=site.name, code=exc.code)
+                unread.append(site.name)
+                continue
+            machines += vms
+        return replications, machines, unread
 
     def _supersede_test(self, parent: OperationRow, *, actor: str) -> None:
         """A cleanup takes over a test failover that stopped before its end (waiting at a pause,
@@ -259,8 +300,10 @@ class Engine:
         for op in self.journal.operations(limit=1000):
             if op.kind in wanted and (plan_name is None or same_name(op.plan_name, plan_name)):
                 return op
-        raise NotFoundError(f"no {' or '.join(sorted(wanted))} operation of plan {plan_name} to follow up",
-                            plan=plan_name)
+        first = "test" if kind == OperationKind.CLEANUP_TEST else "planned"
+        raise NotFoundError(f"no {' or '.join(sorted(wanted))} operation of plan {plan_name} for a {kind.value} "
+                            f"to follow up; a {first.replace('planned', 'failover')} comes first: "
+                            f"failover-agent run --plan {plan_name} --kind {first}", plan=plan_name)
 
     def _restore_original_dns(self, plan: Plan) -> Plan:
         """Failback writes back the exact records (values and TTL) the original failover found,
@@ -292,14 +335,59 @@ class Engine:
                                      new_values=tuple(sorted(snap.data["values"])), vm=vm_of.get(name, "")))
         return replace(plan, changes=Plan.sort_changes(changes), _checksum=[])
 
-    def preview(self, kind: OperationKind, plan_name: str) -> Plan:
+    def preview(self, kind: OperationKind, plan_name: str, *, strict: bool = False) -> Plan:
         """The plan ``create(kind, plan_name)`` would execute if called now, for an operator to
         review; pass its checksum as ``expect_checksum`` to execute exactly that plan. Follow-up
-        kinds (cleanup, commit, reverse) have no fresh plan: they execute their parent's."""
-        if kind in FOLLOW_UP_OF or kind == OperationKind.CANCEL:
-            raise RefusedError(f"{kind.value} executes the stored plan of the operation it follows up")
-        plan = self.plan(plan_name, PLAN_KIND[kind])
-        return self._restore_original_dns(plan) if kind == OperationKind.FAILBACK else plan
+        kinds (cleanup, commit, reverse) execute the stored plan of the operation they follow:
+        that plan is their preview (:meth:`follow_up` gives its steps). A kind the plan's state
+        does not allow now is refused (``strict``) or said so in the plan's first note (notes
+        are not part of the checksum)."""
+        if kind == OperationKind.CANCEL:
+            raise RefusedError("a cancel undoes the operation it follows: 'failover-agent ops cancel OP' shows "
+                               "what it would undo")
+        full = self.config.agent.mode == "full"
+        if kind in FOLLOW_UP_OF:
+            parent = self._parent(kind, plan_name, None)
+            refused = None if kind == OperationKind.CLEANUP_TEST else refusal(
+                kind, self.status(parent.plan_name), full_mode=full)
+            if refused is not None and strict:
+                raise refused
+            plan = plan_from_json(parent.plan)
+        else:
+            inventory = self.inventory(PLAN_KIND[kind])
+            refused = None if self.config.plan(plan_name) is None else refusal(
+                kind, self.status(plan_name, inventory), full_mode=full)
+            if refused is not None and strict:
+                raise refused
+            try:
+                plan = self._plan(plan_name, PLAN_KIND[kind], inventory)[0]
+            except RefusedError:
+                # The state says why better than the planner tripping over its consequences.
+                if refused is not None:
+                    raise refused from None
+                raise
+            if kind == OperationKind.FAILBACK:
+                plan = self._restore_original_dns(plan)
+        if refused is not None:
+            plan = replace(plan, notes=(f"refused now: {refused.message}", *plan.notes))
+        return plan
+
+    def follow_up(self, kind: OperationKind, plan_name: str) -> tuple[OperationRow, list[StepSpec]]:
+        """The operation a cleanup, commit or reverse of ``plan_name`` would follow, and the
+        steps it would run: what it will change, for an operator to review."""
+        parent = self._parent(kind, plan_name, None)
+        return parent, steps_for(kind, self.config, plan_from_json(parent.plan), parent.id)
+
+    def cancel_steps(self, op_id: str) -> list[StepSpec]:
+        """The steps cancelling ``op_id`` would run to undo it (the compensation
+        ``engine.compensation`` runs: a test failover's cleanup, a failover's rollback), for an
+        operator to review; none when its kind leaves nothing safe to undo."""
+        op = self.journal.operation(op_id)
+        undo = {OperationKind.TEST_FAILOVER: OperationKind.CLEANUP_TEST,
+                **dict.fromkeys(FAILOVER_KINDS, OperationKind.CANCEL)}.get(OperationKind(op.kind))
+        if op.plan is None or undo is None:
+            return []
+        return steps_for(undo, self.config, plan_from_json(op.plan), op.id)
 
     def run(self, op_id: str) -> OperationView:
         view = self.runner.run(op_id)

@@ -47,7 +47,7 @@ def failed_over_and_committed() -> str:
     assert started.exit_code == EXIT_WAITING, started.output
     op = re.search(r"op-[0-9a-f]{12}", started.stdout).group(0)
     assert run("ops", "resume", op).exit_code == EXIT_OK
-    assert run("run", "--plan", DEMO_PLAN, "--kind", "commit").exit_code == EXIT_OK
+    assert run("run", "--plan", DEMO_PLAN, "--kind", "commit", "--yes").exit_code == EXIT_OK
     return op
 
 

@@ -51,7 +51,7 @@ def test_cancelling_a_failover_that_failed_half_way_puts_the_vm_back_and_suggest
     op = op_id_in(failed.stdout)
     assert world(config).snapshot()["vms"]["contoso-east"]["sql01"]["power"] == "Off"
 
-    cancelled = run("ops", "cancel", "--config", str(config), op)
+    cancelled = run("ops", "cancel", "--config", str(config), op, "--yes")
 
     assert cancelled.exit_code == EXIT_OK, cancelled.output
     assert f"cancelled: planned_failover {op}" in cancelled.stdout
@@ -70,7 +70,7 @@ def test_a_cancel_that_cannot_put_a_vm_back_says_so_and_cancelling_again_finishe
     host = world(config).snapshot()["vms"]["contoso-east"]["sql01"]["host"]
     world(config).inject({"call": "hyperv.*", "target": host, "fault": "transient"})
 
-    first = run("ops", "cancel", "--config", str(config), op)
+    first = run("ops", "cancel", "--config", str(config), op, "--yes")
 
     assert first.exit_code == EXIT_FAILED, first.output
     out = " ".join(first.stdout.split())
@@ -84,13 +84,13 @@ def test_a_cancel_that_cannot_put_a_vm_back_says_so_and_cancelling_again_finishe
     assert f"ops cancel {op} --config {config} undoes what it left" in " ".join(resumed.stderr.split())
 
     world(config).clear_faults()
-    second = run("ops", "cancel", "--config", str(config), op)
+    second = run("ops", "cancel", "--config", str(config), op, "--yes")
 
     assert second.exit_code == EXIT_OK, second.output
     after = world(config).snapshot()
     assert after["vms"]["contoso-east"]["sql01"]["power"] == "Running"
     assert after["vms"]["contoso-west"]["sql01"]["power"] == "Off"
-    third = run("ops", "cancel", "--config", str(config), op)
+    third = run("ops", "cancel", "--config", str(config), op, "--yes")
     assert third.exit_code == EXIT_REFUSED and "already cancelled" in third.stderr
 
 

@@ -277,8 +277,17 @@ def test_checksum_pins_the_reviewed_plan() -> None:
     assert right.exit_code == EXIT_WAITING, right.output  # ran up to the manual pause
     assert ops_json()[0]["kind"] == "planned_failover"
 
-    follow_up = run("run", "--plan", DEMO_PLAN, "--kind", "commit", "--checksum", reviewed)
-    assert follow_up.exit_code == EXIT_REFUSED and "stored plan" in follow_up.stderr
+    early = run("run", "--plan", DEMO_PLAN, "--kind", "commit", "--yes", "--checksum", reviewed)
+    assert early.exit_code == EXIT_REFUSED and "is waiting_for_manual_action" in early.stderr
+    assert run("ops", "resume", ops_json()[0]["id"]).exit_code == EXIT_OK
+
+    # A commit executes the plan of the failover it follows: the checksum pins that one.
+    other = run("run", "--plan", DEMO_PLAN, "--kind", "commit", "--yes", "--checksum", "sha256:0000")
+    assert other.exit_code == EXIT_REFUSED and "changed since it was reviewed" in other.stderr
+    shown = json.loads(run("plan", "--plan", DEMO_PLAN, "--kind", "commit", "--json").stdout)
+    assert shown["operation"]["checksum"] == reviewed
+    commit = run("run", "--plan", DEMO_PLAN, "--kind", "commit", "--yes", "--checksum", reviewed)
+    assert commit.exit_code == EXIT_OK, commit.output
 
 
 # ----------------------------------------------------------------------------- ops

@@ -275,7 +275,7 @@ def test_an_unplanned_failover_goes_on_without_the_dark_site(config: Path) -> No
     # The commit works at the site the failover went to: the dark one is not even asked.
     sites = sites_of(config)
     calls = len(sites.calls())
-    commit = run("run", "--config", str(config), "--plan", DEMO_PLAN, "--kind", "commit")
+    commit = run("run", "--config", str(config), "--plan", DEMO_PLAN, "--kind", "commit", "--yes")
     assert commit.exit_code == EXIT_OK, commit.output
     assert "preflight: all 7 checks passed" in commit.stdout and "warning" not in commit.stdout
     probed = {c.target for c in sites.calls()[calls:] if c.kind.endswith(".probe")}
