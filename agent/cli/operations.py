@@ -68,7 +68,7 @@ from agent.errors import RefusedError
 if TYPE_CHECKING:
     from agent.engine.journal import Journal
     from agent.engine.model import OperationView
-    from agent.engine.store import AuditRow, OperationRow, Store
+    from agent.engine.store import AuditRow, OperationRow
 
 ops_app = typer.Typer(
     help="Look after the operations recorded in the agent's store: list them, show one (steps, "
@@ -118,21 +118,6 @@ def _resolve_op(journal: Journal, text: str) -> str:
                                f"{' ...' if len(matches) > 5 else ''}); give more of the id", operation=text)
     raise UnknownOperation(f"no operation {text!r} in the store {where}; 'failover-agent ops list' shows "
                            "the operations it holds (is this the same --config?)", operation=text)
-
-
-def _audit_rows(store: Store, op_id: str | None, limit: int) -> list[AuditRow]:
-    """The newest ``limit`` audit entries (of one operation, or all), oldest first. (The store's
-    ``audit_trail`` gives the oldest ones.)"""
-
-    from sqlalchemy import select
-
-    from agent.engine.store import AuditRow
-
-    with store.session() as s:
-        q = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
-        if op_id is not None:
-            q = q.where(AuditRow.operation_id == op_id)
-        return list(reversed(list(s.scalars(q))))
 
 
 # ------------------------------------------------------------------------------- run
@@ -554,27 +539,36 @@ def ops_audit(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
+    from agent.engine.storecheck import UnreadableOperation, audit_entries
+
     with _store_only(config, as_json) as (_, journal):
         op_id = _resolve_op(journal, op) if op is not None else None
-        rows = _audit_rows(journal.store, op_id, limit)
-        if as_json:
-            print_json([{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "target": r.target,
-                         "operation": r.operation_id, "details": r.details} for r in rows])
-            return
-        if not rows:
-            out.print("the audit trail is empty" + (f" for {op_id}" if op_id else ""))
-            return
-        table: list[list[_Cell]] = []
-        below: list[list[str]] = []
-        for r in rows:
-            result, lines = audit_lines(r.details)
-            table.append([utc_time(r.at).removesuffix(" UTC"), r.actor, r.action, r.operation_id or "-",
-                          r.target or "-", result])
-            below.append(lines)
-        header, *lines_of_rows = _columns(["AT (UTC)", "ACTOR", "ACTION", "OPERATION", "TARGET", "RESULT"], table)
-        out.print(header)
-        for line, details in zip(lines_of_rows, below, strict=True):
-            out.print(line)
-            for text in details:
-                # The sites' and scripts' own words: printed as they are, never as markup.
-                out.print("    " + text, markup=False)
+        rows, damaged = audit_entries(journal.store, op_id, limit)
+        _print_audit(rows, op_id, as_json)
+        if damaged:  # reported, located, after the entries that can be read
+            report_error(UnreadableOperation(damaged[0].operation, damaged))
+            raise typer.Exit(EXIT_REFUSED)
+
+
+def _print_audit(rows: list[AuditRow], op_id: str | None, as_json: bool) -> None:
+    if as_json:
+        print_json([{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "target": r.target,
+                     "operation": r.operation_id, "details": r.details} for r in rows])
+        return
+    if not rows:
+        out.print("the audit trail is empty" + (f" for {op_id}" if op_id else ""))
+        return
+    table: list[list[_Cell]] = []
+    below: list[list[str]] = []
+    for r in rows:
+        result, lines = audit_lines(r.details)
+        table.append([utc_time(r.at).removesuffix(" UTC"), r.actor, r.action, r.operation_id or "-",
+                      r.target or "-", result])
+        below.append(lines)
+    header, *lines_of_rows = _columns(["AT (UTC)", "ACTOR", "ACTION", "OPERATION", "TARGET", "RESULT"], table)
+    out.print(header)
+    for line, details in zip(lines_of_rows, below, strict=True):
+        out.print(line)
+        for text in details:
+            # The sites' and scripts' own words: printed as they are, never as markup.
+            out.print("    " + text, markup=False)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Table, select, text
 
 from agent.engine.model import OperationKind, OpStatus, StepStatus
-from agent.engine.store import NoteRow, OperationRow, StepRow, Store
+from agent.engine.store import AuditRow, NoteRow, OperationRow, StepRow, Store
 from agent.errors import AgentError, RefusedError
 
 _T = TypeVar("_T")
@@ -59,30 +59,60 @@ _SHAPES: dict[tuple[str, str], Callable[[Any], str | None]] = {
 }
 
 
-def _bad_cells(store: Store, table: Table, op_id: str, key: str, where: str) -> list[BadCell]:
+def _convert(store: Store, table: Table, raw: Any, operation: str, row_id: str) -> tuple[dict[str, Any], list[BadCell]]:
+    """One raw row converted column by column as the store would: the values, and the cells
+    that cannot be read."""
+
     dialect = store.engine.dialect
+    values: dict[str, Any] = {}
+    found = []
+    for column in table.columns:
+        if column.name not in raw:
+            continue
+        value = raw[column.name]
+        try:
+            convert = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            value = convert(value) if convert is not None and value is not None else value
+        except Exception as exc:  # whatever the conversion raises is what is wrong with the cell
+            found.append(BadCell(operation, table.name, row_id, column.name,
+                                 f"cannot be read ({type(exc).__name__}: {str(exc)[:120]})"))
+            continue
+        shape = _SHAPES.get((table.name, column.name))
+        problem = shape(value) if shape is not None else None
+        if problem:
+            found.append(BadCell(operation, table.name, row_id, column.name, problem))
+        values[column.key] = value
+    return values, found
+
+
+def _bad_cells(store: Store, table: Table, op_id: str, key: str, where: str) -> list[BadCell]:
     found = []
     with store.session() as s:
         # Plain text: no column type, so the values come back as stored, to be converted one by one.
         rows = s.execute(text(f"SELECT * FROM {table.name} WHERE {where} = :op"), {"op": op_id}).mappings()
         for raw in rows:
-            row_id = str(raw.get(key))
-            for column in table.columns:
-                if column.name not in raw:
-                    continue
-                value = raw[column.name]
-                try:
-                    convert = column.type.result_processor(dialect, None)
-                    value = convert(value) if convert is not None and value is not None else value
-                except Exception as exc:  # whatever the conversion raises is what is wrong with the cell
-                    found.append(BadCell(op_id, table.name, row_id, column.name,
-                                         f"cannot be read ({type(exc).__name__}: {str(exc)[:120]})"))
-                    continue
-                shape = _SHAPES.get((table.name, column.name))
-                problem = shape(value) if shape is not None else None
-                if problem:
-                    found.append(BadCell(op_id, table.name, row_id, column.name, problem))
+            found += _convert(store, table, raw, op_id, str(raw.get(key)))[1]
     return found
+
+
+def audit_entries(store: Store, op_id: str | None, limit: int) -> tuple[list[AuditRow], list[BadCell]]:
+    """The newest ``limit`` audit entries (of one operation, or all), oldest first, and the cells
+    of the entries among them that cannot be read (those entries are left out, not guessed)."""
+
+    table: Table = AuditRow.__table__  # type: ignore[assignment]
+    where = "WHERE operation_id = :op " if op_id is not None else ""
+    entries: list[AuditRow] = []
+    bad: list[BadCell] = []
+    with store.session() as s:
+        rows = s.execute(text(f"SELECT * FROM audit {where}ORDER BY id DESC LIMIT :limit"),
+                         {"op": op_id, "limit": limit}).mappings()
+        for raw in rows:
+            values, cells = _convert(store, table, raw, str(raw.get("operation_id") or "-"), str(raw.get("id")))
+            if cells:
+                bad += cells
+            else:
+                entries.append(AuditRow(**values))
+    return entries[::-1], bad[::-1]
 
 
 def diagnose(store: Store, op_id: str) -> list[BadCell]:

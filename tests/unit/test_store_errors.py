@@ -81,6 +81,8 @@ def test_damaged_rows_are_named_by_operation_row_and_column_and_the_rest_is_list
         in listed.stderr
     assert f"operation {bad_step}: steps row " in listed.stderr and "column started_at: cannot be read" \
         in listed.stderr
+    # Only the damaged cells are named: every sound date of these rows reads as the store reads it.
+    assert listed.stderr.count(": cannot be read (") == 2, listed.stderr
 
     as_json = run("ops", "list", "--json")
     assert as_json.exit_code == EXIT_REFUSED
@@ -238,3 +240,23 @@ def test_resuming_a_damaged_operation_names_the_damage() -> None:
     no_bug(result)
     assert result.exit_code == EXIT_REFUSED, result.output
     assert f"operation {op}: operations row {op}, column created_at: cannot be read" in result.stderr
+
+
+def test_a_damaged_audit_entry_is_named_and_the_rest_of_the_trail_is_shown() -> None:
+    (op,) = recorded_operations(1)
+    run("ops", "note", op, "checked the pools")
+    scribble("INSERT INTO audit (at, operation_id, actor, action, details) VALUES ('yesterday', ?, 'x', 'y', '{}')", op)
+    scribble("INSERT INTO audit (at, operation_id, actor, action, details) "
+             "VALUES ('2026-12-02 10:00:00.000000', ?, 'x', 'z', '{broken')", op)
+
+    shown = run("ops", "audit", op)
+    no_bug(shown)
+    assert shown.exit_code == EXIT_REFUSED, shown.output
+    assert "checked the pools" in shown.stdout
+    damage = [line for line in shown.stderr.splitlines() if ": cannot be read (" in line]
+    assert len(damage) == 2, shown.stderr
+    assert "column at: cannot be read" in damage[0] and "column details: cannot be read" in damage[1]
+
+    as_json = run("ops", "audit", op, "--json")
+    assert as_json.exit_code == EXIT_REFUSED
+    assert "y" not in [a["action"] for a in json.loads(as_json.stdout)]
