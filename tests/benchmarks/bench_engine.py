@@ -702,10 +702,12 @@ def report(res: dict[str, Any], command: str) -> str:
         "announce routes (r-b and r-c: read, then "
         "announce), DNS (3 zones on one server: read, then one atomic update). The `acting calls only` bound "
         "is the issue's one round trip per host per action per group; the target is judged against the bound "
-        "*with* the reads (`hyperv.get_failover_configs`, `routes.read_routes`, `dns.read`) because they are "
-        "part of the actions -- the snapshots that cancel and failback restore, and the drift check that makes "
-        "a re-run idempotent -- and each precedes the write that needs its answer. No `vmm.read_inventory` "
-        "is made (the plan carries the NIC ids) and no manual or script steps exist in this plan.",
+        "*with* the reads (`hyperv.get_failover_configs`, `routes.read_routes`, `dns.read`, `vmm.read_inventory`) "
+        "because they are part of the actions -- the snapshots that cancel and failback restore, the drift "
+        "check that makes a re-run idempotent, the reserve step's look for grants an earlier attempt made "
+        "(by their marker) and the stop step's record of each VM's power state, so a cancel starts again "
+        "only the VMs that were running -- and each precedes the write that needs its answer. No manual or "
+        "script steps exist in this plan.",
         "",
         "## Planning (not on the failover's critical path)",
         "",
