@@ -9,6 +9,7 @@ and failback must restore the original record sets exactly.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,10 @@ def site(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     yield from _site(named, tmp_path, monkeypatch)
 
 
-def _site(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inventory_text: str | None = None):
+def _site(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inventory_text: str | None = None,
+          edit_config: Callable[[dict], None] | None = None):
+    """The demo with its production DNS server in a real BIND seeded from ``inventory_text`` (else
+    the demo's inventory); ``edit_config`` changes the demo config before it is loaded."""
     for name in ("demo.yaml", "demo-inventory.yaml"):
         shutil.copy(demo_dir() / name, tmp_path / name)
     if inventory_text is not None:
@@ -59,6 +63,8 @@ def _site(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inventory
     monkeypatch.setenv("DEMO_TSIG_SECRET", bind.keys["agent-key"].secret)
     cfg = yaml.safe_load((tmp_path / "demo.yaml").read_text())
     cfg["agent"]["data_dir"] = str(tmp_path / "var")
+    if edit_config is not None:
+        edit_config(cfg)
     for server in cfg["dns"]["servers"]:
         if server["name"] == "dns-contoso":
             server.clear()

@@ -10,19 +10,14 @@ PTR records are seeded in BIND like the demo's; the planned failover re-addresse
 from __future__ import annotations
 
 import ipaddress
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from agent.configfile import demo_dir, load_config
+from agent.configfile import demo_dir
 from agent.engine.model import OperationKind
-from agent.engine.service import Engine
-from agent.engine.store import Store
-from agent.wiring import connect
-from tests.bind import BindServer
-from tests.integration.test_dns_end_to_end import FORWARD, _run, _zone_texts
+from tests.integration.test_dns_end_to_end import FORWARD, _run, _site
 
 pytestmark = pytest.mark.bind
 
@@ -51,32 +46,10 @@ def _add_vms(inventory: dict) -> None:
 
 @pytest.fixture
 def site(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    shutil.copy(demo_dir() / "demo.yaml", tmp_path / "demo.yaml")
     inventory = yaml.safe_load((demo_dir() / "demo-inventory.yaml").read_text())
     _add_vms(inventory)
-    (tmp_path / "demo-inventory.yaml").write_text(yaml.safe_dump(inventory, sort_keys=False))
-    bind = BindServer(tmp_path / "named", zones=_zone_texts(inventory), named=named).start()
-    monkeypatch.setenv("DEMO_TSIG_SECRET", bind.keys["agent-key"].secret)
-    cfg = yaml.safe_load((tmp_path / "demo.yaml").read_text())
-    cfg["agent"]["data_dir"] = str(tmp_path / "var")
-    cfg["recovery_plans"][0]["groups"][1]["vms"] += list(NEW_VMS)
-    for server in cfg["dns"]["servers"]:
-        if server["name"] == "dns-contoso":
-            server.clear()
-            server.update({"name": "dns-contoso", "kind": "rfc2136", "address": bind.host, "port": bind.port,
-                           "tsig": {"name": "agent-key", "secret": "env:DEMO_TSIG_SECRET"},
-                           "verify_timeout_s": 5})
-    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    loaded = load_config(tmp_path / "demo.yaml")
-    connection = connect(loaded)
-    store = Store.for_path(tmp_path / "var" / "agent.sqlite")
-    engine = Engine(loaded.config, connection.ports, store, sleep=lambda s: None)
-    try:
-        yield engine, bind
-    finally:
-        connection.close()
-        store.close()
-        bind.stop()
+    yield from _site(named, tmp_path, monkeypatch, yaml.safe_dump(inventory, sort_keys=False),
+                     edit_config=lambda cfg: cfg["recovery_plans"][0]["groups"][1]["vms"].extend(NEW_VMS))
 
 
 def test_vms_named_as_vmm_names_them_fail_over_with_their_dns_records(site) -> None:
