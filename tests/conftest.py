@@ -68,6 +68,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     log level set, and a data directory (returned) of this test's own. Logging is put back after
     the test, because every command configures it onto the stream it writes to.
 
+    Whoever runs the suite, the commands find nobody to ask unless a test puts an operator there.
+
     For the CLI tests: ``pytestmark = pytest.mark.usefixtures("cli_env")``."""
 
     # Imported here, not above: only the CLI tests need the CLI (and structlog).
@@ -75,8 +77,10 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
 
     import structlog
 
-    from agent.cli import ENV_LOG_LEVEL
+    from agent.cli import ENV_LOG_LEVEL, session
     from agent.configfile import ENV_CONFIG, ENV_DATA_DIR
+
+    monkeypatch.setattr(session, "is_interactive", lambda: False)
 
     data_dir = tmp_path / "data"
     monkeypatch.delenv(ENV_CONFIG, raising=False)

@@ -281,3 +281,14 @@ def play_orchestrator(engine: Engine, ports: Ports, op_id: str) -> list[str]:
                 dst.set_power(it.host, "start", [it.vm])
             moved.append(it.vm)
     return moved
+
+
+def run_cli(*args: str, input: str | None = None) -> Any:
+    """``failover-agent ARGS`` in this process, as a site admin would type it (``input``: what they
+    answer); exceptions are not caught, so a crash is a test failure with its traceback."""
+
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)

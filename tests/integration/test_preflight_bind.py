@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from agent.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, app, session
+from agent.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, session
 from agent.configfile import DEMO_PLAN, load_config
 from agent.domain.errors import DnsBadKey, DnsNotAuthoritative, DnsRefused
 from agent.errors import UnreachableError
@@ -23,14 +22,11 @@ from tests.bind import FORWARD_ZONE, REVERSE4_ZONE, BindServer
 from tests.integration.conftest import DriverFactory
 from tests.integration.test_dns_end_to_end import _zone_texts
 from tests.rigs import copy_demo, sim_of
+from tests.rigs import run_cli as run
 
 pytestmark = [pytest.mark.bind, pytest.mark.usefixtures("cli_env")]
 
 SECRET_VAR = "FA_PREFLIGHT_TSIG"
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 # ----------------------------------------------------------------------------- the driver's probe

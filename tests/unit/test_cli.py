@@ -16,15 +16,15 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from agent import __version__
-from agent.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, app, exit_code_for
+from agent.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, exit_code_for
 from agent.config import SecretRef
 from agent.configfile import DEMO_PLAN, ENV_CONFIG, ENV_DATA_DIR
 from agent.errors import ConflictError, NotFoundError, RefusedError, TimeoutError_, UnreachableError
 from agent.logging import configure_logging, get_logger
 from tests.rigs import config_fixture
+from tests.rigs import run_cli as run
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "config"
@@ -32,9 +32,6 @@ FIXTURES = REPO / "tests" / "fixtures" / "config"
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def demo_copy(tmp_path: Path, edit=None) -> Path:

@@ -9,17 +9,14 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from agent.cli import EXIT_OK, EXIT_REFUSED, app
+from agent.cli import EXIT_OK, EXIT_REFUSED
 from agent.overrides import FILE_COLUMNS, parse_rows
+from tests.rigs import run_cli as run
 from tests.unit.test_cli import demo_copy
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def with_overrides(*overrides: dict, file: str | None = None):

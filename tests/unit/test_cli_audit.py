@@ -8,23 +8,16 @@ import json
 import re
 
 import pytest
-from typer.testing import CliRunner
 
-from agent.cli import EXIT_OK, EXIT_WAITING, app, session
+from agent.cli import EXIT_OK, EXIT_WAITING
 from agent.configfile import DEMO_PLAN
+from tests.rigs import run_cli as run
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
 ROW = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s")
 
 
-@pytest.fixture(autouse=True)
-def _nobody_at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session, "is_interactive", lambda: False)
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def entries(text: str) -> dict[tuple[str, str], tuple[str, list[str]]]:

@@ -11,10 +11,10 @@ import pytest
 
 from agent.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_WAITING
 from agent.configfile import DEMO_PLAN
-from tests.unit.test_cli_ops import _nobody_at_a_terminal, demo_copy, op_id_in, run, world
+from tests.rigs import run_cli as run
+from tests.unit.test_cli_ops import demo_copy, op_id_in, world
 
-pytestmark = pytest.mark.usefixtures("cli_env", "_nobody_at_a_terminal")
-__all__ = ["_nobody_at_a_terminal"]
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def network_only(tmp_path: Path) -> Path:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from agent.cli import EXIT_OK, EXIT_REFUSED, app, session
+from agent.cli import EXIT_OK, EXIT_REFUSED
 from agent.configfile import DEMO_PLAN
+from tests.rigs import run_cli as run
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTILE = "\x1b[2J\x9b31m\rgone\b\x07 \u202etxt.exe"
@@ -25,13 +25,6 @@ RAW = ("\x1b", "\x9b", "\r", "\b", "\x07", "\u202e")
 pytestmark = pytest.mark.usefixtures("cli_env")
 
 
-@pytest.fixture(autouse=True)
-def _nobody_at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session, "is_interactive", lambda: False)
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def site(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None,

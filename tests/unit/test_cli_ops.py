@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 import agent.cli as cli
-from agent.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_WAITING, app, session
+from agent.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_WAITING, session
 from agent.configfile import DEMO_PLAN, load_config
 from agent.wiring import connect
+from tests.rigs import run_cli as run
 from tests.rigs import sim_of
 
 if TYPE_CHECKING:
@@ -29,14 +29,6 @@ MANUAL = "Check that SQL Server on sql01"
 pytestmark = pytest.mark.usefixtures("cli_env")
 
 
-@pytest.fixture(autouse=True)
-def _nobody_at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whoever runs the suite, the commands find nobody to ask unless a test puts an operator there."""
-    monkeypatch.setattr(session, "is_interactive", lambda: False)
-
-
-def run(*args: str, input: str | None = None):
-    return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
 
 
 def operator_at_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

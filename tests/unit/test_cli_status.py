@@ -11,7 +11,8 @@ import pytest
 
 from agent.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_WAITING, session
 from agent.configfile import DEMO_PLAN
-from tests.unit.test_cli_ops import op_id_in, ops_json, run, snapshot
+from tests.rigs import run_cli as run
+from tests.unit.test_cli_ops import op_id_in, ops_json, snapshot
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
@@ -19,10 +20,6 @@ PLAN_KEYS = ["plan", "state", "primary_site", "recovery_site", "vms", "test_fail
              "failover", "committed_by", "unfinished", "reservations", "stale", "kinds_allowed"]
 VM_KEYS = ["vm", "state", "replication", "primary_site", "replica_site", "test_vm", "running_at", "off_everywhere"]
 
-
-@pytest.fixture(autouse=True)
-def _nobody_at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session, "is_interactive", lambda: False)
 
 
 def status() -> tuple[str, dict]:

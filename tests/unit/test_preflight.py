@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from agent.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_WAITING, app, session
+from agent.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_WAITING
 from agent.configfile import DEMO_PLAN, load_config
 from agent.domain.errors import DnsNotAuthoritative
 from agent.drivers.dispatch import HyperVByHost, RoutesByRouter, ScriptsByHost
@@ -23,6 +22,7 @@ from agent.errors import NotFoundError
 from agent.preflight import preflight
 from agent.wiring import connect
 from tests.rigs import copy_demo, sim_of
+from tests.rigs import run_cli as run
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
@@ -32,13 +32,6 @@ HOST = "hv-west-01"
 HOST_KEY = "sites[1].hyperv_hosts[0]"  # hv-west-01 in config/demo.yaml
 
 
-@pytest.fixture(autouse=True)
-def _nobody_at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session, "is_interactive", lambda: False)
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def line_of(config: Path, text: str) -> int:

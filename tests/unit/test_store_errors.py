@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from agent.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, app, session
+from agent.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE
 from agent.configfile import DEMO_PLAN, load_config
 from agent.engine import store as store_module
 from agent.engine.model import OperationKind, OpStatus
@@ -22,17 +21,11 @@ from agent.engine.service import Engine
 from agent.engine.store import Store
 from agent.engine.storemark import MARKER_NAME
 from agent.wiring import connect
+from tests.rigs import run_cli as run
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
 
-@pytest.fixture(autouse=True)
-def _nobody_at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session, "is_interactive", lambda: False)
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def store_path() -> Path:
