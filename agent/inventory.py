@@ -212,9 +212,10 @@ def _read_dns(
         return []
     from agent.domain.planning import host_name, ptr_name
 
-    wanted_vms = Names((vm, True) for vm in _plan_vms(config))  # as VMM matches: case-insensitively
+    plan_vms = _plan_vms(config)
+    wanted_vms = Names((vm, True) for vm in plan_vms)  # as VMM matches: case-insensitively
     names: set[tuple[str, RecordType]] = set()
-    for name in _plan_vms(config):
+    for name in plan_vms:
         try:
             fqdn = host_name(config, name)
         except HostNameError:  # a self-registering VM: the agent does not touch its records

@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Literal
 
 from agent.config import AgentConfig, DnsServer, Router, SecretRef, SecretUnavailable
@@ -225,14 +226,14 @@ def _endpoint_checks(config: AgentConfig, ports: Ports, kind: str | None, plan: 
         hyperv = ports.hyperv[site.name]
         for j, host in enumerate(site.hyperv_hosts):
             checks.append(_Check("hyperv", f"Hyper-V host {host.name} of site {site.name}",
-                                 f"sites[{i}].hyperv_hosts[{j}]", _bind(hyperv.probe, host.name), site.name))
+                                 f"sites[{i}].hyperv_hosts[{j}]", partial(hyperv.probe, host.name), site.name))
     for key, site_name, router in _routers_in_scope(config, kind):
         checks.append(_Check("router", f"router {router.name} of site {site_name}", key,
-                             _bind(ports.routes.probe, router.name), site_name))
+                             partial(ports.routes.probe, router.name), site_name))
     site_of_host = {h.name: s.name for s in config.sites for h in s.hyperv_hosts}
     for key, script_host in _script_hosts(config, kind, plan):
         checks.append(_Check("script_host", f"script host {script_host}", key,
-                             _bind(ports.scripts.probe, script_host), site_of_host.get(script_host)))
+                             partial(ports.scripts.probe, script_host), site_of_host.get(script_host)))
     index = {s.name: i for i, s in enumerate(config.dns.servers)}
     only_at = _dns_only_at(config)
     for server in servers:
@@ -240,13 +241,9 @@ def _endpoint_checks(config: AgentConfig, ports: Ports, kind: str | None, plan: 
         for k, zone in enumerate(config.dns.zones):
             if zone.server == server.name:
                 checks.append(_Check("dns", f"DNS server {server.name}, zone {zone.name}", f"dns.zones[{k}]",
-                                     _bind(ports.dns[server.name].probe, zone.name), only_at.get(server.name),
+                                     partial(ports.dns[server.name].probe, zone.name), only_at.get(server.name),
                                      _dns_key(i, f"dns.zones[{k}]")))
     return checks
-
-
-def _bind(call: Callable[[str], str], arg: str) -> Callable[[], str]:
-    return lambda: call(arg)
 
 
 def _dns_key(server: int, zone_key: str) -> Callable[[AgentError], str]:

@@ -26,6 +26,11 @@ _PINNED = "\0override"
 them takes it (not a NIC id: VMM ids never hold a NUL)."""
 
 
+def _key(slot: Slot) -> tuple[str, str, int]:
+    """The slot as ``address_overrides`` names it (:attr:`AddressOverride.key`)."""
+    return (slot.nic.vm.name, slot.nic.name, slot.ip_index)
+
+
 def _where(o: AddressOverride) -> str:
     return f"VM {o.vm} NIC {o.nic} IP configuration {o.ip_configuration}"
 
@@ -41,7 +46,7 @@ def _pool_text(pool: StaticIpPool) -> str:
 
 class OverridePlanning(PlannerState):
     def _override(self, slot: Slot) -> AddressOverride | None:
-        return self.overrides.get((slot.nic.vm.name, slot.nic.name, slot.ip_index)) if self.overrides else None
+        return self.overrides.get(_key(slot)) if self.overrides else None
 
     def override_failover_pool(self, slot: Slot, site: str, network: str, subnet: str) -> None:
         """Once the slot has its derived pool: the override's address and the pool holding it."""
@@ -111,7 +116,7 @@ class OverridePlanning(PlannerState):
             address = pinned.get(s.key)
             if address is None:
                 continue
-            o = self.overrides[(s.nic.vm.name, s.nic.name, s.ip_index)]
+            o = self.overrides[_key(s)]
             owners.add(r.owner)
             held, holder = holders.get(address), self._holder(pool, address, o.vm)
             fields = {"address": address, "pool": pool.name, "site": pool.site}
@@ -139,8 +144,7 @@ class OverridePlanning(PlannerState):
         rest = [r for r in requests if r.key not in result]
         for s, r in zip(group, requests, strict=True):
             if r.key not in result and r.preferred in claimed and s.strategy == "retain" and not test:
-                o = self.overrides[claimed[r.preferred].nic.vm.name, claimed[r.preferred].nic.name,
-                                   claimed[r.preferred].ip_index]
+                o = self.overrides[_key(claimed[r.preferred])]
                 self.refusals.add(_refusal(v.OVERRIDE_TAKEN, o, purpose,
                                            f"failover override {r.preferred} in pool {pool.name} at {pool.site} "
                                            f"is the address {s.label} keeps (ip_strategy retain)",
@@ -186,7 +190,7 @@ class OverridePlanning(PlannerState):
         NIC or IP configuration the VM does not have, a DHCP one, or (testing) a NIC without test network."""
         if not self.overrides:
             return
-        by_key = {(s.nic.vm.name, s.nic.name, s.ip_index): s for s in slots}
+        by_key = {_key(s): s for s in slots}
         vms = {vm.name: vm for vm in self.vms}
         for key, o in self.overrides.items():
             vm = vms.get(o.vm)

@@ -27,8 +27,7 @@ class SimScripts:
         started = time.monotonic()
 
         def run(st: State) -> tuple[ScriptResult, list[str]]:
-            if not any(host in site["hosts"] for site in st["sites"].values()):
-                raise NotFoundError(f"no Hyper-V host {host}", host=host)
+            _check_host(st, host)
             # What a script typically prints: what it was given (a real one's own words vary).
             printed = "".join(f"{name} = {value}\n" for name, value in parameters.items())
             return ScriptResult(host=host, path=path, succeeded=True, output={"parameters": parameters},
@@ -49,8 +48,12 @@ class SimScripts:
         """Runs nothing; ``not_found`` for an unknown host, fault rules match ``script.probe``."""
 
         def run(st: State) -> tuple[str, list[str]]:
-            if not any(host in site["hosts"] for site in st["sites"].values()):
-                raise NotFoundError(f"no Hyper-V host {host}", host=host)
+            _check_host(st, host)
             return f"simulated host {host} can run scripts", []
 
         return self._world._single("script.probe", host, [host], run, mutating=False)
+
+
+def _check_host(st: State, host: str) -> None:
+    if not any(host in site["hosts"] for site in st["sites"].values()):
+        raise NotFoundError(f"no Hyper-V host {host}", host=host)
