@@ -150,8 +150,10 @@ def load_config(path: str | os.PathLike[str] | None = None, *, source: ConfigSou
         resolved = _absolute(Path(path))
     # Parsed once: the report of a file that does not validate is built from the same parse.
     data, index = parse_yaml(resolved)
+    if data is None:  # an empty file: every required key is missing
+        data = {}
     try:
-        config = AgentConfig.model_validate({} if data is None else data)
+        config = AgentConfig.model_validate(data)
     except ValidationError as exc:
         raise _complete_report(resolved, data, index, exc) from None
 
@@ -193,8 +195,6 @@ def _complete_report(path: Path, data: Any, index: _LineIndex, exc: ValidationEr
     """
 
     shown = str(path)
-    if data is None:
-        data = {}
     errors = exc.errors(include_url=False)
     field_errors = [e for e in errors if not _is_cross(e)]
     problems = _field_problems(shown, data, index, field_errors)

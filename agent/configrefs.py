@@ -17,23 +17,35 @@ if TYPE_CHECKING:
 
 
 def cross_reference_problems(cfg: AgentConfig) -> list[str]:
-    problems: list[str] = []
     site_names = [s.name for s in cfg.sites]
-    all_sites = set(site_names) | {t.name for t in cfg.third_sites}
+    servers = {d.name for d in cfg.dns.servers}
+    return [
+        *_protection_pair(cfg, site_names),
+        *duplicate_names(cfg),
+        *(f"sites[{i}].dns_servers[{j}]: no dns.servers entry named {name!r}"
+          for i, site in enumerate(cfg.sites) for j, name in enumerate(site.dns_servers) if name not in servers),
+        *_network_mappings(cfg, site_names),
+        *_subnets(cfg, site_names),
+        *(f"dns.zones[{i}].server: no dns.servers entry named {z.server!r}"
+          for i, z in enumerate(cfg.dns.zones) if z.server not in servers),
+        *_recovery_plans(cfg),
+        *_address_overrides(cfg),
+        *host_name_problems(cfg),
+        *_simulator(cfg),
+    ]
+
+
+def _protection_pair(cfg: AgentConfig, site_names: list[str]) -> list[str]:
+    problems = []
     if len(set(site_names)) != len(site_names):
         problems.append(f"sites: the two sites need different names (got {site_names})")
     if cfg.agent.site not in site_names:
         problems.append(f"agent.site: {cfg.agent.site!r} is not one of the sites {site_names}")
-    routers = {r.name for s in cfg.sites for r in s.routers} | {
-        r.name for t in cfg.third_sites for r in t.routers
-    }
-    hosts = {h.name for s in cfg.sites for h in s.hyperv_hosts}
-    servers = {d.name for d in cfg.dns.servers}
-    problems += duplicate_names(cfg)
-    for i, site in enumerate(cfg.sites):
-        for j, name in enumerate(site.dns_servers):
-            if name not in servers:
-                problems.append(f"sites[{i}].dns_servers[{j}]: no dns.servers entry named {name!r}")
+    return problems
+
+
+def _network_mappings(cfg: AgentConfig, site_names: list[str]) -> list[str]:
+    problems = []
     for i, m in enumerate(cfg.network_mappings):
         for end in ("source", "target"):
             ref = getattr(m, end)
@@ -50,6 +62,15 @@ def cross_reference_problems(cfg: AgentConfig) -> list[str]:
                 f"is already mapped by network_mappings[{seen_sources[key]}]"
             )
         seen_sources.setdefault(key, i)
+    return problems
+
+
+def _subnets(cfg: AgentConfig, site_names: list[str]) -> list[str]:
+    problems = []
+    all_sites = set(site_names) | {t.name for t in cfg.third_sites}
+    routers = {r.name for s in cfg.sites for r in s.routers} | {
+        r.name for t in cfg.third_sites for r in t.routers
+    }
     prefixes: list[tuple[int, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
     for i, sn in enumerate(cfg.subnets):
         net = ipaddress.ip_network(sn.prefix)
@@ -78,9 +99,12 @@ def cross_reference_problems(cfg: AgentConfig) -> list[str]:
                 if hop_site not in all_sites:
                     problems.append(
                         f"subnets[{i}].third_site_routes[{j}].next_hop_by_site.{hop_site}: unknown site")
-    for i, z in enumerate(cfg.dns.zones):
-        if z.server not in servers:
-            problems.append(f"dns.zones[{i}].server: no dns.servers entry named {z.server!r}")
+    return problems
+
+
+def _recovery_plans(cfg: AgentConfig) -> list[str]:
+    problems = []
+    hosts = {h.name for s in cfg.sites for h in s.hyperv_hosts}
     plan_names: set[str] = set()
     for i, p in enumerate(cfg.recovery_plans):
         # Folded: plans are named on the command line case-insensitively, VMs as VMM names them.
@@ -102,16 +126,24 @@ def cross_reference_problems(cfg: AgentConfig) -> list[str]:
                         f"recovery_plans[{i}].groups[{j}].after[{k}].script.host: "
                         f"unknown Hyper-V host {step.script.host!r}"
                     )
+    return problems
+
+
+def _address_overrides(cfg: AgentConfig) -> list[str]:
+    problems = []
     seen_overrides: dict[tuple[str, str, int], int] = {}
     for i, o in enumerate(cfg.address_overrides):
         if o.key in seen_overrides:
             problems.append(f"address_overrides[{i}]: VM {o.vm} NIC {o.nic} IP configuration {o.ip_configuration}"
                             f" is given twice (also address_overrides[{seen_overrides[o.key]}])")
         seen_overrides.setdefault(o.key, i)
-    problems.extend(host_name_problems(cfg))
+    return problems
+
+
+def _simulator(cfg: AgentConfig) -> list[str]:
     uses_sim = any(s.vmm.transport == "sim" for s in cfg.sites) or any(
         d.kind == "sim" for d in cfg.dns.servers
     )
     if uses_sim and cfg.simulator is None:
-        problems.append("simulator: sites use transport 'sim' but no simulator inventory is configured")
-    return problems
+        return ["simulator: sites use transport 'sim' but no simulator inventory is configured"]
+    return []

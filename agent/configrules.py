@@ -51,12 +51,12 @@ SafePath = Annotated[Path, AfterValidator(_path_without_nul)]
 TestFailoverAge = Annotated[timedelta, AfterValidator(_max_age)]
 
 
-def seconds(default: float, *, low: float = 0.0, high: float, zero_ok: bool = False) -> float:
-    """A finite duration in seconds, above ``low`` (or from ``low`` when ``zero_ok``) up to ``high``."""
+def seconds(default: float, *, high: float, zero_ok: bool = False) -> float:
+    """A finite duration in seconds, above 0 (or from 0 when ``zero_ok``) up to ``high``."""
 
     if zero_ok:
-        return Field(default=default, ge=low, le=high, allow_inf_nan=False)
-    return Field(default=default, gt=low, le=high, allow_inf_nan=False)
+        return Field(default=default, ge=0, le=high, allow_inf_nan=False)
+    return Field(default=default, gt=0, le=high, allow_inf_nan=False)
 
 
 def duplicate_names(cfg: AgentConfig) -> list[str]:

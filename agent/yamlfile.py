@@ -321,24 +321,16 @@ def problems_from_validation(
     return problems
 
 
-def load_model(path: Path | str, model: type[M], *, cross_mark: str | None = None, context: dict | None = None) -> M:
+def load_model(path: Path | str, model: type[M], *, cross_mark: str | None = None) -> M:
     """Parse and validate ``path`` as ``model``; raise :class:`InvalidFileError` listing every problem.
 
     ``cross_mark`` names the prefix of a model-level ValueError that carries several
     ``key.path: message`` lines (cross-reference checks), so each is located separately.
     """
-    return load_located(path, model, cross_mark=cross_mark, context=context)[0]
-
-
-def load_located(path: Path | str, model: type[M], *, cross_mark: str | None = None,
-                 context: dict | None = None) -> tuple[M, _LineIndex]:
-    """:func:`load_model`, with the index of the lines of the file's keys (from the same parse)."""
 
     path = Path(path)
     data, index = parse_yaml(path)
-    if data is None:
-        data = {}
     try:
-        return model.model_validate(data, context=context), index
+        return model.model_validate({} if data is None else data)
     except ValidationError as exc:
         raise InvalidFileError(str(path), problems_from_validation(str(path), exc, index, cross_mark)) from None
