@@ -13,17 +13,42 @@ cancel interrupted by a crash resumes like anything else.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from agent.config import AgentConfig
+from agent.domain.plan import Plan
 from agent.engine.actions.hyperv import FailoverCompleted
 from agent.engine.journal import Journal
-from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OpStatus
+from agent.engine.model import ERROR_POLICY, FINAL_STATUSES, OperationKind, OpStatus, StepSpec
 from agent.engine.operations import steps_for
 from agent.engine.planio import plan_from_json
 from agent.engine.store import OperationRow
 
 if TYPE_CHECKING:
     from agent.engine.runner import Runner
+
+UNDONE_BY: dict[OperationKind, OperationKind] = {
+    OperationKind.TEST_FAILOVER: OperationKind.CLEANUP_TEST,
+    OperationKind.PLANNED_FAILOVER: OperationKind.CANCEL,
+    OperationKind.UNPLANNED_FAILOVER: OperationKind.CANCEL,
+    OperationKind.FAILBACK: OperationKind.CANCEL,
+}
+
+
+class Undo(NamedTuple):
+    kind: OperationKind
+    plan: Plan
+    steps: list[StepSpec]
+
+
+def undo_of(config: AgentConfig, op: OperationRow) -> Undo | None:
+    """The operation that would undo ``op`` (its kind, ``op``'s plan and the steps), or None
+    when its kind leaves nothing safe to undo. What a cancel runs and what its preview shows."""
+    kind = UNDONE_BY.get(OperationKind(op.kind))
+    if op.plan is None or kind is None:
+        return None
+    plan = plan_from_json(op.plan)
+    return Undo(kind, plan, steps_for(kind, config, plan, op.id))
 
 
 def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
@@ -32,13 +57,10 @@ def compensate(runner: Runner, op: OperationRow) -> dict[str, Any]:
     put back as they were (an error, or a host it could not reach). Those can be tried again
     with another cancel of ``op`` (:func:`can_compensate_again`): every undo step reads the
     state and acts only on what is still to undo."""
-    kind = OperationKind(op.kind)
-    if op.plan is None or kind not in (OperationKind.TEST_FAILOVER, OperationKind.PLANNED_FAILOVER,
-                                       OperationKind.UNPLANNED_FAILOVER, OperationKind.FAILBACK):
+    undo = undo_of(runner.config, op)
+    if undo is None:
         return {"undone": "nothing: this kind changes nothing that is safe to undo"}
-    plan = plan_from_json(op.plan)
-    child_kind = OperationKind.CLEANUP_TEST if kind == OperationKind.TEST_FAILOVER else OperationKind.CANCEL
-    steps = steps_for(child_kind, runner.config, plan, op.id)
+    child_kind, plan, steps = undo
     # A compensation cut off by a crash is resumed, not started a second time (a second one
     # could not even start: the first still holds the VMs). One that ended without putting
     # everything back is followed by a new one.

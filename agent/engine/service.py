@@ -22,7 +22,7 @@ from agent.domain.plan import Change, DnsChange, Plan, PlanKind, ReserveIp
 from agent.domain.planning import build_plan, host_name
 from agent.domain.validation import PlanRefused, unknown_plan
 from agent.engine.actions.dns import dns_snapshot_key
-from agent.engine.compensation import can_compensate_again, compensate
+from agent.engine.compensation import can_compensate_again, compensate, undo_of
 from agent.engine.journal import Journal
 from agent.engine.model import (
     ERROR_POLICY,
@@ -382,12 +382,8 @@ class Engine:
         """The steps cancelling ``op_id`` would run to undo it (the compensation
         ``engine.compensation`` runs: a test failover's cleanup, a failover's rollback), for an
         operator to review; none when its kind leaves nothing safe to undo."""
-        op = self.journal.operation(op_id)
-        undo = {OperationKind.TEST_FAILOVER: OperationKind.CLEANUP_TEST,
-                **dict.fromkeys(FAILOVER_KINDS, OperationKind.CANCEL)}.get(OperationKind(op.kind))
-        if op.plan is None or undo is None:
-            return []
-        return steps_for(undo, self.config, plan_from_json(op.plan), op.id)
+        undo = undo_of(self.config, self.journal.operation(op_id))
+        return undo.steps if undo is not None else []
 
     def run(self, op_id: str) -> OperationView:
         view = self.runner.run(op_id)
