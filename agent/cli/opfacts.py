@@ -47,7 +47,7 @@ def where_vms_are(loaded: LoadedConfig, journal: Journal, row: OperationRow) -> 
 
     done = done_in_journal(loaded.config, row, journal.steps(row.id))
     try:
-        with open_engine(loaded) as engine:
+        with open_engine(loaded, journal.store) as engine:
             st = engine.status(row.plan_name)
     except AgentError as exc:
         return {"sites_read": False, "reason": exc.message, "done": done, "off_everywhere": [], "vms": []}

@@ -149,18 +149,21 @@ def open_journal(loaded: LoadedConfig) -> Iterator[Journal]:
 
 
 @contextmanager
-def open_engine(loaded: LoadedConfig) -> Iterator[Engine]:
+def open_engine(loaded: LoadedConfig, store: Store | None = None) -> Iterator[Engine]:
     """Store, sites and an engine for the commands that only look (status, plan): no scheduler,
-    no due expiry run, nothing resumed -- they change nothing."""
+    no due expiry run, nothing resumed -- they change nothing. A command that holds the store
+    already passes it (opening it again would check its marker twice); it stays open."""
 
     from agent.engine.service import Engine
 
-    store = _open_store(loaded)
+    own = store is None
+    opened = _open_store(loaded) if store is None else store
     try:
         with open_sites(loaded, read_inventory=False) as sites:
-            yield Engine(loaded.config, sites.ports, store)
+            yield Engine(loaded.config, sites.ports, opened)
     finally:
-        store.close()
+        if own:
+            opened.close()
 
 
 # --------------------------------------------------------------------------- session
