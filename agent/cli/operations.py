@@ -27,7 +27,7 @@ from agent.cli.app import (
     reporting,
 )
 from agent.cli.opfacts import deviations_from_preview, where_vms_are
-from agent.cli.progress import error_text, skip_lines, skipped_items
+from agent.cli.progress import error_text, skip_lines, skipped_in
 from agent.cli.session import (
     Session,
     conclude,
@@ -68,7 +68,7 @@ from agent.errors import RefusedError
 if TYPE_CHECKING:
     from agent.engine.journal import Journal
     from agent.engine.model import OperationView
-    from agent.engine.store import AuditRow, OperationRow
+    from agent.engine.store import AuditRow, OperationRow, StepRow
 
 ops_app = typer.Typer(
     help="Look after the operations recorded in the agent's store: list them, show one (steps, "
@@ -301,26 +301,27 @@ def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = 
         op_id = _resolve_op(journal, op)
         view, row = read_operation(journal.store, op_id, lambda: (journal.view(op_id), journal.operation(op_id)))
         now = current_time()
+        steps = journal.steps(op_id)  # read once: the VMs done, the skipped items, the script runs
         children = children_of(journal.store, op_id)
         deviations = deviations_from_preview(journal, op_id)
-        where = where_vms_are(loaded, journal, row) if row.kind in REAL_FAILOVERS and row.status != "succeeded" \
+        where = where_vms_are(loaded, journal, row, steps) if row.kind in REAL_FAILOVERS and row.status != "succeeded" \
             else None
         if as_json:
             print_json({**view.to_json(now), "requested_by": row.requested_by,
                         "plan_checksum": row.plan_checksum, "result": row.result,
                         "followed_by": [{"id": c, "kind": k, "status": st} for c, k, st in children],
                         "deviations": [d for d, _ in deviations],
-                        "scripts": [{"step": name, **record} for name, record in _script_runs(journal, op_id)],
+                        "scripts": [{"step": name, **record} for name, record in _script_runs(steps)],
                         **({"vms_now": where} if where is not None else {})})
             return
-        _print_operation(loaded, journal, view, row, children, now, where)
+        _print_operation(loaded, steps, view, row, children, now, where)
         if deviations:
             out.print(f"\n[bold yellow]differs from the preview[/] ({len(deviations)})")
             for _, line in deviations:
                 out.print(f"  - {escape(line)}")
 
 
-def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView, row: OperationRow,
+def _print_operation(loaded: LoadedConfig, steps: list[StepRow], view: OperationView, row: OperationRow,
                      children: list[tuple[str, str, str]], now: datetime, where: dict[str, Any] | None) -> None:
     style = OP_STYLE.get(view.status, "")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(view.counts.items()))
@@ -368,7 +369,7 @@ def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView
 
     out.print("\n[bold]steps[/]")
     rows: list[list[_Cell]] = []
-    skipped = skipped_items(journal, view.id)
+    skipped = skipped_in(steps)
     for s in view.steps:
         took = duration((s.finished_at - s.started_at).total_seconds()) if s.started_at and s.finished_at else "-"
         tried = s.attempts > 0
@@ -387,7 +388,7 @@ def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView
         targets = {s.name: s.target for s in view.steps}
         for e in view.errors:
             out.print(f"  - {error_text(e, targets.get(e['step']))}  [dim](step {escape(e['step'])})[/]")
-    runs = _script_runs(journal, view.id)
+    runs = _script_runs(steps)
     if runs:
         out.print(f"\n[bold]script output[/] ({plural(len(runs), 'run')})")
         for name, record in runs:
@@ -401,9 +402,9 @@ def _print_operation(loaded: LoadedConfig, journal: Journal, view: OperationView
         out.print(f"  none; add one with {command_line(loaded, f'ops note {view.id} TEXT')}")
 
 
-def _script_runs(journal: Journal, op_id: str) -> list[tuple[str, dict]]:
+def _script_runs(steps: list[StepRow]) -> list[tuple[str, dict]]:
     """(step name, what was kept of the run) of each script step that ran."""
-    return [(r.name, it["value"]) for r in journal.steps(op_id) if r.action == "script" and r.outcome
+    return [(r.name, it["value"]) for r in steps if r.action == "script" and r.outcome
             for it in r.outcome.get("items", []) if isinstance(it.get("value"), dict)]
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.configfile import LoadedConfig
     from agent.engine.journal import Journal
-    from agent.engine.store import OperationRow
+    from agent.engine.store import OperationRow, StepRow
 
 
 def deviations_from_preview(journal: Journal, op_id: str) -> list[tuple[dict[str, object], str]]:
@@ -36,18 +36,20 @@ def deviations_from_preview(journal: Journal, op_id: str) -> list[tuple[dict[str
     return found
 
 
-def where_vms_are(loaded: LoadedConfig, journal: Journal, row: OperationRow) -> dict[str, Any]:
+def where_vms_are(loaded: LoadedConfig, journal: Journal, row: OperationRow,
+                  steps: list[StepRow]) -> dict[str, Any]:
     """For a failover that did not end well: the VMs whose steps all succeeded and that run at
     the recovery site (done), and every VM's state as the sites report it now -- a VM powered
-    off at both sites is a service down. From the journal alone when the sites cannot be read."""
+    off at both sites is a service down. From the journal alone (``steps``: the operation's, as
+    read) when the sites cannot be read."""
 
     from agent.cli.session import open_engine
     from agent.engine.planstate import done_in_journal
     from agent.errors import AgentError
 
-    done = done_in_journal(loaded.config, row, journal.steps(row.id))
+    done = done_in_journal(loaded.config, row, steps)
     try:
-        with open_engine(loaded) as engine:
+        with open_engine(loaded, journal.store) as engine:
             st = engine.status(row.plan_name)
     except AgentError as exc:
         return {"sites_read": False, "reason": exc.message, "done": done, "off_everywhere": [], "vms": []}

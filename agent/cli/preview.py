@@ -81,7 +81,7 @@ def _vms(status: PlanStatus) -> list[str]:
 
 
 def _operation_text(kind: str, plan: Plan, parent: OperationRow | None, status: PlanStatus,
-                    steps: list[StepSpec]) -> tuple[str, list[dict[str, Any]]]:
+                    step_lines: list[str]) -> str:
     label = kind.replace("_", " ")
     lines = wrapped(f"{label} of plan {plan.plan}: {_what(kind, plan, parent)}", "", hanging="  ")
     if kind != "cancel":
@@ -90,13 +90,12 @@ def _operation_text(kind: str, plan: Plan, parent: OperationRow | None, status: 
             lines += wrapped(f"(the checksum of the plan of {parent.id}: 'run --kind {kind} --checksum' "
                              "accepts it)", "")
     lines += ["", *_vms(status), ""]
-    step_lines, body = _steps(steps)
     lines += step_lines
     if plan.notes:
         lines += ["", "notes:"]
         for n in plan.notes:
             lines += wrapped(f"- {n}", hanging="    ")
-    return "\n".join(lines) + "\n", body
+    return "\n".join(lines) + "\n"
 
 
 def preview(engine: Engine, kind: str, plan_name: str, *, strict: bool = False) -> Preview:
@@ -111,18 +110,15 @@ def preview(engine: Engine, kind: str, plan_name: str, *, strict: bool = False) 
     parent = None
     try:
         plan = engine.preview(op_kind, plan_name, strict=strict)
-        if kind in FULL_DIFF:
+        if kind in FULL_DIFF or kind == "prepare":
             steps = steps_for(op_kind, engine.config, plan, None)
-            text = render_diff(plan)
         else:
-            if kind != "prepare":
-                parent, steps = engine.follow_up(op_kind, plan_name)
-            else:
-                steps = steps_for(op_kind, engine.config, plan, None)
-            text, _ = _operation_text(kind, plan, parent, engine.status(plan.plan), steps)
+            parent, steps = engine.follow_up(op_kind, plan_name)
+        step_lines, step_body = _steps(steps)
+        text = render_diff(plan) if kind in FULL_DIFF else \
+            _operation_text(kind, plan, parent, engine.status(plan.plan), step_lines)
     except (NotFoundError, ConflictError) as exc:  # nothing to follow up: a refused request
         raise RefusedError(exc.message, **exc.fields) from exc
-    _, step_body = _steps(steps)
     body = {**plan.to_json(), "operation": {
         "kind": kind, "checksum": plan.checksum(),
         "follows": {"id": parent.id, "kind": parent.kind, "status": parent.status} if parent else None,
@@ -137,5 +133,4 @@ def cancel_preview(engine: Engine, op: OperationRow) -> str:
 
     steps = engine.cancel_steps(op.id)
     plan = plan_from_json(op.plan)
-    text, _ = _operation_text("cancel", plan, op, engine.status(op.plan_name), steps)
-    return text
+    return _operation_text("cancel", plan, op, engine.status(op.plan_name), _steps(steps)[0])

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from agent.engine.journal import Journal
     from agent.engine.model import OperationView, StepView
     from agent.engine.service import Engine
+    from agent.engine.store import StepRow
 
 
 class Display:
@@ -209,8 +210,14 @@ def skipped_items(journal: Journal, op_id: str) -> dict[int, list[dict[str, Any]
     """Per step ordinal, the items it did not attempt, with the reason (a VM failed earlier, the
     old site is unreachable ...). Not part of the engine's view, so read from the journal."""
 
+    return skipped_in(journal.steps(op_id))
+
+
+def skipped_in(steps: list[StepRow]) -> dict[int, list[dict[str, Any]]]:
+    """:func:`skipped_items` of step rows already read."""
+
     found: dict[int, list[dict[str, Any]]] = {}
-    for row in journal.steps(op_id):
+    for row in steps:
         items = [it for it in (row.outcome or {}).get("items", []) if it.get("skipped")]
         if items:
             found[row.ordinal] = items

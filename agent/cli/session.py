@@ -149,18 +149,21 @@ def open_journal(loaded: LoadedConfig) -> Iterator[Journal]:
 
 
 @contextmanager
-def open_engine(loaded: LoadedConfig) -> Iterator[Engine]:
+def open_engine(loaded: LoadedConfig, store: Store | None = None) -> Iterator[Engine]:
     """Store, sites and an engine for the commands that only look (status, plan): no scheduler,
-    no due expiry run, nothing resumed -- they change nothing."""
+    no due expiry run, nothing resumed -- they change nothing. A command that holds the store
+    already passes it (opening it again would check its marker twice); it stays open."""
 
     from agent.engine.service import Engine
 
-    store = _open_store(loaded)
+    own = store is None
+    opened = _open_store(loaded) if store is None else store
     try:
         with open_sites(loaded, read_inventory=False) as sites:
-            yield Engine(loaded.config, sites.ports, store)
+            yield Engine(loaded.config, sites.ports, opened)
     finally:
-        store.close()
+        if own:
+            opened.close()
 
 
 # --------------------------------------------------------------------------- session
@@ -335,18 +338,12 @@ def review(sess: Session, kind: str, plan_name: str, *, yes: bool, checksum: str
     if yes:
         return actual  # the plan line is printed once the operation is created
     label = kind.replace("_", " ")
-    if not sess.as_json:
-        echo(shown.text, nl=False)
-        out.print()
-    if not sess.can_ask:
-        raise NotConfirmed(
-            f"a {label} changes production and needs a confirmation, and there is "
-            f"nobody to ask (stdin is not a terminal{' or --json' if sess.as_json else ''}). Review it "
-            f"{f'with failover-agent plan --kind {kind}' if sess.as_json else 'above'}, then run again with "
-            f"--yes --checksum {actual}")
-    if not _ask(f"Run this {label} of {plan_name} now ({len(shown.plan.vms)} VMs, "
-                f"{shown.plan.source_site} -> {shown.plan.target_site})?"):
-        raise NotConfirmed("not confirmed")
+    _confirm(sess, lambda: shown.text,
+             f"Run this {label} of {plan_name} now ({len(shown.plan.vms)} VMs, "
+             f"{shown.plan.source_site} -> {shown.plan.target_site})?",
+             f"a {label} changes production and needs a confirmation",
+             f"Review it {f'with failover-agent plan --kind {kind}' if sess.as_json else 'above'}, then run again "
+             f"with --yes --checksum {actual}")
     return actual
 
 
@@ -358,17 +355,26 @@ def confirm_cancel(sess: Session, op: OperationRow, *, yes: bool) -> None:
 
     if yes:
         return
+    _confirm(sess, lambda: cancel_preview(sess.engine, op), f"Cancel {op.id} and undo it now?",
+             f"cancelling {op.kind.replace('_', ' ')} {op.id} changes production (it rolls the failover back) and "
+             "needs a confirmation",
+             f"Review what it undoes {'without --json' if sess.as_json else 'above'}, then run again with --yes",
+             operation=op.id)
+
+
+def _confirm(sess: Session, shown: Callable[[], str], question: str, needs: str, instead: str,
+             **fields: Any) -> None:
+    """Show what would change and ask. With --json the preview stays off stdout (one document)
+    and is not even computed; with nobody to ask, refused with how to review and confirm instead."""
+
     if not sess.as_json:
-        echo(cancel_preview(sess.engine, op), nl=False)
+        echo(shown(), nl=False)
         out.print()
     if not sess.can_ask:
-        raise NotConfirmed(
-            f"cancelling {op.kind.replace('_', ' ')} {op.id} changes production (it rolls the failover back) and "
-            f"needs a confirmation, and there is nobody to ask (stdin is not a terminal"
-            f"{' or --json' if sess.as_json else ''}). Review what it undoes "
-            f"{'without --json' if sess.as_json else 'above'}, then run again with --yes", operation=op.id)
-    if not _ask(f"Cancel {op.id} and undo it now?"):
-        raise NotConfirmed("not confirmed", operation=op.id)
+        raise NotConfirmed(f"{needs}, and there is nobody to ask (stdin is not a terminal"
+                           f"{' or --json' if sess.as_json else ''}). {instead}", **fields)
+    if not _ask(question):
+        raise NotConfirmed("not confirmed", **fields)
 
 
 def create_operation(sess: Session, kind: str, plan_name: str, expect: str | None, *,
