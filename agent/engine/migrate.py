@@ -22,13 +22,39 @@ def _config(connection: Connection | None) -> Config:
     return cfg
 
 
+MIGRATION_LOCK = 0x6661696C6F766572
+"""PostgreSQL advisory lock key held while migrating ("failover" in ASCII)."""
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the store to ``revision``. A store already at the newest revision is left alone
+    """Migrate the store to ``revision``, once, whatever starts at the same moment.
+
+    The check and the migration run under a store-wide lock, so of two agents or commands
+    opening an empty store together one creates the schema and the other, blocked meanwhile,
+    finds it at the newest revision (without the lock both created the tables and one failed
+    with "table audit already exists"). A store already at the newest revision is left alone
     without loading the migration scripts (every command opens the store)."""
-    with engine.begin() as connection:
+    with engine.connect() as connection:
+        _lock_for_migration(connection)
         if revision == "head" and MigrationContext.configure(connection).get_current_revision() == head_revision():
+            connection.commit()
             return
         command.upgrade(_config(connection), revision)
+        connection.commit()
+
+
+def _lock_for_migration(connection: Connection) -> None:
+    """Begin the migration's transaction holding the lock that serialises migrations.
+
+    SQLite: ``BEGIN EXCLUSIVE`` -- pysqlite opens no transaction before DDL by itself, and a
+    deferred one would let both processes read "no schema" before either writes. The lock
+    waits up to the connection's busy timeout. PostgreSQL: a transaction-scoped advisory lock,
+    released by the commit. Other databases rely on their transactional DDL."""
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        connection.exec_driver_sql("BEGIN EXCLUSIVE")
+    elif dialect == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
 
 
 def current_revision(engine: Engine) -> str | None:
