@@ -311,11 +311,15 @@ def resume_unfinished(sess: Session) -> None:
              "(an agent stopped while running them):")
     for op in left:
         sess.say(f"  {op.id} {op.kind} of plan {escape(op.plan_name)} ({op.status})")
-    views = run_shown(sess, left[0].id, sess.engine.resume_unfinished)
+    not_resumed: list[tuple[str, AgentError]] = []
+    views = run_shown(sess, left[0].id, lambda: sess.engine.resume_unfinished(
+        on_failure=lambda op_id, exc: not_resumed.append((op_id, exc))))
     for view in views:
         sess.say(f"  {view.id}: [{OP_STYLE.get(view.status, '')}]{view.status}[/]"
                  + (f" -- resume it with {command_line(sess.loaded, f'ops resume {view.id}')}"
                     if view.status in (WAITING, "failed") else ""))
+    for op_id, exc in not_resumed:
+        sess.say(f"  {op_id}: [bold red]not resumed[/]: {escape(exc.message)}")
     sess.say()
 
 

@@ -44,8 +44,8 @@ from agent.engine.planstate import (  # the refusals are caught from here too
 )
 from agent.engine.retrying import retrying_ports
 from agent.engine.runner import HostLimits, Runner
-from agent.engine.store import OperationRow, Store, store_error, utcnow
-from agent.errors import ConflictError, NotFoundError, RefusedError, TransientError
+from agent.engine.store import OperationRow, Store, StoreUnavailable, store_error, utcnow
+from agent.errors import AgentError, ConflictError, NotFoundError, RefusedError, TransientError
 from agent.inventory import gather_inventory
 from agent.ports import Ports
 
@@ -404,16 +404,31 @@ class Engine:
                 return self.run(self.create(kind, plan_name, **kwargs))
         return self.run(self.create(kind, plan_name, **kwargs))
 
-    def resume_unfinished(self) -> list[OperationView]:
+    def resume_unfinished(self, *, on_failure: Callable[[str, AgentError], None] | None = None
+                          ) -> list[OperationView]:
         """At start-up: every operation a stopped agent left unfinished runs on from its journal.
-        Operations waiting for an operator stay waiting; failed ones wait to be started again."""
+        Operations waiting for an operator stay waiting; failed ones wait to be started again.
+
+        Each is resumed on its own: one that cannot be (its journal no longer fits this agent's
+        config, a step it cannot read) is logged, audited and handed to ``on_failure``, and the
+        rest go on -- before, the first such operation left every later one unresumed. A store
+        that cannot be used stops them all: nothing could be journalled."""
         self.journal.mark_interrupted()
         views = []
         for op in sorted(self.journal.operations(status=[OpStatus.INTERRUPTED.value, OpStatus.PENDING.value],
                                                  limit=10000), key=lambda o: o.created_at):
             log.info("resuming operation", operation=op.id, kind=op.kind, status=op.status)
-            self._check_resumable(op)
-            views.append(self.run(op.id))
+            try:
+                self._check_resumable(op)
+                views.append(self.run(op.id))
+            except StoreUnavailable:
+                raise
+            except AgentError as exc:
+                log.error("operation not resumed; the others go on", operation=op.id, error=exc.to_dict())
+                self.store.audit(actor=self.journal.actor, action="operation.resume_failed", operation_id=op.id,
+                                 details=exc.to_dict())
+                if on_failure is not None:
+                    on_failure(op.id, exc)
         return views
 
     def _check_resumable(self, op: OperationRow) -> None:
