@@ -34,17 +34,15 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     finds it at the newest revision (without the lock both created the tables and one failed
     with "table audit already exists"). A store already at the newest revision is left alone
     without loading the migration scripts (every command opens the store)."""
-    with engine.connect() as connection:
+    with engine.connect() as connection, connection.begin():
         _lock_for_migration(connection)
         if revision == "head" and MigrationContext.configure(connection).get_current_revision() == head_revision():
-            connection.commit()
             return
         command.upgrade(_config(connection), revision)
-        connection.commit()
 
 
 def _lock_for_migration(connection: Connection) -> None:
-    """Begin the migration's transaction holding the lock that serialises migrations.
+    """Take, in the migration's transaction, the lock that serialises migrations.
 
     SQLite: ``BEGIN EXCLUSIVE`` -- pysqlite opens no transaction before DDL by itself, and a
     deferred one would let both processes read "no schema" before either writes. The lock

@@ -238,6 +238,10 @@ class AuditRow(Base):
     """For a step's change: step ordinal and call, so a retried or resumed step finds its row."""
 
 
+BUSY_TIMEOUT_S = 30
+"""How long a SQLite connection waits for another process's write lock before "locked"."""
+
+
 def _set_wal(cur: Any) -> None:
     """Switch to WAL, waiting out a process that is creating the store.
 
@@ -245,7 +249,7 @@ def _set_wal(cur: Any) -> None:
     without waiting the busy timeout, while another process holds its first (migration)
     transaction on a new store: seen in 1 of 3 runs of 30 simultaneous starts. WAL persists
     in the file, so only the first opens of a new store ever wait here."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
     while True:
         try:
             cur.execute("PRAGMA journal_mode=WAL")
@@ -265,7 +269,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     # wrong thing (TTLs left at the failover TTL). Snapshots, grants and intents must be on
     # disk before the outside change they guard; FULL syncs the WAL at every commit (measured:
     # tests/benchmarks/RESULTS-engine.md).
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
     _set_wal(cur)
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
@@ -315,7 +319,7 @@ class Store:
     def open(cls, url: str, *, migrate: bool = True) -> Store:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}
         engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(engine, "connect", _sqlite_pragmas)
