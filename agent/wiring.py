@@ -25,6 +25,8 @@ from agent.ports import Dns, HyperV, Ports, Routes, Scripts, Vmm
 from agent.yamlfile import InvalidFileError, Problem
 
 if TYPE_CHECKING:
+    from agent.drivers.remoting import Remote
+
     # The handle on the simulated sites that tests and the demo inspect, named here so that
     # nothing outside the drivers and this module imports the simulator.
     from agent.drivers.sim import SimWorld as SimulatedSites
@@ -45,12 +47,26 @@ class WiringContext:
     """What a factory may use: the config, a place to register what must be closed, and the
     simulated sites (opened on first use)."""
 
-    def __init__(self, loaded: LoadedConfig, *, reset_simulator: bool = False) -> None:
+    def __init__(self, loaded: LoadedConfig, *, reset_simulator: bool = False,
+                 remotes: Mapping[str, Remote] | None = None) -> None:
         self.loaded = loaded
         self.reset_simulator = reset_simulator
         self.notices: list[str] = []
         self._closers: list[Callable[[], object]] = []
         self._world: SimulatedSites | None = None
+        self._remotes: dict[str, Remote] = dict(remotes or {})
+
+    def remote(self, transport: str) -> Remote:
+        """The one transport object (``psrp``, ``winrm``, ``local``) every PowerShell-backed
+        driver of this config shares, opened on first use and closed with the connection. One
+        handed in by the caller (a test's) is used as it is and left to the caller to close."""
+        if transport not in self._remotes:
+            from agent.drivers.remoting.transports import open_remote
+
+            opened = open_remote(transport, self.loaded)
+            self._remotes[transport] = opened
+            self.on_close(opened.close)
+        return self._remotes[transport]
 
     def on_close(self, close: Callable[[], object]) -> None:
         self._closers.append(close)
@@ -271,15 +287,17 @@ class Connection:
         self.close()
 
 
-def connect(loaded: LoadedConfig, *, reset_simulator: bool = False, table: DriverTable = DRIVERS) -> Connection:
+def connect(loaded: LoadedConfig, *, reset_simulator: bool = False, table: DriverTable = DRIVERS,
+            remotes: Mapping[str, Remote] | None = None) -> Connection:
     """Open the ports ``loaded`` asks for. Refuses the whole config, before contacting anything,
     when an entry needs a driver this version does not have. ``reset_simulator`` starts the
-    simulated sites afresh from their inventory."""
+    simulated sites afresh from their inventory; ``remotes`` replaces transports by name (tests
+    run the PowerShell-backed drivers over an in-process one)."""
 
     asked = _asked(loaded)
     _check(loaded, table, asked)
     cfg = loaded.config
-    ctx = WiringContext(loaded, reset_simulator=reset_simulator)
+    ctx = WiringContext(loaded, reset_simulator=reset_simulator, remotes=remotes)
     try:
         vmm = {site.name: table.vmm[site.vmm.transport](ctx, site) for site in cfg.sites}
         hyperv = {site.name: _site_hyperv(ctx, table, site, asked.hyperv[site.name]) for site in cfg.sites}
