@@ -12,7 +12,11 @@ The shape every script answers in (each script documents its own ``items`` besid
 
     {"schema": "<area>/<Script>/1",
      "items": [{"key": "...", "changed": false, "before": {...} | null, "after": {...} | null,
-                "error": null | {"id": "<FullyQualifiedErrorId>", "message": "..."}}]}
+                "error": null | {"id": "<FullyQualifiedErrorId>", "message": "...",
+                                 "code": null | "<agent error code>"}}]}
+
+An item error's ``code`` is set where the script recognised the condition (``not_found``,
+``conflict``, the codes each port lists); otherwise the driver maps ``id``.
 
 Reads answer ``changed: false`` and the state read in ``after``. An item that failed carries its
 ``error`` and the rest of the batch goes on; a terminating error of the whole script is a
@@ -158,6 +162,8 @@ class RemoteItem:
     error_id: str | None
     """The item's ``FullyQualifiedErrorId`` (or the script's own id) when it failed."""
     error_message: str | None
+    error_code: str | None = None
+    """The agent's error code, where the script recognised the condition."""
 
 
 def parse_answer(script: PsScript, answer: Any) -> list[RemoteItem]:
@@ -189,7 +195,9 @@ def parse_answer(script: PsScript, answer: Any) -> list[RemoteItem]:
         items.append(RemoteItem(key=item["key"], changed=bool(item.get("changed", False)),
                                 before=item.get("before"), after=item.get("after"),
                                 error_id=None if error is None else str(error.get("id") or "unknown"),
-                                error_message=None if error is None else str(error.get("message") or "")))
+                                error_message=None if error is None else str(error.get("message") or ""),
+                                error_code=None if error is None or error.get("code") is None
+                                else str(error["code"])))
     return items
 
 
