@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.rigs import Rig, Templates, copy_demo
+from tests.stores import store_url  # noqa: F401  (a fixture, for every test)
 
 
 @pytest.fixture
