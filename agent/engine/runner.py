@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 import structlog
 
@@ -132,11 +133,11 @@ class Runner:
                 return self.journal.view(op_id)
 
         final = OpStatus.PARTIAL if failed_vms or failed_steps else OpStatus.SUCCEEDED
-        result: dict[str, list[str]] = {"failed_vms": sorted(failed_vms)}
+        outcome: dict[str, Any] = {"failed_vms": sorted(failed_vms)}
         if failed_steps:
-            result["failed_steps"] = sorted(failed_steps)
-        self.journal.set_status(op_id, final, result=result)
-        log.info("operation finished", operation=op_id, status=final.value, **result)
+            outcome["failed_steps"] = sorted(failed_steps)
+        self.journal.set_status(op_id, final, result=outcome)
+        log.info("operation finished", operation=op_id, status=final.value, **outcome)
         return self.journal.view(op_id)
 
     @staticmethod
