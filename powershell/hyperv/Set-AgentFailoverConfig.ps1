@@ -117,23 +117,24 @@ function Test-WantedSetting($Key, $Settings) {
 }
 
 function Set-ByCmdlet($Adapter, $Settings) {
-    # One address per family: the cmdlet's own path. Each family is cleared first so that a
-    # gateway or DNS server no longer wanted does not stay behind.
+    # One address per family: the cmdlet's own path. Both families are cleared first so that a
+    # gateway or DNS server no longer wanted does not stay behind; each value is then set by its
+    # own parameter (the cmdlet changes only the settings it is given).
     $Adapter | Hyper-V\Set-VMNetworkAdapterFailoverConfiguration -ClearFailoverIPv4Settings -ClearFailoverIPv6Settings -Confirm:$false
     foreach ($s in $Settings) {
         $dns = @($s.dns_servers)
         if (([System.Net.IPAddress]::Parse($s.address)).AddressFamily -eq 'InterNetwork') {
-            $values = @{ IPv4Address = [string] $s.address; IPv4SubnetMask = (ConvertTo-SubnetMask ([int] $s.prefix_length)) }
-            if ($s.gateway) { $values.IPv4DefaultGateway = [string] $s.gateway }
-            if ($dns.Count -gt 0) { $values.IPv4PreferredDNSServer = [string] $dns[0] }
-            if ($dns.Count -gt 1) { $values.IPv4AlternateDNSServer = [string] $dns[1] }
+            $mask = ConvertTo-SubnetMask ([int] $s.prefix_length)
+            $Adapter | Hyper-V\Set-VMNetworkAdapterFailoverConfiguration -IPv4Address ([string] $s.address) -IPv4SubnetMask $mask -Confirm:$false
+            if ($s.gateway) { $Adapter | Hyper-V\Set-VMNetworkAdapterFailoverConfiguration -IPv4DefaultGateway ([string] $s.gateway) -Confirm:$false }
+            if ($dns.Count -gt 0) { $Adapter | Hyper-V\Set-VMNetworkAdapterFailoverConfiguration -IPv4PreferredDNSServer ([string] $dns[0]) -Confirm:$false }
+            if ($dns.Count -gt 1) { $Adapter | Hyper-V\Set-VMNetworkAdapterFailoverConfiguration -IPv4AlternateDNSServer ([string] $dns[1]) -Confirm:$false }
         } else {
-            $values = @{ IPv6Address = [string] $s.address; IPv6SubnetPrefixLength = [int] $s.prefix_length }
-            if ($s.gateway) { $values.IPv6DefaultGateway = [string] $s.gateway }
-            if ($dns.Count -gt 0) { $values.IPv6PreferredDNSServer = [string] $dns[0] }
-            if ($dns.Count -gt 1) { $values.IPv6AlternateDNSServer = [string] $dns[1] }
+            $Adapter | Hyper-V\Set-VMNetworkAdapterFailoverConfiguration -IPv6Address ([string] $s.address) -IPv6SubnetPrefixLength ([int] $s.prefix_length) -Confirm:$false
+            if ($s.gateway) { $Adapter | Hyper-V\Set-VMNetworkAdapterFailoverConfiguration -IPv6DefaultGateway ([string] $s.gateway) -Confirm:$false }
+            if ($dns.Count -gt 0) { $Adapter | Hyper-V\Set-VMNetworkAdapterFailoverConfiguration -IPv6PreferredDNSServer ([string] $dns[0]) -Confirm:$false }
+            if ($dns.Count -gt 1) { $Adapter | Hyper-V\Set-VMNetworkAdapterFailoverConfiguration -IPv6AlternateDNSServer ([string] $dns[1]) -Confirm:$false }
         }
-        $Adapter | Hyper-V\Set-VMNetworkAdapterFailoverConfiguration @values -Confirm:$false
     }
 }
 
@@ -183,8 +184,10 @@ foreach ($cfg in @(ConvertFrom-Json $ConfigsJson)) {
             $items += [pscustomobject]@{ key = $key; changed = $false; before = $before; after = $before; error = $null }
             continue
         }
+        # The cmdlet carries one address and two DNS servers per family; more need CIM.
         $perFamily = @($wanted | Group-Object { ([System.Net.IPAddress]::Parse($_.address)).AddressFamily } | Where-Object { $_.Count -gt 1 })
-        if ($perFamily.Count -gt 0) { Set-ByCim $adapter $wanted } else { Set-ByCmdlet $adapter $wanted }
+        $manyDns = @($wanted | Where-Object { @($_.dns_servers).Count -gt 2 })
+        if ($perFamily.Count -gt 0 -or $manyDns.Count -gt 0) { Set-ByCim $adapter $wanted } else { Set-ByCmdlet $adapter $wanted }
         $after = [pscustomobject]@{ vm = $cfg.vm; nic = $cfg.nic; host = $ComputerName; settings = (Read-FailoverSetting $adapter) }
         $items += [pscustomobject]@{ key = $key; changed = $true; before = $before; after = $after; error = $null }
     } catch {

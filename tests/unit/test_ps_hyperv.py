@@ -167,3 +167,29 @@ def test_test_vm_found_through_the_relationship_not_its_name(tmp_path: Path) -> 
     assert stopped.changed and stopped.value is not None and stopped.value.test_vm is None
     assert rep.test_vm not in world.snapshot()["vms"]["site-b"]
 
+
+
+def test_wiring_sends_a_site_without_hosts_through_its_vmm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from agent.configfile import load_config
+    from agent.wiring import DRIVERS, connect
+    from tests.remotesim import over_psrp, sim_remote
+    from tests.rigs import copy_demo
+
+    def edit(data: dict[str, Any]) -> None:
+        over_psrp(("vmm",))(data)
+        data["sites"][0].pop("hyperv_hosts")  # contoso-east: its hosts reached through its VMM
+
+    monkeypatch.setenv("FA_SIM_PASSWORD", "not-used-in-process")
+    loaded = load_config(copy_demo(tmp_path / "config", edit=edit))
+    remote = sim_remote(loaded)
+    # VMM itself stays simulated here (its PowerShell driver is another task's).
+    table = replace(DRIVERS, vmm={**DRIVERS.vmm, "psrp": lambda ctx, site: ctx.simulator().vmm(site.name)})
+    with connect(loaded, table=table, remotes={"psrp": remote}) as connection:
+        east = connection.ports.hyperv["contoso-east"]
+        assert isinstance(east, PsHyperV)
+        [rep] = east.get_replications("hv-east-02", ["web01"])
+    assert (rep.primary_site, rep.primary_host, rep.replica_site) == ("contoso-east", "hv-east-02", "contoso-west")
+    assert remote.calls[-1][0] == "vmm-contoso-east.sim.test"
+    assert remote.calls[-1][2] == {"ComputerName": "hv-east-02", "VmName": ["web01"]}
