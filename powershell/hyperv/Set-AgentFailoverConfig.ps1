@@ -140,26 +140,33 @@ function Set-ByCmdlet($Adapter, $Settings) {
 
 function Set-ByCim($Adapter, $Settings) {
     # Several addresses of one family: Msvm_ReplicationService.SetFailoverNetworkAdapterSettings
-    # takes the VM and one embedded Msvm_FailoverNetworkAdapterSettingData per family, whose
-    # IPAddresses/Subnets/DefaultGateways/DNSServers are arrays.
+    # takes the VM and the adapter's Msvm_FailoverNetworkAdapterSettingData instances (one per
+    # family, embedded as text) whose IPAddresses/Subnets/DefaultGateways/DNSServers are arrays.
     # https://learn.microsoft.com/windows/win32/hyperv_v2/setfailovernetworkadaptersettings-msvm-replicationservice
+    # https://learn.microsoft.com/windows/win32/hyperv_v2/msvm-failovernetworkadaptersettingdata
+    # The instances are the adapter's own, read and changed here, so their InstanceIDs stay Hyper-V's.
     $ns = 'root\virtualization\v2'
     $system = Get-CimInstance -ComputerName $ComputerName -Namespace $ns -ClassName 'Msvm_ComputerSystem' `
         -Filter "Name = '$($Adapter.VMId)'"
     $service = Get-CimInstance -ComputerName $ComputerName -Namespace $ns -ClassName 'Msvm_ReplicationService'
+    $filter = "InstanceID LIKE '%" + ($Adapter.Id -replace '^Microsoft:', '' -replace '\\', '\\') + "%'"
+    $existing = @(Get-CimInstance -ComputerName $ComputerName -Namespace $ns `
+        -ClassName 'Msvm_FailoverNetworkAdapterSettingData' -Filter $filter)
     $serializer = [Microsoft.Management.Infrastructure.Serialization.CimSerializer]::Create()
     $embedded = @()
     foreach ($family in 4096, 4097) {
+        $data = @($existing | Where-Object { $_.ProtocolIFType -eq $family }) | Select-Object -First 1
+        if (-not $data) {
+            throw (New-AgentError 'invalid_setting' "adapter $($Adapter.Name) of $($Adapter.VMName) has no failover settings of protocol type $family to change")
+        }
         $these = @($Settings | Where-Object {
             (([System.Net.IPAddress]::Parse($_.address)).AddressFamily -eq 'InterNetwork') -eq ($family -eq 4096) })
-        if ($these.Count -eq 0) { continue }
-        $subnets = @($these | ForEach-Object { if ($family -eq 4096) { ConvertTo-SubnetMask ([int] $_.prefix_length) } else { [string] $_.prefix_length } })
-        $data = New-CimInstance -ClientOnly -Namespace $ns -ClassName 'Msvm_FailoverNetworkAdapterSettingData' -Property @{
-            InstanceID = ($Adapter.Id -replace '^Microsoft:', 'Microsoft:'); ProtocolIFType = [uint16] $family; DHCPEnabled = $false
-            IPAddresses = [string[]] @($these | ForEach-Object { $_.address }); Subnets = [string[]] $subnets
-            DefaultGateways = [string[]] @($these | Where-Object { $_.gateway } | ForEach-Object { $_.gateway })
-            DNSServers = [string[]] @($these | ForEach-Object { @($_.dns_servers) })
-        }
+        $data.DHCPEnabled = $false
+        $data.IPAddresses = [string[]] @($these | ForEach-Object { [string] $_.address })
+        $data.Subnets = [string[]] @($these | ForEach-Object {
+            if ($family -eq 4096) { ConvertTo-SubnetMask ([int] $_.prefix_length) } else { [string] $_.prefix_length } })
+        $data.DefaultGateways = [string[]] @($these | Where-Object { $_.gateway } | ForEach-Object { [string] $_.gateway })
+        $data.DNSServers = [string[]] @($these | ForEach-Object { @($_.dns_servers) })
         $bytes = $serializer.Serialize($data, [Microsoft.Management.Infrastructure.Serialization.InstanceSerializationOptions]::None)
         $embedded += [System.Text.Encoding]::Unicode.GetString($bytes)
     }
