@@ -151,9 +151,26 @@ def _rfc2136(ctx: WiringContext, server: DnsServer, zones: Sequence[str]) -> Dns
     return Rfc2136Dns(server, zones)
 
 
+def _ps_hyperv(transport: str) -> HyperVFactory:
+    """The PowerShell-backed Hyper-V port of a site over ``transport``; a site listing no hosts
+    reaches them through its VMM server."""
+
+    def make(ctx: WiringContext, site: Site, hosts: Sequence[HyperVHost]) -> HyperV:
+        from agent.drivers.ps.hyperv import PsHyperV
+
+        sites = ctx.loaded.config.sites
+        return PsHyperV(ctx.remote(transport), site.name, {h.name: h.endpoint for h in hosts},
+                        via=None if hosts else site.vmm,
+                        sites_by_host={h.name: s.name for s in sites for h in s.hyperv_hosts},
+                        sites=[s.name for s in sites])
+
+    return make
+
+
 DRIVERS = DriverTable(
     vmm={"sim": lambda ctx, site: ctx.simulator().vmm(site.name)},
-    hyperv={"sim": lambda ctx, site, hosts: ctx.simulator().hyperv(site.name)},
+    hyperv={"sim": lambda ctx, site, hosts: ctx.simulator().hyperv(site.name),
+            **{t: _ps_hyperv(t) for t in ("psrp", "winrm", "local")}},
     dns={"sim": lambda ctx, server, zones: ctx.simulator().dns(server.name), "rfc2136": _rfc2136},
     routes={"sim/sim": lambda ctx, routers: ctx.simulator().routes()},
     scripts={"sim": lambda ctx, hosts: ctx.simulator().scripts()},
