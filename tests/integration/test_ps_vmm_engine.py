@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.configfile import load_config
+from agent.configfile import LoadedConfig, load_config
 from agent.drivers.ps.vmm import PsVmm
 from agent.engine.model import OperationKind, OpStatus
 from agent.engine.service import Engine
@@ -33,7 +33,7 @@ class PsRig(Rig):
         self.engine = Engine(self.loaded.config, self.connection.ports, self.store, sleep=self.sleep,
                              crash_hook=self.crash_hook, scheduler=self.scheduler)
 
-    def _remote(self, loaded) -> SimRemote:
+    def _remote(self, loaded: LoadedConfig) -> SimRemote:
         self.remote = sim_remote(loaded)
         return self.remote
 
