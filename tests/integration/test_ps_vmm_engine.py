@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from agent.configfile import LoadedConfig, load_config
 from agent.drivers.ps.vmm import PsVmm
@@ -67,3 +70,39 @@ def test_a_drill_over_the_powershell_vmm_driver_matches_the_sim_driver(tmp_path:
     assert ps[2] == ps[0], "the cleanup took all of it away"
     assert {"vmm/Grant-AgentIPAddress", "vmm/New-AgentTestNetwork", "vmm/Set-AgentNicConnection",
             "vmm/Revoke-AgentIPAddress", "vmm/Remove-AgentTestNetwork"} <= scripts
+
+
+FAULTS = [
+    pytest.param({"call": "vmm.connect_nics", "target": "app01*", "fault": "permanent"}, id="one-nic-refused"),
+    pytest.param({"call": "vmm.grant_ips", "fault": "transient", "count": 2}, id="grants-unreachable-twice"),
+    pytest.param({"call": "vmm.grant_ips", "fault": "timeout", "applied": True, "count": 1},
+                 id="grant-answer-lost-after-applied"),
+    pytest.param({"call": "vmm.create_test_networks", "fault": "timeout", "applied": True, "count": 1},
+                 id="network-answer-lost-after-applied"),
+]
+
+
+@pytest.mark.parametrize("rule", FAULTS)
+def test_a_faulty_vmm_ends_the_drill_as_it_does_on_the_sim_driver(tmp_path: Path, rule: dict[str, Any]) -> None:
+    ps_rig = PsRig(load_config(copy_demo(tmp_path / "ps", edit=over_psrp(("vmm",)))),
+                   tmp_path / "ps" / "state.json", tmp_path / "ps" / "agent.sqlite")
+    sim_rig = Rig(load_config(copy_demo(tmp_path / "sim")), tmp_path / "sim" / "state.json",
+                  tmp_path / "sim" / "agent.sqlite")
+    try:
+        outcomes = []
+        for rig in (ps_rig, sim_rig):
+            rig.world.inject(rule)
+            view = rig.start(TEST)
+            errors = sorted((e.get("code"), e.get("key") or e.get("vm")) if isinstance(e, dict) else (str(e), None)
+                            for e in view.errors)
+            [(_, _, fired)] = rig.world.faults()
+            assert fired > 0, "the fault really fired"
+            outcomes.append((view.status, errors, normalised(rig.world.snapshot())))
+        assert ps_rig.remote is not None and ps_rig.remote.calls, "VMM was reached through the scripts"
+    finally:
+        ps_rig.close()
+        sim_rig.close()
+    ps, sim = outcomes
+    assert ps[0] == sim[0]
+    assert ps[1] == sim[1], "the engine saw the same error for each item"
+    assert ps[2] == sim[2], "and the sites ended the same"
