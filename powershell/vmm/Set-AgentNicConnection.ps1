@@ -28,6 +28,16 @@ function Get-NicView($Nic) {
         vm_subnet = $(if ($Nic.VMSubnet) { $Nic.VMSubnet.Name } else { $null }); ip_configurations = $ips }
 }
 
+function Test-InRange([string] $Address, $Pool) {
+    $a = [System.Net.IPAddress]::Parse($Address).GetAddressBytes()
+    $s = [System.Net.IPAddress]::Parse([string]$Pool.IPAddressRangeStart).GetAddressBytes()
+    $e = [System.Net.IPAddress]::Parse([string]$Pool.IPAddressRangeEnd).GetAddressBytes()
+    if ($a.Length -ne $s.Length) { return $false }
+    [Array]::Reverse($a); [Array]::Reverse($s); [Array]::Reverse($e)
+    $n = [System.Numerics.BigInteger]::new([byte[]]($a + 0))
+    return ($n -ge [System.Numerics.BigInteger]::new([byte[]]($s + 0))) -and ($n -le [System.Numerics.BigInteger]::new([byte[]]($e + 0)))
+}
+
 function Add-Failure([string] $Key, [string] $Id, [string] $Code, [string] $Message) {
     $items.Add([pscustomobject]@{ key = $Key; changed = $false; before = $null; after = $null
         error = [pscustomobject]@{ id = $Id; code = $Code; message = $Message } })
@@ -67,6 +77,7 @@ foreach ($r in $requests) {
                 $g = @(Get-SCIPAddress -VMMServer $server -StaticIPAddressPool $p -Assigned | Where-Object { [string]$_.Address -eq $address })
                 if ($g.Count -gt 0) { $grant = $g[0]; $owner = $p; break }
             }
+            if ($null -eq $grant -and -not @($pools | Where-Object { Test-InRange $address $_ })) { Add-Failure $key 'AgentAddressOutsidePool' 'address_outside_pool' "$address is in no static IP pool of $($r.vm_network)/$($subnet.Name)"; $refused = $true; break }
             if ($null -eq $grant) { Add-Failure $key 'AgentAddressNotGranted' 'not_found' "$address is not granted in a pool of $($r.vm_network)/$($subnet.Name); grant it to $key before connecting"; $refused = $true; break }
             if ([string]$grant.AssignedToID -ne [string]$nic.ID) { Add-Failure $key 'AgentAddressAlreadyGranted' 'address_already_granted' "$address in pool $($owner.Name) is granted to $($grant.AssignedToID), not to $key ($($nic.ID))"; $refused = $true; break }
             $poolLength = [int](([string]$owner.Subnet) -split '/')[1]
