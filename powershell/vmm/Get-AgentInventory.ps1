@@ -25,6 +25,10 @@ function Split-Description([string] $Text) {
     return @($false, $null, [string]$Text)
 }
 
+# Hyper-V changes VMs behind VMM's back (a test failover creates '<vm> - Test', a failover
+# changes the replica): a light refresh of every host first, so what follows is not stale.
+foreach ($vmHost in @(Get-SCVMHost -VMMServer $server)) { Read-SCVirtualMachine -VMHost $vmHost | Out-Null }
+
 $networks = @(Get-SCVMNetwork -VMMServer $server)
 $subnetsById = @{}
 foreach ($net in $networks) {

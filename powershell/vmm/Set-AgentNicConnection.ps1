@@ -14,6 +14,7 @@ Import-Module VirtualMachineManager
 $server = Get-SCVMMServer -ComputerName 'localhost'
 $requests = @($RequestJson | ConvertFrom-Json)
 $items = New-Object System.Collections.Generic.List[object]
+$refreshed = $false
 
 function Get-NicView($Nic) {
     $ips = @()
@@ -47,6 +48,13 @@ foreach ($r in $requests) {
     $key = "$($r.vm)/$($r.nic)"
     try {
         $vm = Get-SCVirtualMachine -VMMServer $server -Name ([string]$r.vm)
+        if ($null -eq $vm -and -not $refreshed) {
+            # A VM Hyper-V created since VMM last looked (a test failover's '<vm> - Test'):
+            # refresh the hosts once per call and look again.
+            foreach ($vmHost in @(Get-SCVMHost -VMMServer $server)) { Read-SCVirtualMachine -VMHost $vmHost | Out-Null }
+            $refreshed = $true
+            $vm = Get-SCVirtualMachine -VMMServer $server -Name ([string]$r.vm)
+        }
         if ($null -eq $vm) { Add-Failure $key 'AgentVmNotFound' 'not_found' "no VM $($r.vm)"; continue }
         # A failover changed the VM on its host; VMM's cached view is stale until refreshed.
         $vm = Read-SCVirtualMachine -VM $vm

@@ -84,3 +84,11 @@ def test_each_script_keeps_the_template(name: str, catalog: dict[str, Any]) -> N
         assert cmdlet not in aliases, f"{name}: {cmdlet} is a VMM alias; call the cmdlet by its module-qualified name"
     schema = json.loads((script_dir() / "vmm" / f"{name}.schema.json").read_text())
     assert schema["properties"]["schema"]["const"] == script.schema_id
+
+
+@pytest.mark.parametrize(("name", "read"), [("Get-AgentInventory", "Get-SCVirtualMachine"),
+                                             ("Set-AgentNicConnection", "Get-SCVirtualNetworkAdapter")])
+def test_vmm_is_refreshed_before_a_vm_it_may_not_know_yet_is_trusted(name: str, read: str) -> None:
+    """Hyper-V creates and changes VMs behind VMM's back (test failover, failover)."""
+    order = [c for c, _ in calls(load_script(f"vmm/{name}").text)]
+    assert "Read-SCVirtualMachine" in order and order.index("Read-SCVirtualMachine") < order.index(read)
