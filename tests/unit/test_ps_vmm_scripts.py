@@ -15,7 +15,7 @@ from agent.drivers.remoting import load_script, script_dir
 
 CATALOG = Path("/work/shared/reference/cmdlet-catalog.json")
 SCRIPTS = sorted(p.stem for p in (script_dir() / "vmm").glob("*.ps1"))
-CALL = re.compile(r"(?<![\w$.\\-])([A-Z][a-z]+-[A-Z][A-Za-z]+)\b(.*)")
+CALL = re.compile(r"(?<![\w$.\\-])([A-Z][a-z]+-[A-Z][A-Za-z]+)\b([^|;{}]*)")
 PARAM = re.compile(r"(?<![\w\"'])-([A-Za-z][A-Za-z0-9]*)(?::\$\w+)?")
 OPERATORS = {"eq", "ne", "gt", "ge", "lt", "le", "and", "or", "not", "contains", "split", "join", "is", "isnot",
              "match", "like", "in", "notin", "replace"}
