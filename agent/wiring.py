@@ -167,10 +167,22 @@ def _ps_hyperv(transport: str) -> HyperVFactory:
     return make
 
 
+def _ps_vmm(transport: str) -> VmmFactory:
+    def factory(ctx: WiringContext, site: Site) -> Vmm:
+        from agent.drivers.ps.vmm import PsVmm
+
+        # Every grant description starts with the owner id (engine.actions.vmm): the marker
+        # that lets the driver revoke only what this agent granted.
+        return PsVmm(ctx.remote(transport), site.vmm, site.name, marker=f"{ctx.loaded.config.agent.owner_id} ")
+
+    return factory
+
+
 DRIVERS = DriverTable(
-    vmm={"sim": lambda ctx, site: ctx.simulator().vmm(site.name)},
+    vmm={"sim": lambda ctx, site: ctx.simulator().vmm(site.name),
+         **{transport: _ps_vmm(transport) for transport in ("psrp", "winrm", "local")}},
     hyperv={"sim": lambda ctx, site, hosts: ctx.simulator().hyperv(site.name),
-            **{t: _ps_hyperv(t) for t in ("psrp", "winrm", "local")}},
+            **{transport: _ps_hyperv(transport) for transport in ("psrp", "winrm", "local")}},
     dns={"sim": lambda ctx, server, zones: ctx.simulator().dns(server.name), "rfc2136": _rfc2136},
     routes={"sim/sim": lambda ctx, routers: ctx.simulator().routes()},
     scripts={"sim": lambda ctx, hosts: ctx.simulator().scripts()},
