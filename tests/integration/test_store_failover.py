@@ -48,7 +48,7 @@ def cut_every_connection(database: str) -> int:
 
 @pytest.mark.parametrize("phase", ["intent", "acted"])
 def test_connections_cut_mid_failover_are_retried_or_resumed_and_change_everything_once(
-        pg_url: str, phase: str, uninterrupted: Uninterrupted, tmp_path: Path) -> None:
+        pg_url: str, phase: str, uninterrupted: Uninterrupted, tmp_path: Path) -> None:  # noqa: F811
     """``intent``: cut before the step's call, at the audit write that precedes it -- the call's
     retry (a transient error) writes it again on a new connection and the operation runs on.
     ``acted``: cut after the call took effect, at the write of the step's outcome -- the
