@@ -72,7 +72,15 @@ def test_cleaning_up_twice_changes_nothing_the_second_time(new_rig) -> None:
     ("outcome", "web/test-dns/dns-drill/corp.contoso.example."),
 ])
 def test_a_drill_killed_half_way_is_cleaned_up_completely(new_rig, phase: str, step: str) -> None:
-    rig = new_rig(crash_hook=kill_at(phase, step))
+    assert_killed_drill_cleaned_up(new_rig(crash_hook=kill_at(phase, step)))
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)  # SQLite: the case above
+def test_a_drill_killed_after_its_grant_is_cleaned_up_completely_on_postgresql(new_rig, store_demo) -> None:
+    assert_killed_drill_cleaned_up(new_rig(store_demo, crash_hook=kill_at("acted", "applications/reserve-test")))
+
+
+def assert_killed_drill_cleaned_up(rig) -> None:
     before = rig.world.snapshot()
     with pytest.raises(Killed):
         rig.start(TEST)
