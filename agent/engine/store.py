@@ -32,7 +32,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Dialect, Engine, make_url
-from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -298,7 +298,9 @@ def store_error(exc: BaseException, url: str | None) -> StoreUnavailable | None:
     """The :class:`StoreUnavailable` a database or file error means, or None for one that is not
     about the store being usable (a constraint, which the journal handles itself)."""
 
-    if isinstance(exc, IntegrityError) or not isinstance(exc, DatabaseError | OSError):
+    if isinstance(exc, IntegrityError | DataError) or not isinstance(exc, DatabaseError | OSError):
+        # DataError: a value the column refuses (PostgreSQL enforces String lengths, SQLite does
+        # not) -- a fault in what was written, not a store to try again later.
         return None
     reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
     where = _location(url) if url else "of this agent"

@@ -119,3 +119,18 @@ def test_an_unreachable_server_is_the_stores_transient_error_and_hides_the_passw
         Store.open(url.render_as_string(hide_password=False))
     assert "s3cret-pw" not in str(caught.value) and "s3cret-pw" not in repr(caught.value.to_dict())
     assert "database server cannot be reached" in str(caught.value)
+
+
+def test_a_value_too_long_for_its_column_is_not_reported_as_the_server_being_away(pg_url: str) -> None:
+    """PostgreSQL enforces column lengths (SQLite does not): a too-long value is a fault in what
+    was written, named as such -- never "try again later"."""
+    from sqlalchemy.exc import DataError
+
+    from agent.engine.store import Store
+
+    store = Store.open(pg_url)
+    try:
+        with pytest.raises(DataError, match="too long"):
+            store.audit(actor="a" * 129, action="x")  # actor: String(128)
+    finally:
+        store.close()
