@@ -134,13 +134,16 @@ def test_a_second_drill_is_refused_while_the_first_is_not_cleaned_up(new_rig) ->
     assert rig.start(TEST).status == OpStatus.SUCCEEDED.value
 
 
-def test_a_forgotten_drill_is_cleaned_up_by_force_after_an_agent_restart(new_rig, tmp_path: Path) -> None:
-    """The maximum age passes while no agent runs; the next agent's scheduler catches up."""
+def test_a_forgotten_drill_is_cleaned_up_by_force_after_an_agent_restart(
+        new_rig, store_url: str, tmp_path: Path) -> None:
+    """The maximum age passes while no agent runs; the next agent's scheduler catches up (its
+    jobs in the store: on SQLite and on PostgreSQL)."""
 
     def two_seconds(config: dict) -> None:
         config.setdefault("policies", {})["test_failover_max_age"] = 2
 
-    templates = Templates.build(copy_demo(tmp_path / "short-max-age", edit=two_seconds))
+    templates = Templates.build(copy_demo(tmp_path / "short-max-age", edit=two_seconds, store_url=store_url),
+                                store_url=store_url)
     rig = new_rig(templates=templates)
     before = rig.world.snapshot()
     scheduler = Scheduler(rig.store)  # its jobs live in the agent's store
