@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -45,13 +46,22 @@ def allocation_lock(store: Store, scopes: Iterable[tuple[str, ...]]) -> Iterator
     keys = sorted({allocation_key(*scope) for scope in scopes})
     url = store.engine.url
     with ExitStack() as held:
-        if url.get_backend_name() == "sqlite":
+        if url.get_backend_name() == "sqlite" and _in_memory(url.database):
+            held.enter_context(_MEMORY_LOCK)  # one process only can reach such a store
+        elif url.get_backend_name() == "sqlite":
             held.enter_context(_file_locks(Path(url.database or ""), keys))
         elif url.get_backend_name() == "postgresql":
             held.enter_context(_advisory_locks(store, keys))
         else:  # no cross-process lock known for it: refuse rather than race for addresses
             raise NotImplementedError(f"no allocation lock for {url.get_backend_name()} stores")
         yield
+
+
+_MEMORY_LOCK = threading.Lock()
+
+
+def _in_memory(database: str | None) -> bool:
+    return database in (None, "", ":memory:") or database.startswith("file:")
 
 
 @contextmanager
