@@ -7,6 +7,7 @@ functions; no I/O of its own beyond the drivers and the store.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
