@@ -141,7 +141,6 @@ def open_journal(loaded: LoadedConfig) -> Iterator[Journal]:
     """The store alone, for the commands that only read it (or add a note): no site is contacted."""
 
     from agent.engine.journal import Journal
-    from agent.engine.lease import Holder, LeaseHeld
 
     store = _open_store(loaded)
     try:
@@ -202,10 +201,9 @@ def open_session(loaded: LoadedConfig, *, as_json: bool, store_path: Path | None
     """Sites, store, engine and the test-failover expiry scheduler, for one command; closed on the
     way out. Test failovers past their maximum age are cleaned up first."""
 
+    from agent.engine.lease import holding
     from agent.engine.service import Engine
     from agent.scheduler import Scheduler
-
-    from agent.engine.lease import holding
 
     display = Display.for_output(as_json)
     store = _open_store(loaded, store_path)

@@ -197,9 +197,9 @@ class Lease:
         """Give the lease up at once (a standby need not wait for it to expire). The token stays."""
         if self.token is None:
             return
+        # The fence stays: with no token it refuses every later write of this process (a
+        # worker thread still finishing, a scheduler job), until the lease is taken again.
         token, self.token = self.token, None
-        if self.store.fence == self.fence:
-            self.store.fence = None
         now = self.clock()
         try:
             with self._exclusive() as c:
