@@ -230,6 +230,22 @@ def open_session(loaded: LoadedConfig, *, as_json: bool, store_path: Path | None
         store.close()
 
 
+def refuse_if_led(loaded: LoadedConfig) -> None:
+    """Refuse at once, naming it, when another live process holds the store's lease: before a
+    command's checks (preflight, plan state), which would otherwise refuse it for a reason that
+    hides the one that matters. The lease itself is taken by :func:`open_session`."""
+
+    from agent.engine.lease import Lease
+
+    store = _open_store(loaded)
+    try:
+        holder = Lease(store, lease_s=loaded.config.store.lease_s).current()
+        if holder is not None and holder.live():
+            raise _lease_refusal(loaded, store, holder)
+    finally:
+        store.close()
+
+
 def _lease_refusal(loaded: LoadedConfig, store: Store, holder: Holder) -> LeaseHeld:
     from agent.engine.journal import Journal
     from agent.engine.lease import LeaseHeld
