@@ -46,11 +46,11 @@ def test_of_many_acquiring_at_once_exactly_one_wins(stores) -> None:
         leases = [Lease(s, lease_s=15) for s in (a, b, a, b)]
         barrier = threading.Barrier(len(leases))
 
-        def bid(lease: Lease) -> None:
+        def bid(lease: Lease, barrier: threading.Barrier) -> None:
             barrier.wait()
             lease.acquire()
 
-        threads = [threading.Thread(target=bid, args=(lease,)) for lease in leases]
+        threads = [threading.Thread(target=bid, args=(lease, barrier)) for lease in leases]
         for t in threads:
             t.start()
         for t in threads:
