@@ -65,7 +65,7 @@ def _say(text: str) -> None:
 
 @contextmanager
 def _stopped_by_signals(leader: Leader) -> Iterator[None]:
-    """SIGTERM and SIGINT end the loop. Idle, it ends at once; executing, the signal interrupts
+    """SIGTERM and SIGINT end the loop. Idle, it ends within a poll; executing, the signal interrupts
     the step in hand, which stays journalled as started (the next leader runs it again: every
     step is idempotent), and the lease is released on the way out."""
 
@@ -77,7 +77,7 @@ def _stopped_by_signals(leader: Leader) -> Iterator[None]:
         first = not leader.stopping
         leader.stop()
         _say(f"{signal.Signals(signum).name}: stopping")
-        if leader.role == "leader" and first:
+        if leader.executing and first:
             raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -47,6 +47,8 @@ class Leader:
         self.poll_s = poll_s if poll_s is not None else min(1.0, lease.lease_s / 5)
         self.role: Role = "starting"
         self.terms = 0
+        self.executing = False
+        """True while operations are being executed (resumed): what a stop must interrupt."""
         """How many times this process became leader."""
         self._stop = threading.Event()
         self._last_holder: tuple[str | None, int] | None = None
@@ -96,14 +98,19 @@ class Leader:
         scheduler = None
         try:
             failed: list[tuple[str, AgentError]] = []
-            views = self.engine.resume_unfinished(on_failure=lambda op_id, exc: failed.append((op_id, exc)))
+            self.executing = True
+            try:
+                views = self.engine.resume_unfinished(on_failure=lambda op_id, exc: failed.append((op_id, exc)))
+            finally:
+                self.executing = False
             for view in views:
                 self.say(f"leader: {view.id} {view.kind} resumed: {view.status}")
             for op_id, exc in failed:
                 self.say(f"leader: {op_id} not resumed: {exc.message}")
             if self.new_scheduler is not None and self.lease.holds:
-                scheduler = self.new_scheduler()
-                scheduler.start(self.engine)
+                made = self.new_scheduler()
+                made.start(self.engine)
+                scheduler = made
             while not self._stop.is_set() and self.lease.holds:
                 self.lease.lost.wait(self.poll_s)
             if not self.lease.holds:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from agent.configfile import LoadedConfig, load_config
+from agent.engine.lease import Lease
 from agent.engine.model import OperationKind, OpStatus
 from agent.engine.service import Engine
 from agent.engine.store import Store
@@ -120,7 +122,7 @@ def executed_once(site: Site) -> None:
         conn.close()
 
 
-TRIALS = 3
+TRIALS = 2
 """Per store kind, in the suite (each trial is two agent processes); tests/benchmarks has more."""
 
 
@@ -215,21 +217,63 @@ def _wait_steps(site: Site, op_id: str, n: int, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+class Tail:
+    """Everything a process writes on stderr, read as it comes (a thread of its own)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.text():
+            assert time.monotonic() < deadline and self._reader.is_alive(), \
+                f"no line with {text!r}: {self.text()[-2000:]}"
+            time.sleep(0.02)
+        return self.text()
+
+    def end(self, timeout: float = 60) -> str:
+        self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return self.text()
+
+
 def test_a_standby_serve_finishes_what_a_killed_leader_left(site_factory) -> None:
     expected = _uninterrupted(site_factory)
     site = site_factory("killed")
     op_id = _create(site, OperationKind.UNPLANNED_FAILOVER)
-    leader = site.cli("serve")
+    # Both agents are up before either leads: the test holds the lease until they stand by.
+    blocker_store = Store.open(site.store_url)
+    blocker = Lease(blocker_store, lease_s=30)
+    blocker.acquire()
+    agents = {p.pid: (p, Tail(p)) for p in (site.cli("serve"), site.cli("serve"))}
+    for _, tail in agents.values():
+        tail.wait_for("standby:")
+    blocker.release()
+    blocker_store.close()
     site.wait_for(OpStatus.RUNNING.value)
-    standby = site.cli("serve")
+    holder = Lease(Store.open(site.store_url), lease_s=30).current()
+    assert holder is not None and holder.pid in agents
+    leader = agents.pop(holder.pid)[0]
+    [(standby, tail)] = agents.values()
     _wait_steps(site, op_id, 3)
     leader.send_signal(signal.SIGKILL)
     leader.communicate(timeout=30)
-    site.wait_for(OpStatus.SUCCEEDED.value, timeout=120)
+    said = tail.wait_for(f"{op_id} unplanned_failover resumed: succeeded", timeout=120)
+    assert "leader: this agent" in said, said
     standby.send_signal(signal.SIGTERM)
-    _, err = standby.communicate(timeout=60)
+    err = tail.end()
     assert standby.returncode == 0, err[-2000:]
-    assert "standby:" in err and "leader:" in err, err
     world, conn = site.world()
     try:
         assert normalised(world.snapshot()) == expected
