@@ -7,7 +7,8 @@ trial); ``--sqlite`` runs it on a SQLite file instead. Writes ``tests/benchmarks
 Each trial: the world of ``bench_engine.generate`` at 200 VMs (2 groups, latencies of its model at
 ``--scale``), a planned failover created in the store, two ``failover-agent serve`` processes on
 it -- the first leads, the second stands by -- and the leader killed with SIGKILL at a moment drawn
-uniformly over the uninterrupted run's duration. The standby takes over when the lease expires
+after a random share of its steps were done
+(drawn uniformly, ``--seed``), plus up to 0.3 s into the next. The standby takes over when the lease expires
 (``--lease-s``), resumes from the journal and finishes. Takeover time is measured from the kill to
 the standby's first journal write (its audit record of the operation found interrupted). The end
 state of the simulated sites is compared with an uninterrupted run's, and the simulator's call log
@@ -126,6 +127,31 @@ def outcome(config: Path, url: str, op_id: str) -> dict[str, Any]:
         conn.close()
 
 
+def _steps(url: str, op_id: str) -> list[Any]:
+    store = Store.open(url, migrate=False)
+    try:
+        return Journal(store).steps(op_id)
+    finally:
+        store.close()
+
+
+def steps_total(url: str, op_id: str) -> int:
+    return len(_steps(url, op_id))
+
+
+def steps_done(url: str, op_id: str, n: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(1 for s in _steps(url, op_id) if s.status == "succeeded") < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{op_id} never had {n} steps done")
+        time.sleep(0.02)
+
+
+def rnd_delay(share: float) -> float:
+    """Up to 0.3 s into the step after, derived from the drawn share (reproducible per seed)."""
+    return (share * 1000) % 0.3
+
+
 def first_write_after(url: str, op_id: str, at: datetime) -> datetime | None:
     store = Store.open(url, migrate=False)
     try:
@@ -147,14 +173,18 @@ def one(kind: str, d: Path, args: argparse.Namespace, kill_after: float | None) 
         result: dict[str, Any] = {}
         try:
             if kill_after is not None:
-                time.sleep(kill_after)
+                # A random moment of the run: after a random share of its steps, plus a random
+                # part of the next one (timed from the trial itself, not from another run).
+                steps_done(url, op_id, int(kill_after * steps_total(url, op_id)))
+                time.sleep(rnd_delay(kill_after))
+                result["killed_after_s"] = time.monotonic() - started
                 killed_at = datetime.now(UTC)
                 leader.send_signal(signal.SIGKILL)
                 leader.wait()
                 ended = wait(url, op_id, {"succeeded", "failed", "partial"})
                 first = first_write_after(url, op_id, killed_at)
                 result["takeover_s"] = None if first is None else (first - killed_at).total_seconds()
-                result["killed_after_s"] = kill_after
+                result["killed_at_share"] = kill_after
             else:
                 ended = wait(url, op_id, {"succeeded", "failed", "partial"})
             result["duration_s"] = ended - started
@@ -175,11 +205,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         reference = one(kind, base / "reference", args, None)
         trials = []
         for i in range(args.trials):
-            kill_after = rnd.uniform(0.05, 0.95) * reference["duration_s"]
-            t = one(kind, base / f"trial-{i}", args, kill_after)
+            share = rnd.uniform(0.02, 0.95)
+            t = one(kind, base / f"trial-{i}", args, share)
             t["same_end_state"] = t.pop("snapshot") == reference["snapshot"]
             trials.append(t)
-            print(f"trial {i}: killed after {kill_after:.2f} s, takeover {t['takeover_s']} s, {t['status']}, "
+            print(f"trial {i}: killed after {t['killed_after_s']:.2f} s, takeover {t['takeover_s']} s, {t['status']}, "
                   f"same end state {t['same_end_state']}, items changed twice {t['twice']}", file=sys.stderr)
         reference.pop("snapshot")
         return {"kind": kind, "reference": reference, "trials": trials}

@@ -106,3 +106,47 @@ def test_the_renewer_keeps_a_lease_past_its_duration(stores) -> None:
     finally:
         renewer.stop()
         lease.release()
+
+
+def _until(check, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.01)
+
+
+def test_in_process_leaders_one_leads_and_resumes_the_other_stands_by_then_takes_over(new_rig) -> None:
+    from agent.engine.leader import Leader
+    from agent.engine.model import OperationKind, OpStatus
+    from agent.engine.service import Engine
+    from tests.rigs import DEMO_PLAN
+
+    rig = new_rig()
+    op_id = rig.engine.create(OperationKind.PREPARE, DEMO_PLAN)  # recorded, left for a leader to run
+    said_a: list[str] = []
+    said_b: list[str] = []
+    a = Leader(rig.engine, Lease(rig.store, lease_s=1), say=said_a.append)
+    ta = threading.Thread(target=a.run)
+    ta.start()
+    other = Store.for_path(rig.store_path)
+    b = Leader(Engine(rig.config, rig.ports, other), Lease(other, lease_s=1), say=said_b.append)
+    tb = threading.Thread(target=b.run)
+    try:
+        _until(lambda: any("resumed" in line for line in said_a))
+        assert rig.engine.view(op_id).status == OpStatus.SUCCEEDED.value
+        tb.start()
+        _until(lambda: b.role == "standby")
+        assert a.role == "leader" and f"pid {a.lease.pid}" in said_b[0]
+        a.stop()
+        ta.join()
+        _until(lambda: b.role == "leader")
+        assert a.role == "stopped" and b.terms == 1 and b.lease.token == 2
+    finally:
+        a.stop()
+        b.stop()
+        ta.join()
+        if tb.is_alive():
+            tb.join()
+        other.close()
