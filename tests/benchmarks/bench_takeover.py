@@ -245,8 +245,9 @@ def report(res: dict[str, Any], args: argparse.Namespace, command: str) -> str:
     for i, t in enumerate(res["trials"]):
         tk = "-" if t["takeover_s"] is None else f"{t['takeover_s']:.2f}"
         lines.append(f"| {i} | {t['killed_after_s']:.2f} | {tk} | {t['status']} | {t['same_end_state']} |")
-    lines += ["", "Takeover is bounded by the lease (the standby waits for it to expire), plus the standby's "
-              "poll interval (min(1 s, lease/5)) and its first transaction."]
+    lines += ["", "Takeover runs from two thirds of the lease to the lease plus the standby's poll interval "
+              "(min(1 s, lease/5)) and its first transaction: the leader renews every third of the lease, so "
+              "its last renewal came up to lease/3 before the kill."]
     return "\n".join(lines) + "\n"
 
 
