@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -323,6 +323,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.fence: Callable[[Session], None] | None = None
+        """Called at the end of every transaction, before its commit (``agent.engine.lease``
+        checks there that this process still holds the lease, and raises to roll back if not)."""
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -363,6 +366,8 @@ class Store:
         try:
             with self._sessions.begin() as session:
                 yield session
+                if self.fence is not None:
+                    self.fence(session)
         except (DatabaseError, OSError) as exc:
             mapped = store_error(exc, str(self.engine.url))
             if mapped is None:
