@@ -307,8 +307,8 @@ class DnsServer(Model):
                     "an rfc2136 server needs exactly one of tsig (shared key) or gss_tsig (Kerberos; "
                     "the only signing AD-integrated zones accept); unsigned updates are not sent"
                 )
-        if self.kind == "windows" and self.endpoint is None:
-            raise ValueError("a windows DNS server needs endpoint")
+        if self.kind == "windows" and (self.endpoint is None or self.endpoint.transport == "sim"):
+            raise ValueError("a windows DNS server needs endpoint, with a remoting transport (psrp or winrm)")
         return self
 
 

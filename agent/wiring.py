@@ -151,6 +151,14 @@ def _rfc2136(ctx: WiringContext, server: DnsServer, zones: Sequence[str]) -> Dns
     return Rfc2136Dns(server, zones)
 
 
+def _windows_dns(ctx: WiringContext, server: DnsServer, zones: Sequence[str]) -> Dns:
+    """A Windows DNS server through the DnsServer cmdlets, over its endpoint's transport."""
+    from agent.drivers.ps.windns import PsWindowsDns
+
+    assert server.endpoint is not None  # DnsServer refuses kind windows without one
+    return PsWindowsDns(ctx.remote(server.endpoint.transport), server, zones=zones)
+
+
 def _ps_hyperv(transport: str) -> HyperVFactory:
     """The PowerShell-backed Hyper-V port of a site over ``transport``; a site listing no hosts
     reaches them through its VMM server."""
@@ -183,7 +191,8 @@ DRIVERS = DriverTable(
          **{transport: _ps_vmm(transport) for transport in ("psrp", "winrm", "local")}},
     hyperv={"sim": lambda ctx, site, hosts: ctx.simulator().hyperv(site.name),
             **{transport: _ps_hyperv(transport) for transport in ("psrp", "winrm", "local")}},
-    dns={"sim": lambda ctx, server, zones: ctx.simulator().dns(server.name), "rfc2136": _rfc2136},
+    dns={"sim": lambda ctx, server, zones: ctx.simulator().dns(server.name), "rfc2136": _rfc2136,
+         "windows": _windows_dns},
     routes={"sim/sim": lambda ctx, routers: ctx.simulator().routes()},
     scripts={"sim": lambda ctx, hosts: ctx.simulator().scripts()},
 )

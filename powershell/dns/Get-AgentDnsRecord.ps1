@@ -4,7 +4,8 @@ Reads the A, AAAA and PTR record sets of named nodes in one zone of one Windows 
 .NOTES
 Names are relative to the zone ('@' for the apex), as the DnsServer cmdlets take them. A node or
 type with no record is left out of the answer. TTL and aging (timestamp: $null for a static
-record) are read so that a later replace keeps them.
+record) are read so that a later replace keeps them. A zone the server does not hold fails the
+whole script (Get-DnsServerZone: WIN32 9601) rather than reading as "no records".
 #>
 [CmdletBinding()]
 param(
@@ -23,12 +24,18 @@ function Get-RecordValue($Record) {
     }
 }
 
+$null = DnsServer\Get-DnsServerZone -ComputerName $ComputerName -Name $ZoneName
 $items = @()
 foreach ($wanted in @(ConvertFrom-Json $NamesJson)) {
     $key = "$($wanted.name)/$($wanted.type)"
     try {
-        $records = @(DnsServer\Get-DnsServerResourceRecord -ComputerName $ComputerName -ZoneName $ZoneName `
-            -Name $wanted.name -RRType $wanted.type -ErrorAction SilentlyContinue)
+        try {
+            $records = @(DnsServer\Get-DnsServerResourceRecord -ComputerName $ComputerName -ZoneName $ZoneName `
+                -Name $wanted.name -RRType $wanted.type)
+        } catch {
+            # WIN32 9714: the node does not exist -- no record set, not an error.
+            if ($_.FullyQualifiedErrorId -like 'WIN32 9714*') { $records = @() } else { throw }
+        }
         if ($records.Count -eq 0) { continue }
         $stamp = $null
         if ($records[0].Timestamp) { $stamp = $records[0].Timestamp.ToUniversalTime().ToString('o') }
