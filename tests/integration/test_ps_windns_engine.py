@@ -1,0 +1,60 @@
+"""The demo's test failover and its cleanup through the engine with every DNS server of kind
+``windows`` (scripts answered by ``tests/remotesim/dns.py`` over :class:`SimRemote`): the records
+the drill writes are the ones the ``sim`` driver writes, and the cleanup puts every one back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.configfile import load_config
+from agent.drivers.ps.windns import PsWindowsDns
+from agent.engine.model import OperationKind, OperationView, OpStatus
+from agent.engine.service import Engine
+from agent.engine.store import Store
+from agent.wiring import connect
+from tests.remotesim import over_psrp, sim_remote
+from tests.rigs import ACTOR, DEMO_PLAN, copy_demo, no_sleep, normalised
+
+
+def through_pauses(engine: Engine, view: OperationView) -> OperationView:
+    for _ in range(50):
+        if view.status != OpStatus.WAITING.value:
+            return view
+        view = engine.resume(view.id, actor=ACTOR)
+    raise AssertionError(f"{view.id} keeps waiting: {view.waiting_for}")
+
+
+def drill(config: Path, store_path: Path, *, over_windows: bool) -> tuple[dict, dict, dict, str, str, set[str]]:
+    loaded = load_config(config)
+    remote = sim_remote(loaded)
+    remotes = {"psrp": remote} if over_windows else {}
+    with connect(loaded, remotes=remotes, reset_simulator=True) as connection:
+        if over_windows:
+            assert connection.ports.dns and all(isinstance(d, PsWindowsDns) for d in connection.ports.dns.values())
+        world = connection.simulator if not over_windows else remote.world
+        store = Store.for_path(store_path)
+        try:
+            engine = Engine(loaded.config, connection.ports, store, sleep=no_sleep)
+            before = world.snapshot()
+            test = through_pauses(engine, engine.start(OperationKind.TEST_FAILOVER, DEMO_PLAN))
+            during = world.snapshot()
+            cleanup = through_pauses(engine, engine.start(OperationKind.CLEANUP_TEST, DEMO_PLAN,
+                                                          parent_id=test.id))
+            after = world.snapshot()
+        finally:
+            store.close()
+    return before, during, after, test.status, cleanup.status, {name for _, name, _ in remote.calls}
+
+
+def test_demo_drill_and_cleanup_with_windows_dns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FA_SIM_PASSWORD", "not-used-in-process")
+    ps = drill(copy_demo(tmp_path / "ps", edit=over_psrp(("dns",))), tmp_path / "ps.sqlite", over_windows=True)
+    sim = drill(copy_demo(tmp_path / "sim"), tmp_path / "sim.sqlite", over_windows=False)
+
+    assert (ps[3], ps[4]) == (OpStatus.SUCCEEDED.value, OpStatus.SUCCEEDED.value)
+    assert ps[1]["record_sets"] != ps[0]["record_sets"], "the drill changed records"
+    assert normalised(ps[1]) == normalised(sim[1]), "the drill wrote what the sim driver writes"
+    assert ps[2] == ps[0], "the cleanup put every record back"
+    assert {"dns/Set-AgentDnsRecord", "dns/Get-AgentDnsRecord"} <= ps[5]
