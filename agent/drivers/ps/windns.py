@@ -25,7 +25,7 @@ from agent.domain.errors import DnsBatchError, DnsNotAuthoritative, DnsPrerequis
 from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.drivers.ps import PsDriver, item_error
 from agent.drivers.remoting import Remote, RemoteItem, RemoteScriptError
-from agent.errors import AgentError
+from agent.errors import AgentError, make_error
 
 if TYPE_CHECKING:
     from agent.ports import Dns, DnsVerification
@@ -91,14 +91,20 @@ class PsWindowsDns:
     @contextmanager
     def _zone_held(self, zone: str) -> Iterator[None]:
         """Around a script run: a zone the server does not hold (the scripts' terminating
-        ``Get-DnsServerZone`` error, WIN32 9601) is ``dns_not_authoritative``."""
+        ``Get-DnsServerZone`` error, WIN32 9601) is ``dns_not_authoritative``; another known
+        DnsServer error (access denied: ``dns_refused``) gets its code, still permanent."""
         try:
             yield
         except RemoteScriptError as exc:
-            if str(exc.fields.get("fully_qualified_error_id") or "").startswith(_NO_ZONE):
+            error_id = str(exc.fields.get("fully_qualified_error_id") or "")
+            if error_id.startswith(_NO_ZONE):
                 raise DnsNotAuthoritative(f"DNS server {self.name} is not authoritative for {zone}",
-                                          zone=zone, server=self.name) from None
-            raise
+                                          zone=zone, server=self.name, fully_qualified_error_id=error_id) from None
+            code = next((mapped for prefix, mapped in _ERRORS.items() if error_id.startswith(prefix)), None)
+            if code is None:
+                raise
+            raise make_error(code, "permanent", f"DNS server {self.name}, zone {zone}: {exc.message}",
+                             zone=zone, server=self.name, fully_qualified_error_id=error_id) from None
 
     def _relative(self, name: str, zone: str) -> str:
         n = name.strip().lower()
