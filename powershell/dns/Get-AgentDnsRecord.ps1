@@ -26,7 +26,8 @@ function Get-RecordValue($Record) {
 
 $null = DnsServer\Get-DnsServerZone -ComputerName $ComputerName -Name $ZoneName
 $items = @()
-foreach ($wanted in @(ConvertFrom-Json $NamesJson)) {
+# Windows PowerShell 5.1 writes a JSON array as one object: ForEach-Object unrolls it.
+foreach ($wanted in @(ConvertFrom-Json $NamesJson | ForEach-Object { $_ })) {
     $key = "$($wanted.name)/$($wanted.type)"
     try {
         try {

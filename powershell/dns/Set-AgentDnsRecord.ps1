@@ -109,7 +109,8 @@ function New-AgentItem($Key, [bool] $Changed, $Before, $After, $Err) {
 }
 
 $null = DnsServer\Get-DnsServerZone -ComputerName $ComputerName -Name $ZoneName
-$changes = @(ConvertFrom-Json $ChangesJson)
+# Windows PowerShell 5.1 writes a JSON array as one object: ForEach-Object unrolls it.
+$changes = @(ConvertFrom-Json $ChangesJson | ForEach-Object { $_ })
 $found = @{}
 $pending = @()
 $mismatched = @()
@@ -117,7 +118,6 @@ foreach ($change in $changes) {
     $key = "$($change.name)/$($change.type)"
     $records = @(Get-RecordSet $change)
     $found[$key] = $records
-    $view = Get-SetView $change $records
     $held = @($records | ForEach-Object { Get-RecordValue $_ })
     $inEffect = if ($records.Count -eq 0) { @($change.new).Count -eq 0 } else {
         (Test-SameValues $held @($change.new)) -and ([int] $records[0].TimeToLive.TotalSeconds -eq $change.ttl) }

@@ -150,3 +150,12 @@ def test_partial_failure_keeps_the_other_record_sets(tmp_path: Path) -> None:
 def test_a_windows_server_without_a_remoting_transport_is_refused() -> None:
     with pytest.raises(ValueError, match="remoting transport"):
         DnsServer(name="dc1", kind="windows", endpoint=Endpoint())
+
+
+def test_verify_asks_the_configured_servers_over_dns_and_reports_one_that_does_not_answer(tmp_path: Path) -> None:
+    remote = remote_for(SimWorld.open(TWO_SITES, tmp_path / "ps.json"))
+    dns = PsWindowsDns(remote, server(verify_servers=["127.0.0.1:9"], verify_timeout_s=0.5), zones=[ZONE])
+    report = dns.verify(ZONE, [change("web01.example.com.", A, ("192.168.1.10",), ("172.16.1.10",))])
+    assert report is not None and not report.ok
+    assert "127.0.0.1" in report.summary()
+    assert remote.calls == [], "the other servers are asked, not this one's cmdlets"

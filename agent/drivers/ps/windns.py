@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config import DnsServer, Endpoint
 from agent.dns.names import canonical_value
+from agent.dns.verify import VerifyReport, host_port
+from agent.dns.verify import verify as verify_dns
 from agent.domain.errors import DnsBatchError, DnsNotAuthoritative, DnsPrerequisiteFailed, DnsRefused
 from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.drivers.ps import PsDriver, item_error
@@ -82,6 +84,7 @@ class PsWindowsDns:
         self.name: str = server.name
         self.zones = tuple(_fqdn(z) for z in zones)
         self._verify = server.verify_timeout_s > 0
+        self._server = server
         self._endpoint: Endpoint = server.endpoint
         self._computer = server.endpoint.address or server.name
         self._ps = PsDriver(remote, server.endpoint, timeout_s=server.timeout_s)
@@ -210,14 +213,21 @@ class PsWindowsDns:
             failures=failures, applied_batches=len(pinned) - len(failures), zone=z, server=self.name,
             batches=len(pinned))
 
-    def verify(self, zone: str, changes: Sequence[RecordChange]) -> WindowsDnsVerification | None:
-        """Read the changed record sets back through the DnsServer cmdlets: the endpoint is the
-        server the updates went to (AD replication to the zone's other servers is the
-        directory's; ``verify_servers`` are not asked). ``None`` when not verifying; never
-        raises for a server that cannot be read back, it is reported as lagging."""
+    def verify(self, zone: str, changes: Sequence[RecordChange]) -> WindowsDnsVerification | VerifyReport | None:
+        """With ``verify_servers`` configured (the zone's other domain controllers, which AD
+        replication reaches later): ask each of them over DNS until it answers the new data or
+        ``verify_timeout_s`` passes (:func:`agent.dns.verify.verify`), and the
+        ``verify_resolvers`` once. Without: read the changed record sets back from this server
+        through the DnsServer cmdlets. ``None`` when not verifying; never raises for a server
+        that lags or cannot be read back, it is reported."""
         if not changes or not self._verify:
             return None
         z = _fqdn(zone)
+        if self._server.verify_servers:
+            return verify_dns(z, changes, servers=[host_port(s, 53) for s in self._server.verify_servers],
+                              resolvers=[host_port(s, 53) for s in self._server.verify_resolvers],
+                              timeout_s=self._server.verify_timeout_s,
+                              query_timeout_s=min(2.0, self._server.timeout_s))
         try:
             current = {(rs.name, rs.type): rs for rs in self.read(z, [(c.name, c.type) for c in changes])}
         except AgentError as exc:
