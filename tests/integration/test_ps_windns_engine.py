@@ -58,3 +58,33 @@ def test_demo_drill_and_cleanup_with_windows_dns(tmp_path: Path, monkeypatch: py
     assert normalised(ps[1]) == normalised(sim[1]), "the drill wrote what the sim driver writes"
     assert ps[2] == ps[0], "the cleanup put every record back"
     assert {"dns/Set-AgentDnsRecord", "dns/Get-AgentDnsRecord"} <= ps[5]
+
+
+@pytest.mark.parametrize("rule", [
+    pytest.param({"call": "dns.apply", "fault": "transient", "count": 1}, id="one-record-times-out-once"),
+    pytest.param({"call": "dns.read", "fault": "transient", "count": 2}, id="reads-unreachable-twice"),
+])
+def test_a_passing_dns_fault_ends_the_drill_as_on_the_sim_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  rule: dict) -> None:
+    monkeypatch.setenv("FA_SIM_PASSWORD", "not-used-in-process")
+    outcomes = []
+    for over_windows in (True, False):
+        where = tmp_path / ("ps" if over_windows else "sim")
+        loaded = load_config(copy_demo(where, edit=over_psrp(("dns",)) if over_windows else None))
+        remote = sim_remote(loaded)
+        with connect(loaded, remotes={"psrp": remote} if over_windows else {}, reset_simulator=True) as connection:
+            world = remote.world if over_windows else connection.simulator
+            assert world is not None
+            world.inject(rule)
+            store = Store.for_path(where / "agent.sqlite")
+            try:
+                engine = Engine(loaded.config, connection.ports, store, sleep=no_sleep)
+                test = through_pauses(engine, engine.start(OperationKind.TEST_FAILOVER, DEMO_PLAN))
+            finally:
+                store.close()
+            [(_, _, fired)] = world.faults()
+            assert fired > 0, "the fault really fired"
+            outcomes.append((test.status, normalised(world.snapshot())))
+    (ps_status, ps_world), (sim_status, sim_world) = outcomes
+    assert ps_status == sim_status == OpStatus.SUCCEEDED.value
+    assert ps_world == sim_world

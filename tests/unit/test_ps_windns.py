@@ -16,7 +16,7 @@ from agent.domain.errors import DnsBatchError
 from agent.domain.model import RecordChange, RecordType
 from agent.drivers.ps.windns import PsWindowsDns
 from agent.drivers.sim import SimWorld
-from agent.errors import AgentError
+from agent.errors import AgentError, TransientError
 from agent.ports import Dns
 from tests.remotesim import SimRemote, Target
 from tests.rigs import normalised
@@ -159,3 +159,17 @@ def test_verify_asks_the_configured_servers_over_dns_and_reports_one_that_does_n
     assert report is not None and not report.ok
     assert "127.0.0.1" in report.summary()
     assert remote.calls == [], "the other servers are asked, not this one's cmdlets"
+
+
+def test_a_record_that_times_out_makes_the_batch_transient_and_a_retry_finishes_it(tmp_path: Path) -> None:
+    world = SimWorld.open(TWO_SITES, tmp_path / "ps.json")
+    dns = PsWindowsDns(remote_for(world), server(), zones=[ZONE])
+    world.inject({"call": "dns.apply", "target": "app01*", "fault": "transient", "count": 1})
+    changes = [change("web01.example.com.", A, ("192.168.1.10",), ("172.16.1.10",)),
+               change("app01.example.com.", A, ("192.168.2.10",), ("172.16.2.10",))]
+    with pytest.raises(TransientError) as failed:
+        dns.apply(ZONE, changes)
+    assert failed.value.fields["records"] == ["app01.example.com. A"]
+    dns.apply(ZONE, changes)  # web01 is in effect and left out; app01 still holds what it is pinned to
+    assert [rs.values for rs in dns.read(ZONE, [(c.name, A) for c in changes])] == [("172.16.1.10",),
+                                                                                    ("172.16.2.10",)]

@@ -119,3 +119,10 @@ def test_terminating_error_stops_without_retry(name: str, code: str) -> None:
     assert (failed.value.code, failed.value.category) == (code, "permanent")
     assert failed.value.fields["fully_qualified_error_id"].split(",")[1] == "Get-DnsServerZone"
     assert len(replay.sent) == 1
+
+
+def test_a_record_that_timed_out_is_retried_with_the_whole_batch() -> None:
+    replay = Replay("set-item-timeout-then-in-effect")
+    port(replay).apply(ZONE, [change("web01", ("10.1.1.10",), ("172.16.1.10",)),
+                              change("app01", ("10.1.2.10",), ("172.16.2.10",))])
+    assert len(replay.sent) == 2 and replay.sent[0] == replay.sent[1]

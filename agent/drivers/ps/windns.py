@@ -6,7 +6,8 @@ port's promise in two steps inside one script: every record set is read and comp
 the change is pinned to, and only when all hold is any changed -- a set that differs refuses the
 whole call (``dns_prerequisite_failed``) with nothing changed. After that each set is changed on
 its own, like one update message each: one refused set leaves the others applied and ``apply``
-raises ``dns_batch_failed`` naming it. The behaviour each method keeps is the simulated
+raises ``dns_batch_failed`` naming it (a transient error of its first code when every failure is
+transient, so that the engine retries the call). The behaviour each method keeps is the simulated
 driver's (``agent/drivers/sim/dns.py``).
 """
 
@@ -39,6 +40,11 @@ _ERRORS = {"WIN32 9601": "dns_not_authoritative", "WIN32 5,": "dns_refused", "Ac
            "WIN32 9711": "dns_rejected", "WIN32 9709": "dns_rejected", "InvalidArgument": "dns_invalid_request",
            "ParameterArgumentValidationError": "dns_invalid_request"}
 _NO_ZONE = "WIN32 9601"
+# Faults of the moment inside one record's change (RPC timeout, server busy): the item's error is
+# transient, so retrying the whole call is safe -- what applied is in effect and left out.
+_TRANSIENT = {"WIN32 1460": "timeout", "WIN32 1722": "unreachable", "WIN32 1726": "unreachable",
+              "WIN32 9002": "dns_servfail"}
+_TRANSIENT_CODES = frozenset({"timeout", "unreachable", "dns_servfail"})
 
 
 def _fqdn(name: str) -> str:
@@ -199,13 +205,26 @@ class PsWindowsDns:
         failures: list[AgentError] = []
         for it in items:
             if it.error_id is not None:
-                err = item_error(it, _ERRORS)
-                err.fields["records"] = [labels.get(it.key.lower(), it.key)]
+                err = item_error(it, {**_TRANSIENT, **_ERRORS})
+                records = [labels.get(it.key.lower(), it.key)]
+                if err.code in _TRANSIENT_CODES:
+                    err = make_error(err.code, "transient", err.message, **err.fields)
+                err.fields["records"] = records
                 failures.append(err)
         if not failures:
             return
         if len(pinned) == 1:
             raise failures[0]
+        if all(f.transient for f in failures):
+            # Raised as a TransientError of the first code, not as a transient dns_batch_failed:
+            # the engine's retry loop retries TransientError only, and the same call again is safe
+            # (what applied is in effect and left out, the rest still holds what it is pinned to).
+            head = failures[0]
+            raise make_error(head.code, "transient",
+                             f"{len(failures)} of {len(pinned)} record sets of zone {z} on DNS server {self.name} "
+                             f"failed for a passing reason ({head.message}); the others were applied: retry",
+                             zone=z, server=self.name, records=[r for f in failures for r in f.fields["records"]],
+                             failures=[f.to_dict() for f in failures])
         raise DnsBatchError(
             f"{len(failures)} of {len(pinned)} record sets of zone {z} on DNS server {self.name} were refused "
             f"({', '.join(sorted({f.code for f in failures}))}); the others were applied and stay applied: "
