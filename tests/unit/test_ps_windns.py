@@ -173,3 +173,23 @@ def test_a_record_that_times_out_makes_the_batch_transient_and_a_retry_finishes_
     dns.apply(ZONE, changes)  # web01 is in effect and left out; app01 still holds what it is pinned to
     assert [rs.values for rs in dns.read(ZONE, [(c.name, A) for c in changes])] == [("172.16.1.10",),
                                                                                     ("172.16.2.10",)]
+
+
+@pytest.mark.parametrize("transport", ["psrp", "winrm"])
+def test_wiring_reaches_a_windows_server_over_its_endpoints_transport(tmp_path: Path, transport: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.configfile import load_config
+    from agent.wiring import connect
+    from tests.remotesim import over_psrp, sim_remote
+    from tests.rigs import copy_demo
+
+    monkeypatch.setenv("FA_SIM_PASSWORD", "not-used-in-process")
+    loaded = load_config(copy_demo(tmp_path / "config", edit=over_psrp(("dns",), transport=transport)))
+    remote = sim_remote(loaded)
+    with connect(loaded, remotes={transport: remote}) as connection:
+        drill = connection.ports.dns["dns-drill"]
+        assert isinstance(drill, PsWindowsDns)
+        assert "dns-drill" in drill.probe("corp.contoso.example.")
+    [(address, script, bound)] = remote.calls
+    assert (address, script) == ("dns-drill.sim.test", "dns/Get-AgentDnsZoneProbe")
+    assert bound == {"ComputerName": "dns-drill.sim.test", "ZoneName": "corp.contoso.example"}
