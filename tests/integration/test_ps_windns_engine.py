@@ -34,6 +34,7 @@ def drill(config: Path, store_path: Path, *, over_windows: bool) -> tuple[dict, 
         if over_windows:
             assert connection.ports.dns and all(isinstance(d, PsWindowsDns) for d in connection.ports.dns.values())
         world = connection.simulator if not over_windows else remote.world
+        assert world is not None
         store = Store.for_path(store_path)
         try:
             engine = Engine(loaded.config, connection.ports, store, sleep=no_sleep)

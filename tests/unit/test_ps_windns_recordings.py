@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import pytest
@@ -57,7 +57,7 @@ def port(replay: Replay) -> Dns:
     server = DnsServer(name="dc01", kind="windows",
                        endpoint=Endpoint(transport="psrp", address="dc01.corp.contoso.example"))
     policy = RetryPolicy(attempts=3, initial_backoff_s=0, max_backoff_s=0)
-    return RetryingPort(PsWindowsDns(replay, server, zones=[ZONE]), policy, lambda s: None)  # type: ignore[return-value]
+    return cast(Dns, RetryingPort(PsWindowsDns(replay, server, zones=[ZONE]), policy, lambda s: None))
 
 
 def change(name: str, expected: tuple[str, ...], new: tuple[str, ...]) -> RecordChange:
