@@ -29,6 +29,12 @@ function Get-RecordValue($Record) {
     }
 }
 
+function ConvertTo-ServerForm([string] $Type, [string] $Value) {
+    # The agent's canonical text and .NET's differ for some IPv6 forms (::ffff:1.2.3.4): values
+    # are compared as the server spells them.
+    if ($Type -eq 'PTR') { $Value.ToLowerInvariant() } else { ([ipaddress] $Value).IPAddressToString }
+}
+
 function Get-RecordSet($Change) {
     try {
         @(DnsServer\Get-DnsServerResourceRecord -ComputerName $ComputerName -ZoneName $ZoneName `
@@ -111,6 +117,10 @@ function New-AgentItem($Key, [bool] $Changed, $Before, $After, $Err) {
 $null = DnsServer\Get-DnsServerZone -ComputerName $ComputerName -Name $ZoneName
 # Windows PowerShell 5.1 writes a JSON array as one object: ForEach-Object unrolls it.
 $changes = @(ConvertFrom-Json $ChangesJson | ForEach-Object { $_ })
+foreach ($change in $changes) {
+    $change.new = @($change.new | ForEach-Object { ConvertTo-ServerForm $change.type $_ })
+    $change.expected = @($change.expected | ForEach-Object { ConvertTo-ServerForm $change.type $_ })
+}
 $found = @{}
 $pending = @()
 $mismatched = @()
