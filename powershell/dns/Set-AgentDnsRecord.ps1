@@ -10,7 +10,8 @@ Every set is read first. A change whose new values already hold with its TTL is 
 such item carries code dns_prerequisite_failed with what it holds as 'after'. Otherwise each set
 is changed on its own: a replaced value keeps its record (Set-DnsServerResourceRecord, so aging
 and its timestamp stay), an added one is aged when the set was, and one refused change leaves the
-others going on (its item carries the error).
+others going on (its item carries the error, and as 'after' what the set holds now when it can
+still be read: a failure midway may have changed part of it).
 #>
 [CmdletBinding()]
 param(
@@ -130,7 +131,9 @@ foreach ($change in $changes) {
     $found[$key] = $records
     $held = @($records | ForEach-Object { Get-RecordValue $_ })
     $inEffect = if ($records.Count -eq 0) { @($change.new).Count -eq 0 } else {
-        (Test-SameValues $held @($change.new)) -and ([int] $records[0].TimeToLive.TotalSeconds -eq $change.ttl) }
+        # Windows keeps a TTL per record: in effect only when every record has the change's.
+        $otherTtl = @($records | Where-Object { [int] $_.TimeToLive.TotalSeconds -ne $change.ttl })
+        (Test-SameValues $held @($change.new)) -and $otherTtl.Count -eq 0 }
     if ($inEffect) { continue }
     $pending += $key
     if (-not (Test-SameValues $held @($change.expected))) { $mismatched += $key }
@@ -155,8 +158,12 @@ foreach ($change in $changes) {
             Update-RecordSet $change $records
             $items += New-AgentItem $key $true $view (Get-SetView $change @(Get-RecordSet $change)) $null
         } catch {
-            $items += New-AgentItem $key $false $view $null ([pscustomobject]@{
-                id = $_.FullyQualifiedErrorId; message = $_.Exception.Message; code = $null })
+            $failure = $_
+            # What the set holds now (a failure midway may have changed part of it), if readable.
+            $now = $null
+            try { $now = Get-SetView $change @(Get-RecordSet $change) } catch { $now = $null }
+            $items += New-AgentItem $key $false $view $now ([pscustomobject]@{
+                id = $failure.FullyQualifiedErrorId; message = $failure.Exception.Message; code = $null })
         }
     }
 }

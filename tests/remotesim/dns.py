@@ -109,8 +109,9 @@ def set_dns_record(call: Call) -> dict[str, Any]:
             try:
                 dns.apply(zone, [change])
             except AgentError as exc:
-                items.append(_item(key, before=before, error={"id": f"Agent.{exc.code}", "message": exc.message,
-                                                              "code": exc.code}))
+                # One simulated update per set is atomic: a refused set still holds what it held.
+                items.append(_item(key, before=before, after=before, error={
+                    "id": f"Agent.{exc.code}", "message": exc.message, "code": exc.code}))
                 continue
             after = _read(dns, zone, [c]).get(f"{name} {c['type']}")
             items.append(_item(key, changed=True, before=before, after=_view(c["name"], after)))
