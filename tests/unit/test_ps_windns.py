@@ -193,3 +193,17 @@ def test_wiring_reaches_a_windows_server_over_its_endpoints_transport(tmp_path: 
     [(address, script, bound)] = remote.calls
     assert (address, script) == ("dns-drill.sim.test", "dns/Get-AgentDnsZoneProbe")
     assert bound == {"ComputerName": "dns-drill.sim.test", "ZoneName": "corp.contoso.example"}
+
+
+HOSTILE = ["o'neil", 'say"hi', "a;b", "$(evil)", "back`tick", "new\nline", "#hash", "ünï", "x" * 100_000]
+
+
+def test_hostile_record_names_travel_as_data_never_as_script_text(tmp_path: Path) -> None:
+    remote = remote_for(SimWorld.open(TWO_SITES, tmp_path / "ps.json"))
+    dns = PsWindowsDns(remote, server(), zones=[ZONE])
+    names = [f"{label}.example.com." for label in HOSTILE]
+    dns.apply(ZONE, [change(n, A, (), ("10.9.9.9",)) for n in names])
+    found = dns.read(ZONE, [(n, A) for n in names])
+    assert [rs.name for rs in found] == names
+    sent = json.loads(remote.calls[0][2]["ChangesJson"])
+    assert [c["name"] for c in sent] == HOSTILE, "relative names arrive intact as one bound parameter"

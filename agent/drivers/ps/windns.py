@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.config import DnsServer, Endpoint
+from agent.config import DnsServer
 from agent.dns.names import canonical_value
 from agent.dns.verify import VerifyReport, host_port
 from agent.dns.verify import verify as verify_dns
@@ -91,7 +91,6 @@ class PsWindowsDns:
         self.zones = tuple(_fqdn(z) for z in zones)
         self._verify = server.verify_timeout_s > 0
         self._server = server
-        self._endpoint: Endpoint = server.endpoint
         self._computer = server.endpoint.address or server.name
         self._ps = PsDriver(remote, server.endpoint, timeout_s=server.timeout_s)
 
