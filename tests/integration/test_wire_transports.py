@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,7 @@ from agent.drivers.remoting.psrp import PsrpRemote, RemoteAuthError
 from agent.drivers.remoting.winrm import WinrmRemote
 from agent.drivers.remoting.wrapper import ARGUMENTS
 from agent.errors import PermanentError, TimeoutError_, TransientError
-from tests.psrpserver import PsrpTestServer, make_ca, psrp_server, sim_test_resolves_to_loopback  # noqa: F401
-from tests.psrpserver.server import Received
+from tests.psrpserver import PsrpTestServer, make_ca, serving
 from tests.remotesim import ScriptFailed, Target, open_world
 from tests.rigs import Templates
 
@@ -35,12 +35,13 @@ def endpoint(server: PsrpTestServer, name: str = "vmm-hq", **extra: Any) -> Endp
 
 
 @pytest.fixture
-def server(psrp_server: PsrpTestServer, demo: Templates) -> PsrpTestServer:
-    psrp_server.world = open_world(demo.loaded)
-    psrp_server.targets = {"vmm-hq.sim.test": Target("vmm", "hq", "hq"),
-                           "hv-dr-01.sim.test": Target("hyperv", "dr", "hv-dr-01")}
-    psrp_server.extra[ECHO.text] = lambda p: [json.dumps({"schema": "test/Echo/1", "items": [], "got": p})]
-    return psrp_server
+def server(monkeypatch: pytest.MonkeyPatch, demo: Templates) -> Iterator[PsrpTestServer]:
+    with serving(monkeypatch) as found:
+        found.world = open_world(demo.loaded)
+        found.targets = {"vmm-hq.sim.test": Target("vmm", "hq", "hq"),
+                         "hv-dr-01.sim.test": Target("hyperv", "dr", "hv-dr-01")}
+        found.extra[ECHO.text] = lambda p: [json.dumps({"schema": "test/Echo/1", "items": [], "got": p})]
+        yield found
 
 
 @pytest.fixture(params=["psrp", "winrm"])
@@ -136,15 +137,12 @@ def test_an_unreachable_endpoint_is_transient() -> None:
 
 
 @pytest.fixture
-def tls_server(sim_test_resolves_to_loopback: None, tmp_path: Path, demo: Templates,  # noqa: F811
-               monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("FA_SIM_PASSWORD", "s3cret")
+def tls_server(tmp_path: Path, demo: Templates, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     ca = make_ca(tmp_path)
-    server = PsrpTestServer(password="s3cret", tls=ca.server_context()).start()
-    server.world = open_world(demo.loaded)
-    server.targets = {"vmm-hq.sim.test": Target("vmm", "hq", "hq")}
-    yield server, ca
-    server.stop()
+    with serving(monkeypatch, tls=ca.server_context()) as server:
+        server.world = open_world(demo.loaded)
+        server.targets = {"vmm-hq.sim.test": Target("vmm", "hq", "hq")}
+        yield server, ca
 
 
 def test_https_with_the_test_ca_is_trusted_and_an_unknown_ca_is_refused(tls_server: Any, tmp_path: Path) -> None:

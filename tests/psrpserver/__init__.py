@@ -9,6 +9,7 @@ checks the certificate against that name.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import socket
 import ssl
@@ -21,7 +22,7 @@ import pytest
 
 from tests.psrpserver.server import PsrpTestServer, Received
 
-__all__ = ["PsrpTestServer", "Received", "TestCa", "make_ca", "psrp_server", "sim_test_resolves_to_loopback"]
+__all__ = ["PsrpTestServer", "Received", "TestCa", "make_ca", "serving", "sim_test_resolves_to_loopback"]
 
 _real_getaddrinfo = socket.getaddrinfo
 
@@ -32,8 +33,8 @@ def _getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
-@pytest.fixture
 def sim_test_resolves_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``*.sim.test`` resolves to 127.0.0.1 in this test (undone with ``monkeypatch``)."""
     monkeypatch.setattr(socket, "getaddrinfo", _getaddrinfo)
 
 
@@ -56,7 +57,7 @@ def make_ca(directory: Path, name: str = "test") -> TestCa:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -84,11 +85,13 @@ def make_ca(directory: Path, name: str = "test") -> TestCa:
     return found
 
 
-@pytest.fixture
-def psrp_server(sim_test_resolves_to_loopback: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[PsrpTestServer]:
-    """The test server over HTTP with basic auth (user ``agent``, password in ``$FA_SIM_PASSWORD``)."""
+@contextlib.contextmanager
+def serving(monkeypatch: pytest.MonkeyPatch, *, tls: ssl.SSLContext | None = None) -> Iterator[PsrpTestServer]:
+    """The test server on 127.0.0.1 at a free port, in a thread, with basic auth (user
+    ``agent``, password in ``$FA_SIM_PASSWORD``) and ``*.sim.test`` resolving to it."""
+    sim_test_resolves_to_loopback(monkeypatch)
     monkeypatch.setenv("FA_SIM_PASSWORD", "s3cret")
-    server = PsrpTestServer(password="s3cret").start()
+    server = PsrpTestServer(password="s3cret", tls=tls).start()
     try:
         yield server
     finally:

@@ -27,9 +27,10 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import psrpcore
 from psrpcore.types import ErrorCategoryInfo, ErrorRecord, NETException, PSInvocationState
@@ -258,8 +259,8 @@ def _handler_class(server: PsrpTestServer) -> type[BaseHTTPRequestHandler]:
                 return None
             if action == SHELL + "Receive":
                 desired = body.find("rsp:Receive/rsp:DesiredStream", NS)
-                cid = desired.get("CommandId") if desired is not None else None
-                key = cid.upper() if cid else None
+                wanted = desired.get("CommandId") if desired is not None else None
+                key = wanted.upper() if wanted else None
                 resp = ET.Element(f"{{{NS['rsp']}}}ReceiveResponse")
                 if key is not None and server.hold_output:
                     time.sleep(0.02)
@@ -295,8 +296,10 @@ def created(shell_id: str) -> ET.Element:
     rc = ET.Element(f"{{{NS['wst']}}}ResourceCreated")
     ET.SubElement(rc, f"{{{NS['wsa']}}}Address").text = "http://localhost/wsman"
     ref = ET.SubElement(rc, f"{{{NS['wsa']}}}ReferenceParameters")
-    ET.SubElement(ref, f"{{{NS['wsman']}}}ResourceURI").text = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
-    sel = ET.SubElement(ET.SubElement(ref, f"{{{NS['wsman']}}}SelectorSet"), f"{{{NS['wsman']}}}Selector", Name="ShellId")
+    uri = ET.SubElement(ref, f"{{{NS['wsman']}}}ResourceURI")
+    uri.text = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
+    selectors = ET.SubElement(ref, f"{{{NS['wsman']}}}SelectorSet")
+    sel = ET.SubElement(selectors, f"{{{NS['wsman']}}}Selector", Name="ShellId")
     sel.text = shell_id
     shell = ET.SubElement(rc, f"{{{NS['rsp']}}}Shell")
     ET.SubElement(shell, f"{{{NS['rsp']}}}ShellId").text = shell_id

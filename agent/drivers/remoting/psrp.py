@@ -26,6 +26,7 @@ What a failure becomes:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -147,7 +148,7 @@ class _Worker:
         if self.pool is not None and time.monotonic() - self.last_used > IDLE_S:
             self._drop()
         if self.pool is None:
-            wsman = WSMan(self.endpoint.address, **wsman_options(self.endpoint))
+            wsman = WSMan(self.endpoint.address or "", **wsman_options(self.endpoint))
             pool = RunspacePool(wsman)
             try:
                 pool.open()
@@ -166,10 +167,8 @@ class _Worker:
             pool.close()
         except Exception as exc:  # a broken pool cannot always say goodbye
             log.debug("closing the PSRP pool of %s failed: %s", self.endpoint.address, exc)
-        try:
+        with contextlib.suppress(Exception):
             pool.connection.close()
-        except Exception:
-            pass
 
     def broken(self) -> None:
         self._drop()

@@ -46,7 +46,8 @@ try {
     $all = @(& $block @bound 2>&1)
     $records = @($all | Where-Object { $_ -is [System.Management.Automation.ErrorRecord] })
     $values = @($all | Where-Object { $_ -isnot [System.Management.Automation.ErrorRecord] })
-    $result.errors = @($records | ForEach-Object { @{ id = [string]$_.FullyQualifiedErrorId; message = $_.ToString() } })
+    $result.errors = @($records | ForEach-Object {
+        @{ id = [string]$_.FullyQualifiedErrorId; message = $_.ToString() } })
     if ($values.Count -gt 0) { $result.output = [string]$values[-1] }
 } catch {
     $result.failed = @{ id = [string]$_.FullyQualifiedErrorId; message = $_.ToString() }
