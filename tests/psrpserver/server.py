@@ -94,7 +94,7 @@ class PsrpTestServer:
         """Keep pipelines running (empty Receive answers): what a host stuck in a call looks like."""
         self.shells: dict[str, _Shell] = {}
         self.lock = threading.Lock()
-        self.scripts = {load_script(n).text: load_script(n) for n in _shipped()}
+        self.scripts = {load_script(n).text: load_script(n) for n in shipped_scripts()}
         server = self
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(server))
         self.httpd.daemon_threads = True
@@ -175,7 +175,7 @@ class PsrpTestServer:
         return answer(Call(self.world, target, script, params))
 
 
-def _shipped() -> list[str]:
+def shipped_scripts() -> list[str]:
     root = script_dir()
     return sorted(str(p.relative_to(root).with_suffix("")).replace("\\", "/") for p in root.glob("*/*.ps1"))
 
