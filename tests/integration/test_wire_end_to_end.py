@@ -32,7 +32,9 @@ def wire(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[WireRig]:
     with serving(monkeypatch) as server:
         templates = Templates.build(copy_demo(tmp_path / "demo", edit=over_psrp(ALL_ROLES, port=server.port)))
         state, store = templates.copy_to(tmp_path / "rig")
-        world = SimWorld.open(templates.loaded.simulator_inventory, state)
+        inventory = templates.loaded.simulator_inventory
+        assert inventory is not None, "the demo keeps its simulator section: the handlers answer from it"
+        world = SimWorld.open(inventory, state)
         server.world, server.targets = world, targets_for(templates.loaded.config)
         rig = Rig(templates.loaded, state, store)
         try:

@@ -13,16 +13,18 @@ from typing import Any
 import pytest
 
 from agent.config import Endpoint
-from agent.drivers.remoting import PsScript, RemoteScriptError, load_script
+from agent.configfile import load_config
+from agent.drivers.remoting import PsScript, RemoteScriptError, load_script, psrp
 from agent.drivers.remoting.answers import ERROR_STREAM
 from agent.drivers.remoting.local import LocalRemote
+from agent.drivers.remoting.probe import probe_endpoints
 from agent.drivers.remoting.psrp import PsrpRemote, RemoteAuthError
 from agent.drivers.remoting.winrm import WinrmRemote
 from agent.drivers.remoting.wrapper import ARGUMENTS
 from agent.errors import PermanentError, TimeoutError_, TransientError
 from tests.psrpserver import PsrpTestServer, make_ca, serving
-from tests.remotesim import ScriptFailed, Target, open_world
-from tests.rigs import Templates
+from tests.remotesim import ScriptFailed, Target, open_world, over_psrp, targets_for
+from tests.rigs import Templates, copy_demo
 
 PROBE = load_script("common/Test-AgentEndpoint")
 ECHO = PsScript("test/Echo", "param($Name, $Count)\n'echo'", ("Name", "Count"))
@@ -228,3 +230,48 @@ def test_live_probe() -> None:
     assert after["host_name"] and after["powershell_version"].startswith("5.")
 
 
+
+
+# ------------------------------------------------------------------ validate --deep: the endpoint probe
+
+
+def test_the_deep_probe_reports_each_endpoint_with_its_config_key(server: PsrpTestServer, tmp_path: Path) -> None:
+    loaded = load_config(copy_demo(tmp_path / "cfg", edit=over_psrp(port=server.port)))
+    server.targets = dict(targets_for(loaded.config))
+    vmm_hq = loaded.config.sites[0].vmm.address
+    assert vmm_hq is not None
+    server.targets[vmm_hq] = Target("dns", None, "not-a-vmm")  # answers, but has no VMM module
+    remote = PsrpRemote()
+    try:
+        probes = {p.key: p for p in probe_endpoints(loaded.config, lambda transport: remote)}
+    finally:
+        remote.close()
+    assert probes["sites[0].vmm"].outcome == "module missing"
+    assert "VirtualMachineManager" in probes["sites[0].vmm"].detail
+    others = [p for k, p in probes.items() if k != "sites[0].vmm"]
+    assert others and all(p.outcome == "reachable" for p in others), others
+    assert {"sites[1].vmm", "sites[0].hyperv_hosts[0].endpoint", "dns.servers[0].endpoint"} <= set(probes)
+
+
+def test_the_deep_probe_reports_an_unreachable_endpoint(tmp_path: Path) -> None:
+    loaded = load_config(copy_demo(tmp_path / "cfg", edit=over_psrp(("vmm",), port=1)))
+    remote = PsrpRemote()
+    try:
+        probes = probe_endpoints(loaded.config, lambda transport: remote)
+    finally:
+        remote.close()
+    assert [(p.key, p.outcome) for p in probes] == [("sites[0].vmm", "unreachable"), ("sites[1].vmm", "unreachable")]
+
+
+def test_close_closes_every_pool_and_an_idle_pool_is_reopened(server: PsrpTestServer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    remote = PsrpRemote()
+    remote.run(endpoint(server), PROBE, {})
+    remote.run(endpoint(server, "hv-dr-01"), PROBE, {})
+    remote.run(endpoint(server), PROBE, {})
+    assert len(server.opened) == len(server.shells) == 2, "one pool per endpoint, reused"
+    monkeypatch.setattr(psrp, "IDLE_S", 0.0)
+    remote.run(endpoint(server), PROBE, {})
+    assert len(server.opened) == 3 and len(server.shells) == 2, "the idle pool was closed and a new one opened"
+    remote.close()
+    assert server.shells == {}

@@ -93,6 +93,8 @@ class PsrpTestServer:
         self.hold_output = False
         """Keep pipelines running (empty Receive answers): what a host stuck in a call looks like."""
         self.shells: dict[str, _Shell] = {}
+        self.opened: list[str] = []
+        """Every PSRP shell (runspace pool) ever created, in order."""
         self.lock = threading.Lock()
         self.scripts = {load_script(n).text: load_script(n) for n in shipped_scripts()}
         server = self
@@ -232,6 +234,7 @@ def _handler_class(server: PsrpTestServer) -> type[BaseHTTPRequestHandler]:
                 assert shell_el is not None
                 new = shell_el.get("ShellId", "").upper()
                 sh = server.shells[new] = _Shell(host, pool=psrpcore.ServerRunspacePool())
+                server.opened.append(new)
                 server.feed(sh, base64.b64decode(body.findtext("rsp:Shell/pwsh:creationXml", "", NS)))
                 return created(new)
             sh = server.shells[str(sid).upper()]
