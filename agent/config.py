@@ -151,8 +151,9 @@ class Endpoint(Model):
             raise ValueError(f"client_cert is used only with auth certificate, not {self.auth}")
         if self.ca_file is not None and not (self.ssl and self.cert_validation):
             raise ValueError("ca_file is used only with ssl: true and cert_validation: true")
-        if self.transport in ("psrp", "winrm") and self.auth != "certificate" and self.username is not None \
-                and self.credential is None:
+        # Kerberos and negotiate may use the service account's ticket; the others need the password.
+        if self.transport in ("psrp", "winrm") and self.auth in ("basic", "ntlm", "credssp") \
+                and self.username is not None and self.credential is None:
             raise ValueError(f"username {self.username} needs a credential (env:NAME or file:PATH)")
         return self
 

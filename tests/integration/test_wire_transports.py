@@ -275,3 +275,19 @@ def test_close_closes_every_pool_and_an_idle_pool_is_reopened(server: PsrpTestSe
     assert len(server.opened) == 3 and len(server.shells) == 2, "the idle pool was closed and a new one opened"
     remote.close()
     assert server.shells == {}
+
+
+def test_a_winrm_quota_fault_is_transient_and_another_fault_is_permanent(server: PsrpTestServer) -> None:
+    remote = PsrpRemote()
+    try:
+        server.fault_commands = [(2150859173, "This user is allowed a maximum number of 5 concurrent shells, "
+                                  "which has been exceeded.")]
+        with pytest.raises(TransientError, match="busy"):
+            remote.run(endpoint(server), PROBE, {})
+        server.fault_commands = [(5, "Access is denied.")]
+        with pytest.raises(PermanentError, match="Access is denied") as caught:
+            remote.run(endpoint(server), PROBE, {})
+        assert not caught.value.transient
+        assert remote.run(endpoint(server), PROBE, {})["items"][0]["key"] == "endpoint"
+    finally:
+        remote.close()

@@ -90,6 +90,8 @@ class PsrpTestServer:
         self.winrs_command_lines: list[tuple[str, str]] = []
         self.drop_commands = 0
         """The next N Command requests have their connection closed with no answer."""
+        self.fault_commands: list[tuple[int, str]] = []
+        """The next Command requests answer these WSMan faults (code, message), one each."""
         self.hold_output = False
         """Keep pipelines running (empty Receive answers): what a host stuck in a call looks like."""
         self.shells: dict[str, _Shell] = {}
@@ -202,6 +204,8 @@ def _handler_class(server: PsrpTestServer) -> type[BaseHTTPRequestHandler]:
             try:
                 with server.lock:
                     resp = self.dispatch(req, host)
+            except _Fault as f:
+                return self.reply(500, envelope(req, fault(f.message, f.code)))
             except _Drop:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -244,6 +248,8 @@ def _handler_class(server: PsrpTestServer) -> type[BaseHTTPRequestHandler]:
             if sh.winrs is not None:
                 return sh.winrs.dispatch(action, body)
             if action == SHELL + "Command":
+                if server.fault_commands:
+                    raise _Fault(*server.fault_commands.pop(0))
                 if server.drop_commands > 0:
                     server.drop_commands -= 1
                     raise _Drop()
@@ -295,6 +301,12 @@ class _Drop(Exception):
     pass
 
 
+class _Fault(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
 def created(shell_id: str) -> ET.Element:
     rc = ET.Element(f"{{{NS['wst']}}}ResourceCreated")
     ET.SubElement(rc, f"{{{NS['wsa']}}}Address").text = "http://localhost/wsman"
@@ -309,11 +321,18 @@ def created(shell_id: str) -> ET.Element:
     return rc
 
 
-def fault(reason: str) -> ET.Element:
+WSMANFAULT = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"
+
+
+def fault(reason: str, wsman_code: int | None = None) -> ET.Element:
     f = ET.Element(f"{{{NS['s']}}}Fault")
     code = ET.SubElement(ET.SubElement(f, f"{{{NS['s']}}}Code"), f"{{{NS['s']}}}Value")
     code.text = "s:Receiver"
     ET.SubElement(ET.SubElement(f, f"{{{NS['s']}}}Reason"), f"{{{NS['s']}}}Text").text = reason
+    if wsman_code is not None:
+        detail = ET.SubElement(f, f"{{{NS['s']}}}Detail")
+        wf = ET.SubElement(detail, f"{{{WSMANFAULT}}}WSManFault", Code=str(wsman_code), Machine="sim")
+        ET.SubElement(wf, f"{{{WSMANFAULT}}}Message").text = reason
     return f
 
 

@@ -24,7 +24,7 @@ OK = {"transport": "psrp", "address": "vmm.example", "username": "svc", "credent
     ({"client_cert": "/c.pem", "client_key": "/k.pem"}, "only with auth certificate"),
     ({"ssl": False, "ca_file": "/ca.pem"}, "ca_file is used only"),
     ({"cert_validation": False, "ca_file": "/ca.pem"}, "ca_file is used only"),
-    ({"credential": None}, "needs a credential"),
+    ({"credential": None, "auth": "ntlm"}, "needs a credential"),
     ({"operation_timeout_s": 0}, "greater than 0"),
     ({"connect_timeout_s": float("inf")}, ""),
     ({"auth": "digest"}, "'certificate' or 'basic'"),
@@ -45,7 +45,7 @@ def test_a_bad_endpoint_is_refused_at_its_key(tmp_path: Path, change: dict[str, 
 
 
 def test_validation_is_on_by_default_and_local_needs_no_address() -> None:
-    assert Endpoint(**OK).cert_validation is True and Endpoint(**OK).ssl is True  # type: ignore[arg-type]
+    assert Endpoint(**OK).cert_validation is True and Endpoint(**OK).ssl is True
     assert Endpoint(transport="local").address is None
     ok = Endpoint(transport="psrp", address="h", auth="certificate", client_cert=Path("/c.pem"),
                   client_key=Path("/k.pem"))
