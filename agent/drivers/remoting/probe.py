@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.config import AgentConfig, Endpoint
-from agent.drivers.remoting import Remote, load_script, parse_answer
+from agent.drivers.ps import PsDriver
+from agent.drivers.remoting import Remote
 from agent.errors import AgentError
 
-PROBE = "common/Test-AgentEndpoint"
 MODULES = ("VirtualMachineManager", "Hyper-V", "DnsServer", "NetTCPIP", "RemoteAccess")
 
 Outcome = Literal["reachable", "unreachable", "module missing", "failed"]
@@ -51,16 +51,14 @@ def powershell_endpoints(config: AgentConfig) -> Iterator[tuple[str, Endpoint, s
 
 def probe_endpoints(config: AgentConfig, remote: Callable[[str], Remote]) -> list[EndpointProbe]:
     """Probe each PowerShell endpoint of ``config`` (sim endpoints are skipped)."""
-    script = load_script(PROBE)
     found: list[EndpointProbe] = []
     for key, endpoint, needs in powershell_endpoints(config):
         if endpoint.transport == "sim":
             continue
         address = endpoint.address or "localhost"
         try:
-            answer = remote(endpoint.transport).run(endpoint, script, {"ModuleName": list(MODULES)},
-                                                    timeout_s=endpoint.operation_timeout_s)
-            after: dict[str, Any] = parse_answer(script, answer)[0].after or {}
+            driver = PsDriver(remote(endpoint.transport), endpoint, timeout_s=endpoint.operation_timeout_s)
+            after: dict[str, Any] = driver.call("common/Test-AgentEndpoint", ModuleName=list(MODULES))[0].after or {}
         except AgentError as exc:
             outcome: Outcome = "unreachable" if exc.transient else "failed"
             found.append(EndpointProbe(key, address, outcome, exc.message))
