@@ -291,3 +291,13 @@ def test_a_winrm_quota_fault_is_transient_and_another_fault_is_permanent(server:
         assert remote.run(endpoint(server), PROBE, {})["items"][0]["key"] == "endpoint"
     finally:
         remote.close()
+
+
+def test_winrm_over_https_trusts_the_test_ca_only(tls_server: Any, tmp_path: Path) -> None:
+    server, ca = tls_server
+    other = make_ca(tmp_path, "other")
+    remote = WinrmRemote()
+    ep = endpoint(server, transport="winrm", ssl=True, ca_file=str(ca.ca_file))
+    assert remote.run(ep, PROBE, {})["items"][0]["after"]["host_name"] == "HQ"
+    with pytest.raises(PermanentError, match="not trusted"):
+        remote.run(endpoint(server, transport="winrm", ssl=True, ca_file=str(other.ca_file)), PROBE, {})

@@ -21,7 +21,13 @@ What a failure becomes:
 * the wire broke (reset, refused, read timeout, HTTP 5xx, a WinRM quota fault) →
   :class:`~agent.errors.TransientError`, so the engine retries;
 * the call ran longer than ``timeout_s`` → :class:`~agent.errors.TimeoutError_`;
-* authentication refused → :class:`RemoteAuthError` (permanent).
+* authentication refused → :class:`RemoteAuthError` (permanent);
+* the HTTPS certificate is not trusted → permanent (validation is on unless the endpoint says
+  ``cert_validation: false``; ``ca_file`` names the CA bundle).
+
+The double hop: a script run on the VMM server that calls Hyper-V cmdlets with ``-ComputerName``
+needs CredSSP or Kerberos delegation. The agent instead connects straight to each Hyper-V host
+(its own endpoint), so no credential is ever delegated.
 """
 
 from __future__ import annotations
