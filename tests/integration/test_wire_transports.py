@@ -301,3 +301,21 @@ def test_winrm_over_https_trusts_the_test_ca_only(tls_server: Any, tmp_path: Pat
     assert remote.run(ep, PROBE, {})["items"][0]["after"]["host_name"] == "HQ"
     with pytest.raises(PermanentError, match="not trusted"):
         remote.run(endpoint(server, transport="winrm", ssl=True, ca_file=str(other.ca_file)), PROBE, {})
+
+
+def test_ntlm_over_https(tmp_path: Path, demo: Templates, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = make_ca(tmp_path)
+    with serving(monkeypatch, tls=ca.server_context(), auth="ntlm", users_file=tmp_path / "ntlm-users") as server:
+        server.world = open_world(demo.loaded)
+        server.targets = {"vmm-hq.sim.test": Target("vmm", "hq", "hq")}
+        remote = PsrpRemote()
+        try:
+            ep = endpoint(server, ssl=True, auth="ntlm", ca_file=str(ca.ca_file))
+            assert remote.run(ep, PROBE, {})["items"][0]["after"]["host_name"] == "HQ"
+            assert remote.run(ep, PROBE, {})["items"][0]["key"] == "endpoint"  # the authenticated connection
+            monkeypatch.setenv("FA_SIM_PASSWORD", "wrong")
+            with pytest.raises(RemoteAuthError):  # another setting: a pool of its own, which authenticates anew
+                remote.run(endpoint(server, ssl=True, auth="ntlm", ca_file=str(ca.ca_file), operation_timeout_s=59),
+                           PROBE, {})
+        finally:
+            remote.close()

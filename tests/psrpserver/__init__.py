@@ -86,12 +86,18 @@ def make_ca(directory: Path, name: str = "test") -> TestCa:
 
 
 @contextlib.contextmanager
-def serving(monkeypatch: pytest.MonkeyPatch, *, tls: ssl.SSLContext | None = None) -> Iterator[PsrpTestServer]:
-    """The test server on 127.0.0.1 at a free port, in a thread, with basic auth (user
-    ``agent``, password in ``$FA_SIM_PASSWORD``) and ``*.sim.test`` resolving to it."""
+def serving(monkeypatch: pytest.MonkeyPatch, *, tls: ssl.SSLContext | None = None, auth: str = "basic",
+            users_file: Path | None = None) -> Iterator[PsrpTestServer]:
+    """The test server on 127.0.0.1 at a free port, in a thread, with ``auth`` (basic, or ntlm
+    with ``users_file`` to write the NTLM account to; user ``agent``, password in
+    ``$FA_SIM_PASSWORD``) and ``*.sim.test`` resolving to it."""
     sim_test_resolves_to_loopback(monkeypatch)
     monkeypatch.setenv("FA_SIM_PASSWORD", "s3cret")
-    server = PsrpTestServer(password="s3cret", tls=tls).start()
+    if auth == "ntlm":
+        assert users_file is not None, "NTLM needs a users file (pyspnego's NTLM acceptor reads NTLM_USER_FILE)"
+        users_file.write_text(":agent:s3cret\n", encoding="utf-8")
+        monkeypatch.setenv("NTLM_USER_FILE", str(users_file))
+    server = PsrpTestServer(password="s3cret", tls=tls, auth=auth).start()
     try:
         yield server
     finally:
