@@ -17,7 +17,7 @@ from agent.engine.model import OperationKind, OpStatus
 from tests.psrpserver import PsrpTestServer, serving
 from tests.psrpserver.server import shipped_scripts
 from tests.remotesim import ALL_ROLES, over_psrp, targets_for
-from tests.rigs import Rig, Templates, copy_demo
+from tests.rigs import Rig, Templates, copy_demo, run_cli
 
 
 @dataclass
@@ -88,3 +88,14 @@ def test_planned_failover_commit_and_failback_over_the_wire(wire: WireRig) -> No
     assert {vm: r["primary_site"] for vm, r in after["replications"].items()} == dict.fromkeys(
         ("sql01", "app01", "app02", "web01"), "contoso-west")
     went_over_the_wire(wire)
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_validate_deep_probes_every_endpoint_over_the_wire(wire: WireRig) -> None:
+    result = run_cli("validate", "--deep", "--config", str(wire.rig.loaded.path))
+    assert result.exit_code == 0, result.output
+    for i, site in enumerate(wire.rig.loaded.config.sites):
+        assert f"sites[{i}].vmm ({site.vmm.address}): reachable" in result.output
+    probe = load_script("common/Test-AgentEndpoint").text
+    assert {wire.server.targets[r.host].role for r in wire.server.received if r.script_text == probe} == set(
+        ALL_ROLES)
