@@ -115,8 +115,7 @@ def test_a_connection_dropped_mid_call_is_transient_and_the_retry_succeeds(serve
         remote.close()
 
 
-def test_a_call_that_does_not_finish_in_time_is_a_timeout(server: PsrpTestServer) -> None:
-    remote = PsrpRemote()
+def test_a_call_that_does_not_finish_in_time_is_a_timeout(server: PsrpTestServer, remote: Any) -> None:
     try:
         server.hold_output = True
         with pytest.raises(TimeoutError_) as caught:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
@@ -55,8 +56,12 @@ class WinrsShell:
         if name == "Receive":
             desired = body.find(f"{{{RSP}}}Receive/{{{RSP}}}DesiredStream")
             cid = (desired.get("CommandId") if desired is not None else "") or ""
-            stdout, code = self.run(self.commands[cid.upper()])
             resp = ET.Element(f"{{{RSP}}}ReceiveResponse")
+            if self.server.hold_output:  # still running
+                time.sleep(0.02)
+                ET.SubElement(resp, f"{{{RSP}}}CommandState", CommandId=cid, State=f"{RSP}/CommandState/Running")
+                return resp
+            stdout, code = self.run(self.commands[cid.upper()])
             out = ET.SubElement(resp, f"{{{RSP}}}Stream", Name="stdout", CommandId=cid)
             out.text = base64.b64encode(stdout).decode()
             state = ET.SubElement(resp, f"{{{RSP}}}CommandState", CommandId=cid,

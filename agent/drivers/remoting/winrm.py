@@ -5,6 +5,7 @@ explains how the values still travel as data: the command line is constant, the 
 document goes to the process's stdin (``Send``), in chunks that stay below WinRM's default
 MaxEnvelopeSize. One shell per call: pywinrm's ``Protocol`` is not thread-safe, and a call
 holds it only for its own duration (the lock serialises calls to the same endpoint).
+A call longer than its ``timeout_s`` is a :class:`~agent.errors.TimeoutError_`.
 
 Failures map as in :mod:`agent.drivers.remoting.psrp`: a wire fault is transient, a script's
 terminating error is a :class:`~agent.drivers.remoting.RemoteScriptError`.
@@ -13,6 +14,7 @@ terminating error is a :class:`~agent.drivers.remoting.RemoteScriptError`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,6 +71,28 @@ def classify(exc: Exception, endpoint: Endpoint, script: PsScript) -> Exception:
                           **where)
 
 
+def _output(protocol: Any, shell: str, command: str, timeout_s: float | None,
+            script: PsScript) -> tuple[bytes, bytes, int]:
+    """The command's whole output; :class:`TimeoutError_` once ``timeout_s`` has passed
+    (pywinrm's own loop waits for ever, retrying its operation timeouts)."""
+    from winrm.exceptions import WinRMOperationTimeoutError
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    out: list[bytes] = []
+    err: list[bytes] = []
+    while True:
+        try:
+            stdout, stderr, code, done = protocol.get_command_output_raw(shell, command)
+        except WinRMOperationTimeoutError:
+            stdout, stderr, code, done = b"", b"", -1, False
+        out.append(stdout)
+        err.append(stderr)
+        if done:
+            return b"".join(out), b"".join(err), code
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError_(f"{script.name} did not finish within {timeout_s} s", script=script.name)
+
+
 class WinrmRemote:
     def __init__(self) -> None:
         self._locks: dict[str | None, threading.Lock] = {}
@@ -91,10 +115,12 @@ class WinrmRemote:
                     for start in range(0, len(document), CHUNK):
                         chunk = document[start:start + CHUNK]
                         protocol.send_command_input(shell, command, chunk, end=start + CHUNK >= len(document))
-                    stdout, stderr, code = protocol.get_command_output(shell, command)
+                    stdout, stderr, code = _output(protocol, shell, command, timeout_s, script)
                     protocol.cleanup_command(shell, command)
                 finally:
                     protocol.close_shell(shell)
+            except TimeoutError_:
+                raise
             except Exception as exc:
                 raise classify(exc, endpoint, script) from exc
         return read_result(stdout, stderr, code, script, endpoint.address)
