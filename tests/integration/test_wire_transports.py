@@ -21,7 +21,7 @@ from agent.drivers.remoting.probe import probe_endpoints
 from agent.drivers.remoting.psrp import PsrpRemote, RemoteAuthError
 from agent.drivers.remoting.winrm import WinrmRemote
 from agent.drivers.remoting.wrapper import ARGUMENTS
-from agent.errors import PermanentError, TimeoutError_, TransientError
+from agent.errors import AgentError, PermanentError, TimeoutError_, TransientError
 from tests.psrpserver import PsrpTestServer, make_ca, serving
 from tests.remotesim import ScriptFailed, Target, open_world, over_psrp, targets_for
 from tests.rigs import Templates, copy_demo
@@ -318,3 +318,12 @@ def test_ntlm_over_https(tmp_path: Path, demo: Templates, monkeypatch: pytest.Mo
                            PROBE, {})
         finally:
             remote.close()
+
+
+def test_a_credential_that_does_not_resolve_is_not_retried(server: PsrpTestServer, remote: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FA_SIM_PASSWORD")
+    with pytest.raises(AgentError, match="FA_SIM_PASSWORD is not set") as caught:
+        remote.run(endpoint(server), PROBE, {})
+    assert not caught.value.transient
+    assert server.received == []

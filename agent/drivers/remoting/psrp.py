@@ -44,7 +44,7 @@ from typing import Any
 from agent.config import Endpoint
 from agent.drivers.remoting import PsScript, RemoteScriptError, check_parameters
 from agent.drivers.remoting.answers import error_stream, last_json
-from agent.errors import PermanentError, TimeoutError_, TransientError
+from agent.errors import AgentError, PermanentError, TimeoutError_, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ def classify(exc: BaseException, endpoint: Endpoint, script: PsScript) -> Except
     import requests
     from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 
+    if isinstance(exc, AgentError):  # ours already (a secret that does not resolve, a timeout)
+        return exc
     where = {"host": endpoint.address, "script": script.name}
     if isinstance(exc, AuthenticationError):
         return RemoteAuthError(f"{endpoint.address} refused the credentials of {endpoint.username} "

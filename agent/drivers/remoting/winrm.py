@@ -21,7 +21,7 @@ from typing import Any
 from agent.config import Endpoint
 from agent.drivers.remoting import PsScript, check_parameters
 from agent.drivers.remoting.wrapper import ARGUMENTS, read_result, values_document
-from agent.errors import PermanentError, TimeoutError_, TransientError
+from agent.errors import AgentError, PermanentError, TimeoutError_, TransientError
 
 CHUNK = 128 * 1024
 _AUTH = {"basic": "basic", "ntlm": "ntlm", "negotiate": "ntlm", "kerberos": "kerberos", "credssp": "credssp",
@@ -54,6 +54,8 @@ def classify(exc: Exception, endpoint: Endpoint, script: PsScript) -> Exception:
     import requests
     from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError, WinRMTransportError
 
+    if isinstance(exc, AgentError):  # ours already (a secret that does not resolve, a timeout)
+        return exc
     where = {"host": endpoint.address, "script": script.name}
     if isinstance(exc, InvalidCredentialsError):
         return PermanentError(f"{endpoint.address} refused the credentials of {endpoint.username}", **where)
