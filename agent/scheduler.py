@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -19,6 +19,9 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
+
+from agent.engine.expiry import DEFER_S, CleanupDeferred, retry_delay_s
+from agent.errors import AgentError
 
 if TYPE_CHECKING:
     from agent.engine.service import Engine
@@ -33,17 +36,47 @@ _JOB = threading.local()
 """Which test failover the expiry job running in this thread is about."""
 
 
-def run_expiry(op_id: str) -> None:
-    """Job function, referenced by name in the job store (so it must stay importable here)."""
+def run_expiry(op_id: str, attempt: int = 0) -> None:
+    """Job function, referenced by name in the job store (so it must stay importable here).
+
+    ``attempt`` counts forced cleanups that failed so far. One that cannot run yet (an operation
+    of the plan is running) or that fails is scheduled again -- a one-shot job is gone from the
+    job store once it fires, so without this a failed forced cleanup was never tried again."""
     if _ENGINE is None:
         log.error("test failover expiry fell due with no engine running", operation=op_id)
         return
-    log.warning("test failover exceeded its maximum age: cleaning up by force", operation=op_id)
+    engine = _ENGINE
+    log.warning("test failover exceeded its maximum age: cleaning up by force", operation=op_id, attempt=attempt)
     _JOB.operation = op_id
     try:
-        _ENGINE.expire_test_failover(op_id)
+        view = engine.expire_test_failover(op_id)
+    except CleanupDeferred as exc:
+        log.info("forced cleanup waits for a running operation", operation=op_id,
+                 waiting_for=exc.fields.get("waiting_for"))
+        _retry(engine, op_id, attempt, DEFER_S, failed=False)
+        return
+    except AgentError as exc:
+        log.error("forced cleanup failed", operation=op_id, attempt=attempt + 1, error=exc.to_dict())
+        engine.store.audit(actor="scheduler", action="test_failover.force_cleanup_failed", operation_id=op_id,
+                           details={"attempt": attempt + 1, "error": exc.to_dict()})
+        _retry(engine, op_id, attempt + 1, retry_delay_s(attempt + 1), failed=True)
+        return
     finally:
         _JOB.operation = None
+    if view is not None and view.status != "succeeded":
+        log.error("forced cleanup did not finish", operation=op_id, cleanup=view.id, status=view.status,
+                  attempt=attempt + 1)
+        _retry(engine, op_id, attempt + 1, retry_delay_s(attempt + 1), failed=True)
+
+
+def _retry(engine: Engine, op_id: str, attempt: int, delay_s: float, *, failed: bool) -> None:
+    if engine.scheduler is None:
+        return
+    when = datetime.now(UTC) + timedelta(seconds=delay_s)
+    engine.scheduler.schedule_expiry(op_id, when, attempt=attempt)
+    if failed:
+        engine.store.audit(actor="scheduler", action="test_failover.force_cleanup_scheduled", operation_id=op_id,
+                           details={"attempt": attempt + 1, "due": when.isoformat(), "delay_s": delay_s})
 
 
 class _BackgroundScheduler(BackgroundScheduler):
@@ -72,10 +105,13 @@ class Scheduler:
         _ENGINE = engine
         self._scheduler.start(paused=paused)
 
-    def schedule_expiry(self, op_id: str, when: datetime) -> None:
-        self._scheduler.add_job("agent.scheduler:run_expiry", trigger="date", run_date=when, args=[op_id],
-                                id=f"test-expiry:{op_id}", replace_existing=True, misfire_grace_time=None)
-        log.info("test failover cleanup scheduled", operation=op_id, due=when.isoformat())
+    def schedule_expiry(self, op_id: str, when: datetime, *, attempt: int = 0) -> None:
+        # A retry gets its own job id: it is added from inside the job that failed, while
+        # APScheduler may still be removing that one-shot job by its id.
+        job_id = f"test-expiry:{op_id}" if attempt == 0 else f"test-expiry:{op_id}:{when.timestamp():.6f}"
+        self._scheduler.add_job("agent.scheduler:run_expiry", trigger="date", run_date=when, args=[op_id, attempt],
+                                id=job_id, replace_existing=True, misfire_grace_time=None)
+        log.info("test failover cleanup scheduled", operation=op_id, due=when.isoformat(), attempt=attempt)
 
     def cancel_expiry(self, op_id: str) -> None:
         if getattr(_JOB, "operation", None) == op_id:
@@ -83,8 +119,10 @@ class Scheduler:
             # store once it fires, and asking for it from the job's thread deadlocks against a
             # shutdown that holds the job stores while it waits for this thread to end.
             return
-        with contextlib.suppress(JobLookupError):
-            self._scheduler.remove_job(f"test-expiry:{op_id}")
+        for job in self._scheduler.get_jobs():
+            if job.id == f"test-expiry:{op_id}" or job.id.startswith(f"test-expiry:{op_id}:"):
+                with contextlib.suppress(JobLookupError):
+                    self._scheduler.remove_job(job.id)
 
     def due(self) -> list[tuple[str, datetime]]:
         return [(j.args[0], j.next_run_time) for j in self._scheduler.get_jobs() if j.id.startswith("test-expiry:")]

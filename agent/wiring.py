@@ -151,9 +151,38 @@ def _rfc2136(ctx: WiringContext, server: DnsServer, zones: Sequence[str]) -> Dns
     return Rfc2136Dns(server, zones)
 
 
+def _ps_hyperv(transport: str) -> HyperVFactory:
+    """The PowerShell-backed Hyper-V port of a site over ``transport``; a site listing no hosts
+    reaches them through its VMM server."""
+
+    def make(ctx: WiringContext, site: Site, hosts: Sequence[HyperVHost]) -> HyperV:
+        from agent.drivers.ps.hyperv import PsHyperV
+
+        sites = ctx.loaded.config.sites
+        return PsHyperV(ctx.remote(transport), site.name, {h.name: h.endpoint for h in hosts},
+                        via=None if hosts else site.vmm,
+                        sites_by_host={h.name: s.name for s in sites for h in s.hyperv_hosts},
+                        sites=[s.name for s in sites])
+
+    return make
+
+
+def _ps_vmm(transport: str) -> VmmFactory:
+    def factory(ctx: WiringContext, site: Site) -> Vmm:
+        from agent.drivers.ps.vmm import PsVmm
+
+        # Every grant description starts with the owner id (engine.actions.vmm): the marker
+        # that lets the driver revoke only what this agent granted.
+        return PsVmm(ctx.remote(transport), site.vmm, site.name, marker=f"{ctx.loaded.config.agent.owner_id} ")
+
+    return factory
+
+
 DRIVERS = DriverTable(
-    vmm={"sim": lambda ctx, site: ctx.simulator().vmm(site.name)},
-    hyperv={"sim": lambda ctx, site, hosts: ctx.simulator().hyperv(site.name)},
+    vmm={"sim": lambda ctx, site: ctx.simulator().vmm(site.name),
+         **{transport: _ps_vmm(transport) for transport in ("psrp", "winrm", "local")}},
+    hyperv={"sim": lambda ctx, site, hosts: ctx.simulator().hyperv(site.name),
+            **{transport: _ps_hyperv(transport) for transport in ("psrp", "winrm", "local")}},
     dns={"sim": lambda ctx, server, zones: ctx.simulator().dns(server.name), "rfc2136": _rfc2136},
     routes={"sim/sim": lambda ctx, routers: ctx.simulator().routes()},
     scripts={"sim": lambda ctx, hosts: ctx.simulator().scripts()},

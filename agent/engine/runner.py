@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 import structlog
 
@@ -89,6 +90,9 @@ class Runner:
         self.journal.set_status(op_id, OpStatus.RUNNING)
         rows = self.journal.steps(op_id)
         failed_vms = self._replayed_failures(rows)
+        # A step that failed without naming a VM (a test network VMM would not delete, a route
+        # the router refused) leaves the operation partly done just as a failed VM does.
+        failed_steps = {r.name for r in rows if r.status == StepStatus.FAILED.value}
         stages: dict[int, list[StepRow]] = defaultdict(list)
         for r in rows:
             stages[stage_of(r)].append(r)
@@ -120,14 +124,20 @@ class Runner:
                         failed_vms.add(item.vm)
                 if status == StepStatus.FAILED:
                     stage_failed = True
+                    failed_steps.add(row.name)
+                else:
+                    failed_steps.discard(row.name)
             if stage_failed and policy == ErrorPolicy.STOP_AT_FIRST_ERROR:
                 self.journal.set_status(op_id, OpStatus.FAILED, result={"failed_vms": sorted(failed_vms)})
                 log.error("operation stopped at the first error", operation=op_id, failed_vms=sorted(failed_vms))
                 return self.journal.view(op_id)
 
-        final = OpStatus.PARTIAL if failed_vms else OpStatus.SUCCEEDED
-        self.journal.set_status(op_id, final, result={"failed_vms": sorted(failed_vms)})
-        log.info("operation finished", operation=op_id, status=final.value, failed_vms=sorted(failed_vms))
+        final = OpStatus.PARTIAL if failed_vms or failed_steps else OpStatus.SUCCEEDED
+        outcome: dict[str, Any] = {"failed_vms": sorted(failed_vms)}
+        if failed_steps:
+            outcome["failed_steps"] = sorted(failed_steps)
+        self.journal.set_status(op_id, final, result=outcome)
+        log.info("operation finished", operation=op_id, status=final.value, **outcome)
         return self.journal.view(op_id)
 
     @staticmethod

@@ -23,6 +23,7 @@ from agent.domain.planning import build_plan, host_name
 from agent.domain.validation import PlanRefused, unknown_plan
 from agent.engine.actions.dns import dns_snapshot_key
 from agent.engine.compensation import can_compensate_again, compensate, undo_of
+from agent.engine.expiry import expire_test_failover
 from agent.engine.journal import Journal
 from agent.engine.model import (
     ERROR_POLICY,
@@ -95,6 +96,8 @@ class Engine:
         self.runner = Runner(self.journal, config, ports, limits=limits, sleep=sleep, on_progress=on_progress,
                              crash_hook=crash_hook)
         self.scheduler = scheduler
+        self._running: dict[str, int] = {}
+        self._running_lock = threading.Lock()
 
     # ----------------------------------------------------------------------- planning
 
@@ -386,10 +389,19 @@ class Engine:
         return undo.steps if undo is not None else []
 
     def run(self, op_id: str) -> OperationView:
-        view = self.runner.run(op_id)
+        with self._running_lock:
+            self._running[op_id] = self._running.get(op_id, 0) + 1
+        try:
+            view = self.runner.run(op_id)
+        finally:
+            with self._running_lock:
+                self._running[op_id] -= 1
         op = self.journal.operation(op_id)
         if view.status in (OpStatus.SUCCEEDED.value, OpStatus.PARTIAL.value):
-            if op.kind == OperationKind.CLEANUP_TEST.value and self.scheduler is not None and op.parent_id:
+            # Only a complete cleanup ends the drill's expiry: after a partial one the forced
+            # cleanup still comes, for what was left behind.
+            if (op.kind == OperationKind.CLEANUP_TEST.value and self.scheduler is not None and op.parent_id
+                    and view.status == OpStatus.SUCCEEDED.value):
                 self.scheduler.cancel_expiry(op.parent_id)
             if op.kind == OperationKind.REVERSE.value:
                 # Reprotect: mirror reservations in the old primary's pools for the way back.
@@ -473,24 +485,13 @@ class Engine:
 
     def expire_test_failover(self, op_id: str) -> OperationView | None:
         """The scheduler's job: a test failover past its maximum age is cleaned up by force,
-        with an audit record of what was removed."""
-        op = self.journal.operation(op_id)
-        done = [o for o in self.journal.operations(limit=10000)
-                if o.kind == OperationKind.CLEANUP_TEST.value and o.parent_id == op_id
-                and o.status in (OpStatus.SUCCEEDED.value, OpStatus.PARTIAL.value)]
-        if done:
-            return None
-        if op.status not in (s.value for s in FINAL_STATUSES):
-            self.journal.set_status(op_id, OpStatus.CANCELLED, result={"expired": True})
-        self.journal.release_vms(op_id)
-        self.store.audit(actor="scheduler", action="test_failover.expired", operation_id=op_id,
-                         details={"max_age_s": self.config.policies.test_failover_max_age.total_seconds()})
-        child = self.create(OperationKind.CLEANUP_TEST, op.plan_name, parent_id=op_id, requested_by="scheduler")
-        view = self.run(child)
-        self.store.audit(actor="scheduler", action="test_failover.force_cleaned", operation_id=op_id,
-                         details={"cleanup": child, "status": view.status,
-                                  "removed": [{"step": s.name, "changed": s.changed} for s in view.steps]})
-        return view
+        with an audit record of what was removed (:mod:`agent.engine.expiry`)."""
+        return expire_test_failover(self, op_id)
+
+    def is_running(self, op_id: str) -> bool:
+        """Whether this process is executing ``op_id`` right now."""
+        with self._running_lock:
+            return self._running.get(op_id, 0) > 0
 
     def view(self, op_id: str) -> OperationView:
         return self.journal.view(op_id)

@@ -73,3 +73,12 @@ def test_the_reader_sees_call_sites() -> None:
         CallSite("s.py:1", "vmm/Get-X", frozenset({"VmName"}), True),
         CallSite("s.py:2", "hyperv/Y", frozenset({"A"}), False),
     ]
+
+
+def test_the_loader_reads_the_templates_param_block() -> None:
+    """``Mandatory = $true`` is an attribute argument, not a parameter called ``true``."""
+    from agent.drivers.remoting import param_names
+
+    text = "[CmdletBinding()]\nparam(\n    [Parameter(Mandatory = $true)][string[]] $VmName,\n" \
+           "    [Parameter(Mandatory = $False)][string] $RequestJson = $null\n)\n$x = $true\n"
+    assert param_names(text, "t") == ("VmName", "RequestJson")

@@ -101,14 +101,16 @@ def script_dir() -> Path:
 
 
 _PARAM_BLOCK = re.compile(r"^\s*param\s*\(", re.IGNORECASE | re.MULTILINE)
-_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_VARIABLE = re.compile(r"\$(?!(?:true|false|null)\b)([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
+"""A ``$name`` in a param() block, but not the constants ``$true``/``$false``/``$null`` that
+attribute arguments such as ``Mandatory = $true`` use."""
 
 
 def param_names(text: str, name: str) -> tuple[str, ...]:
     """The variables declared in the first ``param()`` block of ``text``.
 
-    The template keeps attribute arguments free of variables (``powershell/README.md``), so
-    every ``$name`` in the block is a parameter."""
+    The template keeps attribute arguments free of variables other than the constants
+    (``powershell/README.md``), so every other ``$name`` in the block is a parameter."""
     match = _PARAM_BLOCK.search(text)
     if match is None:
         raise ValueError(f"{name}: no param() block")

@@ -1,0 +1,102 @@
+"""Recorded host answers (``tests/recordings/hyperv/``) replayed through :class:`PsHyperV` under
+the engine's retry loop: a transient fault of the wire is retried, a terminating error of the
+script stops at once, and one failed item leaves the others of its batch standing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from agent.config import Endpoint, RetryPolicy
+from agent.domain.model import FailoverIpSetting, NicFailoverConfig
+from agent.drivers.ps.hyperv import PsHyperV
+from agent.drivers.remoting import PsScript, RemoteScriptError, check_parameters, script_dir
+from agent.engine.retrying import RetryingPort
+from agent.errors import TransientError
+from agent.ports import HyperV
+
+RECORDINGS = Path(__file__).parents[1] / "recordings" / "hyperv"
+SITES = {"hv-east-01": "contoso-east", "hv-west-01": "contoso-west", "hv-west-02": "contoso-west"}
+
+
+class Replay:
+    """A Remote answering one recording's answers in order; it checks each call's parameters."""
+
+    def __init__(self, name: str) -> None:
+        self.recording: dict[str, Any] = json.loads((RECORDINGS / f"{name}.json").read_text(encoding="utf-8"))
+        self.answers = list(self.recording["answers"])
+        self.sent: list[dict[str, Any]] = []
+
+    def run(self, endpoint: Endpoint, script: PsScript, parameters: Mapping[str, Any], *,
+            timeout_s: float | None = None) -> Any:
+        check_parameters(script, parameters)
+        assert script.name == self.recording["script"]
+        for name, value in self.recording["parameters"].items():
+            assert parameters[name] == value, name
+        self.sent.append(dict(parameters))
+        answer = self.answers.pop(0)
+        if answer.get("raise") == "transient":
+            raise TransientError(answer["message"], script=script.name)
+        if answer.get("raise") == "script":
+            raise RemoteScriptError(answer["message"], script=script.name, fully_qualified_error_id=answer["id"])
+        return answer
+
+    def close(self) -> None:
+        pass
+
+
+def port(replay: Replay) -> HyperV:
+    hosts = {h: Endpoint(transport="psrp", address=f"{h}.contoso.local") for h in ("hv-west-01", "hv-west-02")}
+    driver = PsHyperV(replay, "contoso-west", hosts, sites_by_host=SITES, sites=["contoso-east", "contoso-west"])
+    policy = RetryPolicy(attempts=3, initial_backoff_s=0, max_backoff_s=0)
+    return RetryingPort(driver, policy, lambda s: None)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("path", sorted(RECORDINGS.glob("*.json")), ids=lambda p: p.stem)
+def test_recorded_answers_have_the_documented_shape(path: Path) -> None:
+    recording = json.loads(path.read_text(encoding="utf-8"))
+    schema = json.loads((script_dir() / f"{recording['script']}.schema.json").read_text(encoding="utf-8"))
+    documents = [a for a in recording["answers"] if "raise" not in a]
+    for document in documents:
+        jsonschema.validate(document, schema)
+
+
+def test_partial_failure_carries_on_per_item() -> None:
+    replay = Replay("start-test-partial")
+    results = port(replay).replicate("hv-west-01", "start_test", ["web01", "ghost", "sql01"])
+    web01, ghost, sql01 = results
+    assert web01.ok and web01.changed and web01.value is not None
+    assert web01.value.test_vm == "web01 - Test"
+    # FQDNs as Hyper-V reports them are placed on the config's hosts and sites.
+    assert (web01.value.primary_host, web01.value.primary_site) == ("hv-east-01", "contoso-east")
+    assert (web01.value.replica_host, web01.value.replica_site) == ("hv-west-01", "contoso-west")
+    assert ghost.error is not None and ghost.error.code == "not_found"
+    assert sql01.error is not None and sql01.error.code == "invalid_replication_state"
+    assert sql01.error.fields["fully_qualified_error_id"].startswith("InvalidOperation,")
+    assert len(replay.sent) == 1
+
+
+def test_transient_fault_is_retried_and_items_mapped() -> None:
+    replay = Replay("set-failover-transient-then-answer")
+    wanted = [NicFailoverConfig(vm="app01", nic="nic0", host="hv-west-02", settings=(
+        FailoverIpSetting(address="172.16.1.20", prefix_length=24, gateway="172.16.1.1",
+                          dns_servers=("172.16.1.2",)),))]
+    ok, bad = port(replay).set_failover_configs("hv-west-02", wanted)
+    assert len(replay.sent) == 2  # the same batch, sent again after the fault
+    assert replay.sent[0] == replay.sent[1]
+    assert ok.changed and ok.value == wanted[0]  # one setting unwrapped by ConvertTo-Json still reads as one
+    assert bad.error is not None and bad.error.code == "invalid_setting"
+
+
+def test_terminating_error_stops_without_retry() -> None:
+    replay = Replay("power-terminating")
+    with pytest.raises(RemoteScriptError) as failed:
+        port(replay).set_power("hv-west-01", "start", ["web01"])
+    assert failed.value.category == "permanent"
+    assert failed.value.fields["fully_qualified_error_id"].startswith("VirtualizationException,")
+    assert len(replay.sent) == 1
