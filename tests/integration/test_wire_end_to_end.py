@@ -99,3 +99,29 @@ def test_validate_deep_probes_every_endpoint_over_the_wire(wire: WireRig) -> Non
     probe = load_script("common/Test-AgentEndpoint").text
     assert {wire.server.targets[r.host].role for r in wire.server.received if r.script_text == probe} == set(
         ALL_ROLES)
+
+
+@pytest.fixture
+def vmm_wire(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[WireRig]:
+    """Only the VMM servers on the wire (the rest simulated in process): what runs while the
+    other PowerShell drivers are still missing."""
+    with serving(monkeypatch) as server:
+        templates = Templates.build(copy_demo(tmp_path / "demo", edit=over_psrp(("vmm",), port=server.port)))
+        state, store = templates.copy_to(tmp_path / "rig")
+        rig = Rig(templates.loaded, state, store)
+        server.world, server.targets = rig.world, targets_for(templates.loaded.config)
+        try:
+            yield WireRig(rig, rig.world, server)
+        finally:
+            rig.close()
+
+
+def test_a_drill_and_its_cleanup_with_vmm_over_the_wire(vmm_wire: WireRig) -> None:
+    before = vmm_wire.world.snapshot()
+    test = vmm_wire.rig.start(OperationKind.TEST_FAILOVER)
+    cleanup = vmm_wire.rig.start(OperationKind.CLEANUP_TEST, parent_id=test.id)
+    assert (test.status, cleanup.status) == (OpStatus.SUCCEEDED.value, OpStatus.SUCCEEDED.value), (
+        test.errors, cleanup.errors)
+    assert vmm_wire.world.snapshot() == before
+    assert {vmm_wire.server.targets[r.host].role for r in vmm_wire.server.received} == {"vmm"}
+    assert any(r.script_text == load_script("vmm/Grant-AgentIPAddress").text for r in vmm_wire.server.received)

@@ -252,7 +252,8 @@ def test_the_deep_probe_reports_each_endpoint_with_its_config_key(server: PsrpTe
     assert {"sites[1].vmm", "sites[0].hyperv_hosts[0].endpoint", "dns.servers[0].endpoint"} <= set(probes)
 
 
-def test_the_deep_probe_reports_an_unreachable_endpoint(tmp_path: Path) -> None:
+def test_the_deep_probe_reports_an_unreachable_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FA_SIM_PASSWORD", "s3cret")
     loaded = load_config(copy_demo(tmp_path / "cfg", edit=over_psrp(("vmm",), port=1)))
     remote = PsrpRemote()
     try:
