@@ -484,6 +484,9 @@ class Simulator(Model):
 class Store(Model):
     url: Annotated[str, AfterValidator(no_nul)] | None = None
     """Any SQLAlchemy URL; default: a SQLite file in ``data_dir``."""
+    lease_s: float = seconds(15.0, high=3600)
+    """How long the lease of the process executing operations lasts unrenewed: a standby
+    takes over at most this long after the leader stopped renewing it (killed, paused, cut off)."""
 
 
 Scope = Literal["read", "plan", "operate", "admin"]

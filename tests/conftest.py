@@ -42,6 +42,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Templates:
 
 
 @pytest.fixture
+def store_demo(store_url: str, tmp_path: Path) -> Templates:  # noqa: F811  (the fixture)
+    """The demo with its store at ``store_url``: the representative journal, recovery and
+    concurrency tests take it instead of ``demo`` to run on SQLite and on PostgreSQL. Rigs made
+    from it share that one store."""
+    return Templates.build(copy_demo(tmp_path / "store-demo", store_url=store_url), store_url=store_url)
+
+
+@pytest.fixture
 def new_rig(demo: Templates, tmp_path: Path) -> Iterator[Callable[..., Rig]]:
     """``new_rig(templates=demo, name="a", **rig_options)``: a rig on fresh copies of the
     templates under this test's ``tmp_path``. Closed at the end of the test."""

@@ -1,7 +1,8 @@
 """Rigs for the operations-engine tests: one agent on one pair of files, and ways to look at it.
 
 A *rig* is one agent on one pair of files: a SQLite store and a simulator state file (with its
-call log beside it). ``rig.restart()`` drops the engine, drivers and store -- as a killed agent
+call log beside it) -- or, given a store URL (``tests/stores.py``), a PostgreSQL database in place
+of the SQLite file. ``rig.restart()`` drops the engine, drivers and store -- as a killed agent
 would -- and opens new ones on the same two files, which is exactly what an agent restarted by
 its service manager sees.
 
@@ -72,16 +73,25 @@ def kill_at(phase: str, step: str) -> Callable[[str, str], None]:
 # ------------------------------------------------------------------------------ configs
 
 
+def open_store(where: Path | str) -> Store:
+    """A store on a SQLite file (a path) or at a SQLAlchemy URL (a string)."""
+    return Store.open(where) if isinstance(where, str) else Store.for_path(where)
+
+
 def copy_demo(into: Path, *, edit: Callable[[dict[str, Any]], None] | None = None,
-              inventory: str | None = None) -> Path:
+              inventory: str | None = None, store_url: str | None = None) -> Path:
     """Copy config/demo.yaml (and its inventory) into ``into``; ``edit`` may change the config
-    (as a dict) first; ``inventory`` replaces the inventory's YAML text. Returns the config path."""
+    (as a dict) first; ``inventory`` replaces the inventory's YAML text; ``store_url`` puts the
+    config's store there (``store.url``). Returns the config path."""
 
     into.mkdir(parents=True, exist_ok=True)
     text = (CONFIG_DIR / "demo.yaml").read_text()
-    if edit is not None:
+    if edit is not None or store_url is not None:
         data = yaml.safe_load(text)
-        edit(data)
+        if edit is not None:
+            edit(data)
+        if store_url is not None:
+            data.setdefault("store", {})["url"] = store_url
         text = yaml.safe_dump(data, sort_keys=False)
     (into / "demo.yaml").write_text(text)
     (into / "demo-inventory.yaml").write_text(
@@ -109,23 +119,29 @@ class Templates:
 
     loaded: LoadedConfig
     sim_state: Path
-    store: Path
+    store: Path | str
+    """A SQLite file copied for each rig, or a store URL every rig of these templates shares."""
 
     @classmethod
-    def build(cls, config_path: Path) -> Templates:
+    def build(cls, config_path: Path, *, store_url: str | None = None) -> Templates:
+        """``store_url``: the rigs' store is that (empty) database, not a SQLite file of their own.
+        It is shared, as two agents share one server's database: a test on a server store
+        builds one Templates per database (``store_url`` fixture) and runs its rigs in turn."""
         loaded = load_config(config_path)
         base = config_path.parent / "template"
         base.mkdir()
         sim_state = base / "sim-state.json"
         connect(replace(loaded, simulator_state=sim_state)).close()  # seeds it
-        store_path = base / "agent.sqlite"
-        Store.for_path(store_path).close()
-        return cls(loaded, sim_state, store_path)
+        store: Path | str = store_url if store_url is not None else base / "agent.sqlite"
+        open_store(store).close()
+        return cls(loaded, sim_state, store)
 
-    def copy_to(self, where: Path) -> tuple[Path, Path]:
+    def copy_to(self, where: Path) -> tuple[Path, Path | str]:
         where.mkdir(parents=True, exist_ok=True)
         for p in self.sim_state.parent.iterdir():
             shutil.copy(p, where / p.name)
+        if isinstance(self.store, str):
+            return where / self.sim_state.name, self.store
         return where / self.sim_state.name, where / self.store.name
 
     def after(self, where: Path, prepare: Callable[[Rig], R]) -> tuple[Templates, R]:
@@ -147,7 +163,8 @@ class Rig:
 
     loaded: LoadedConfig
     state_path: Path
-    store_path: Path
+    store_path: Path | str
+    """The SQLite file, or the SQLAlchemy URL of the store."""
     sleep: Callable[[float], None] = no_sleep
     crash_hook: Callable[[str, str], None] | None = None
     scheduler: Any = None
@@ -160,7 +177,7 @@ class Rig:
 
     def _open(self) -> None:
         self.connection = connect(replace(self.loaded, simulator_state=self.state_path))
-        self.store = Store.for_path(self.store_path)
+        self.store = open_store(self.store_path)
         self.engine = Engine(self.loaded.config, self.connection.ports, self.store, sleep=self.sleep,
                              crash_hook=self.crash_hook, scheduler=self.scheduler)
 

@@ -37,6 +37,7 @@ from agent.cli.session import (
     drive,
     open_journal,
     open_session,
+    refuse_if_led,
     resume_unfinished,
     review,
     run_shown,
@@ -178,6 +179,7 @@ def run_operation(
         loaded = read_config(config)
         from agent.cli.preflight import preflight_before_run
 
+        refuse_if_led(loaded)
         preflight_before_run(loaded, kind, plan_name, actor=current_user(), as_json=as_json)
         with open_session(loaded, as_json=as_json) as sess:
             resume_unfinished(sess)

@@ -36,6 +36,7 @@ from agent.errors import AgentError, RefusedError
 
 if TYPE_CHECKING:
     from agent.engine.journal import Journal
+    from agent.engine.lease import Holder, LeaseHeld
     from agent.engine.model import OperationView
     from agent.engine.service import Engine
     from agent.engine.store import OperationRow, Store
@@ -200,13 +201,17 @@ def open_session(loaded: LoadedConfig, *, as_json: bool, store_path: Path | None
     """Sites, store, engine and the test-failover expiry scheduler, for one command; closed on the
     way out. Test failovers past their maximum age are cleaned up first."""
 
+    from agent.engine.lease import holding
     from agent.engine.service import Engine
     from agent.scheduler import Scheduler
 
     display = Display.for_output(as_json)
     store = _open_store(loaded, store_path)
     try:
-        with open_sites(loaded, read_inventory=False) as sites:
+        # The lease before anything else: another process executing this store's operations
+        # would otherwise have its running operation taken here "as interrupted" and run twice.
+        with holding(store, lease_s=loaded.config.store.lease_s, refused=partial(_lease_refusal, loaded, store)), \
+                open_sites(loaded, read_inventory=False) as sites:
             scheduler = Scheduler(store)
             engine = Engine(loaded.config, sites.ports, store, on_progress=display.progress, scheduler=scheduler)
             display.engine = engine
@@ -223,6 +228,39 @@ def open_session(loaded: LoadedConfig, *, as_json: bool, store_path: Path | None
                 scheduler.shutdown()
     finally:
         store.close()
+
+
+def refuse_if_led(loaded: LoadedConfig) -> None:
+    """Refuse at once, naming it, when another live process holds the store's lease: before a
+    command's checks (preflight, plan state), which would otherwise refuse it for a reason that
+    hides the one that matters. The lease itself is taken by :func:`open_session`."""
+
+    from agent.engine.lease import Lease
+
+    store = _open_store(loaded)
+    try:
+        holder = Lease(store, lease_s=loaded.config.store.lease_s).current()
+        if holder is not None and holder.live():
+            raise _lease_refusal(loaded, store, holder)
+    finally:
+        store.close()
+
+
+def _lease_refusal(loaded: LoadedConfig, store: Store, holder: Holder) -> LeaseHeld:
+    from agent.engine.journal import Journal
+    from agent.engine.lease import LeaseHeld
+
+    running = [op.id for op in Journal(store).operations(status=["running"], limit=10)]
+    who = f"being run by {holder.describe()}"
+    if running:
+        what = f"operation {', '.join(running)} {'is' if len(running) == 1 else 'are'} {who}"
+        watch = f"; watch it with {command_line(loaded, f'ops show {running[0]}')}"
+    else:
+        what = f"the operations of this store are {who}"
+        watch = f"; see them with {command_line(loaded, 'ops list')}"
+    return LeaseHeld(f"{what}{watch}. Nothing was changed: run this again once it is done, or stop that agent",
+                     holder_host=holder.host, holder_pid=holder.pid, operations=running,
+                     lease_until=holder.expires_at.isoformat(timespec="seconds") if holder.expires_at else None)
 
 
 def _run_due_expiries(sess: Session, scheduler: Scheduler) -> None:

@@ -43,6 +43,7 @@ from agent.engine.planstate import (  # the refusals are caught from here too
     derive,
     refusal,
 )
+from agent.engine.poollock import allocation_lock
 from agent.engine.retrying import retrying_ports
 from agent.engine.runner import HostLimits, Runner
 from agent.engine.store import OperationRow, Store, StoreUnavailable, store_error, utcnow
@@ -69,10 +70,12 @@ FOLLOW_UP_OF: dict[OperationKind, tuple[OperationKind, ...]] = {
     OperationKind.REVERSE: FAILOVER_KINDS,
 }
 
-# Address allocation is serialised in-process: a prepare plans and grants under this lock, so two
-# concurrent prepares never pick the same free address. Failover reservations rely on VMM's own
-# refusal of a double grant plus re-allocation of freely chosen addresses (``vmm.reserve``).
-_ALLOCATION_LOCK = threading.Lock()
+# Address allocation is serialised in the store (``agent.engine.poollock``), across processes: a
+# prepare plans and grants under that lock, so two concurrent prepares never pick the same free
+# address. The pools are known only once planned, so the scope is the store's whole allocation.
+# Failover reservations rely on VMM's own refusal of a double grant plus re-allocation of freely
+# chosen addresses (``vmm.reserve``).
+ALLOCATION_SCOPE = ("prepare",)
 
 
 class PlanChanged(RefusedError):
@@ -412,7 +415,7 @@ class Engine:
     def start(self, kind: OperationKind, plan_name: str | None = None, **kwargs: Any) -> OperationView:
         """Create and run an operation to its end (or to a manual pause)."""
         if kind == OperationKind.PREPARE:
-            with _ALLOCATION_LOCK:
+            with allocation_lock(self.store, [ALLOCATION_SCOPE]):
                 return self.run(self.create(kind, plan_name, **kwargs))
         return self.run(self.create(kind, plan_name, **kwargs))
 

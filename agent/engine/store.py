@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Dialect, Engine, make_url
-from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -238,6 +238,9 @@ class AuditRow(Base):
     """For a step's change: step ordinal and call, so a retried or resumed step finds its row."""
 
 
+POOL_RECYCLE_S = 1800
+"""A database server's connections are replaced after this long (seconds)."""
+
 BUSY_TIMEOUT_S = 30
 """How long a SQLite connection waits for another process's write lock before "locked"."""
 
@@ -295,7 +298,9 @@ def store_error(exc: BaseException, url: str | None) -> StoreUnavailable | None:
     """The :class:`StoreUnavailable` a database or file error means, or None for one that is not
     about the store being usable (a constraint, which the journal handles itself)."""
 
-    if isinstance(exc, IntegrityError) or not isinstance(exc, DatabaseError | OSError):
+    if isinstance(exc, IntegrityError | DataError) or not isinstance(exc, DatabaseError | OSError):
+        # DataError: a value the column refuses (PostgreSQL enforces String lengths, SQLite does
+        # not) -- a fault in what was written, not a store to try again later.
         return None
     reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
     where = _location(url) if url else "of this agent"
@@ -303,6 +308,10 @@ def store_error(exc: BaseException, url: str | None) -> StoreUnavailable | None:
         hint = "free some space on its disk, then run the command again"
     elif isinstance(exc, OperationalError) and "locked" in reason:
         hint = "another agent or command holds it; try again when it is done"
+    elif not (url or "sqlite").startswith("sqlite"):
+        hint = ("the database server cannot be reached or dropped the connection (a restart or a failover "
+                "of the server): the operation stays in the journal; run the command again, or `ops resume`, "
+                "once the server answers")
     else:
         hint = "check that the file (store.url, agent.data_dir) is the agent's store and can be read and written"
     return StoreUnavailable(f"the store {where} cannot be used: {reason}; {hint}", store=where)
@@ -314,12 +323,23 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.fence: Callable[[Session], None] | None = None
+        """Called at the end of every transaction, before its commit (``agent.engine.lease``
+        checks there that this process still holds the lease, and raises to roll back if not)."""
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}
+        else:
+            # A database server restarts or fails over between two uses of a pooled connection:
+            # pre-ping finds the dead connection and opens a new one, so an idle agent does not
+            # fail its next write (without it: "terminating connection due to administrator
+            # command" on the first statement after a restart). A connection lost inside a
+            # transaction still raises (StoreUnavailable), and SQLAlchemy then drops the whole
+            # pool. Recycling bounds how long a connection outlives a silent network drop.
+            kwargs.update(pool_pre_ping=True, pool_recycle=POOL_RECYCLE_S)
         engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(engine, "connect", _sqlite_pragmas)
@@ -346,6 +366,8 @@ class Store:
         try:
             with self._sessions.begin() as session:
                 yield session
+                if self.fence is not None:
+                    self.fence(session)
         except (DatabaseError, OSError) as exc:
             mapped = store_error(exc, str(self.engine.url))
             if mapped is None:

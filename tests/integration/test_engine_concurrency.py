@@ -99,7 +99,7 @@ DNS_VMS = 30
 DOMAIN = "apps.example."
 
 
-def two_plan_world(where: Path) -> Templates:
+def two_plan_world(where: Path, store_url: str | None = None) -> Templates:
     """30 VMs whose addresses change at failover into one pool, in two recovery plans of 15, with
     their A and PTR records on a simulated DNS server."""
     vms = [f"vm{i:03d}" for i in range(DNS_VMS)]
@@ -148,17 +148,17 @@ def two_plan_world(where: Path) -> Templates:
     where.mkdir()
     (where / "inventory.yaml").write_text(yaml.safe_dump(inventory))
     (where / "agent.yaml").write_text(yaml.safe_dump(config))
-    return Templates.build(where / "agent.yaml")
+    return Templates.build(where / "agent.yaml", store_url=store_url)
 
 
 @pytest.mark.slow
 def test_two_failovers_into_one_pool_at_once_never_leave_a_record_naming_another_vms_address(
-        new_rig, tmp_path: Path) -> None:
+        new_rig, store_url: str, tmp_path: Path) -> None:
     from agent.domain.model import RecordType
     from agent.domain.plan import ReserveIp
     from agent.domain.planning.dns import ptr_name
 
-    rig = new_rig(templates=two_plan_world(tmp_path / "two-plans"))
+    rig = new_rig(templates=two_plan_world(tmp_path / "two-plans", store_url))  # on SQLite and PostgreSQL
     # Both are planned before either reserves anything: they choose the same free addresses.
     ops = [rig.engine.create(OperationKind.PLANNED_FAILOVER, plan) for plan in ("half0", "half1")]
     planned = [{r.address for r in rig.engine.plan(plan, "planned").of(ReserveIp)} for plan in ("half0", "half1")]

@@ -260,7 +260,8 @@ CHILD = textwrap.dedent('''
             os.kill(os.getpid(), signal.SIGKILL)
 
     loaded = dataclasses.replace(load_config(config), simulator_state=Path(state))
-    engine = Engine(loaded.config, connect(loaded).ports, Store.for_path(Path(store_path)), crash_hook=hook,
+    store = Store.open(store_path) if "://" in store_path else Store.for_path(Path(store_path))
+    engine = Engine(loaded.config, connect(loaded).ports, store, crash_hook=hook,
                     sleep=time.sleep)
     view = engine.start(OperationKind.PLANNED_FAILOVER, "contoso-apps")
     while view.status == "waiting_for_manual_action":
@@ -279,8 +280,8 @@ def start_child(tmp_path: Path, rig: Rig, phase: str = "", step: str = "") -> su
 
 
 def test_a_real_sigkill_at_a_step_boundary_is_resumed_by_the_next_agent(
-        new_rig, uninterrupted: Uninterrupted, tmp_path: Path) -> None:
-    rig = new_rig()
+        new_rig, store_demo: Templates, uninterrupted: Uninterrupted, tmp_path: Path) -> None:
+    rig = new_rig(store_demo)  # on SQLite and on PostgreSQL
     rig.close()  # the child process is the agent now
     # Killed while the other host's failover, in the same stage, may be mid-call.
     child = start_child(tmp_path, rig, "acted", "applications/failover/hv-west-01")

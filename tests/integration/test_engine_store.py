@@ -1,6 +1,7 @@
 """The store across agent versions: a store left at the initial schema revision (by an older
 agent) opens in this one, which migrates it in place and carries on with what it recorded;
-opening an existing store never loses data. (PostgreSQL: optional, not run here.)"""
+opening an existing store never loses data. The migration tests run on SQLite and on PostgreSQL
+(``store_demo``): the migrations must be portable both ways."""
 
 from __future__ import annotations
 
@@ -12,14 +13,19 @@ from sqlalchemy import create_engine, inspect
 from agent.engine.migrate import _config, current_revision, head_revision
 from agent.engine.model import OperationKind, OpStatus
 from agent.engine.store import Store
-from tests.rigs import ACTOR
+from tests.rigs import ACTOR, Templates
 
 INITIAL = "0001"
 
 
-def at_revision(path: Path, revision: str) -> None:
-    """Take the store file back to ``revision``, as an agent of that version left it."""
-    engine = create_engine(f"sqlite:///{path}")
+def url_of(where: Path | str) -> str:
+    """The SQLAlchemy URL of a rig's store (a SQLite file, or already a URL)."""
+    return where if isinstance(where, str) else f"sqlite:///{where}"
+
+
+def at_revision(where: Path | str, revision: str) -> None:
+    """Take the store back to ``revision``, as an agent of that version left it."""
+    engine = create_engine(url_of(where))
     try:
         with engine.begin() as connection:
             command.downgrade(_config(connection), revision)
@@ -28,8 +34,9 @@ def at_revision(path: Path, revision: str) -> None:
         engine.dispose()
 
 
-def test_a_store_at_the_initial_revision_is_migrated_and_its_operations_carry_on(new_rig) -> None:
-    rig = new_rig()
+def test_a_store_at_the_initial_revision_is_migrated_and_its_operations_carry_on(
+        new_rig, store_demo: Templates) -> None:
+    rig = new_rig(store_demo)
     prepared = rig.start(OperationKind.PREPARE)
     waiting = rig.engine.start(OperationKind.TEST_FAILOVER, "contoso-apps")  # left at its manual pause
     rig.engine.journal.add_note(waiting.id, ACTOR, "paused for the application owners")
@@ -41,7 +48,7 @@ def test_a_store_at_the_initial_revision_is_migrated_and_its_operations_carry_on
 
     rig.restart()  # Store.open migrates
 
-    engine = create_engine(f"sqlite:///{rig.store_path}")
+    engine = create_engine(url_of(rig.store_path))
     try:
         assert current_revision(engine) == head_revision()
         assert "site_views" in inspect(engine).get_table_names()
@@ -57,8 +64,8 @@ def test_a_store_at_the_initial_revision_is_migrated_and_its_operations_carry_on
     assert rig.start(OperationKind.CLEANUP_TEST, parent_id=waiting.id).status == OpStatus.SUCCEEDED.value
 
 
-def test_opening_an_existing_store_keeps_everything(new_rig) -> None:
-    rig = new_rig()
+def test_opening_an_existing_store_keeps_everything(new_rig, store_demo: Templates) -> None:
+    rig = new_rig(store_demo)
     view = rig.start(OperationKind.PLANNED_FAILOVER)
     steps = [(s.name, s.status, s.attempts, s.outcome) for s in rig.engine.journal.steps(view.id)]
     snapshots = [(s.kind, s.key, s.data, s.written) for s in rig.engine.journal.snapshots(scope=view.id)]
@@ -66,7 +73,7 @@ def test_opening_an_existing_store_keeps_everything(new_rig) -> None:
     rig.close()
 
     for _ in range(2):  # opened (and "migrated") twice
-        store = Store.for_path(rig.store_path)
+        store = Store.open(url_of(rig.store_path))
         store.close()
     rig.restart()
 
@@ -79,12 +86,12 @@ def test_opening_an_existing_store_keeps_everything(new_rig) -> None:
     assert any(s.changed for s in commit.steps if s.action == "dns.restore_ttl")
 
 
-def test_every_migration_can_be_undone_and_done_again(new_rig) -> None:
+def test_every_migration_can_be_undone_and_done_again(new_rig, store_demo: Templates) -> None:
     """An operator who downgrades the agent takes the store back with Alembic; the way back must
     exist for every revision, and upgrading again gives a store that works."""
-    rig = new_rig()
+    rig = new_rig(store_demo)
     rig.close()
-    at_revision_base = create_engine(f"sqlite:///{rig.store_path}")
+    at_revision_base = create_engine(url_of(rig.store_path))
     try:
         with at_revision_base.begin() as connection:
             command.downgrade(_config(connection), "base")

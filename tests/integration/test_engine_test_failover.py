@@ -72,7 +72,15 @@ def test_cleaning_up_twice_changes_nothing_the_second_time(new_rig) -> None:
     ("outcome", "web/test-dns/dns-drill/corp.contoso.example."),
 ])
 def test_a_drill_killed_half_way_is_cleaned_up_completely(new_rig, phase: str, step: str) -> None:
-    rig = new_rig(crash_hook=kill_at(phase, step))
+    assert_killed_drill_cleaned_up(new_rig(crash_hook=kill_at(phase, step)))
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)  # SQLite: the case above
+def test_a_drill_killed_after_its_grant_is_cleaned_up_completely_on_postgresql(new_rig, store_demo) -> None:
+    assert_killed_drill_cleaned_up(new_rig(store_demo, crash_hook=kill_at("acted", "applications/reserve-test")))
+
+
+def assert_killed_drill_cleaned_up(rig) -> None:
     before = rig.world.snapshot()
     with pytest.raises(Killed):
         rig.start(TEST)
@@ -126,13 +134,16 @@ def test_a_second_drill_is_refused_while_the_first_is_not_cleaned_up(new_rig) ->
     assert rig.start(TEST).status == OpStatus.SUCCEEDED.value
 
 
-def test_a_forgotten_drill_is_cleaned_up_by_force_after_an_agent_restart(new_rig, tmp_path: Path) -> None:
-    """The maximum age passes while no agent runs; the next agent's scheduler catches up."""
+def test_a_forgotten_drill_is_cleaned_up_by_force_after_an_agent_restart(
+        new_rig, store_url: str, tmp_path: Path) -> None:
+    """The maximum age passes while no agent runs; the next agent's scheduler catches up (its
+    jobs in the store: on SQLite and on PostgreSQL)."""
 
     def two_seconds(config: dict) -> None:
         config.setdefault("policies", {})["test_failover_max_age"] = 2
 
-    templates = Templates.build(copy_demo(tmp_path / "short-max-age", edit=two_seconds))
+    templates = Templates.build(copy_demo(tmp_path / "short-max-age", edit=two_seconds, store_url=store_url),
+                                store_url=store_url)
     rig = new_rig(templates=templates)
     before = rig.world.snapshot()
     scheduler = Scheduler(rig.store)  # its jobs live in the agent's store
