@@ -267,12 +267,49 @@ class Tsig(Model):
     secret: SecretRef
 
 
+class GssTsig(Model):
+    """Kerberos-signed (GSS-TSIG, RFC 3645) updates: what AD-integrated zones accept.
+
+    ``keytab`` and ``ccache`` are ``env:NAME`` references to a variable holding the *path*: the
+    file itself is binary key material, so it is never read into the config.
+    """
+
+    principal: str
+    """The agent's Kerberos principal, ``name@REALM`` (REALM is upper case by convention)."""
+    keytab: str | None = None
+    ccache: str | None = None
+    server_principal: str | None = None
+    """Default ``DNS/<server host name>@<REALM of principal>``."""
+
+    @field_validator("principal", "server_principal")
+    @classmethod
+    def _principal(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("@") != 1 or value.startswith("@") or value.endswith("@")):
+            raise ValueError(f"a Kerberos principal is 'name@REALM', not {value!r}")
+        return value
+
+    @field_validator("keytab", "ccache")
+    @classmethod
+    def _env_ref(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("env:") or len(value) == 4 or "\0" in value):
+            raise ValueError("keytab and ccache are 'env:VARIABLE' references to a variable holding the path")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GssTsig:
+        if (self.keytab is None) == (self.ccache is None):
+            raise ValueError("gss_tsig needs exactly one of keytab or ccache")
+        return self
+
+
 class DnsServer(Model):
     name: Name
     kind: Literal["rfc2136", "windows", "sim"]
     address: str | None = None
     port: int = Field(default=53, ge=1, le=65535)
     tsig: Tsig | None = None
+    gss_tsig: GssTsig | None = None
+    """``rfc2136``: sign with Kerberos instead of a shared key (AD-integrated zones need this)."""
     endpoint: Endpoint | None = None
     """``windows``: how to reach the DNS server for the DnsServer cmdlets."""
     purpose: Literal["production", "test"] = "production"
@@ -291,8 +328,11 @@ class DnsServer(Model):
         if self.kind == "rfc2136":
             if not self.address:
                 raise ValueError("an rfc2136 server needs address")
-            if self.tsig is None:
-                raise ValueError("an rfc2136 server needs tsig (unsigned updates are not sent)")
+            if (self.tsig is None) == (self.gss_tsig is None):
+                raise ValueError(
+                    "an rfc2136 server needs exactly one of tsig (shared key) or gss_tsig (Kerberos; "
+                    "the only signing AD-integrated zones accept); unsigned updates are not sent"
+                )
         if self.kind == "windows" and self.endpoint is None:
             raise ValueError("a windows DNS server needs endpoint")
         return self

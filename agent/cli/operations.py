@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -38,6 +38,7 @@ from agent.cli.session import (
     open_journal,
     open_session,
     refuse_if_led,
+    request_cancel_of_led,
     resume_unfinished,
     review,
     run_shown,
@@ -422,6 +423,16 @@ def _stored_operation(op: str, config: Path | None, as_json: bool) -> Iterator[t
         yield sess, read_operation(sess.journal.store, op_id, partial(sess.journal.operation, op_id))
 
 
+def _say_cancel_requested(loaded: LoadedConfig, op_id: str, who: str, as_json: bool) -> NoReturn:
+    if as_json:
+        with open_journal(loaded) as journal:
+            print_json(journal.view(op_id).to_json(current_time()))
+    else:
+        out.print(f"cancel requested: {escape(who)} stops after its current stage and undoes what it did. If no "
+                  f"agent runs it any more, {command_line(loaded, f'ops resume {op_id}')} carries out the cancel.")
+    raise typer.Exit(EXIT_OK)
+
+
 @ops_app.command("resume", help="Continue an operation: after a manual pause (this says the manual "
                  "action is done), after an error was fixed (the failed step runs again; steps that "
                  "succeeded are not repeated), or after the agent was stopped. Shows progress like "
@@ -468,6 +479,14 @@ def ops_cancel(
 ) -> None:
     from agent.engine.compensation import can_compensate_again
 
+    with reporting(as_json=as_json):
+        loaded = read_config(config)
+        with open_journal(loaded) as journal:
+            op_id = _resolve_op(journal, op)
+            kind = journal.operation(op_id).kind
+        leader = request_cancel_of_led(loaded, op_id, kind, yes=yes)
+        if leader is not None:
+            _say_cancel_requested(loaded, op_id, f"{leader}, which runs {op_id},", as_json)
     with _stored_operation(op, config, as_json) as (sess, row):
         loaded, op_id = sess.loaded, row.id
         if row.status in FINAL and not can_compensate_again(row):
@@ -477,13 +496,8 @@ def ops_cancel(
         if row.kind in REAL_FAILOVERS:
             confirm_cancel(sess, row, yes=yes)
         if row.status == "running":
-            view = sess.engine.cancel(op_id, actor=current_user())
-            sess.say(f"cancel requested: the agent running {op_id} stops after its current stage and "
-                     f"undoes what it did. If no agent runs it any more, {command_line(loaded, f'ops resume {op_id}')} "
-                     "carries out the cancel.")
-            if as_json:
-                print_json(view.to_json(current_time()))
-            raise typer.Exit(EXIT_OK)
+            sess.engine.cancel(op_id, actor=current_user())
+            _say_cancel_requested(loaded, op_id, f"the agent running {op_id}", as_json)
         view = run_shown(sess, op_id, lambda: sess.engine.cancel(op_id, actor=current_user()))
         comp = (sess.journal.operation(op_id).result or {}).get("compensation") or {}
         if as_json:

@@ -161,7 +161,9 @@ def plan_from_sites(loaded: LoadedConfig, plan_name: str, kind: PlanKind) -> Pla
     "with a short summary, or every problem found with file, line and key.\n\n"
     "--deep first checks that every secret resolves and every endpoint answers a read-only call "
     "(each VMM server, Hyper-V host and router, and each DNS server for each zone with a query "
-    "signed by its TSIG key), as 'run' does before it changes anything.\n\n" + EXIT_CODES_HELP
+    "signed the way its updates are: a shared TSIG key for BIND, Kerberos (gss_tsig) for "
+    "AD-integrated Windows zones, which accept no shared-key TSIG), as 'run' does before it "
+    "changes anything.\n\n" + EXIT_CODES_HELP
 )
 def validate(
     config: ConfigOption = None,

@@ -246,6 +246,33 @@ def refuse_if_led(loaded: LoadedConfig) -> None:
         store.close()
 
 
+def request_cancel_of_led(loaded: LoadedConfig, op_id: str, kind: str, *, yes: bool) -> str | None:
+    """Cancel an operation another live process is running: ask it to, through the store, and
+    say who will act. None when no other process leads (the caller cancels by itself).
+
+    Only the request is written -- the flag the leader's runner reads between stages, and the
+    audit record -- so no lease is needed: this process executes nothing."""
+
+    from agent.engine.journal import Journal
+    from agent.engine.lease import Lease
+
+    store = _open_store(loaded)
+    try:
+        holder = Lease(store, lease_s=loaded.config.store.lease_s).current()
+        journal = Journal(store, actor=loaded.config.agent.owner_id)
+        if holder is None or not holder.live() or journal.operation(op_id).status != "running":
+            return None
+        if kind in REAL_FAILOVERS and not yes:
+            raise NotConfirmed(f"cancelling {kind.replace('_', ' ')} {op_id} rolls the failover back, and it is being "
+                               f"run by {holder.describe()}: there is no preview from here; review it with "
+                               f"{command_line(loaded, f'ops show {op_id}')}, then run again with --yes",
+                               operation=op_id)
+        journal.request_cancel(op_id, current_user())
+        return holder.describe()
+    finally:
+        store.close()
+
+
 def _lease_refusal(loaded: LoadedConfig, store: Store, holder: Holder) -> LeaseHeld:
     from agent.engine.journal import Journal
     from agent.engine.lease import LeaseHeld

@@ -405,12 +405,20 @@ class Journal:
     # ------------------------------------------------------------------ site views
 
     def save_site_view(self, site: str, part: str, data: Any) -> None:
-        with self.store.session() as s:
-            row = s.get(SiteViewRow, (site, part))
-            if row is None:
-                s.add(SiteViewRow(site=site, part=part, data=data, read_at=utcnow()))
-            else:
-                row.data, row.read_at = data, utcnow()
+        # Two processes reading a site at once both find no row and both insert: the one that
+        # loses the race updates the row the other wrote (its own read is as fresh).
+        for last in (False, True):
+            try:
+                with self.store.session() as s:
+                    row = s.get(SiteViewRow, (site, part))
+                    if row is None:
+                        s.add(SiteViewRow(site=site, part=part, data=data, read_at=utcnow()))
+                    else:
+                        row.data, row.read_at = data, utcnow()
+                return
+            except IntegrityError:
+                if last:
+                    raise
 
     def load_site_view(self, site: str, part: str) -> tuple[Any, str] | None:
         with self.store.session() as s:

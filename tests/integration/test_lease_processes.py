@@ -151,6 +151,29 @@ def test_a_second_run_or_resume_beside_a_running_operation_is_refused_and_change
         executed_once(site)
 
 
+def test_ops_cancel_beside_the_leader_asks_it_to_cancel_and_the_leader_undoes_it(site_factory) -> None:
+    site = site_factory("c", latency=0.2)
+    before, conn = site.world()
+    start = before.snapshot()
+    conn.close()
+    first = site.cli("run", "--plan", DEMO_PLAN, "--kind", "test")
+    op_id = site.wait_for(OpStatus.RUNNING.value)
+    cancel = site.cli("ops", "cancel", op_id)
+    out, err = cancel.communicate(timeout=120)
+    assert cancel.returncode == 0, err[-2000:]
+    assert f"failover-agent pid {first.pid} on host" in out and "stops after its current stage" in out, out
+    first.communicate(timeout=120)
+    engine, conn = site.engine()
+    try:
+        assert engine.view(op_id).status == OpStatus.CANCELLED.value, "the leader carried the cancel out"
+        assert sim_of(conn).snapshot() == start, "the undo left the sites as they were"
+        trail = [(a.actor, a.action) for a in engine.store.audit_trail(op_id)]
+        assert any(action == "operation.cancel_requested" for _, action in trail)
+    finally:
+        engine.store.close()
+        conn.close()
+
+
 def test_two_runs_started_at_once_on_an_empty_store_run_one_operation_once(site_factory, kind: str) -> None:
     for trial in range(TRIALS):
         site = site_factory(f"t{trial}")
