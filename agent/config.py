@@ -115,20 +115,46 @@ class Model(BaseModel):
 class Endpoint(Model):
     """How the agent reaches one remote system."""
 
-    transport: Literal["sim", "psrp", "winrm"] = "sim"
-    """``sim``: the simulated site; ``psrp``: PowerShell remoting over WSMan (pypsrp)."""
+    transport: Literal["sim", "psrp", "winrm", "local"] = "sim"
+    """``sim``: the simulated site; ``psrp``: PowerShell remoting over WSMan (pypsrp);
+    ``winrm``: a WinRM command shell (pywinrm); ``local``: ``powershell.exe`` on this machine
+    (the agent runs on the VMM server itself)."""
     address: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     username: str | None = None
     credential: SecretRef | None = None
     auth: Literal["negotiate", "kerberos", "ntlm", "credssp", "certificate", "basic"] = "negotiate"
+    """``basic`` sends the password on every request: for test servers only, and over HTTPS."""
     ssl: bool = True
+    cert_validation: bool = True
+    """Check the server's HTTPS certificate (against ``ca_file`` when set, else the system CAs)."""
     ca_file: SafePath | None = None
+    """A PEM bundle of the CAs that sign the endpoints' HTTPS certificates."""
+    client_cert: SafePath | None = None
+    """With ``auth: certificate``: the client certificate (PEM) mapped to a local account."""
+    client_key: SafePath | None = None
+    connect_timeout_s: float = seconds(30.0, high=600)
+    operation_timeout_s: float = seconds(60.0, high=86400)
+    """How long one WSMan operation may wait for the host before the call is a timeout."""
 
     @model_validator(mode="after")
     def _remote_needs_address(self) -> Endpoint:
-        if self.transport != "sim" and not self.address:
+        if self.transport not in ("sim", "local") and not self.address:
             raise ValueError(f"transport {self.transport} needs an address")
+        if self.transport == "local" and self.address:
+            raise ValueError("transport local runs on this machine and takes no address")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        if self.auth == "certificate" and (self.client_cert is None or not self.ssl):
+            raise ValueError("auth certificate needs ssl: true, client_cert and client_key")
+        if self.auth != "certificate" and self.client_cert is not None:
+            raise ValueError(f"client_cert is used only with auth certificate, not {self.auth}")
+        if self.ca_file is not None and not (self.ssl and self.cert_validation):
+            raise ValueError("ca_file is used only with ssl: true and cert_validation: true")
+        # Kerberos and negotiate may use the service account's ticket; the others need the password.
+        if self.transport in ("psrp", "winrm") and self.auth in ("basic", "ntlm", "credssp") \
+                and self.username is not None and self.credential is None:
+            raise ValueError(f"username {self.username} needs a credential (env:NAME or file:PATH)")
         return self
 
 

@@ -5,7 +5,7 @@ checks and previews."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -90,12 +90,39 @@ def validate_config(loaded: LoadedConfig, *, reset_simulator: bool = False, deep
     if deep:
         from agent.cli.preflight import require_preflight, show
 
+        _probe_powershell_endpoints(loaded)
         report = require_preflight(loaded)
     inventory = check_against_sites(loaded, reset_simulator=reset_simulator)
     out.print(f"config OK: {escape(_where(loaded))}")
     out.print(escape(_summary(loaded, inventory)))
     if report is not None:
         show(report, out)
+
+
+def _probe_powershell_endpoints(loaded: LoadedConfig) -> None:
+    """``--deep``: each PowerShell endpoint, read-only, one line each; refused unless all answer
+    and have the module their role needs."""
+
+    from agent.drivers.remoting.probe import probe_endpoints
+    from agent.drivers.remoting.transports import open_remote
+
+    opened: dict[str, Any] = {}
+
+    def remote(transport: str) -> Any:
+        if transport not in opened:
+            opened[transport] = open_remote(transport, loaded)
+        return opened[transport]
+
+    try:
+        probes = probe_endpoints(loaded.config, remote)
+    finally:
+        for r in opened.values():
+            r.close()
+    for p in probes:
+        out.print(escape(f"{p.key} ({p.address}): {p.outcome}: {p.detail}"))
+    failed = [p for p in probes if not p.ok]
+    if failed:
+        raise loaded.located([(p.key, f"{p.address}: {p.outcome}: {p.detail}") for p in failed])
 
 
 def check_against_sites(loaded: LoadedConfig, *, reset_simulator: bool = False) -> Inventory:

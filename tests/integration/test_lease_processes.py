@@ -122,8 +122,9 @@ def executed_once(site: Site) -> None:
         conn.close()
 
 
-TRIALS = 2
-"""Per store kind, in the suite (each trial is two agent processes); tests/benchmarks has more."""
+TRIALS = int(os.environ.get("FA_PROCESS_TRIALS", "2"))
+"""Per store kind, in the suite (each trial is two agent processes, 5-20 s); the issue's 20-trial
+runs: ``FA_PROCESS_TRIALS=20 python -m pytest tests/integration/test_lease_processes.py``."""
 
 
 def test_a_second_run_or_resume_beside_a_running_operation_is_refused_and_changes_nothing(site_factory) -> None:
