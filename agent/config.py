@@ -334,7 +334,7 @@ class DnsServer(Model):
                     "the only signing AD-integrated zones accept); unsigned updates are not sent"
                 )
         if self.kind == "windows" and (self.endpoint is None or self.endpoint.transport == "sim"):
-            raise ValueError("a windows DNS server needs endpoint, with a remoting transport (psrp or winrm)")
+            raise ValueError("a windows DNS server needs endpoint, with a remoting transport (psrp, winrm or local)")
         return self
 
 

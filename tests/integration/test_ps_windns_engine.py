@@ -116,3 +116,34 @@ def test_a_record_refused_mid_batch_is_cleaned_up_with_the_rest(tmp_path: Path,
             store.close()
     assert cleanup.status == OpStatus.SUCCEEDED.value
     assert world.snapshot()["record_sets"] == before["record_sets"], "every record the drill wrote is put back"
+
+
+def test_a_drill_and_its_cleanup_with_windows_dns_over_the_wire(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """The DNS servers only on the wire: engine -> PsWindowsDns -> psrp -> pypsrp -> HTTP -> the
+    PSRP test server -> tests/remotesim/dns.py; each script arrives as the shipped text."""
+    from agent.drivers.remoting import load_script
+    from tests.psrpserver import serving
+    from tests.remotesim import targets_for
+    from tests.rigs import Rig, Templates
+
+    with serving(monkeypatch) as server:
+        templates = Templates.build(copy_demo(tmp_path / "demo", edit=over_psrp(("dns",), port=server.port)))
+        state, store = templates.copy_to(tmp_path / "rig")
+        rig = Rig(templates.loaded, state, store)
+        server.world, server.targets = rig.world, targets_for(templates.loaded.config)
+        try:
+            before = rig.world.snapshot()
+            test = rig.start(OperationKind.TEST_FAILOVER)
+            during = rig.world.snapshot()
+            cleanup = rig.start(OperationKind.CLEANUP_TEST, parent_id=test.id)
+            after = rig.world.snapshot()
+        finally:
+            rig.close()
+    assert (test.status, cleanup.status) == (OpStatus.SUCCEEDED.value, OpStatus.SUCCEEDED.value), (
+        test.errors, cleanup.errors)
+    assert during["record_sets"]["dns-drill"] != before["record_sets"]["dns-drill"]
+    assert after == before
+    assert {server.targets[r.host].role for r in server.received} == {"dns"}
+    texts = {r.script_text for r in server.received}
+    assert load_script("dns/Set-AgentDnsRecord").text in texts and load_script("dns/Get-AgentDnsRecord").text in texts

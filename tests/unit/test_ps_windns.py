@@ -29,7 +29,8 @@ A, AAAA, PTR = RecordType.A, RecordType.AAAA, RecordType.PTR
 
 def server(name: str = "dns-main", **extra: Any) -> DnsServer:
     return DnsServer(name=name, kind="windows", endpoint=Endpoint(
-        transport="psrp", address=f"{name}.sim.test", username="agent", auth="basic", ssl=False), **extra)
+        transport="psrp", address=f"{name}.sim.test", username="agent", credential="env:FA_SIM_PASSWORD", auth="basic",
+        ssl=False), **extra)
 
 
 def remote_for(world: SimWorld) -> SimRemote:
