@@ -91,9 +91,6 @@ def test_a_passing_dns_fault_ends_the_drill_as_on_the_sim_driver(tmp_path: Path,
     assert ps_world == sim_world
 
 
-@pytest.mark.xfail(strict=True, reason="agent/engine/actions/dns.py: on a permanent dns_batch_failed every change "
-                   "of the zone is journalled as not written, though the port says the others stay applied; "
-                   "the cleanup then leaves them behind (the engine must re-read, as the port asks)")
 def test_a_record_refused_mid_batch_is_cleaned_up_with_the_rest(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FA_SIM_PASSWORD", "not-used-in-process")

@@ -151,9 +151,20 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
     if not changes:
         return _with_deviations(StepResult(items=done), deviations)
     refused = _send(ctx, server, zone, changes)
-    if refused is not None:
-        return StepResult(items=done + [ItemOutcome(key=it.key, vm=it.vm, error=refused) for it in pending])
     written = list(zip(pending, changes, strict=True))
+    if refused is not None:
+        if refused.get("code") != "dns_batch_failed":
+            return StepResult(items=done + [ItemOutcome(key=it.key, vm=it.vm, error=refused) for it in pending])
+        # Part of the batch failed, and what succeeded stays applied (the port's promise): what
+        # the zone holds now decides which sets are the agent's to put back. Journalling them
+        # all as unwritten left a cleanup that did not restore the ones in effect.
+        after = {(r.name, r.type.value): r for r in ctx.call(
+            f"dns.read@{server}", lambda: dns.read(zone, [(ch.name, ch.type) for ch in changes]))}
+        held = [(it, ch) for it, ch in written if _holds(after.get((ch.name, ch.type.value)), ch)]
+        done += [ItemOutcome(key=it.key, vm=it.vm, error=refused) for it, ch in written if (it, ch) not in held]
+        written = held
+        if not written:
+            return StepResult(items=done)
     ctx.journal.manage_records([(zone, ch.name, ch.type.value) for _, ch in written], "written")
     ctx.journal.set_written_many(scope=ctx.op_id, kind="dns", written={
         dns_snapshot_key(server, zone, it.name, it.type): {"values": list(ch.new_values), "ttl": ch.ttl}
@@ -167,6 +178,12 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
     # Verified only once the write is journalled: a crash while waiting on a slow secondary must
     # not leave the agent unsure whose record it is.
     return _with_deviations(StepResult(items=done, info=_verify(ctx, server, zone, changes)), deviations)
+
+
+def _holds(now: Any, change: RecordChange) -> bool:
+    """Whether a record set read back holds what ``change`` wrote (values, and TTL when set)."""
+    return _values(now) == tuple(change.new_values) and (not change.new_values or (now is not None
+                                                                                   and now.ttl == change.ttl))
 
 
 def _with_deviations(result: StepResult, deviations: dict[str, dict[str, Any]]) -> StepResult:
