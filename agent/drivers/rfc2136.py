@@ -58,7 +58,6 @@ from __future__ import annotations
 import binascii
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import dns.flags
@@ -77,11 +76,11 @@ from agent.dns.errors import error_for_exception, error_for_rcode
 from agent.dns.names import (
     canonical_name,
     canonical_rdata,
-    parse_canonical,
     record_label,
     reverse_name,
     to_dns_name,
 )
+from agent.dns.pinning import Pinned, conflict, pin, update_message
 from agent.dns.transport import DnsSession, Question, TcpSession
 from agent.dns.verify import VerifyReport, signed_soa, verify_update
 from agent.domain.errors import DnsBadKey, DnsBatchError, DnsInvalidRequest, DnsNotAuthoritative, DnsPrerequisiteFailed
@@ -98,57 +97,6 @@ _ALGORITHMS: dict[str, dns.name.Name] = {
     "hmac-sha1": dns.tsig.HMAC_SHA1,
     "hmac-md5": dns.tsig.HMAC_MD5,  # HMAC-MD5.SIG-ALG.REG.INT, not "hmac-md5."
 }
-
-_MAX_TTL = 2**31 - 1  # RFC 2181 section 8
-
-__all__ = ["Rfc2136Dns", "reverse_name"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Pinned:
-    """One change, parsed: canonical texts for comparing, rdata for the message."""
-
-    name: dns.name.Name
-    type: RecordType
-    rdtype: dns.rdatatype.RdataType
-    ttl: int
-    expected: tuple[str, ...]
-    new: tuple[str, ...]
-    expected_rdata: tuple[dns.rdata.Rdata, ...]
-    new_rdata: tuple[dns.rdata.Rdata, ...]
-
-    @property
-    def key(self) -> tuple[dns.name.Name, dns.rdatatype.RdataType]:
-        return (self.name, self.rdtype)
-
-    @property
-    def label(self) -> str:
-        return record_label(self.name.to_text(), self.type)
-
-    def holds(self, current: RecordSet | None) -> bool:
-        """The change's outcome is already in place (values and TTL)."""
-        if not self.new:
-            return current is None
-        return current is not None and current.values == self.new and current.ttl == self.ttl
-
-    def expected_holds(self, current: RecordSet | None) -> bool:
-        if not self.expected:
-            return current is None
-        return current is not None and current.values == self.expected
-
-
-def _where(index: int, change: RecordChange) -> str:
-    return f"changes[{index}] ({change.name} {change.type})"
-
-
-def _conflict(change: _Pinned, found: RecordSet | None) -> dict[str, Any]:
-    """How a conflict is reported: the RRset, what the change was pinned to, what is there."""
-    return {
-        "record": change.label,
-        "expected": list(change.expected),
-        "found": list(found.values) if found else [],
-        "found_ttl": found.ttl if found else None,
-    }
 
 
 class Rfc2136Dns:
@@ -296,7 +244,7 @@ class Rfc2136Dns:
         failed.
         """
         zone_name = self._zone_name(zone)
-        pinned = self._pin(zone_name, changes)
+        pinned = pin(zone_name, changes, self._fields)
         if not pinned:
             return
         zone_text = zone_name.to_text()
@@ -319,7 +267,7 @@ class Rfc2136Dns:
                 # Message i is built while the server works on message i-1: building takes about
                 # as long as BIND takes to apply one, so the server's time is hidden.
                 if i < len(batches) and i not in messages:
-                    messages[i] = self._message(zone_name, batches[i], key)
+                    messages[i] = update_message(zone_name, batches[i], key)
 
             failures: list[AgentError] = []
             stop: AgentError | None = None
@@ -371,7 +319,7 @@ class Rfc2136Dns:
         self,
         session: DnsSession,
         zone: dns.name.Name,
-        batch: list[_Pinned],
+        batch: list[Pinned],
         key: dns.tsig.Key,
         fields: dict[str, Any],
         message: dns.update.UpdateMessage,
@@ -383,7 +331,7 @@ class Rfc2136Dns:
         pending = batch
         for attempt in (1, 2):
             if attempt == 2:
-                message = self._message(zone, pending, key)
+                message = update_message(zone, pending, key)
             err = self._send(session, message, len(pending), fields, meanwhile if attempt == 1 else None)
             if not isinstance(err, DnsPrerequisiteFailed):
                 return err
@@ -398,7 +346,7 @@ class Rfc2136Dns:
                 # A second refusal without a visible conflict: the RRset changed and changed back
                 # between the refusal and the read. Report it rather than chase it.
                 found = conflicts or remaining
-                details = [_conflict(c, current[c.key]) for c in found]
+                details = [conflict(c, current[c.key]) for c in found]
                 now = ", ".join(f"{d['record']} now {d['found'] or 'absent'}" for d in details)
                 log.warning("dns.conflict", zone=fields["zone"], server=self.name, conflicts=details)
                 return DnsPrerequisiteFailed(
@@ -412,19 +360,6 @@ class Rfc2136Dns:
                 return None  # everything in it was already in place (a retry of an applied update)
             pending = remaining
         return None  # unreachable: attempt 2 always returns above
-
-    @staticmethod
-    def _message(zone: dns.name.Name, batch: list[_Pinned], key: dns.tsig.Key) -> dns.update.UpdateMessage:
-        message = dns.update.UpdateMessage(zone, keyring=key, keyname=key.name, keyalgorithm=key.algorithm)
-        for c in batch:
-            if c.expected:
-                message.present(c.name, *c.expected_rdata)
-                message.delete(c.name, c.rdtype)
-            else:
-                message.absent(c.name, c.rdtype)
-            if c.new:
-                message.add(c.name, c.ttl, *c.new_rdata)
-        return message
 
     def _send(
         self,
@@ -524,76 +459,6 @@ class Rfc2136Dns:
             return to_dns_name(name)
         except ValueError as exc:
             raise DnsInvalidRequest(str(exc), **self._fields) from exc
-
-    def _pin(self, zone: dns.name.Name, changes: Sequence[RecordChange]) -> list[_Pinned]:
-        """Parse and check every change; all problems are reported together."""
-        problems: list[str] = []
-        pinned: list[_Pinned] = []
-        # Hot path of a 1,000-change apply: texts are parsed once per distinct zone and type,
-        # and duplicates are found by text (a dns.name.Name hashes label by label).
-        seen: set[tuple[str, str]] = set()
-        zones: dict[str, dns.name.Name] = {}
-        rdtypes: dict[str, dns.rdatatype.RdataType] = {}
-        for i, change in enumerate(changes):
-            where = functools.partial(_where, i, change)  # the text is built only for a problem
-            try:
-                name = to_dns_name(change.name)
-                change_zone = zones.get(change.zone) or zones.setdefault(change.zone, to_dns_name(change.zone))
-            except ValueError as exc:
-                problems.append(f"{where()}: {exc}")
-                continue
-            if change_zone != zone:
-                problems.append(f"{where()}: belongs to zone {change_zone}, not {zone}")
-            if not name.is_subdomain(zone):
-                problems.append(f"{where()}: {name} is not in zone {zone}")
-            if change.ttl > _MAX_TTL:
-                problems.append(f"{where()}: ttl {change.ttl} is over {_MAX_TTL}")
-            rtype = RecordType(change.type)
-            rdtype = rdtypes.get(rtype) or rdtypes.setdefault(rtype, dns.rdatatype.from_text(rtype))
-            text = name.to_text()
-            if (text, rtype) in seen:
-                problems.append(f"{where()}: the same record set is changed twice in one call")
-            seen.add((text, rtype))
-            try:
-                expected, expected_rdata = self._rdata(rtype, change.expected)
-                new, new_rdata = self._rdata(rtype, change.new_values)
-            except ValueError as exc:
-                problems.append(f"{where()}: {exc}")
-                continue
-            pinned.append(
-                _Pinned(
-                    name=name,
-                    type=rtype,
-                    rdtype=rdtype,
-                    ttl=change.ttl,
-                    expected=expected,
-                    new=new,
-                    expected_rdata=expected_rdata,
-                    new_rdata=new_rdata,
-                )
-            )
-        if problems:
-            raise DnsInvalidRequest(
-                f"{len(problems)} problem(s) in the changes for zone {zone}: " + "; ".join(problems),
-                zone=zone.to_text(),
-                problems=problems,
-                **self._fields,
-            )
-        return pinned
-
-    @staticmethod
-    def _rdata(rtype: RecordType, values: Iterable[str]) -> tuple[tuple[str, ...], tuple[dns.rdata.Rdata, ...]]:
-        """Sorted canonical texts and their rdata. Keyed by canonical text, so "2001:DB8::1" and
-        "2001:db8::1" count once."""
-        if isinstance(values, (tuple, list)) and len(values) == 1:  # the common case, without sorting
-            text, rd = parse_canonical(rtype, values[0])
-            return (text,), (rd,)
-        unique: dict[str, dns.rdata.Rdata] = {}
-        for value in values:
-            text, rd = parse_canonical(rtype, value)  # rd is sent in the lower-case form compared
-            unique.setdefault(text, rd)
-        texts = tuple(sorted(unique))
-        return texts, tuple(unique[k] for k in texts)
 
     def probe(self, zone: str) -> str:
         """Preflight: :func:`agent.dns.verify.signed_soa` of ``zone``, with the key updates use."""
