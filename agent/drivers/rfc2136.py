@@ -73,6 +73,7 @@ import structlog
 
 from agent.config import DnsServer
 from agent.dns.errors import error_for_exception, error_for_rcode
+from agent.dns.gss import GssSigner
 from agent.dns.names import (
     canonical_name,
     canonical_rdata,
@@ -118,8 +119,10 @@ class Rfc2136Dns:
     ) -> None:
         if server.kind != "rfc2136":
             raise ValueError(f"DNS server {server.name} is of kind {server.kind!r}, not 'rfc2136'")
-        if not server.address or server.tsig is None:
-            raise ValueError(f"DNS server {server.name} needs an address and a tsig key for RFC 2136 updates")
+        if not server.address or (server.tsig is None) == (server.gss_tsig is None):
+            raise ValueError(
+                f"DNS server {server.name} needs an address and one of tsig or gss_tsig for RFC 2136 updates"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
         self.name: str = server.name
@@ -131,15 +134,23 @@ class Rfc2136Dns:
         self._fields: dict[str, Any] = {
             "server": server.name,
             "address": f"{host}:{server.port}",
-            "key": server.tsig.name,
+            "key": server.tsig.name if server.tsig is not None else server.gss_tsig.principal,  # type: ignore[union-attr]
         }
         address, port, timeout = server.address, server.port, server.timeout_s
         self._session_factory = session_factory or (lambda: TcpSession(address, port, timeout))
+        self._gss: GssSigner | None = None
+        if server.gss_tsig is not None:
+            self._gss = GssSigner(server.gss_tsig, server.address, self._session_factory, self._fields)
 
     def __repr__(self) -> str:
+        signing = (
+            f"key={self._tsig.name!r}, algorithm={self._tsig.algorithm!r}"
+            if self._tsig is not None
+            else f"gss_principal={self._fields['key']!r}, algorithm='gss-tsig'"
+        )
         return (
-            f"Rfc2136Dns(name={self.name!r}, address={self._fields['address']!r}, key={self._tsig.name!r}, "
-            f"algorithm={self._tsig.algorithm!r}, zones={list(self.zones)!r}, batch_size={self.batch_size})"
+            f"Rfc2136Dns(name={self.name!r}, address={self._fields['address']!r}, {signing}, "
+            f"zones={list(self.zones)!r}, batch_size={self.batch_size})"
         )
 
     # -------------------------------------------------------------- verification
@@ -251,7 +262,7 @@ class Rfc2136Dns:
         ctx = dict(self._fields, zone=zone_text)
         session = self._session_factory()
         try:
-            key = self._tsig_key()
+            key = self._signing_key()
             pending = pinned
             already = [c for c in pinned if c.expected == c.new]
             if already:
@@ -370,24 +381,45 @@ class Rfc2136Dns:
         meanwhile: Callable[[], None] | None = None,
     ) -> AgentError | None:
         what = f"update {fields['batch']} of {fields['batches']} for zone {fields['zone']} ({count} record sets)"
-        try:
-            session.send(message)
-            if meanwhile is not None:
-                meanwhile()
-            reply = session.receive(message)
-        except Exception as exc:
-            err = error_for_exception(exc, what=what, **fields)
-            if err is None:
-                raise
-            err.__cause__ = exc
-            return err
-        log.debug("dns.update", zone=fields["zone"], server=self.name, batch=fields["batch"], rcode=reply.rcode())
-        return error_for_rcode(reply.rcode(), what=what, **fields)
+        for fresh in (False, True):
+            if self._gss is not None:
+                # Signed at send time with the context valid now: an apply may outlive a context,
+                # and a message built ahead was signed with none in particular.
+                if fresh:
+                    self._gss.forget()
+                try:
+                    key = self._gss.key()
+                except AgentError as failed:
+                    return failed
+                message.use_tsig(key, keyname=key.name, algorithm=key.algorithm)
+            try:
+                session.send(message)
+                if meanwhile is not None:
+                    meanwhile()
+                    meanwhile = None
+                reply = session.receive(message)
+            except Exception as exc:
+                err = error_for_exception(exc, what=what, **fields)
+                if err is None:
+                    raise
+                err.__cause__ = exc
+                if isinstance(err, DnsBadKey) and self._gss is not None and not fresh:
+                    # The server forgot the context (restart without its key file, expiry): once more.
+                    log.info("dns.gss_renegotiate", server=self.name, zone=fields["zone"], reason=err.code)
+                    continue
+                return err
+            log.debug("dns.update", zone=fields["zone"], server=self.name, batch=fields["batch"], rcode=reply.rcode())
+            return error_for_rcode(reply.rcode(), what=what, **fields)
+        return None  # unreachable: the second pass always returns
 
     # ---------------------------------------------------------------- helpers
 
-    def _tsig_key(self) -> dns.tsig.Key:
-        """The key for this call only. The secret is revealed here and nowhere else."""
+    def _signing_key(self) -> dns.tsig.Key:
+        """The key for this call only. The TSIG secret is revealed here and nowhere else; a
+        GSS-TSIG context is the signer's, negotiated when it has none that is still valid."""
+        if self._gss is not None:
+            return self._gss.key()
+        assert self._tsig is not None
         try:
             return dns.tsig.Key(self._tsig.name, self._tsig.secret.reveal(), _ALGORITHMS[self._tsig.algorithm])
         except (binascii.Error, ValueError):
@@ -462,4 +494,4 @@ class Rfc2136Dns:
 
     def probe(self, zone: str) -> str:
         """Preflight: :func:`agent.dns.verify.signed_soa` of ``zone``, with the key updates use."""
-        return signed_soa(self._session_factory, self._zone_name(zone), self._tsig_key(), self._fields)
+        return signed_soa(self._session_factory, self._zone_name(zone), self._signing_key(), self._fields)
