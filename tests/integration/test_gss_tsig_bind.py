@@ -1,0 +1,175 @@
+"""GSS-TSIG (Kerberos-signed) RFC 2136 updates against a real BIND 9 and the real throwaway KDC of
+tests/kdc.py: what AD-integrated zones accept. named gets the DNS/localhost keytab
+(``tkey-gssapi-keytab``) and an update-policy granting only ``agent@TEST.EXAMPLE``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.rcode
+import dns.update
+import pytest
+import structlog
+import yaml
+
+from agent.config import DnsServer
+from agent.configfile import demo_dir
+from agent.domain.errors import DnsBadKey, DnsRefused
+from agent.domain.model import RecordChange, RecordType
+from agent.drivers.rfc2136 import Rfc2136Dns
+from tests.bind import FORWARD_ZONE, REVERSE4_ZONE, BindServer
+from tests.integration.test_dns_end_to_end import _zone_texts
+from tests.kdc import Kdc, require_gssapi
+
+pytestmark = pytest.mark.bind
+
+SPN = "DNS/localhost@TEST.EXAMPLE"
+
+
+class Realm:
+    def __init__(self, kdc: Kdc, bind: BindServer, keytabs: dict[str, Path]) -> None:
+        self.kdc, self.bind, self.keytabs = kdc, bind, keytabs
+
+
+def _realm(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+           zones: dict[str, str] | None = None) -> Iterator[Realm]:
+    require_gssapi()
+    kdc = Kdc(tmp_path / "krb")
+    for name, value in kdc.environ().items():
+        monkeypatch.setenv(name, value)  # before gssapi reads the krb5 config, and inherited by named
+    kdc.start()
+    try:
+        service = kdc.principal("DNS/localhost")
+        keytabs = {p: kdc.principal(p) for p in ("agent", "intruder")}
+        for p, path in keytabs.items():
+            monkeypatch.setenv(f"KT_{p.upper()}", str(path))
+        bind = BindServer(tmp_path / "named", named=named, zones=zones, update_keys=(), gss_keytab=service,
+                          grants=[f"grant agent@{kdc.realm} zonesub ANY"])
+        bind.start()
+        try:
+            yield Realm(kdc, bind, keytabs)
+        finally:
+            bind.stop()
+    finally:
+        kdc.stop()
+
+
+@pytest.fixture
+def realm(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Realm]:
+    yield from _realm(named, tmp_path, monkeypatch)
+
+
+def _driver(bind: BindServer, principal: str = "agent@TEST.EXAMPLE", keytab: str = "env:KT_AGENT",
+            zones: tuple[str, ...] = (FORWARD_ZONE, REVERSE4_ZONE), **gss: str) -> Rfc2136Dns:
+    server = DnsServer.model_validate({
+        "name": "dns-ad", "kind": "rfc2136", "address": bind.host, "port": bind.port, "timeout_s": 5,
+        "gss_tsig": {"principal": principal, "keytab": keytab, "server_principal": SPN, **gss},
+        "verify_timeout_s": 5,
+    })
+    return Rfc2136Dns(server, zones)
+
+
+def _change(zone: str, name: str, rtype: str, new: tuple[str, ...], expected: tuple[str, ...] = (),
+            ttl: int = 300) -> RecordChange:
+    return RecordChange(zone=zone, name=name, type=RecordType(rtype), ttl=ttl, expected=expected, new_values=new)
+
+
+def test_a_and_ptr_updates_signed_with_a_kerberos_ticket_apply_and_are_visible(realm: Realm) -> None:
+    driver = _driver(realm.bind)
+    driver.apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"gss1.{FORWARD_ZONE}", "A", ("192.0.2.77",))])
+    ptr = driver.reverse_name("192.0.2.77")
+    driver.apply(REVERSE4_ZONE, [_change(REVERSE4_ZONE, ptr, "PTR", (f"gss1.{FORWARD_ZONE}",))])
+    assert realm.bind.rrset(f"gss1.{FORWARD_ZONE}", "A") == (300, ("192.0.2.77",))
+    assert realm.bind.rrset(ptr, "PTR") == (300, (f"gss1.{FORWARD_ZONE}",))
+    assert "key agent\\@TEST.EXAMPLE: updating zone" in realm.bind.log_tail(20000)
+
+
+def test_an_unsigned_update_is_refused(realm: Realm) -> None:
+    update = dns.update.UpdateMessage(FORWARD_ZONE)
+    update.add(f"evil.{FORWARD_ZONE}", 300, "A", "192.0.2.66")
+    assert realm.bind.send_update(update).rcode() == dns.rcode.REFUSED
+    assert realm.bind.rrset(f"evil.{FORWARD_ZONE}", "A") is None
+
+
+def test_an_update_signed_by_a_principal_the_policy_does_not_grant_is_refused_naming_it(realm: Realm) -> None:
+    intruder = _driver(realm.bind, principal="intruder@TEST.EXAMPLE", keytab="env:KT_INTRUDER")
+    with pytest.raises(DnsRefused) as caught:
+        intruder.apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"evil2.{FORWARD_ZONE}", "A", ("192.0.2.67",))])
+    assert caught.value.fields["key"] == "intruder@TEST.EXAMPLE"
+    assert "dns-ad" in caught.value.message
+    assert realm.bind.rrset(f"evil2.{FORWARD_ZONE}", "A") is None
+    assert "intruder\\@TEST.EXAMPLE" in realm.bind.log_tail(20000)
+
+
+def test_a_principal_with_no_key_in_the_keytab_fails_naming_server_and_principal(realm: Realm) -> None:
+    nobody = _driver(realm.bind, principal="nobody@TEST.EXAMPLE")  # agent's keytab: no key for nobody
+    with pytest.raises(DnsBadKey) as caught:
+        nobody.apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"x.{FORWARD_ZONE}", "A", ("192.0.2.68",))])
+    assert "nobody@TEST.EXAMPLE" in caught.value.message and "dns-ad" in caught.value.message
+    assert realm.bind.rrset(f"x.{FORWARD_ZONE}", "A") is None
+
+
+def test_an_unset_keytab_variable_is_named(realm: Realm) -> None:
+    driver = _driver(realm.bind, keytab="env:KT_NOT_SET")
+    with pytest.raises(DnsBadKey, match="KT_NOT_SET is not set"):
+        driver.probe(FORWARD_ZONE)
+
+
+def test_an_unknown_service_principal_is_reported_as_such(realm: Realm) -> None:
+    driver = _driver(realm.bind, server_principal="DNS/nosuch.test.example@TEST.EXAMPLE")
+    with pytest.raises(DnsBadKey, match="no such service principal"):
+        driver.probe(FORWARD_ZONE)
+
+
+def test_the_context_is_renegotiated_when_the_server_has_forgotten_it(realm: Realm) -> None:
+    driver = _driver(realm.bind)
+    driver.apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"r1.{FORWARD_ZONE}", "A", ("192.0.2.81",))])
+    realm.bind.stop()
+    (realm.bind.dir / "_default.tsigkeys").unlink(missing_ok=True)  # named would reload the key from it
+    realm.bind.start()
+    with structlog.testing.capture_logs() as events:
+        driver.apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"r2.{FORWARD_ZONE}", "A", ("192.0.2.82",))])
+    assert [e for e in events if e["event"] == "dns.gss_renegotiate"], "the stale context was refused first"
+    assert realm.bind.rrset(f"r2.{FORWARD_ZONE}", "A") == (300, ("192.0.2.82",))
+
+
+def test_probe_proves_the_kerberos_signed_soa_query(realm: Realm) -> None:
+    assert "verifies" in _driver(realm.bind).probe(FORWARD_ZONE)
+
+
+# ----------------------------------------------------------- the demo's record set, over GSS
+
+def _demo_zones() -> dict[str, str]:
+    return _zone_texts(yaml.safe_load((demo_dir() / "demo-inventory.yaml").read_text()))
+
+
+@pytest.fixture
+def demo_realm(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Realm]:
+    yield from _realm(named, tmp_path, monkeypatch, zones=_demo_zones())
+
+
+def test_the_demo_record_set_applies_verifies_and_restores_exactly_over_gss(demo_realm: Realm) -> None:
+    bind = demo_realm.bind
+    forward = "corp.contoso.example."
+    driver = _driver(bind, zones=tuple(bind.zones))
+    names = [(f"{h}.{forward}", RecordType.A) for h in ("sql01", "web01", "app01", "app02")]
+    before = driver.read(forward, names)
+    assert before, "the demo zone holds the application servers"
+    moved = [
+        _change(forward, rs.name, "A", (f"172.16.1.{10 + i}",), expected=rs.values, ttl=60)
+        for i, rs in enumerate(before)
+    ]
+    driver.apply(forward, moved)
+    report = driver.verify(forward, moved)
+    assert report is not None and report.ok, report.summary() if report else None
+    for i, rs in enumerate(before):
+        assert bind.rrset(rs.name, "A") == (60, (f"172.16.1.{10 + i}",))
+    restore = [
+        _change(forward, rs.name, "A", rs.values, expected=(f"172.16.1.{10 + i}",), ttl=rs.ttl)
+        for i, rs in enumerate(before)
+    ]
+    driver.apply(forward, restore)
+    assert driver.read(forward, names) == before
+    driver.apply(forward, restore)  # a retry of an applied restore: already in place, nothing refused
+    assert driver.read(forward, names) == before
