@@ -30,15 +30,23 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.TKEY
 import dns.tsig
+import structlog
 
 from agent.config import GssTsig
 from agent.dns.errors import error_for_exception, error_for_rcode
 from agent.dns.transport import DnsSession
 from agent.domain.errors import DnsBadKey, DnsBadTime
 
+log = structlog.get_logger(__name__)
+
 _SPNEGO = "1.3.6.1.5.5.2"  # what Windows clients and nsupdate -g negotiate
 _MARGIN_S = 300.0  # renegotiate this long before the granted key or the ticket runs out
 _ASKED_S = 86400  # TKEY lifetime asked for; the server grants what it wants (BIND: 3600 s)
+
+
+def _now() -> float:
+    """The clock context lifetimes count on (a seam: tests move it past an expiry)."""
+    return time.monotonic()
 
 
 def _gssapi() -> ModuleType:
@@ -76,7 +84,7 @@ class GssSigner:
     def key(self) -> dns.tsig.Key:
         """The current context as a signing key; negotiated when there is none or it is about to
         expire."""
-        if self._key is None or time.monotonic() >= self._until:
+        if self._key is None or _now() >= self._until:
             self._key = None
             self._key, self._until = self._negotiate()
         return self._key
@@ -181,4 +189,6 @@ class GssSigner:
         finally:
             session.close()
         lifetime = min(granted, float(ctx.lifetime or granted))
-        return key, time.monotonic() + max(lifetime - min(_MARGIN_S, lifetime / 10), 0.0)
+        log.info("dns.gss_negotiated", server=self._fields.get("server"), principal=self.principal,
+                 server_principal=self.server_principal, key_name=keyname.to_text(), lifetime_s=lifetime)
+        return key, _now() + max(lifetime - min(_MARGIN_S, lifetime / 10), 0.0)

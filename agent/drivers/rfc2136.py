@@ -1,9 +1,12 @@
 """The :class:`~agent.ports.Dns` port over RFC 2136 dynamic updates signed with TSIG, on dnspython.
 
-Works with any server that takes RFC 2136 updates signed with HMAC TSIG (BIND 9 is what the
-tests run). Windows DNS signs its secure updates with GSS-TSIG (Kerberos), which this driver does
-not do: AD-integrated zones belong to the DnsServer-cmdlet driver. Everything travels over TCP:
-reads, SOA lookups and updates.
+Works with any server that takes RFC 2136 updates signed with HMAC TSIG (``tsig``) or with
+GSS-TSIG, RFC 3645 (``gss_tsig``: a Kerberos context negotiated in a TKEY exchange, what
+AD-integrated Windows zones accept; :mod:`agent.dns.gss`). BIND 9 with a throwaway MIT KDC is
+what the tests run; Windows itself is not tested here. Everything travels over TCP: reads, SOA
+lookups, TKEY negotiations and updates. A GSS-TSIG update is signed when it is sent, with the
+context valid then; one refused with BADKEY/BADSIG (the server lost the context) is signed
+with a fresh one and sent once more.
 
 **Pinning a record set.** Each :class:`~agent.domain.model.RecordChange` becomes, inside one
 update message:
@@ -50,7 +53,9 @@ and is left out).
 **Secrets.** The TSIG secret is fetched from its :class:`~agent.config.SecretRef` at the start of
 each call and lives in a local ``dns.tsig.Key`` (and the update messages signed with it) for
 that call only -- never on ``self``, in a log event or in an error (``dns.tsig.Key.__repr__``
-prints the secret, so the key object itself must never be logged or stored).
+prints the secret, so the key object itself must never be logged or stored). A GSS-TSIG context
+is no configured secret: the driver's signer keeps it until it nears expiry, so a failover does
+not negotiate per call; the Kerberos keys stay in the keytab or ccache.
 """
 
 from __future__ import annotations

@@ -134,6 +134,26 @@ def test_the_context_is_renegotiated_when_the_server_has_forgotten_it(realm: Rea
     assert realm.bind.rrset(f"r2.{FORWARD_ZONE}", "A") == (300, ("192.0.2.82",))
 
 
+def test_the_context_is_renegotiated_before_it_expires_and_reused_until_then(
+        realm: Realm, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.dns.gss
+
+    driver = _driver(realm.bind)
+    with structlog.testing.capture_logs() as events:
+        driver.apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"e1.{FORWARD_ZONE}", "A", ("192.0.2.91",))])
+        driver.apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"e2.{FORWARD_ZONE}", "A", ("192.0.2.92",))])
+        negotiated = [e for e in events if e["event"] == "dns.gss_negotiated"]
+        assert len(negotiated) == 1, "one context for both updates"
+        assert 0 < negotiated[0]["lifetime_s"] <= 3600  # what BIND grants
+        later = agent.dns.gss._now() + negotiated[0]["lifetime_s"]
+        monkeypatch.setattr(agent.dns.gss, "_now", lambda: later)
+        driver.apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"e3.{FORWARD_ZONE}", "A", ("192.0.2.93",))])
+    negotiated = [e for e in events if e["event"] == "dns.gss_negotiated"]
+    assert len(negotiated) == 2 and negotiated[0]["key_name"] != negotiated[1]["key_name"]
+    assert not [e for e in events if e["event"] == "dns.gss_renegotiate"], "no refusal was needed"
+    assert realm.bind.rrset(f"e3.{FORWARD_ZONE}", "A") == (300, ("192.0.2.93",))
+
+
 def test_probe_proves_the_kerberos_signed_soa_query(realm: Realm) -> None:
     assert "verifies" in _driver(realm.bind).probe(FORWARD_ZONE)
 
