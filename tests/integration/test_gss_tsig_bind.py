@@ -4,6 +4,9 @@ tests/kdc.py: what AD-integrated zones accept. named gets the DNS/localhost keyt
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,17 +17,30 @@ import structlog
 import yaml
 
 from agent.config import DnsServer
-from agent.configfile import demo_dir
+from agent.configfile import demo_dir, load_config
 from agent.domain.errors import DnsBadKey, DnsRefused
 from agent.domain.model import RecordChange, RecordType
 from agent.drivers.rfc2136 import Rfc2136Dns
+from agent.engine.model import OperationKind
+from agent.engine.service import Engine
+from agent.engine.store import Store
+from agent.wiring import connect
 from tests.bind import FORWARD_ZONE, REVERSE4_ZONE, BindServer
-from tests.integration.test_dns_end_to_end import _zone_texts
+from tests.integration.test_dns_end_to_end import _records, _run, _zone_texts
 from tests.kdc import Kdc, require_gssapi
 
 pytestmark = pytest.mark.bind
 
 SPN = "DNS/localhost@TEST.EXAMPLE"
+
+
+def require_kinit() -> str:
+    found = shutil.which("kinit")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("kinit (krb5-user) is missing from the CI image")
+        pytest.skip("kinit (krb5-user) is not installed")
+    return found
 
 
 class Realm:
@@ -193,3 +209,53 @@ def test_the_demo_record_set_applies_verifies_and_restores_exactly_over_gss(demo
     assert driver.read(forward, names) == before
     driver.apply(forward, restore)  # a retry of an applied restore: already in place, nothing refused
     assert driver.read(forward, names) == before
+
+
+def test_a_ccache_from_kinit_signs_as_well(realm: Realm, tmp_path: Path) -> None:
+    kinit = require_kinit()
+    ccache = tmp_path / "agent.ccache"
+    subprocess.run([kinit, "-kt", str(realm.keytabs["agent"]), "-c", f"FILE:{ccache}", "agent@TEST.EXAMPLE"],
+                   check=True, capture_output=True, env={**os.environ, **realm.kdc.environ()})
+    os.environ["AGENT_CCACHE"] = f"FILE:{ccache}"
+    try:
+        server = DnsServer.model_validate({
+            "name": "dns-ad", "kind": "rfc2136", "address": realm.bind.host, "port": realm.bind.port,
+            "gss_tsig": {"principal": "agent@TEST.EXAMPLE", "ccache": "env:AGENT_CCACHE", "server_principal": SPN},
+        })
+        Rfc2136Dns(server, (FORWARD_ZONE,)).apply(
+            FORWARD_ZONE, [_change(FORWARD_ZONE, f"cc.{FORWARD_ZONE}", "A", ("192.0.2.95",))])
+    finally:
+        del os.environ["AGENT_CCACHE"]
+    assert realm.bind.rrset(f"cc.{FORWARD_ZONE}", "A") == (300, ("192.0.2.95",))
+
+
+def test_the_engine_fails_over_and_back_through_wiring_over_gss(demo_realm: Realm, tmp_path: Path) -> None:
+    """The demo's planned failover and failback with its DNS server configured for gss_tsig:
+    wiring builds the driver (no refusal any more), every update is Kerberos-signed."""
+    for name in ("demo.yaml", "demo-inventory.yaml"):
+        shutil.copy(demo_dir() / name, tmp_path / name)
+    cfg = yaml.safe_load((tmp_path / "demo.yaml").read_text())
+    cfg["agent"]["data_dir"] = str(tmp_path / "var")
+    for server in cfg["dns"]["servers"]:
+        if server["name"] == "dns-contoso":
+            server.clear()
+            server.update({"name": "dns-contoso", "kind": "rfc2136", "address": demo_realm.bind.host,
+                           "port": demo_realm.bind.port, "verify_timeout_s": 5,
+                           "gss_tsig": {"principal": "agent@TEST.EXAMPLE", "keytab": "env:KT_AGENT",
+                                        "server_principal": SPN}})
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    loaded = load_config(tmp_path / "demo.yaml")
+    connection = connect(loaded)
+    store = Store.for_path(tmp_path / "var" / "agent.sqlite")
+    try:
+        engine = Engine(loaded.config, connection.ports, store, sleep=lambda s: None)
+        before = _records(demo_realm.bind)
+        _run(engine, OperationKind.PLANNED_FAILOVER)
+        assert demo_realm.bind.rrset("app01.corp.contoso.example.", "A") == (60, ("172.16.1.10",))
+        for kind in (OperationKind.COMMIT, OperationKind.REVERSE, OperationKind.FAILBACK):
+            _run(engine, kind)
+        assert _records(demo_realm.bind) == before
+    finally:
+        connection.close()
+        store.close()
+    assert "key agent\\@TEST.EXAMPLE: updating zone 'corp.contoso.example/IN'" in demo_realm.bind.log_tail(50000)
