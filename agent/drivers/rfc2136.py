@@ -148,11 +148,12 @@ class Rfc2136Dns:
             self._gss = GssSigner(server.gss_tsig, server.address, self._session_factory, self._fields)
 
     def __repr__(self) -> str:
-        signing = (
-            f"key={self._tsig.name!r}, algorithm={self._tsig.algorithm!r}"
-            if self._tsig is not None
-            else f"gss_principal={self._fields['key']!r}, algorithm='gss-tsig'"
-        )
+        if self._gss is not None:
+            signing = (f"gss_principal={self._gss.principal!r}, server_principal={self._gss.server_principal!r}, "
+                       "algorithm='gss-tsig'")
+        else:
+            assert self._tsig is not None
+            signing = f"key={self._tsig.name!r}, algorithm={self._tsig.algorithm!r}"
         return (
             f"Rfc2136Dns(name={self.name!r}, address={self._fields['address']!r}, {signing}, "
             f"zones={list(self.zones)!r}, batch_size={self.batch_size})"
