@@ -35,7 +35,7 @@ import structlog
 from agent.config import GssTsig
 from agent.dns.errors import error_for_exception, error_for_rcode
 from agent.dns.transport import DnsSession
-from agent.domain.errors import DnsBadKey, DnsBadTime
+from agent.domain.errors import DnsBadKey, DnsBadTime, DnsRefused
 
 log = structlog.get_logger(__name__)
 
@@ -172,6 +172,11 @@ class GssSigner:
                     if err is None:
                         raise
                     raise err from exc
+                if reply.rcode() in (dns.rcode.REFUSED, dns.rcode.NOTAUTH, dns.rcode.NOTIMP):
+                    rcode = dns.rcode.to_text(reply.rcode())
+                    raise DnsRefused(
+                        f"{self._where} refused {what} ({rcode}): it does not take Kerberos-signed updates, or not "
+                        f"for service principal {self.server_principal}", rcode=rcode, **self._fields)
                 rcode_err = error_for_rcode(reply.rcode(), what=what, **self._fields)
                 if rcode_err is not None:
                     raise rcode_err

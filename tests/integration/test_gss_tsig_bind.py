@@ -123,6 +123,7 @@ def test_a_principal_with_no_key_in_the_keytab_fails_naming_server_and_principal
     with pytest.raises(DnsBadKey) as caught:
         nobody.apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"x.{FORWARD_ZONE}", "A", ("192.0.2.68",))])
     assert "nobody@TEST.EXAMPLE" in caught.value.message and "dns-ad" in caught.value.message
+    assert "no ticket" in caught.value.message, caught.value.message
     assert realm.bind.rrset(f"x.{FORWARD_ZONE}", "A") is None
 
 
@@ -259,3 +260,16 @@ def test_the_engine_fails_over_and_back_through_wiring_over_gss(demo_realm: Real
         connection.close()
         store.close()
     assert "key agent\\@TEST.EXAMPLE: updating zone 'corp.contoso.example/IN'" in demo_realm.bind.log_tail(50000)
+
+
+def test_a_server_that_does_not_do_gss_tsig_refuses_the_negotiation_naming_server_and_principal(
+        realm: Realm, tmp_path: Path) -> None:
+    plain = BindServer(tmp_path / "plain", named=realm.bind.named, update_keys=())  # no tkey-gssapi-keytab
+    plain.start()
+    try:
+        with pytest.raises(DnsRefused) as caught:
+            _driver(plain).apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"p.{FORWARD_ZONE}", "A", ("192.0.2.96",))])
+    finally:
+        plain.stop()
+    message = caught.value.message
+    assert "dns-ad" in message and "agent@TEST.EXAMPLE" in message and "Kerberos-signed" in message, message
