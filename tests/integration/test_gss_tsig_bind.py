@@ -57,11 +57,12 @@ def _realm(named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     kdc.start()
     try:
         service = kdc.principal("DNS/localhost")
-        keytabs = {p: kdc.principal(p) for p in ("agent", "intruder")}
+        keytabs = {p: kdc.principal(p) for p in ("agent", "intruder", f"host/web9.{FORWARD_ZONE.rstrip('.')}")}
         for p, path in keytabs.items():
-            monkeypatch.setenv(f"KT_{p.upper()}", str(path))
+            monkeypatch.setenv(f"KT_{p.split('/')[0].upper()}", str(path))
         bind = BindServer(tmp_path / "named", named=named, zones=zones, update_keys=(), gss_keytab=service,
-                          grants=[f"grant agent@{kdc.realm} zonesub ANY"])
+                          grants=[f"grant agent@{kdc.realm} zonesub ANY",
+                                                   f"grant {kdc.realm} krb5-self . A"])
         bind.start()
         try:
             yield Realm(kdc, bind, keytabs)
@@ -116,6 +117,15 @@ def test_an_update_signed_by_a_principal_the_policy_does_not_grant_is_refused_na
     assert "dns-ad" in caught.value.message
     assert realm.bind.rrset(f"evil2.{FORWARD_ZONE}", "A") is None
     assert "intruder\\@TEST.EXAMPLE" in realm.bind.log_tail(20000)
+
+
+def test_a_host_principal_may_update_its_own_a_record_only_krb5_self(realm: Realm) -> None:
+    host = _driver(realm.bind, principal="host/web9.example.test@TEST.EXAMPLE", keytab="env:KT_HOST")
+    host.apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"web9.{FORWARD_ZONE}", "A", ("192.0.2.99",))])
+    assert realm.bind.rrset(f"web9.{FORWARD_ZONE}", "A") == (300, ("192.0.2.99",))
+    with pytest.raises(DnsRefused):
+        host.apply(FORWARD_ZONE, [_change(FORWARD_ZONE, f"web8.{FORWARD_ZONE}", "A", ("192.0.2.98",))])
+    assert realm.bind.rrset(f"web8.{FORWARD_ZONE}", "A") is None
 
 
 def test_a_principal_with_no_key_in_the_keytab_fails_naming_server_and_principal(realm: Realm) -> None:
