@@ -248,11 +248,7 @@ def _asked(loaded: LoadedConfig) -> _Asked:
         for j, router in enumerate(third.routers):
             asked.routes.add(router_key(router), f"third_sites[{i}].routers[{j}].kind", router)
     for i, server in enumerate(cfg.dns.servers):
-        if server.kind == "rfc2136" and server.gss_tsig is not None:
-            # Refused at load, located, until the Kerberos signing lands (issue 11).
-            asked.dns.add("rfc2136 with gss_tsig", f"dns.servers[{i}].gss_tsig", server)
-        else:
-            asked.dns.add(server.kind, f"dns.servers[{i}].kind", server)
+        asked.dns.add(server.kind, f"dns.servers[{i}].kind", server)
     return asked
 
 

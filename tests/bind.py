@@ -171,6 +171,8 @@ class BindServer:
         forwarders: Sequence[tuple[str, int]] = (),
         port: int | None = None,
         named: str | None = None,
+        gss_keytab: Path | None = None,
+        grants: Sequence[str] | None = None,
     ) -> None:
         self.dir = Path(directory).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -180,6 +182,10 @@ class BindServer:
         self.keys: dict[str, TsigKey] = dict(keys) if keys is not None else default_keys()
         self.update_keys = tuple(update_keys)
         self.forwarders = tuple(forwarders)
+        # GSS-TSIG (recipe section 3): named accepts any service principal in this keytab; the
+        # update-policy grants name Kerberos principals ("grant agent@REALM zonesub ANY").
+        self.gss_keytab = gss_keytab
+        self.grants = tuple(grants) if grants is not None else None
         found = named or named_path()
         if found is None:
             raise NamedUnavailable("named is not installed")
@@ -198,6 +204,9 @@ class BindServer:
         (self.dir / "keys.conf").write_text("".join(k.conf() for k in self.keys.values()))
         self.dir.joinpath("keys.conf").chmod(0o600)
         grants = " ".join(f"grant {name} zonesub ANY;" for name in self.update_keys)
+        if self.grants is not None:
+            grants += " " + " ".join(g.rstrip(";") + ";" for g in self.grants)
+        gss = f'tkey-gssapi-keytab "{self.gss_keytab}";' if self.gss_keytab is not None else ""
         zones = "".join(
             f'zone "{zone}" {{ type primary; file "{self.zone_file(zone)}"; update-policy {{ {grants} }}; }};\n'
             for zone in self.zones
@@ -223,6 +232,7 @@ class BindServer:
                     dnssec-validation no;
                     notify no;
                     {resolving}
+                    {gss}
                 }};
                 controls {{ }};
                 logging {{

@@ -9,6 +9,8 @@ Modules:
 * :mod:`agent.dns.errors` -- dnspython's and the socket layer's failures mapped onto the ``Dns``
   port's errors (whose classes live in :mod:`agent.domain.errors`).
 * :mod:`agent.dns.transport` -- the I/O seam: one TCP connection, updates and pipelined queries.
+* :mod:`agent.dns.pinning` -- RFC 2136 changes parsed, checked and written as pinned updates.
+* :mod:`agent.dns.gss` -- GSS-TSIG (Kerberos) signing: the TKEY negotiation and its context.
 * :mod:`agent.dns.verify` -- after an update, wait until every authoritative server answers it,
   and report which lag and what resolvers still cache.
 """

@@ -1,9 +1,12 @@
 """The :class:`~agent.ports.Dns` port over RFC 2136 dynamic updates signed with TSIG, on dnspython.
 
-Works with any server that takes RFC 2136 updates signed with HMAC TSIG (BIND 9 is what the
-tests run). Windows DNS signs its secure updates with GSS-TSIG (Kerberos), which this driver does
-not do: AD-integrated zones belong to the DnsServer-cmdlet driver. Everything travels over TCP:
-reads, SOA lookups and updates.
+Works with any server that takes RFC 2136 updates signed with HMAC TSIG (``tsig``) or with
+GSS-TSIG, RFC 3645 (``gss_tsig``: a Kerberos context negotiated in a TKEY exchange, what
+AD-integrated Windows zones accept; :mod:`agent.dns.gss`). BIND 9 with a throwaway MIT KDC is
+what the tests run; Windows itself is not tested here. Everything travels over TCP: reads, SOA
+lookups, TKEY negotiations and updates. A GSS-TSIG update is signed when it is sent, with the
+context valid then; one refused with BADKEY/BADSIG (the server lost the context) is signed
+with a fresh one and sent once more.
 
 **Pinning a record set.** Each :class:`~agent.domain.model.RecordChange` becomes, inside one
 update message:
@@ -50,7 +53,9 @@ and is left out).
 **Secrets.** The TSIG secret is fetched from its :class:`~agent.config.SecretRef` at the start of
 each call and lives in a local ``dns.tsig.Key`` (and the update messages signed with it) for
 that call only -- never on ``self``, in a log event or in an error (``dns.tsig.Key.__repr__``
-prints the secret, so the key object itself must never be logged or stored).
+prints the secret, so the key object itself must never be logged or stored). A GSS-TSIG context
+is no configured secret: the driver's signer keeps it until it nears expiry, so a failover does
+not negotiate per call; the Kerberos keys stay in the keytab or ccache.
 """
 
 from __future__ import annotations
@@ -58,7 +63,6 @@ from __future__ import annotations
 import binascii
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import dns.flags
@@ -74,14 +78,15 @@ import structlog
 
 from agent.config import DnsServer
 from agent.dns.errors import error_for_exception, error_for_rcode
+from agent.dns.gss import GssSigner
 from agent.dns.names import (
     canonical_name,
     canonical_rdata,
-    parse_canonical,
     record_label,
     reverse_name,
     to_dns_name,
 )
+from agent.dns.pinning import Pinned, conflict, pin, update_message
 from agent.dns.transport import DnsSession, Question, TcpSession
 from agent.dns.verify import VerifyReport, signed_soa, verify_update
 from agent.domain.errors import DnsBadKey, DnsBatchError, DnsInvalidRequest, DnsNotAuthoritative, DnsPrerequisiteFailed
@@ -98,57 +103,6 @@ _ALGORITHMS: dict[str, dns.name.Name] = {
     "hmac-sha1": dns.tsig.HMAC_SHA1,
     "hmac-md5": dns.tsig.HMAC_MD5,  # HMAC-MD5.SIG-ALG.REG.INT, not "hmac-md5."
 }
-
-_MAX_TTL = 2**31 - 1  # RFC 2181 section 8
-
-__all__ = ["Rfc2136Dns", "reverse_name"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Pinned:
-    """One change, parsed: canonical texts for comparing, rdata for the message."""
-
-    name: dns.name.Name
-    type: RecordType
-    rdtype: dns.rdatatype.RdataType
-    ttl: int
-    expected: tuple[str, ...]
-    new: tuple[str, ...]
-    expected_rdata: tuple[dns.rdata.Rdata, ...]
-    new_rdata: tuple[dns.rdata.Rdata, ...]
-
-    @property
-    def key(self) -> tuple[dns.name.Name, dns.rdatatype.RdataType]:
-        return (self.name, self.rdtype)
-
-    @property
-    def label(self) -> str:
-        return record_label(self.name.to_text(), self.type)
-
-    def holds(self, current: RecordSet | None) -> bool:
-        """The change's outcome is already in place (values and TTL)."""
-        if not self.new:
-            return current is None
-        return current is not None and current.values == self.new and current.ttl == self.ttl
-
-    def expected_holds(self, current: RecordSet | None) -> bool:
-        if not self.expected:
-            return current is None
-        return current is not None and current.values == self.expected
-
-
-def _where(index: int, change: RecordChange) -> str:
-    return f"changes[{index}] ({change.name} {change.type})"
-
-
-def _conflict(change: _Pinned, found: RecordSet | None) -> dict[str, Any]:
-    """How a conflict is reported: the RRset, what the change was pinned to, what is there."""
-    return {
-        "record": change.label,
-        "expected": list(change.expected),
-        "found": list(found.values) if found else [],
-        "found_ttl": found.ttl if found else None,
-    }
 
 
 class Rfc2136Dns:
@@ -170,8 +124,10 @@ class Rfc2136Dns:
     ) -> None:
         if server.kind != "rfc2136":
             raise ValueError(f"DNS server {server.name} is of kind {server.kind!r}, not 'rfc2136'")
-        if not server.address or server.tsig is None:
-            raise ValueError(f"DNS server {server.name} needs an address and a tsig key for RFC 2136 updates")
+        if not server.address or (server.tsig is None) == (server.gss_tsig is None):
+            raise ValueError(
+                f"DNS server {server.name} needs an address and one of tsig or gss_tsig for RFC 2136 updates"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
         self.name: str = server.name
@@ -183,15 +139,24 @@ class Rfc2136Dns:
         self._fields: dict[str, Any] = {
             "server": server.name,
             "address": f"{host}:{server.port}",
-            "key": server.tsig.name,
+            "key": server.tsig.name if server.tsig is not None else server.gss_tsig.principal,  # type: ignore[union-attr]
         }
         address, port, timeout = server.address, server.port, server.timeout_s
         self._session_factory = session_factory or (lambda: TcpSession(address, port, timeout))
+        self._gss: GssSigner | None = None
+        if server.gss_tsig is not None:
+            self._gss = GssSigner(server.gss_tsig, server.address, self._session_factory, self._fields)
 
     def __repr__(self) -> str:
+        if self._gss is not None:
+            signing = (f"gss_principal={self._gss.principal!r}, server_principal={self._gss.server_principal!r}, "
+                       "algorithm='gss-tsig'")
+        else:
+            assert self._tsig is not None
+            signing = f"key={self._tsig.name!r}, algorithm={self._tsig.algorithm!r}"
         return (
-            f"Rfc2136Dns(name={self.name!r}, address={self._fields['address']!r}, key={self._tsig.name!r}, "
-            f"algorithm={self._tsig.algorithm!r}, zones={list(self.zones)!r}, batch_size={self.batch_size})"
+            f"Rfc2136Dns(name={self.name!r}, address={self._fields['address']!r}, {signing}, "
+            f"zones={list(self.zones)!r}, batch_size={self.batch_size})"
         )
 
     # -------------------------------------------------------------- verification
@@ -296,14 +261,14 @@ class Rfc2136Dns:
         failed.
         """
         zone_name = self._zone_name(zone)
-        pinned = self._pin(zone_name, changes)
+        pinned = pin(zone_name, changes, self._fields)
         if not pinned:
             return
         zone_text = zone_name.to_text()
         ctx = dict(self._fields, zone=zone_text)
         session = self._session_factory()
         try:
-            key = self._tsig_key()
+            key = self._signing_key()
             pending = pinned
             already = [c for c in pinned if c.expected == c.new]
             if already:
@@ -319,7 +284,7 @@ class Rfc2136Dns:
                 # Message i is built while the server works on message i-1: building takes about
                 # as long as BIND takes to apply one, so the server's time is hidden.
                 if i < len(batches) and i not in messages:
-                    messages[i] = self._message(zone_name, batches[i], key)
+                    messages[i] = update_message(zone_name, batches[i], key)
 
             failures: list[AgentError] = []
             stop: AgentError | None = None
@@ -371,7 +336,7 @@ class Rfc2136Dns:
         self,
         session: DnsSession,
         zone: dns.name.Name,
-        batch: list[_Pinned],
+        batch: list[Pinned],
         key: dns.tsig.Key,
         fields: dict[str, Any],
         message: dns.update.UpdateMessage,
@@ -383,7 +348,7 @@ class Rfc2136Dns:
         pending = batch
         for attempt in (1, 2):
             if attempt == 2:
-                message = self._message(zone, pending, key)
+                message = update_message(zone, pending, key)
             err = self._send(session, message, len(pending), fields, meanwhile if attempt == 1 else None)
             if not isinstance(err, DnsPrerequisiteFailed):
                 return err
@@ -398,7 +363,7 @@ class Rfc2136Dns:
                 # A second refusal without a visible conflict: the RRset changed and changed back
                 # between the refusal and the read. Report it rather than chase it.
                 found = conflicts or remaining
-                details = [_conflict(c, current[c.key]) for c in found]
+                details = [conflict(c, current[c.key]) for c in found]
                 now = ", ".join(f"{d['record']} now {d['found'] or 'absent'}" for d in details)
                 log.warning("dns.conflict", zone=fields["zone"], server=self.name, conflicts=details)
                 return DnsPrerequisiteFailed(
@@ -413,19 +378,6 @@ class Rfc2136Dns:
             pending = remaining
         return None  # unreachable: attempt 2 always returns above
 
-    @staticmethod
-    def _message(zone: dns.name.Name, batch: list[_Pinned], key: dns.tsig.Key) -> dns.update.UpdateMessage:
-        message = dns.update.UpdateMessage(zone, keyring=key, keyname=key.name, keyalgorithm=key.algorithm)
-        for c in batch:
-            if c.expected:
-                message.present(c.name, *c.expected_rdata)
-                message.delete(c.name, c.rdtype)
-            else:
-                message.absent(c.name, c.rdtype)
-            if c.new:
-                message.add(c.name, c.ttl, *c.new_rdata)
-        return message
-
     def _send(
         self,
         session: DnsSession,
@@ -435,24 +387,45 @@ class Rfc2136Dns:
         meanwhile: Callable[[], None] | None = None,
     ) -> AgentError | None:
         what = f"update {fields['batch']} of {fields['batches']} for zone {fields['zone']} ({count} record sets)"
-        try:
-            session.send(message)
-            if meanwhile is not None:
-                meanwhile()
-            reply = session.receive(message)
-        except Exception as exc:
-            err = error_for_exception(exc, what=what, **fields)
-            if err is None:
-                raise
-            err.__cause__ = exc
-            return err
-        log.debug("dns.update", zone=fields["zone"], server=self.name, batch=fields["batch"], rcode=reply.rcode())
-        return error_for_rcode(reply.rcode(), what=what, **fields)
+        for fresh in (False, True):
+            if self._gss is not None:
+                # Signed at send time with the context valid now: an apply may outlive a context,
+                # and a message built ahead was signed with none in particular.
+                if fresh:
+                    self._gss.forget()
+                try:
+                    key = self._gss.key()
+                except AgentError as failed:
+                    return failed
+                message.use_tsig(key, keyname=key.name, algorithm=key.algorithm)
+            try:
+                session.send(message)
+                if meanwhile is not None:
+                    meanwhile()
+                    meanwhile = None
+                reply = session.receive(message)
+            except Exception as exc:
+                err = error_for_exception(exc, what=what, **fields)
+                if err is None:
+                    raise
+                err.__cause__ = exc
+                if isinstance(err, DnsBadKey) and self._gss is not None and not fresh:
+                    # The server forgot the context (restart without its key file, expiry): once more.
+                    log.info("dns.gss_renegotiate", server=self.name, zone=fields["zone"], reason=err.code)
+                    continue
+                return err
+            log.debug("dns.update", zone=fields["zone"], server=self.name, batch=fields["batch"], rcode=reply.rcode())
+            return error_for_rcode(reply.rcode(), what=what, **fields)
+        return None  # unreachable: the second pass always returns
 
     # ---------------------------------------------------------------- helpers
 
-    def _tsig_key(self) -> dns.tsig.Key:
-        """The key for this call only. The secret is revealed here and nowhere else."""
+    def _signing_key(self) -> dns.tsig.Key:
+        """The key for this call only. The TSIG secret is revealed here and nowhere else; a
+        GSS-TSIG context is the signer's, negotiated when it has none that is still valid."""
+        if self._gss is not None:
+            return self._gss.key()
+        assert self._tsig is not None
         try:
             return dns.tsig.Key(self._tsig.name, self._tsig.secret.reveal(), _ALGORITHMS[self._tsig.algorithm])
         except (binascii.Error, ValueError):
@@ -525,76 +498,6 @@ class Rfc2136Dns:
         except ValueError as exc:
             raise DnsInvalidRequest(str(exc), **self._fields) from exc
 
-    def _pin(self, zone: dns.name.Name, changes: Sequence[RecordChange]) -> list[_Pinned]:
-        """Parse and check every change; all problems are reported together."""
-        problems: list[str] = []
-        pinned: list[_Pinned] = []
-        # Hot path of a 1,000-change apply: texts are parsed once per distinct zone and type,
-        # and duplicates are found by text (a dns.name.Name hashes label by label).
-        seen: set[tuple[str, str]] = set()
-        zones: dict[str, dns.name.Name] = {}
-        rdtypes: dict[str, dns.rdatatype.RdataType] = {}
-        for i, change in enumerate(changes):
-            where = functools.partial(_where, i, change)  # the text is built only for a problem
-            try:
-                name = to_dns_name(change.name)
-                change_zone = zones.get(change.zone) or zones.setdefault(change.zone, to_dns_name(change.zone))
-            except ValueError as exc:
-                problems.append(f"{where()}: {exc}")
-                continue
-            if change_zone != zone:
-                problems.append(f"{where()}: belongs to zone {change_zone}, not {zone}")
-            if not name.is_subdomain(zone):
-                problems.append(f"{where()}: {name} is not in zone {zone}")
-            if change.ttl > _MAX_TTL:
-                problems.append(f"{where()}: ttl {change.ttl} is over {_MAX_TTL}")
-            rtype = RecordType(change.type)
-            rdtype = rdtypes.get(rtype) or rdtypes.setdefault(rtype, dns.rdatatype.from_text(rtype))
-            text = name.to_text()
-            if (text, rtype) in seen:
-                problems.append(f"{where()}: the same record set is changed twice in one call")
-            seen.add((text, rtype))
-            try:
-                expected, expected_rdata = self._rdata(rtype, change.expected)
-                new, new_rdata = self._rdata(rtype, change.new_values)
-            except ValueError as exc:
-                problems.append(f"{where()}: {exc}")
-                continue
-            pinned.append(
-                _Pinned(
-                    name=name,
-                    type=rtype,
-                    rdtype=rdtype,
-                    ttl=change.ttl,
-                    expected=expected,
-                    new=new,
-                    expected_rdata=expected_rdata,
-                    new_rdata=new_rdata,
-                )
-            )
-        if problems:
-            raise DnsInvalidRequest(
-                f"{len(problems)} problem(s) in the changes for zone {zone}: " + "; ".join(problems),
-                zone=zone.to_text(),
-                problems=problems,
-                **self._fields,
-            )
-        return pinned
-
-    @staticmethod
-    def _rdata(rtype: RecordType, values: Iterable[str]) -> tuple[tuple[str, ...], tuple[dns.rdata.Rdata, ...]]:
-        """Sorted canonical texts and their rdata. Keyed by canonical text, so "2001:DB8::1" and
-        "2001:db8::1" count once."""
-        if isinstance(values, (tuple, list)) and len(values) == 1:  # the common case, without sorting
-            text, rd = parse_canonical(rtype, values[0])
-            return (text,), (rd,)
-        unique: dict[str, dns.rdata.Rdata] = {}
-        for value in values:
-            text, rd = parse_canonical(rtype, value)  # rd is sent in the lower-case form compared
-            unique.setdefault(text, rd)
-        texts = tuple(sorted(unique))
-        return texts, tuple(unique[k] for k in texts)
-
     def probe(self, zone: str) -> str:
         """Preflight: :func:`agent.dns.verify.signed_soa` of ``zone``, with the key updates use."""
-        return signed_soa(self._session_factory, self._zone_name(zone), self._tsig_key(), self._fields)
+        return signed_soa(self._session_factory, self._zone_name(zone), self._signing_key(), self._fields)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agent.configfile import load_config
-from agent.wiring import NotAvailableYet, check_available
+from agent.wiring import check_available
 from agent.yamlfile import InvalidFileError
 from tests.rigs import copy_demo
 
@@ -55,12 +55,8 @@ def test_bad_dns_auth_is_refused_at_load_naming_the_entry(tmp_path: Path, server
     assert any(k.startswith(key) and line and says in message for k, line, message in problems), problems
 
 
-def test_gss_tsig_is_refused_by_name_until_its_driver_lands(tmp_path: Path) -> None:
-    loaded = load_config(_config(tmp_path, gss_tsig=GSS))
-    with pytest.raises(NotAvailableYet) as caught:
-        check_available(loaded)
-    problem = next(p for p in caught.value.problems if p.key == "dns.servers[0].gss_tsig")
-    assert problem.line is not None and "'rfc2136 with gss_tsig' is not available yet" in problem.message
+def test_gss_tsig_is_no_longer_refused_now_that_the_driver_signs_with_kerberos(tmp_path: Path) -> None:
+    check_available(load_config(_config(tmp_path, gss_tsig=GSS)))  # raises NotAvailableYet when refused
 
 
 def test_the_site_template_tells_that_ad_integrated_zones_need_kerberos_not_a_shared_key() -> None:
