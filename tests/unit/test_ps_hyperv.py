@@ -24,7 +24,8 @@ HOSTS = {"site-a": ("hv-a1", "hv-a2"), "site-b": ("hv-b1", "hv-b2")}
 
 
 def endpoint(host: str) -> Endpoint:
-    return Endpoint(transport="psrp", address=f"{host}.sim.test", username="agent", auth="basic", ssl=False)
+    return Endpoint(transport="psrp", address=f"{host}.sim.test", username="agent",
+                    credential="env:FA_SIM_PASSWORD", auth="basic", ssl=False)
 
 
 def remote_for(world: SimWorld) -> SimRemote:

@@ -16,7 +16,8 @@ from tests.remotesim import SimRemote, Target
 
 TWO_SITES = Path(__file__).parents[1] / "fixtures" / "sim" / "two-sites.yaml"
 ADDRESS = "vmm-site-b.sim.test"
-ENDPOINT = Endpoint(transport="psrp", address=ADDRESS, ssl=False, auth="basic", username="agent")
+ENDPOINT = Endpoint(transport="psrp", address=ADDRESS, ssl=False, auth="basic", username="agent",
+                    credential="env:FA_SIM_PASSWORD")
 WEB01_B = nic_id("site-b", "web01", "nic0")
 WEB02_B = nic_id("site-b", "web02", "nic0")
 MARK = "failover-agent "
