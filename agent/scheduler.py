@@ -73,7 +73,7 @@ def _retry(engine: Engine, op_id: str, attempt: int, delay_s: float, *, failed: 
     if engine.scheduler is None:
         return
     when = datetime.now(UTC) + timedelta(seconds=delay_s)
-    engine.scheduler.schedule_expiry(op_id, when, attempt=attempt)
+    engine.scheduler.schedule_expiry(op_id, when, attempt=attempt, retry=True)
     if failed:
         engine.store.audit(actor="scheduler", action="test_failover.force_cleanup_scheduled", operation_id=op_id,
                            details={"attempt": attempt + 1, "due": when.isoformat(), "delay_s": delay_s})
@@ -105,10 +105,10 @@ class Scheduler:
         _ENGINE = engine
         self._scheduler.start(paused=paused)
 
-    def schedule_expiry(self, op_id: str, when: datetime, *, attempt: int = 0) -> None:
-        # A retry gets its own job id: it is added from inside the job that failed, while
+    def schedule_expiry(self, op_id: str, when: datetime, *, attempt: int = 0, retry: bool = False) -> None:
+        # A retry gets its own job id: it is added from inside the job that fired, while
         # APScheduler may still be removing that one-shot job by its id.
-        job_id = f"test-expiry:{op_id}" if attempt == 0 else f"test-expiry:{op_id}:{when.timestamp():.6f}"
+        job_id = f"test-expiry:{op_id}:{when.timestamp():.6f}" if retry else f"test-expiry:{op_id}"
         self._scheduler.add_job("agent.scheduler:run_expiry", trigger="date", run_date=when, args=[op_id, attempt],
                                 id=job_id, replace_existing=True, misfire_grace_time=None)
         log.info("test failover cleanup scheduled", operation=op_id, due=when.isoformat(), attempt=attempt)

@@ -89,3 +89,29 @@ def test_a_forced_cleanup_that_fails_is_retried_with_backoff_until_nothing_is_le
 
 def test_the_backoff_doubles_and_stops_at_an_hour() -> None:
     assert [retry_delay_s(n) for n in (1, 2, 3, 7, 20)] == [60, 120, 240, 3600, 3600]
+
+
+def test_the_expiry_job_that_finds_the_plan_busy_looks_again_shortly_without_counting_a_failure(new_rig) -> None:
+    rig = new_rig()
+    scheduler = Scheduler(rig.store)
+    fired: list[str] = []
+
+    def expiry_falls_due(phase: str, step: str) -> None:
+        running = [o.id for o in rig.engine.operations(status=[OpStatus.RUNNING.value]) if o.kind == TEST.value]
+        if phase == "acted" and not fired and running:
+            fired.append(running[0])
+            scheduler_module.run_expiry(running[0])
+
+    rig.restart(crash_hook=expiry_falls_due)
+    rig.engine.scheduler = scheduler
+    scheduler.start(rig.engine, paused=True)
+    try:
+        test = rig.start(TEST)
+        assert fired == [test.id] and test.status == OpStatus.SUCCEEDED.value
+        retries = [j for j in scheduler._scheduler.get_jobs() if j.args[0] == test.id and j.args[1] == 0
+                   and j.id != f"test-expiry:{test.id}"]
+        assert len(retries) == 1, "one look-again job, still attempt 0"
+        assert retries[0].next_run_time - datetime.now(UTC) < timedelta(seconds=60)
+        assert not [a for a in rig.store.audit_trail(test.id) if a.actor == "scheduler"], "nothing failed"
+    finally:
+        scheduler.shutdown()
