@@ -144,3 +144,24 @@ def test_a_route_the_router_does_not_show_after_announce_is_an_item_error(tmp_pa
     [result] = routes.announce([route("rtr-b", "172.16.1.0/24", dev="vlan20")])
     assert not result.ok and result.value is None and not result.changed
     assert result.error is not None and result.error.code == "route_not_visible"
+
+
+def test_wiring_gives_each_netroute_router_its_own_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.configfile import load_config
+    from agent.wiring import connect
+    from tests.remotesim import over_psrp, sim_remote
+    from tests.rigs import copy_demo
+
+    monkeypatch.setenv("FA_SIM_PASSWORD", "not-used-in-process")
+    loaded = load_config(copy_demo(tmp_path / "config", edit=over_psrp(("router",))))
+    remote = sim_remote(loaded)
+    with connect(loaded, remotes={"psrp": remote}) as connection:
+        routes = connection.ports.routes
+        sim = connection.simulator
+        assert sim is not None
+        assert routes.read_routes("rtr-branch") == sim.routes().read_routes("rtr-branch")
+        [moved] = sim.routes().read_routes("rtr-branch", ["192.168.1.0/24"])
+        [result] = routes.announce([moved])
+        assert result.ok and not result.changed
+    assert [(address, name) for address, name, _ in remote.calls] == [
+        ("rtr-branch.sim.test", "routes/Get-AgentNetRoute"), ("rtr-branch.sim.test", "routes/Set-AgentNetRoute")]
