@@ -39,8 +39,8 @@ class NotAvailableYet(InvalidFileError):
     """The config asks for a driver this version does not have. Nothing was contacted."""
 
     code = "not_available_yet"
-    hint = ("The PowerShell-remoting drivers (transports psrp and winrm, DNS kind windows, router kinds "
-            "netroute and bgp) come in a later version; each problem above names the drivers this one has.")
+    hint = ("Router kind bgp, recovery-plan script steps over psrp, winrm and local, and Kerberos-signed "
+            "(GSS-TSIG) RFC 2136 updates come in a later version; each problem above names the drivers this one has.")
 
 
 class WiringContext:
@@ -186,6 +186,17 @@ def _ps_vmm(transport: str) -> VmmFactory:
     return factory
 
 
+def _ps_routes(transport: str) -> RoutesFactory:
+    """Windows routers (NetTCPIP routing table) over ``transport``: each one its own endpoint."""
+
+    def make(ctx: WiringContext, routers: Sequence[Router]) -> Routes:
+        from agent.drivers.ps.routes import PsRoutes
+
+        return PsRoutes(ctx.remote(transport), {r.name: r.endpoint for r in routers})
+
+    return make
+
+
 DRIVERS = DriverTable(
     vmm={"sim": lambda ctx, site: ctx.simulator().vmm(site.name),
          **{transport: _ps_vmm(transport) for transport in ("psrp", "winrm", "local")}},
@@ -193,7 +204,8 @@ DRIVERS = DriverTable(
             **{transport: _ps_hyperv(transport) for transport in ("psrp", "winrm", "local")}},
     dns={"sim": lambda ctx, server, zones: ctx.simulator().dns(server.name), "rfc2136": _rfc2136,
          "windows": _windows_dns},
-    routes={"sim/sim": lambda ctx, routers: ctx.simulator().routes()},
+    routes={"sim/sim": lambda ctx, routers: ctx.simulator().routes(),
+            **{f"netroute/{transport}": _ps_routes(transport) for transport in ("psrp", "winrm", "local")}},
     scripts={"sim": lambda ctx, hosts: ctx.simulator().scripts()},
 )
 """Every driver of this version."""
