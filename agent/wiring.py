@@ -175,6 +175,19 @@ def _ps_hyperv(transport: str) -> HyperVFactory:
     return make
 
 
+def _ps_scripts(transport: str) -> ScriptsFactory:
+    """Recovery-plan scripts on the hosts whose endpoints use ``transport``; a script path
+    relative to the config's directory is read by the agent and sent as data."""
+
+    def make(ctx: WiringContext, hosts: Sequence[HyperVHost]) -> Scripts:
+        from agent.drivers.ps.scripts import PsScripts
+
+        return PsScripts(ctx.remote(transport), {h.name: h.endpoint for h in hosts},
+                         script_root=ctx.loaded.path.parent)
+
+    return make
+
+
 def _ps_vmm(transport: str) -> VmmFactory:
     def factory(ctx: WiringContext, site: Site) -> Vmm:
         from agent.drivers.ps.vmm import PsVmm
@@ -194,7 +207,8 @@ DRIVERS = DriverTable(
     dns={"sim": lambda ctx, server, zones: ctx.simulator().dns(server.name), "rfc2136": _rfc2136,
          "windows": _windows_dns},
     routes={"sim/sim": lambda ctx, routers: ctx.simulator().routes()},
-    scripts={"sim": lambda ctx, hosts: ctx.simulator().scripts()},
+    scripts={"sim": lambda ctx, hosts: ctx.simulator().scripts(),
+             **{transport: _ps_scripts(transport) for transport in ("psrp", "winrm", "local")}},
 )
 """Every driver of this version."""
 
