@@ -18,7 +18,6 @@ from tests.remotesim import over_psrp, sim_remote
 from tests.rigs import ACTOR, DEMO_PLAN, copy_demo, no_sleep
 
 
-
 def through_pauses(engine: Engine, view: OperationView) -> OperationView:
     for _ in range(50):
         if view.status != OpStatus.WAITING.value:

@@ -90,7 +90,8 @@ class PsScripts:
         if not items or not isinstance(items[0].after, dict):
             raise RemoteScriptError(f"host {host} answered the probe with nothing", host=host)
         after = items[0].after
-        return f"{after.get('host_name') or host} can run scripts (PowerShell {after.get('powershell_version')})"
+        return (f"host {host} can run scripts (answered as {after.get('host_name')}, "
+                f"PowerShell {after.get('powershell_version')})")
 
 
 def _result(host: str, path: str, item: RemoteItem, duration_s: float) -> ScriptResult:
