@@ -155,4 +155,10 @@ def test_the_demo_script_step_runs_through_powershell(tmp_path: Path, monkeypatc
         assert op.status == OpStatus.SUCCEEDED.value
         kept = item["value"]
         assert "Url = http://app01.corp.contoso.example/health\n" in kept["stdout"]
-        assert kept["output"] == {"parameters": {"Url": "http://app01.corp.contoso.example/health"}}
+        bound = kept["output"]["parameters"]
+        assert bound["Url"] == "http://app01.corp.contoso.example/health"
+        context = json.loads(bound["Context"])
+        assert (context["plan"], context["kind"], context["direction"]) == (
+            DEMO_PLAN, "test_failover", {"from": "contoso-east", "to": "contoso-west"})
+        assert {v["name"] for v in context["vms"]} == {"sql01", "app01", "app02", "web01"}
+        assert all(a["new"] for v in context["vms"] for a in v["addresses"])
