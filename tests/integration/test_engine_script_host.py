@@ -1,0 +1,30 @@
+"""A group's recovery-plan script runs at the site the operation makes active: the failover's
+target on the way out, the original site on a failback -- with the Context telling it which."""
+
+from __future__ import annotations
+
+import json
+
+from agent.engine.model import OperationKind, OpStatus
+
+ROUND_TRIP = [OperationKind.PLANNED_FAILOVER, OperationKind.COMMIT, OperationKind.REVERSE, OperationKind.FAILBACK]
+
+
+def test_failback_runs_the_script_at_the_site_it_returns_to(new_rig) -> None:
+    rig = new_rig()
+    sites = {h: s["name"] for s in rig.config.model_dump()["sites"] for h in
+             [x["name"] for x in s["hyperv_hosts"]]}
+    ran = {}
+    for kind in ROUND_TRIP:
+        view = rig.start(kind)
+        assert view.status == OpStatus.SUCCEEDED.value, (kind, view.errors)
+        runs = [s for s in rig.engine.journal.steps(view.id) if s.action == "script"]
+        if runs:
+            [item] = runs[0].outcome["items"]
+            host = item["key"].split(":", 1)[0]
+            context = json.loads(item["value"]["output"]["parameters"]["Context"])
+            ran[kind] = (sites[host], context["kind"], context["direction"])
+    assert ran == {
+        OperationKind.PLANNED_FAILOVER: ("contoso-west", "planned_failover", {"from": "contoso-east", "to": "contoso-west"}),
+        OperationKind.FAILBACK: ("contoso-east", "failback", {"from": "contoso-west", "to": "contoso-east"}),
+    }
