@@ -12,8 +12,7 @@ ROUND_TRIP = [OperationKind.PLANNED_FAILOVER, OperationKind.COMMIT, OperationKin
 
 def test_failback_runs_the_script_at_the_site_it_returns_to(new_rig) -> None:
     rig = new_rig()
-    sites = {h: s["name"] for s in rig.config.model_dump()["sites"] for h in
-             [x["name"] for x in s["hyperv_hosts"]]}
+    sites = {h.name: s.name for s in rig.config.sites for h in s.hyperv_hosts}
     ran = {}
     for kind in ROUND_TRIP:
         view = rig.start(kind)
@@ -24,7 +23,6 @@ def test_failback_runs_the_script_at_the_site_it_returns_to(new_rig) -> None:
             host = item["key"].split(":", 1)[0]
             context = json.loads(item["value"]["output"]["parameters"]["Context"])
             ran[kind] = (sites[host], context["kind"], context["direction"])
-    assert ran == {
-        OperationKind.PLANNED_FAILOVER: ("contoso-west", "planned_failover", {"from": "contoso-east", "to": "contoso-west"}),
-        OperationKind.FAILBACK: ("contoso-east", "failback", {"from": "contoso-west", "to": "contoso-east"}),
-    }
+    east, west = "contoso-east", "contoso-west"
+    assert ran == {OperationKind.PLANNED_FAILOVER: (west, "planned_failover", {"from": east, "to": west}),
+                   OperationKind.FAILBACK: (east, "failback", {"from": west, "to": east})}
