@@ -26,13 +26,14 @@ if ($null -ne $decoded) {
     foreach ($property in $decoded.PSObject.Properties) { $bound[$property.Name] = $property.Value }
 }
 $target = $ScriptPath
-if ($ScriptText) { $target = [scriptblock]::Create($ScriptText) }
+if (-not $ScriptPath) { $target = [scriptblock]::Create($ScriptText) }
 
 $output = New-Object System.Collections.Generic.List[string]
 $errors = New-Object System.Collections.Generic.List[object]
 $failure = $null
 try {
-    & $target @bound *>&1 | ForEach-Object {
+    # The operator's script gets PowerShell's default strict mode, not this wrapper's.
+    & { Set-StrictMode -Off; & $target @bound } *>&1 | ForEach-Object {
         if ($_ -is [System.Management.Automation.ErrorRecord]) {
             $errors.Add([pscustomobject]@{ id = "$($_.FullyQualifiedErrorId)"; message = "$($_.Exception.Message)" })
         } else {

@@ -57,13 +57,13 @@ class PsScripts:
                                 host=host)
         return self._hosts[host]
 
-    def _text(self, path: str) -> str:
-        """The script's text when the agent has the file, else '' (the host runs its own copy)."""
+    def _text(self, path: str) -> str | None:
+        """The script's text when the agent has the file, else None (the host runs its own copy)."""
         local = Path(path)
         if not local.is_absolute() and self._root is not None:
             local = self._root / local
         try:
-            return local.read_text(encoding="utf-8-sig") if local.is_file() else ""
+            return local.read_text(encoding="utf-8-sig") if local.is_file() else None
         except OSError as exc:
             raise NotFoundError(f"the recovery-plan script {local} cannot be read: {exc}", path=str(local)) from None
 
@@ -73,8 +73,8 @@ class PsScripts:
         started = time.monotonic()
         driver = PsDriver(self._ps.remote, endpoint, timeout_s=timeout_s)
         try:
-            items = driver.call("scripts/Invoke-AgentPlanScript", Key=f"{host}:{path}", ScriptText=text,
-                                ScriptPath="" if text else path, ParametersJson=json.dumps(parameters))
+            items = driver.call("scripts/Invoke-AgentPlanScript", Key=f"{host}:{path}", ScriptText=text or "",
+                                ScriptPath="" if text is not None else path, ParametersJson=json.dumps(parameters))
         except RemoteScriptError as exc:  # the wrapper itself could not run: the script did not either
             return ScriptResult(host=host, path=path, succeeded=False, error=str(exc),
                                 duration_s=round(time.monotonic() - started, 3))
