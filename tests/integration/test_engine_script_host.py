@@ -4,16 +4,19 @@ target on the way out, the original site on a failback -- with the Context telli
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from agent.engine.model import OperationKind, OpStatus
+from tests.rigs import Rig
 
 ROUND_TRIP = [OperationKind.PLANNED_FAILOVER, OperationKind.COMMIT, OperationKind.REVERSE, OperationKind.FAILBACK]
 
 
-def test_failback_runs_the_script_at_the_site_it_returns_to(new_rig) -> None:
+def test_failback_runs_the_script_at_the_site_it_returns_to(new_rig: Callable[..., Rig]) -> None:
     rig = new_rig()
     sites = {h.name: s.name for s in rig.config.sites for h in s.hyperv_hosts}
-    ran = {}
+    ran: dict[OperationKind, Any] = {}
     for kind in ROUND_TRIP:
         view = rig.start(kind)
         assert view.status == OpStatus.SUCCEEDED.value, (kind, view.errors)

@@ -62,7 +62,8 @@ def test_runs_match_the_simulated_runner(tmp_path: Path) -> None:
     ps = ps_scripts(Recording(ps_world))
     for world in (sim_world, ps_world):
         world.inject({"call": "script.run", "target": "hv-b2", "fault": "permanent"})
-    runs = [("hv-a1", r"C:\DR\Check.ps1", {"Url": "http://app/health", "Retries": 3, "Strict": True}),
+    runs: list[tuple[str, str, dict[str, Any]]] = [
+            ("hv-a1", r"C:\DR\Check.ps1", {"Url": "http://app/health", "Retries": 3, "Strict": True}),
             ("hv-b1", r"C:\DR\Empty.ps1", {}),
             ("hv-b2", r"C:\DR\Check.ps1", {"Url": "x"})]
     for host, path, parameters in runs:
