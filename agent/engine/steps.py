@@ -273,6 +273,10 @@ class LeftOutArgs(StepArgs):
     items: tuple[LeftOutItem, ...] = ()
 
 
+CONTEXT_PARAMETER = "Context"
+"""The parameter a recovery-plan script is told of its operation by (powershell/README.md)."""
+
+
 class ScriptArgs(StepArgs):
     host: str
     path: str
@@ -286,7 +290,7 @@ class ScriptArgs(StepArgs):
         """The parameters the script is run with: the config's, plus ``Context``."""
         if self.context is None:
             return dict(self.parameters)
-        return {**self.parameters, "Context": json.dumps(self.context, sort_keys=True)}
+        return {**self.parameters, CONTEXT_PARAMETER: json.dumps(self.context, sort_keys=True)}
 
 
 # ------------------------------------------------------------------------------- reading
