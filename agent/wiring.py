@@ -39,8 +39,8 @@ class NotAvailableYet(InvalidFileError):
     """The config asks for a driver this version does not have. Nothing was contacted."""
 
     code = "not_available_yet"
-    hint = ("Router kind bgp, recovery-plan script steps over psrp, winrm and local, and Kerberos-signed "
-            "(GSS-TSIG) RFC 2136 updates come in a later version; each problem above names the drivers this one has.")
+    hint = ("Router kind bgp (RemoteAccess BGP custom routes) comes in a later version; each problem above names "
+            "the drivers this one has.")
 
 
 class WiringContext:
@@ -175,6 +175,19 @@ def _ps_hyperv(transport: str) -> HyperVFactory:
     return make
 
 
+def _ps_scripts(transport: str) -> ScriptsFactory:
+    """Recovery-plan scripts on the hosts whose endpoints use ``transport``; a script path
+    relative to the config's directory is read by the agent and sent as data."""
+
+    def make(ctx: WiringContext, hosts: Sequence[HyperVHost]) -> Scripts:
+        from agent.drivers.ps.scripts import PsScripts
+
+        return PsScripts(ctx.remote(transport), {h.name: h.endpoint for h in hosts},
+                         script_root=ctx.loaded.path.parent)
+
+    return make
+
+
 def _ps_vmm(transport: str) -> VmmFactory:
     def factory(ctx: WiringContext, site: Site) -> Vmm:
         from agent.drivers.ps.vmm import PsVmm
@@ -206,7 +219,8 @@ DRIVERS = DriverTable(
          "windows": _windows_dns},
     routes={"sim/sim": lambda ctx, routers: ctx.simulator().routes(),
             **{f"netroute/{transport}": _ps_routes(transport) for transport in ("psrp", "winrm", "local")}},
-    scripts={"sim": lambda ctx, hosts: ctx.simulator().scripts()},
+    scripts={"sim": lambda ctx, hosts: ctx.simulator().scripts(),
+             **{transport: _ps_scripts(transport) for transport in ("psrp", "winrm", "local")}},
 )
 """Every driver of this version."""
 

@@ -36,6 +36,7 @@ from agent.domain.model import (
     Route,
     VirtualMachine,
 )
+from agent.engine.steps import CONTEXT_PARAMETER
 from agent.engine.store import AuditRow, Store
 from agent.errors import AgentError, PermanentError
 from agent.logging import REDACTED, redact_secrets
@@ -342,7 +343,9 @@ class _Audited:
         if name == "apply":  # DNS: the zone's batch is atomic; a refusal raised above
             return [Done(CHANGED)] * len(changes)
         if name == "run_script":
-            return [Done(SUCCEEDED if value.succeeded else "failed", after=script_record(value, args[2]))]
+            # Kept as the step keeps it: the config's parameters (the Context is in "before").
+            configured = {k: v for k, v in args[2].items() if k != CONTEXT_PARAMETER}
+            return [Done(SUCCEEDED if value.succeeded else "failed", after=script_record(value, configured))]
         out = []
         for change, res in zip(changes, cast(list[ItemResult[Any]], value), strict=True):
             if res.error is not None:

@@ -16,7 +16,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.config import AgentConfig
 from agent.domain.model import RecordType, ReplicationState, name_test_vm
@@ -195,7 +195,31 @@ def _target_host(v: PlannedVm) -> str:
     return v.target_host
 
 
-def _after_steps(b: Steps, config: AgentConfig, plan: Plan, group: str) -> None:
+def script_host(config: AgentConfig, plan: Plan, group: str, configured: str) -> str:
+    """Where a group's script runs: the configured host when it is at the site the operation
+    makes active (the plan's target), else -- a failback, whose target is the other site -- the
+    host the group's first VM fails over to, so the script runs beside the VMs it is about."""
+    site_of = {h.name: s.name for s in config.sites for h in s.hyperv_hosts}
+    if site_of.get(configured, plan.target_site) == plan.target_site:
+        return configured
+    there = [v.target_host for v in plan.vms if v.group == group and site_of.get(v.target_host) == plan.target_site]
+    there += [h.name for s in config.sites if s.name == plan.target_site for h in s.hyperv_hosts]
+    return there[0] if there else configured
+
+
+def script_context(plan: Plan, kind: OperationKind, group: str) -> dict[str, Any]:
+    """The ``Context`` a recovery-plan script is given (powershell/README.md): the plan, the
+    operation kind, its direction, and each VM's old and new addresses per NIC."""
+    reserved = [r for r in plan.of(ReserveIp) if r.purpose == ("test" if kind == OperationKind.TEST_FAILOVER
+                                                                 else "failover")]
+    return {"plan": plan.plan, "kind": kind.value, "group": group,
+            "direction": {"from": plan.source_site, "to": plan.target_site},
+            "vms": [{"name": v.name, "group": v.group, "from_host": v.source_host, "to_host": v.target_host,
+                     "addresses": [{"nic": r.nic, "old": r.source_address, "new": r.address}
+                                   for r in reserved if r.vm == v.name]} for v in plan.vms]}
+
+
+def _after_steps(b: Steps, config: AgentConfig, plan: Plan, group: str, kind: OperationKind) -> None:
     rp = config.plan(plan.plan)
     g = next((g for g in rp.groups if g.name == group), None) if rp else None
     for i, after in enumerate(g.after if g else []):
@@ -204,8 +228,10 @@ def _after_steps(b: Steps, config: AgentConfig, plan: Plan, group: str) -> None:
                               ManualArgs(instruction=after.manual.instruction), group)])
         elif after.script:
             s = after.script
-            b.add_stage([step(f"{group}/after/{i}/script", "script", s.host, ScriptArgs(
-                host=s.host, path=s.path, timeout_s=s.timeout_s, parameters=dict(s.parameters)), group)])
+            host = script_host(config, plan, group, s.host)
+            b.add_stage([step(f"{group}/after/{i}/script", "script", host, ScriptArgs(
+                host=host, path=s.path, timeout_s=s.timeout_s, parameters=dict(s.parameters),
+                context=script_context(plan, kind, group)), group)])
 
 
 def _route_group(plan: Plan, move: MoveRoute, group_index: dict[str, int]) -> int:
@@ -281,7 +307,7 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
                 items=tuple(AwaitItem(key=v.name, vm=v.name, host=v.target_host) for v in vms)), group)])
         _route_stages(b, moves_by_group.get(gi, []), group, tolerate_old_site=unplanned)
         b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names], "dns", sources))
-        _after_steps(b, config, plan, group)
+        _after_steps(b, config, plan, group, kind)
     return b.steps
 
 
@@ -325,7 +351,7 @@ def test_failover_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
                                      target_vm=lambda v: name_test_vm(v.name)))
         b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names and c.purpose == "test"],
                                "test-dns", test_sources))
-        _after_steps(b, config, plan, group)
+        _after_steps(b, config, plan, group, OperationKind.TEST_FAILOVER)
     return b.steps
 
 

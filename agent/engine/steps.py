@@ -18,6 +18,7 @@ resumes after an upgrade; an unknown version is refused before anything runs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -272,11 +273,24 @@ class LeftOutArgs(StepArgs):
     items: tuple[LeftOutItem, ...] = ()
 
 
+CONTEXT_PARAMETER = "Context"
+"""The parameter a recovery-plan script is told of its operation by (powershell/README.md)."""
+
+
 class ScriptArgs(StepArgs):
     host: str
     path: str
     timeout_s: float = 600
     parameters: dict[str, Any] = {}
+    context: dict[str, Any] | None = None
+    """What the script is told of the operation (``operations.script_context``), bound as its
+    ``Context`` parameter (one JSON string); None in steps journalled before it existed."""
+
+    def bound(self) -> dict[str, Any]:
+        """The parameters the script is run with: the config's, plus ``Context``."""
+        if self.context is None:
+            return dict(self.parameters)
+        return {**self.parameters, CONTEXT_PARAMETER: json.dumps(self.context, sort_keys=True)}
 
 
 # ------------------------------------------------------------------------------- reading

@@ -4,7 +4,6 @@ builds its test VMs through the scripts, and the cleanup takes everything away a
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,9 @@ from agent.drivers.ps.hyperv import PsHyperV
 from agent.engine.model import OperationKind, OperationView, OpStatus
 from agent.engine.service import Engine
 from agent.engine.store import Store
-from agent.wiring import DRIVERS, connect
+from agent.wiring import connect
 from tests.remotesim import over_psrp, sim_remote
 from tests.rigs import ACTOR, DEMO_PLAN, copy_demo, no_sleep
-
-# The recovery-plan scripts of the demo still run on the simulated runner: the PowerShell one is
-# another driver's (its hosts share the Hyper-V hosts' endpoints, hence the override).
-TABLE = replace(DRIVERS, scripts={**DRIVERS.scripts, "psrp": lambda ctx, hosts: ctx.simulator().scripts()})
 
 
 def through_pauses(engine: Engine, view: OperationView) -> OperationView:
@@ -37,7 +32,7 @@ def test_demo_drill_and_cleanup_with_hyperv_over_powershell(tmp_path: Path,
     loaded = load_config(copy_demo(tmp_path / "config", edit=over_psrp(("hyperv",))))
     remote = sim_remote(loaded)
     world = remote.world
-    with connect(loaded, table=TABLE, remotes={"psrp": remote}) as connection:
+    with connect(loaded, remotes={"psrp": remote}) as connection:
         assert all(isinstance(hv, PsHyperV) for hv in connection.ports.hyperv.values())
         store = Store.for_path(tmp_path / "agent.sqlite")
         try:
@@ -61,4 +56,8 @@ def test_demo_drill_and_cleanup_with_hyperv_over_powershell(tmp_path: Path,
     replica_actions = [p["Action"] for _, name, p in remote.calls if name == "hyperv/Invoke-AgentReplicaAction"]
     assert "start_test" in replica_actions and "stop_test" in replica_actions
     # Every call went to the Hyper-V host it names, as its own endpoint.
-    assert all(address == f"{p['ComputerName']}.sim.test" for address, _, p in remote.calls)
+    assert all(address == f"{p['ComputerName']}.sim.test" for address, name, p in remote.calls
+               if name.startswith("hyperv/"))
+    # The demo's recovery-plan script ran through the PowerShell wrapper, at the host it names.
+    runs = [(address, p) for address, name, p in remote.calls if name == "scripts/Invoke-AgentPlanScript"]
+    assert runs and all(address == f"{p['Key'].split(':', 1)[0]}.sim.test" for address, p in runs)

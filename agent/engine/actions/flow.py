@@ -36,8 +36,10 @@ def left_out(ctx: ActionContext, args: LeftOutArgs) -> StepResult:
 def script(ctx: ActionContext, args: ScriptArgs) -> StepResult:
     """Run the script; what it wrote and printed is kept with the step (capped, secret
     parameters scrubbed), shown by 'ops show' and in the audit trail."""
+    parameters = args.bound()
     result = ctx.call(f"script@{args.host}", lambda: ctx.ports.scripts.run_script(
-        args.host, args.path, dict(args.parameters), args.timeout_s))
+        args.host, args.path, parameters, args.timeout_s))
+    # The record names the config's parameters: the Context is the agent's own, shown by the plan.
     item = ItemOutcome(key=f"{args.host}:{args.path}", changed=True,
                        value=script_record(result, dict(args.parameters)))
     if not result.succeeded:
