@@ -48,7 +48,8 @@ def test_later_drivers_are_refused_before_anything_is_contacted(tmp_path: Path) 
     assert "sites[0].vmm.transport" not in keys, "VMM over psrp has its driver (agent/drivers/ps/vmm.py)"
     assert all(p.line and "not available yet in this version" in p.message for p in caught.value.problems)
     assert [p.line for p in caught.value.problems] == sorted(p.line or 0 for p in caught.value.problems)
-    assert "available: sim" in caught.value.problems[0].message
+    assert "available: netroute, sim" in caught.value.problems[0].message
+    assert {p.key.rsplit(".", 1)[-1] for p in caught.value.problems} == {"kind"}, "only router kind bgp is left"
     assert caught.value.code == "not_available_yet" and caught.value.category == "refused"
     with pytest.raises(NotAvailableYet):
         check_available(loaded)
