@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,19 +58,41 @@ class Site:
         return sim_of(conn), conn
 
     def wait_for(self, status: str, timeout: float = 60) -> str:
-        store = Store.open(self.store_url)
-        try:
-            from agent.engine.journal import Journal
+        from agent.engine.journal import Journal
+        from agent.engine.store import StoreUnavailable
 
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                ops = Journal(store).operations(status=[status])
-                if ops:
-                    return ops[0].id
-                time.sleep(0.02)
-        finally:
-            store.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:  # an agent's write may hold SQLite's lock past the busy timeout: look again
+                store = Store.open(self.store_url)
+                try:
+                    ops = Journal(store).operations(status=[status])
+                finally:
+                    store.close()
+            except StoreUnavailable:
+                ops = []
+            if ops:
+                return ops[0].id
+            time.sleep(0.05)
         raise AssertionError(f"no operation became {status}")
+
+    @contextmanager
+    def between_transactions(self) -> Iterator[None]:
+        """Hold the store's write lock so no agent is inside a write transaction: a process
+        stopped while it holds SQLite's lock would block every other until it resumes (the
+        limit of a file store; PostgreSQL's idle_in_transaction_session_timeout lifts it)."""
+        if not self.store_url.startswith("sqlite"):
+            yield
+            return
+        import sqlite3
+
+        db = sqlite3.connect(self.store_url.removeprefix("sqlite:///"), timeout=60, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
 
 
 def new_site(tmp: Path, store_url: str, *, lease_s: float = 2.0, latency: float = 0.05) -> Site:
@@ -314,7 +337,8 @@ def test_a_paused_leader_past_its_lease_is_refused_its_next_write_and_steps_down
     old = site.cli("serve")
     site.wait_for(OpStatus.RUNNING.value)
     _wait_steps(site, op_id, 2)
-    old.send_signal(signal.SIGSTOP)
+    with site.between_transactions():
+        old.send_signal(signal.SIGSTOP)
     try:
         standby = site.cli("serve")
         site.wait_for(OpStatus.SUCCEEDED.value, timeout=120)
