@@ -7,6 +7,7 @@ an uninterrupted run leaves it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,14 @@ def test_connections_cut_mid_failover_are_retried_or_resumed_and_change_everythi
     rig = Rig(templates.loaded, state, store, crash_hook=hook)
     database = make_url(pg_url).database or ""
 
+    once = threading.Lock()
+
     @event.listens_for(rig.store.engine, "before_cursor_execute")
     def cut_before_next_statement(*_: Any) -> None:  # the next journal write after the hook
-        if armed and not cut:
-            cut.append(cut_every_connection(database))
+        # A stage's steps run in threads: one cut, by whichever thread writes first.
+        with once:
+            if armed and not cut:
+                cut.append(cut_every_connection(database))
 
     try:
         if phase == "intent":
