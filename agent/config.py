@@ -15,8 +15,6 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
@@ -27,8 +25,9 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
+from agent.configapi import Api
 from agent.configrefs import cross_reference_problems
-from agent.configrules import SafePath, TestFailoverAge, no_nul, seconds
+from agent.configrules import Model, SafePath, TestFailoverAge, no_nul, seconds
 from agent.dns.names import configured_host_name, derive_host_name
 from agent.domain.matching import Names, fold
 from agent.domain.model import Address, Name, Prefix
@@ -103,10 +102,6 @@ class SecretRef:
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict:
         return {"type": "string", "pattern": r"^(env|file):.+$", "description": "env:NAME or file:PATH"}
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # -------------------------------------------------------------------------------- sites
@@ -527,21 +522,6 @@ class Store(Model):
     lease_s: float = seconds(15.0, high=3600)
     """How long the lease of the process executing operations lasts unrenewed: a standby
     takes over at most this long after the leader stopped renewing it (killed, paused, cut off)."""
-
-
-Scope = Literal["read", "plan", "operate", "admin"]
-
-
-class ApiToken(Model):
-    name: Name
-    token: SecretRef
-    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["read"]))
-
-
-class Api(Model):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8740, ge=1, le=65535)
-    tokens: list[ApiToken] = Field(default_factory=list)
 
 
 class AgentSettings(Model):

@@ -313,6 +313,9 @@ def _plain(err: ErrorDetails, loc: tuple[Any, ...]) -> str:
 def _unknown_key_message(loc: tuple[Any, ...]) -> str:
     name = str(loc[-1]) if loc else ""
     allowed = _allowed_keys(loc[:-1])
+    if loc[:1] == ("api",) and name == "token":
+        return ("unknown key; API tokens are kept as their hash only: 'failover-agent token create' prints a new "
+                "token and its 'sha256:' entry for here")
     if any(part in name.lower() for part in ("pass", "pwd", "secret", "token")) and allowed:
         home = [k for k in allowed if k in ("credential", "secret", "token", "tsig")]
         where = f" in {home[0]!r}" if home else ""

@@ -25,7 +25,7 @@ reported as a warning and does not refuse the run (the agent runs at the site th
 dark site is the other one). A cleanup or a commit works on one site only, the one its test
 failover or failover went to (``site``): the other is not checked, so a failover can be committed
 while its old primary is still dark. ``kind=None`` (``validate --deep``) checks everything the
-config names, the API's tokens included.
+config names.
 
 Only ports and the config are used here; the CLI (and later the API) locate and print the result.
 """
@@ -199,8 +199,6 @@ def _secret_checks(config: AgentConfig, kind: str | None,
         if server.endpoint is not None:
             endpoint(f"dns.servers[{i}].endpoint", f"DNS server {server.name}", server.endpoint.credential)
         servers.append((server, tsig_key))
-    if kind is None:
-        refs += [(f"api.tokens[{i}].token", f"API token {t.name}", t.token) for i, t in enumerate(config.api.tokens)]
     return [_Check("secret", f"{whose} ({ref.ref})", key, _resolver(ref)) for key, whose, ref in refs], servers
 
 

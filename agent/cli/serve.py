@@ -1,37 +1,63 @@
-"""``failover-agent serve``: the long-running agent on a store, leader or standby.
+"""``failover-agent serve``: the long-running agent on a store, leader or standby, with its API.
 
 Several may run on one store (PostgreSQL, for a site that outlives the machine the agent runs
-on): one leads -- it resumes the operations left unfinished and runs the scheduler -- and the
-others wait to take over when its lease is not renewed. The HTTP API joins this command later.
+on): one leads -- it resumes the operations left unfinished, runs the scheduler and executes what
+API callers start -- and the others wait to take over when its lease is not renewed, answering
+reads meanwhile. The HTTP API (``agent.api``) runs under uvicorn in a thread of this process;
+the leader loop keeps the main thread, where signals arrive.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.markup import escape
 
 from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, err, read_config, reporting
 from agent.cli.vocabulary import current_time, utc_time
+from agent.configapi import is_loopback
+from agent.errors import RefusedError
 
 if TYPE_CHECKING:
+    import uvicorn
+
+    from agent.api.auth import Tokens
+    from agent.api.served import Served
+    from agent.configfile import LoadedConfig
     from agent.engine.leader import Leader
+
+STOP_GRACE_S = 30.0
+"""How long a stop waits for the operations the API started to reach a stage boundary."""
+
+DEMO_TOKEN_FILE = "demo-api-token"
 
 
 @app.command(
     "serve",
-    help="Run the agent: take the store's lease and execute its operations (resume the ones left "
-    "unfinished, run the scheduled cleanups of test failovers), or wait as a standby while another "
-    "agent holds it and take over when that one stops renewing it (store.lease_s). Says which role it "
-    "has. SIGTERM or Ctrl-C stops it and releases the lease; an operation cut off is resumed from its "
-    "journal by the next leader.\n\n" + EXIT_CODES_HELP,
+    help="Run the agent: its HTTP API (api.host:api.port, loopback by default; OpenAPI at /docs) and, "
+    "holding the store's lease, the execution of its operations (resume the ones left unfinished, run "
+    "what API callers start, run the scheduled cleanups of test failovers); or wait as a standby while "
+    "another agent holds the lease (answering reads) and take over when that one stops renewing it "
+    "(store.lease_s). Says which role it has. SIGTERM or Ctrl-C stops it: running operations end at their "
+    "next step boundary, journalled, and the next leader resumes them. Without a config it serves the "
+    "simulated demo sites and writes a token for them.\n\n" + EXIT_CODES_HELP,
 )
-def serve(config: ConfigOption = None) -> None:
+def serve(config: ConfigOption = None,
+          host: Annotated[str | None, typer.Option(help="Listen here instead of api.host.")] = None,
+          port: Annotated[int | None, typer.Option(min=0, max=65535,
+                                                   help="Listen here instead of api.port (0: any free port).")] = None,
+          ) -> None:
+    from agent.api.served import Served
     from agent.cli.session import _open_store
     from agent.cli.sites import open_sites
     from agent.engine.leader import Leader
@@ -41,6 +67,11 @@ def serve(config: ConfigOption = None) -> None:
 
     with reporting():
         loaded = read_config(config)
+        api = loaded.config.api
+        host = host or api.host
+        if api.enabled and api.tls is None and not is_loopback(host):
+            raise RefusedError(f"--host {host} is not a loopback address: serving the API beyond this machine "
+                               "needs api.tls (cert and key) in the config", host=host)
         store = _open_store(loaded)
         try:
             with open_sites(loaded, read_inventory=False) as sites:
@@ -52,15 +83,111 @@ def serve(config: ConfigOption = None) -> None:
                     engine.scheduler = made
                     return made
 
-                leader = Leader(engine, lease, scheduler=scheduler, say=_say)
-                with _stopped_by_signals(leader):
-                    leader.run()
+                served = Served(loaded, store, engine, None)
+                leader = Leader(engine, lease, scheduler=scheduler, say=_say, drain=lambda: _drain(served))
+                served.leader = leader
+                with _serving_api(loaded, served, host, api.port if port is None else port):
+                    with _stopped_by_signals(leader):
+                        leader.run()
         finally:
             store.close()
 
 
 def _say(text: str) -> None:
     err.print(f"{utc_time(current_time())} {escape(text)}")
+
+
+def _drain(served: Served) -> None:
+    left = served.stop(STOP_GRACE_S)
+    if left:
+        _say(f"stopping: {', '.join(left)} still in a step after {STOP_GRACE_S:g} s; its step is journalled "
+             "as begun and runs again under the next leader")
+
+
+@contextmanager
+def _serving_api(loaded: LoadedConfig, served: Served, host: str, port: int) -> Iterator[None]:
+    if not loaded.config.api.enabled:
+        _say("API: off (api.enabled: false)")
+        yield
+        return
+    import uvicorn
+
+    from agent.api.app import create_app
+
+    sock = _listening_socket(host, port)
+    tokens = _tokens(loaded, sock.getsockname()[1])
+    server = uvicorn.Server(_uvicorn_config(loaded, create_app(served, tokens=tokens)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
+    thread.start()
+    bound = sock.getsockname()
+    scheme = "https" if loaded.config.api.tls else "http"
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    _say(f"API: {scheme}://{shown}:{bound[1]}/ (OpenAPI: /docs, /openapi.json)")
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if os.name != "nt":  # on Windows SO_REUSEADDR lets a second process steal the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise RefusedError(f"the API cannot listen on {host}:{port}: {exc.strerror or exc} (api.host / api.port, "
+                           "or --host / --port)", host=host, port=port) from exc
+    return sock
+
+
+def _uvicorn_config(loaded: LoadedConfig, application: Any) -> uvicorn.Config:
+    import uvicorn
+
+    kwargs: dict[str, Any] = {}
+    tls = loaded.config.api.tls
+    if tls is not None:
+        base = loaded.path.parent
+        kwargs.update(ssl_certfile=str(base / tls.cert), ssl_keyfile=str(base / tls.key))
+        if tls.client_ca is not None:
+            kwargs.update(ssl_ca_certs=str(base / tls.client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    # log_config=None: uvicorn's loggers go through the agent's logging (JSON, secrets redacted).
+    return uvicorn.Config(application, log_config=None, access_log=True, lifespan="off", server_header=False,
+                          timeout_graceful_shutdown=5, **kwargs)
+
+
+def _tokens(loaded: LoadedConfig, port: int) -> Tokens:
+    from agent.api.auth import Tokens, new_token, token_hash
+
+    api = loaded.config.api
+    if not loaded.is_demo:
+        if not api.tokens:
+            _say("API: no api.tokens in the config, so every call but /v1/health is refused; create one with "
+                 "'failover-agent token create --name NAME --scope operate' and add the line it prints")
+        return Tokens(api)
+    token = new_token()
+    path = loaded.data_dir / DEMO_TOKEN_FILE
+    _write_private(path, token + "\n")
+    _say("=" * 78)
+    _say("DEMO: serving the SIMULATED demo sites (no config given): nothing real is touched.")
+    _say(f"DEMO: an admin token for this run is in {path}; e.g.")
+    _say(f"DEMO:   curl -H \"Authorization: Bearer $(cat {path})\" http://127.0.0.1:{port}/v1/plans")
+    _say("DEMO: for real sites: 'failover-agent config template', then 'failover-agent token create'.")
+    _say("=" * 78)
+    return Tokens(api, extra={token_hash(token): ("demo", frozenset({"admin"}))})
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
 
 
 @contextmanager

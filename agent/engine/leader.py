@@ -39,17 +39,26 @@ class Leader:
     cannot start again."""
 
     def __init__(self, engine: Engine, lease: Lease, *, scheduler: Callable[[], Scheduler] | None = None,
-                 say: Callable[[str], None] = print, poll_s: float | None = None) -> None:
+                 say: Callable[[str], None] = print, poll_s: float | None = None,
+                 drain: Callable[[], None] | None = None) -> None:
         self.engine = engine
         self.lease = lease
         self.new_scheduler = scheduler
         self.say = say
+        self.drain = drain
+        """Called at the end of each term as leader, lease still held: the served agent stops
+        the operations its API started there (each ends at a stage boundary, journalled)."""
         self.poll_s = poll_s if poll_s is not None else min(1.0, lease.lease_s / 5)
         self.role: Role = "starting"
         self.terms = 0
         self.executing = False
         """True while operations are being executed (resumed): what a stop must interrupt."""
         """How many times this process became leader."""
+        self.accepting = False
+        """True while leader and past resuming what an earlier leader left: new operations
+        (the API's) may start; before that, one could be resumed and started twice."""
+        self.last_holder: str | None = None
+        """Who holds the lease, as last seen by this standby."""
         self._stop = threading.Event()
         self._last_holder: tuple[str | None, int] | None = None
 
@@ -88,6 +97,7 @@ class Leader:
                      "this agent takes over if that one stops renewing its lease")
         self.role = "standby"
         self._last_holder = key
+        self.last_holder = holder.describe()
 
     def _lead(self) -> None:
         self.role = "leader"
@@ -111,6 +121,7 @@ class Leader:
                 made = self.new_scheduler()
                 made.start(self.engine)
                 scheduler = made
+            self.accepting = self.lease.holds
             while not self._stop.is_set() and self.lease.holds:
                 self.lease.lost.wait(self.poll_s)
             if not self.lease.holds:
@@ -122,6 +133,9 @@ class Leader:
             self.say(f"standby: the store cannot be used ({exc.message}); giving the lease up")
             self.role = "standby"
         finally:
+            self.accepting = False
+            if self.drain is not None:
+                self.drain()
             if scheduler is not None:
                 scheduler.shutdown()
             renewer.stop()

@@ -74,6 +74,8 @@ class Runner:
         self.journal = journal
         self.config = config
         self.ports = ports
+        self.stopping = threading.Event()
+        """Set when the agent stops: operations end at their next stage boundary, interrupted."""
         pol = config.policies.concurrency
         self.limits = limits or HostLimits(pol.per_host, pol.global_limit)
         self.sleep = sleep
@@ -101,6 +103,12 @@ class Runner:
         for stage in sorted(stages):
             if self.journal.cancel_requested(op_id):
                 return self._cancel(op_id, op)
+            if self.stopping.is_set():
+                # A graceful stop of the agent: the steps begun are finished and journalled, the
+                # rest wait for the next leader, which resumes interrupted operations.
+                log.info("operation interrupted by the agent's stop", operation=op_id, stage=stage)
+                self.journal.set_status(op_id, OpStatus.INTERRUPTED)
+                return self.journal.view(op_id)
             todo = [r for r in stages[stage] if r.status not in (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value)]
             if not todo:
                 continue

@@ -458,6 +458,12 @@ class Engine:
 
     def resume(self, op_id: str, *, actor: str) -> OperationView:
         """Continue after a manual pause, or start a failed operation again from its failed step."""
+        self.begin_resume(op_id, actor=actor)
+        return self.run(op_id)
+
+    def begin_resume(self, op_id: str, *, actor: str) -> None:
+        """All of :meth:`resume` but running it: refused if it cannot run on; an operator's
+        manual step is marked done. The served agent then runs it in a worker of its own."""
         op = self.journal.operation(op_id)
         if OpStatus(op.status) in FINAL_STATUSES:
             raise ConflictError(f"operation {op_id} is {op.status}; it cannot run again", operation=op_id)
@@ -468,9 +474,11 @@ class Engine:
                 r.status == StepStatus.WAITING.value and r.action == "manual" for r in self.journal.steps(op_id)):
             self.journal.complete_manual(op_id, actor)
         self.store.audit(actor=actor, action="operation.resume", operation_id=op_id)
-        return self.run(op_id)
 
-    def cancel(self, op_id: str, *, actor: str) -> OperationView:
+    def cancel(self, op_id: str, *, actor: str, compensate_now: bool = True) -> OperationView:
+        """Ask ``op_id`` to stop and be undone. Its runner, if one is running it, compensates at
+        the next step; else this caller does, unless ``compensate_now`` is false (the served agent
+        then runs it in a worker: :meth:`run` compensates an operation whose cancel was asked)."""
         op = self.journal.operation(op_id)
         if can_compensate_again(op):
             # The first undo left VMs not put back (a host down, an error fixed since): again.
@@ -481,7 +489,7 @@ class Engine:
         if OpStatus(op.status) in FINAL_STATUSES:
             raise ConflictError(f"operation {op_id} is already {op.status}", operation=op_id)
         self.journal.request_cancel(op_id, actor)
-        if op.status != OpStatus.RUNNING.value:
+        if op.status != OpStatus.RUNNING.value and compensate_now:
             # Nobody is running it: compensate now, in this caller.
             return self.runner.run(op_id)
         return self.journal.view(op_id)

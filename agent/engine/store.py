@@ -238,6 +238,18 @@ class AuditRow(Base):
     """For a step's change: step ordinal and call, so a retried or resumed step finds its row."""
 
 
+class IdempotencyRow(Base):
+    """An API request's Idempotency-Key and the operation it created (per caller: two callers'
+    keys never collide)."""
+
+    __tablename__ = "idempotency_keys"
+    caller: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    operation_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 POOL_RECYCLE_S = 1800
 """A database server's connections are replaced after this long (seconds)."""
 

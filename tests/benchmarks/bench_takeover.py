@@ -95,7 +95,8 @@ def create(config: Path, url: str) -> str:
 
 def serve(config: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", FAILOVER_AGENT_DATA_DIR=str(config.parent / "data"))
-    return subprocess.Popen([sys.executable, "-m", "agent", "serve", "--config", str(config)], cwd=config.parent,
+    return subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--config", str(config)],
+                            cwd=config.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 
 

@@ -45,6 +45,8 @@ class Site:
     def cli(self, *args: str, root: tuple[str, ...] = ()) -> subprocess.Popen[str]:
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
                    FAILOVER_AGENT_DATA_DIR=str(self.tmp / "data"))
+        if args[:1] == ("serve",):
+            args = (*args, "--port", "0")  # several agents on one machine: each its own free port
         return subprocess.Popen([sys.executable, "-m", "agent", *root, *args, "--config", str(self.config)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 cwd=self.tmp)
