@@ -324,3 +324,17 @@ def test_the_report_as_json_has_the_same_facts(new_rig) -> None:
     assert facts["id"] == failover.id and facts["status"] == "succeeded"
     assert isinstance(facts["created_at"], str) and facts["recovery_time_s"] > 0
     assert {a["vm"] for a in facts["addresses"]} == {"sql01", "app01", "app02", "web01"}
+
+
+def test_an_address_vmm_refused_is_reported_with_the_reason(new_rig) -> None:
+    rig = new_rig()
+    rig.world.inject({"call": "vmm.grant_ips", "target": "west-apps-pool:172.16.1.11", "fault": "permanent"})
+    failover = rig.start(OperationKind.UNPLANNED_FAILOVER)
+    assert failover.status == OpStatus.PARTIAL.value
+    report = build_report(rig.store, failover.id)
+    [app02] = [a for a in report.addresses if a.vm == "app02"]
+    assert app02.granted is None and app02.problem.startswith("not reserved: injected_fault: ")
+    [refused] = [c for c in report.changes if c.action == "vmm.grant_ips" and c.result == "refused"]
+    assert refused.error == "injected_fault"
+    text = page(render_html(report)).text
+    assert app02.problem in text and "refused (injected_fault)" in text
