@@ -338,3 +338,31 @@ def test_an_address_vmm_refused_is_reported_with_the_reason(new_rig) -> None:
     assert refused.error == "injected_fault"
     text = page(render_html(report)).text
     assert app02.problem in text and "refused (injected_fault)" in text
+
+
+def test_the_report_reads_the_same_on_every_store(new_rig, store_demo: Templates) -> None:
+    rig = new_rig(templates=store_demo)
+    test_id, cleanup_id = drill(rig)
+    report = build_report(rig.store, test_id)
+    assert {(a.vm, a.granted) for a in report.addresses if a.ip_configuration == 0} == {
+        ("sql01", "192.168.1.201"), ("app01", "172.16.1.10"), ("app02", "172.16.1.11"), ("web01", "192.168.1.203")}
+    assert [f.id for f in report.follow_ups] == [cleanup_id]
+    assert report.recovery_time_s is not None and report.confirmations[0].confirmed_by == ACTOR
+
+
+def test_a_damaged_audit_entry_is_named_and_the_rest_reported(new_rig) -> None:
+    from sqlalchemy import text
+
+    rig = new_rig()
+    failover = rig.start(OperationKind.PLANNED_FAILOVER)
+    with rig.store.engine.begin() as connection:
+        damaged = connection.execute(text(
+            "SELECT id FROM audit WHERE operation_id = :op AND action = 'routes.announce' ORDER BY id LIMIT 1"),
+            {"op": failover.id}).scalar_one()
+        connection.execute(text("UPDATE audit SET details = '{not json' WHERE id = :id"), {"id": damaged})
+    report = build_report(rig.store, failover.id)
+    [bad] = report.unreadable
+    assert f"audit row {damaged}, column details: cannot be read" in bad
+    announced = [c for c in report.changes if c.action == "routes.announce"]
+    assert len(announced) == 1, "the other announce is still there; the damaged one is left out, not guessed"
+    assert bad in page(render_html(report)).text
