@@ -7,6 +7,7 @@ the achieved recovery time is defined); ``render_html(report)`` and ``render_csv
 """
 
 from agent.report.facts import RECOVERY_DEFINITION, DrillReport, build_report
-from agent.report.render import CSV_COLUMNS, render_csv, render_html
+from agent.report.render import CONTENT_SECURITY_POLICY, CSV_COLUMNS, render_csv, render_html
 
-__all__ = ["CSV_COLUMNS", "RECOVERY_DEFINITION", "DrillReport", "build_report", "render_csv", "render_html"]
+__all__ = ["CONTENT_SECURITY_POLICY", "CSV_COLUMNS", "RECOVERY_DEFINITION", "DrillReport", "build_report",
+           "render_csv", "render_html"]

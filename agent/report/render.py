@@ -51,6 +51,10 @@ from agent.terminal import visible
 CSV_COLUMNS = ("operation", "record", "at", "group", "step", "action", "target", "vm", "status", "before",
                "after", "error", "actor", "started_at", "finished_at", "duration_s", "recovery_time_s")
 
+CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+"""The page's own policy (in a ``<meta>`` tag, so it holds for a file opened from disk too); an HTTP
+server sending the page may send it as the ``Content-Security-Policy`` header as well."""
+
 NOT_READ = "(not read by the step)"
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -147,7 +151,7 @@ def render_html(report: DrillReport, *, link: Callable[[str], str] | None = None
         return "-" if at is None else "T+" + duration((at - start).total_seconds())
 
     return _ENV.get_template("report.html.j2").render(
-        r=report, definition=RECOVERY_DEFINITION, bar=bar, offset=offset, link=link,
+        r=report, definition=RECOVERY_DEFINITION, csp=CONTENT_SECURITY_POLICY, bar=bar, offset=offset, link=link,
         changes_by_category=_by_category(report.changes), json=_json)
 
 

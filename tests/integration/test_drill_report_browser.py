@@ -64,3 +64,32 @@ def test_the_hostile_planned_failover_report_runs_nothing_in_chromium(new_rig, t
         page.goto(page_file.as_uri())
         assert "<script>alert(3)</script>" in page.inner_text("#notes")
         assert dialogs == [] and page.locator("script, img").count() == 0
+
+
+def test_the_page_s_own_policy_stops_a_script_even_if_one_got_in(tmp_path: Path) -> None:
+    """Defence in depth: were a value ever rendered unescaped, the page's CSP still runs nothing."""
+    report_html = render_html(_minimal_report())
+    smuggled = report_html.replace("</footer>", "<script>alert('ran')</script></footer>")
+    page_file = tmp_path / "smuggled.html"
+    page_file.write_text(smuggled, encoding="utf-8")
+    with chromium_page() as page:
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(page_file.as_uri())
+        page.wait_for_timeout(200)
+        assert page.locator("script").count() == 1 and dialogs == [], "the script is there, and blocked"
+
+
+def _minimal_report():
+    from datetime import UTC, datetime
+
+    from agent.report import DrillReport
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    return DrillReport(
+        id="op-000000000000", kind="test_failover", plan="p", status="succeeded", mode="full",
+        error_policy="stop_at_first_error", source_site="a", target_site="b", requested_by="cli",
+        plan_checksum=None, plan_summary=None, plan_notes=[], parent_id=None, created_at=at, finished_at=at,
+        generated_at=at, elapsed_s=0.0, recovery_time_s=None, recovery_note="", manual_wait_s=0.0, vms_done=[],
+        vms_failed=[], groups=[], addresses=[], changes=[], scripts=[], errors=[], events=[], notes=[],
+        follow_ups=[])
