@@ -27,6 +27,7 @@ from agent.cli import demo  # noqa: F401  demo
 from agent.cli import addresses  # noqa: F401  addresses export|import
 from agent.cli import serve  # noqa: F401  serve
 from agent.cli import token  # noqa: F401  token create
+from agent.cli import report  # noqa: F401  report
 # isort: on
 
 # What ``agent.__main__``, the console script (``agent.cli:main``) and the tests use, and what
