@@ -132,3 +132,17 @@ def test_notes_and_cancel(api: ApiServer) -> None:
         assert plan_state(client) == "protected", "the cancel cleaned up the test failover"
         trail = client.get("/v1/audit", params={"operation": op_id, "limit": 1000}).json()["entries"]
         assert any(e["action"] == "operation.note" and e["actor"] == "api:operate-caller" for e in trail)
+
+
+def test_the_drill_report_is_served_as_html_and_csv(api: ApiServer) -> None:
+    with api.client("read") as reader, api.client("operate") as client:
+        op_id = start(client, "test_failover")
+        through_pauses(api, client, op_id)
+        page = reader.get(f"/v1/operations/{op_id}/report")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "default-src" in page.headers["content-security-policy"]
+        assert "sql01" in page.text and op_id in page.text
+        csv_text = reader.get(f"/v1/operations/{op_id}/report", params={"format": "csv"})
+        assert csv_text.headers["content-type"].startswith("text/csv")
+        assert "sql01" in csv_text.text
+        assert reader.get("/v1/operations/op-nope/report").status_code == 404

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from agent.api.auth import Caller, require
 from agent.api.schemas import Note, Operation, Operations, StartableKind, StartOperation
@@ -134,3 +134,19 @@ async def operation_events(op_id: str, request: Request, s: ServedDep,
 
 def _event(name: str, data: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+@router.get("/{op_id}/report", summary="The drill report: a self-contained HTML page, or CSV",
+            response_class=HTMLResponse,
+            responses={200: {"content": {"text/html": {}, "text/csv": {}},
+                             "description": "what ran, the timeline and recovery time, every change, errors, notes"}})
+def operation_report(op_id: str, s: ServedDep, _caller: Annotated[Caller, Depends(require("read"))],
+                     format: Annotated[Literal["html", "csv"], Query()] = "html") -> Response:
+    from agent.report import CONTENT_SECURITY_POLICY, build_report, render_csv, render_html
+
+    report = build_report(s.store, s.engine.journal.operation(op_id).id)
+    if format == "csv":
+        return Response(render_csv(report), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{op_id}.csv"'})
+    return HTMLResponse(render_html(report, link=lambda other: f"/v1/operations/{other}/report"),
+                        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
