@@ -8,7 +8,7 @@ every process of the store can see it:
 - PostgreSQL: ``pg_advisory_xact_lock`` on a connection of its own, in a transaction held for
   the plan-then-grant and released by its end -- or by the server, if the holder dies or its
   connection is cut, so a killed agent never leaves it taken.
-- SQLite: an exclusive ``flock`` on a file beside the database. Not ``BEGIN IMMEDIATE``: that
+- SQLite: an exclusive lock (``agent.filelock``) on a file beside the database. Not ``BEGIN IMMEDIATE``: that
   takes the database's one write lock for the whole operation, and the journal's own writes,
   on other connections of the same process, would then wait on it until "database is locked".
   The kernel drops a ``flock`` with the process that held it.
@@ -19,7 +19,6 @@ lock, so a key names a scope the caller knows beforehand (``allocation_key``).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import threading
 from collections.abc import Iterable, Iterator
@@ -30,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
 from agent.engine.store import Store, store_error
+from agent.filelock import lock
 
 
 def allocation_key(*parts: str) -> int:
@@ -70,7 +70,7 @@ def _file_locks(database: Path, keys: list[int]) -> Iterator[None]:
         for key in keys:
             path = database.with_name(f"{database.name}.alloc-{key & 0xFFFFFFFFFFFFFFFF:016x}.lock")
             fd = held.enter_context(path.open("a"))
-            fcntl.flock(fd.fileno(), fcntl.LOCK_EX)  # released when the file closes
+            lock(fd.fileno())  # released when the file closes
         yield
 
 

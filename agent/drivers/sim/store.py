@@ -22,7 +22,6 @@ import marshal
 import os
 import re
 import secrets
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import PermanentError
+from agent.filelock import lock, unlock
 from agent.gcpause import gc_paused
 
 FORMAT = 2
@@ -41,33 +41,6 @@ _HEADER = re.compile(rb"^SIMSTATE(\d+) ([0-9a-f]+) (\d+)\n")
 change rewrites the whole state under the lock, and only plain dicts, lists, strings and numbers
 ever go in (``marshal`` builds data, it never runs code). ``SimWorld.snapshot()`` gives the
 readable view."""
-
-# sys.platform, not os.name: mypy reads this check and type-checks each branch on its own platform.
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _lock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        while True:
-            try:
-                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # retries for ~10 s, then raises
-                return
-            except OSError:
-                continue
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _lock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
 
 class StateFileError(PermanentError):
     """The state file cannot be used (unreadable, not the simulator's, another format)."""
@@ -157,11 +130,11 @@ class StateStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                _lock(fd)
+                lock(fd)
                 try:
                     yield
                 finally:
-                    _unlock(fd)
+                    unlock(fd)
             finally:
                 os.close(fd)
 
