@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import ipaddress
 import socket
 import ssl
 from collections.abc import Iterator
@@ -43,6 +44,9 @@ class TestCa:
     ca_file: Path
     cert_file: Path
     key_file: Path
+    client_cert_file: Path
+    """A client certificate (CN ``agent-client``) and its key, for mutual TLS."""
+    client_key_file: Path
 
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -51,7 +55,8 @@ class TestCa:
 
 
 def make_ca(directory: Path, name: str = "test") -> TestCa:
-    """A fresh CA and a server certificate for ``*.sim.test`` signed by it."""
+    """A fresh CA, a server certificate for ``*.sim.test`` and 127.0.0.1, and a client
+    certificate, signed by it."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -73,11 +78,25 @@ def make_ca(directory: Path, name: str = "test") -> TestCa:
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "*.sim.test")]))
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("*.sim.test")]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("*.sim.test"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    found = TestCa(directory / f"{name}-ca.pem", directory / f"{name}-server.pem", directory / f"{name}-server.key")
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agent-client")]))
+              .issuer_name(ca_name).public_key(client_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    found = TestCa(directory / f"{name}-ca.pem", directory / f"{name}-server.pem", directory / f"{name}-server.key",
+                   directory / f"{name}-client.pem", directory / f"{name}-client.key")
+    found.client_cert_file.write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    found.client_key_file.write_bytes(client_key.private_bytes(serialization.Encoding.PEM,
+                                                               serialization.PrivateFormat.PKCS8,
+                                                               serialization.NoEncryption()))
     found.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     found.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     found.key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
