@@ -63,9 +63,9 @@ def free_port() -> int:
         return port
 
 
-def with_tokens(rig: Rig) -> dict[str, str]:
-    """Give ``rig``'s config one token per scope; returns them."""
-    tokens = {scope: new_token() for scope in SCOPED}
+def with_tokens(rig: Rig, tokens: dict[str, str] | None = None) -> dict[str, str]:
+    """Give ``rig``'s config one token per scope (new ones, or ``tokens``); returns them."""
+    tokens = tokens or {scope: new_token() for scope in SCOPED}
     api = Api(tokens=[ApiToken(name=f"{scope}-caller", sha256=token_hash(t), scopes=[scope])  # type: ignore[list-item]
                       for scope, t in tokens.items()])
     rig.loaded = replace(rig.loaded, config=rig.loaded.config.model_copy(update={"api": api}))
@@ -73,8 +73,8 @@ def with_tokens(rig: Rig) -> dict[str, str]:
 
 
 @contextmanager
-def serving(rig: Rig, *, leader: Any = None) -> Iterator[ApiServer]:
-    tokens = with_tokens(rig)
+def serving(rig: Rig, *, leader: Any = None, tokens: dict[str, str] | None = None) -> Iterator[ApiServer]:
+    tokens = with_tokens(rig, tokens)
     served = Served(rig.loaded, rig.store, rig.engine, leader)
     app = create_app(served)
     port = free_port()
