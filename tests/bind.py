@@ -52,6 +52,8 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
+from tests import leakcheck
+
 HOST = "127.0.0.1"
 
 FORWARD_ZONE = "example.test."
@@ -96,7 +98,8 @@ class TsigKey:
     def generate(cls, name: str, algorithm: str = "hmac-sha256") -> TsigKey:
         # The length tsig-keygen uses for each algorithm (its digest size); any length works.
         size = {"hmac-sha512": 64, "hmac-sha384": 48, "hmac-sha224": 28, "hmac-sha1": 20, "hmac-md5": 16}
-        return cls(name, algorithm, base64.b64encode(secrets.token_bytes(size.get(algorithm, 32))).decode())
+        secret = base64.b64encode(secrets.token_bytes(size.get(algorithm, 32))).decode()
+        return cls(name, algorithm, leakcheck.remember(secret))
 
     def conf(self) -> str:
         return f'key "{self.name}" {{ algorithm {self.algorithm}; secret "{self.secret}"; }};\n'

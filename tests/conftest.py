@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests import leakcheck
 from tests.rigs import Rig, Templates, copy_demo
 from tests.stores import store_url  # noqa: F401  (a fixture, for every test)
 
@@ -101,3 +102,12 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
         if getattr(handler, "_failover_agent", False):
             root.removeHandler(handler)
     structlog.reset_defaults()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Every test fails if its captured output holds a secret (``tests/leakcheck.py``)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.passed and report.when == "call":
+        leakcheck.check(item, report)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests import leakcheck
 from tests.psrpserver.server import PsrpTestServer, Received
 
 __all__ = ["PsrpTestServer", "Received", "TestCa", "make_ca", "serving", "sim_test_resolves_to_loopback"]
@@ -116,7 +117,7 @@ def serving(monkeypatch: pytest.MonkeyPatch, *, tls: ssl.SSLContext | None = Non
         assert users_file is not None, "NTLM needs a users file (pyspnego's NTLM acceptor reads NTLM_USER_FILE)"
         users_file.write_text(":agent:s3cret\n", encoding="utf-8")
         monkeypatch.setenv("NTLM_USER_FILE", str(users_file))
-    server = PsrpTestServer(password="s3cret", tls=tls, auth=auth).start()
+    server = PsrpTestServer(password=leakcheck.remember("s3cret"), tls=tls, auth=auth).start()
     try:
         yield server
     finally:
