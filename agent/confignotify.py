@@ -135,25 +135,15 @@ class Delivery(Model):
 
 
 class Notifications(Model):
+    """Target names are unique across webhooks and e-mail (checked with the config's other
+    names, :func:`agent.configrules.duplicate_names`): the logs name a target by it."""
+
     webhooks: list[Webhook] = Field(default_factory=list)
     email: list[Email] = Field(default_factory=list)
     delivery: Delivery = Delivery()
     expiry_warning: Annotated[timedelta, AfterValidator(_warning_lead)] = timedelta(days=1)
     """How long before a test failover's forced cleanup ``test_failover.expiring`` is sent (at
     most half the maximum age, so a short maximum age still gets its warning)."""
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> Notifications:
-        seen: dict[str, str] = {}
-        targets: list[tuple[str, Webhook | Email]] = [*((f"webhooks[{i}]", w) for i, w in enumerate(self.webhooks)),
-                                                      *((f"email[{i}]", e) for i, e in enumerate(self.email))]
-        for key, target in targets:
-            folded = target.name.casefold()
-            if folded in seen:
-                raise ValueError(f"{key}.name: duplicate notification target name {target.name!r} "
-                                 f"(also {seen[folded]}.name)")
-            seen[folded] = key
-        return self
 
     def wants(self, kind: EventKind) -> bool:
         """Whether any target gets events of ``kind``."""

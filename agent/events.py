@@ -114,7 +114,7 @@ def emit_safely(sink: EventSink | None, event: Event) -> None:
     try:
         sink.emit(event)
     except Exception as exc:  # a notification must never break an operation
-        log.error("event not handed to its sink", kind=event.kind, event=event.id, operation=event.operation_id,
+        log.error("event not handed to its sink", kind=event.kind, event_id=event.id, operation=event.operation_id,
                   sink=type(sink).__name__, error=type(exc).__name__)
 
 

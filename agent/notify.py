@@ -243,7 +243,7 @@ class Notifier:
 
     def emit(self, event: Event) -> None:
         if self._closed:
-            log.warning("notification after shutdown dropped", kind=event.kind, event=event.id)
+            log.warning("notification after shutdown dropped", kind=event.kind, event_id=event.id)
             return
         for c in self._channels:
             if event.kind not in c.wants:
@@ -252,7 +252,7 @@ class Notifier:
                 c.queue.put_nowait(event)
             except queue.Full:
                 log.error("notification dropped: too many waiting for this target", target=c.name,
-                          channel=c.channel, kind=event.kind, event=event.id, operation=event.operation_id,
+                          channel=c.channel, kind=event.kind, event_id=event.id, operation=event.operation_id,
                           queue_size=self.config.delivery.queue_size)
 
     def drain(self, timeout_s: float) -> bool:
@@ -271,10 +271,12 @@ class Notifier:
         """Stop taking events, deliver what is queued for up to ``timeout_s``, stop the workers.
         What is still undelivered then is logged (a backoff in progress is cut short)."""
         self._closed = True
+        deadline = time.monotonic() + timeout_s
         drained = self.drain(timeout_s)
         self._stop.set()
         for t in self._threads:
-            t.join(timeout=5)
+            # A worker stuck in a request to a hung receiver is left to its timeout: it is a daemon.
+            t.join(timeout=max(0.2, deadline - time.monotonic()))
         if not drained:
             left = {c.name: c.queue.unfinished_tasks for c in self._channels if c.queue.unfinished_tasks}
             log.error("notifications not delivered before shutdown", waiting=left)
@@ -307,13 +309,13 @@ class Notifier:
             try:
                 self._deliver(c, event)
             except Exception as exc:  # a bug here must not end the worker: later events still go out
-                log.error("notification worker error", target=c.name, event=event.id, error=type(exc).__name__)
+                log.error("notification worker error", target=c.name, event_id=event.id, error=type(exc).__name__)
             finally:
                 c.queue.task_done()
 
     def _deliver(self, c: _Channel, event: Event) -> None:
         policy = self.config.delivery
-        where = {"target": c.name, "channel": c.channel, "kind": event.kind, "event": event.id,
+        where = {"target": c.name, "channel": c.channel, "kind": event.kind, "event_id": event.id,
                  "operation": event.operation_id}
         for number in range(1, policy.attempts + 1):
             try:
@@ -322,6 +324,9 @@ class Notifier:
                 log.error("notification refused: not tried again", attempts=number, reason=str(exc), **where)
                 return
             except Retry as exc:
+                if self._stop.is_set():
+                    log.error("notification not delivered: shutting down", attempts=number, reason=str(exc), **where)
+                    return
                 if number == policy.attempts:
                     log.error("notification not delivered: giving up", attempts=number, reason=str(exc), **where)
                     return
