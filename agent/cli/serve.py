@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from agent.engine.leader import Leader
 
 
+NOTIFY_DRAIN_S = 10.0
+"""At shutdown, how long notifications still queued may take to go out."""
+
+
 @app.command(
     "serve",
     help="Run the agent: take the store's lease and execute its operations (resume the ones left "
@@ -37,6 +41,7 @@ def serve(config: ConfigOption = None) -> None:
     from agent.engine.leader import Leader
     from agent.engine.lease import Lease
     from agent.engine.service import Engine
+    from agent.notify import Notifier
     from agent.scheduler import Scheduler
 
     with reporting():
@@ -44,7 +49,8 @@ def serve(config: ConfigOption = None) -> None:
         store = _open_store(loaded)
         try:
             with open_sites(loaded, read_inventory=False) as sites:
-                engine = Engine(loaded.config, sites.ports, store)
+                notifier = Notifier(loaded.config.notifications, agent=loaded.config.agent.owner_id)
+                engine = Engine(loaded.config, sites.ports, store, events=notifier)
                 lease = Lease(store, lease_s=loaded.config.store.lease_s)
 
                 def scheduler() -> Scheduler:
@@ -53,8 +59,11 @@ def serve(config: ConfigOption = None) -> None:
                     return made
 
                 leader = Leader(engine, lease, scheduler=scheduler, say=_say)
-                with _stopped_by_signals(leader):
-                    leader.run()
+                try:
+                    with _stopped_by_signals(leader):
+                        leader.run()
+                finally:
+                    notifier.close(timeout_s=NOTIFY_DRAIN_S)
         finally:
             store.close()
 
