@@ -138,11 +138,6 @@ def operation_event(kind: EventKind, *, operation_id: str, plan: str, operation_
                  details=details)
 
 
-def listed(items: list[Any]) -> dict[str, Any]:
-    """The first :data:`MAX_LISTED` of ``items`` and how many there are in all."""
-    return {"items": items[:MAX_LISTED], "total": len(items)}
-
-
 def test_failover_expiring(*, operation_id: str, plan: str, status: str, expires_at: datetime,
                            max_age_s: float) -> Event:
     return Event(kind="test_failover.expiring", operation_id=operation_id, plan=plan,

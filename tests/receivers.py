@@ -61,7 +61,8 @@ class Receiver:
 
 
 @contextmanager
-def webhook_receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
+def webhook_receiver(answers: list[int] | None = None, *, tls: tuple[Path, Path] | None = None) -> Iterator[Receiver]:
+    """``tls``: (cert, key) to serve HTTPS with (:func:`make_certificate`)."""
     receiver = Receiver(answers=list(answers or []))
 
     class Handler(BaseHTTPRequestHandler):
@@ -78,7 +79,12 @@ def webhook_receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/failover?channel=dr"
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    receiver.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/hooks/failover?channel=dr"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -137,11 +143,24 @@ class Mailbox:
     messages: list[Message] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     logins: list[tuple[str, bool]] = field(default_factory=list)
+    data_replies: list[str] = field(default_factory=list)
+    """Replies to DATA in turn (e.g. ``451 try later``), then 250."""
+    rcpt_reply: str | None = None
+    """The reply to every RCPT TO (e.g. ``550 no such user``); default: accepted."""
     port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        if self.rcpt_reply is not None:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
+            if self.data_replies:
+                return self.data_replies.pop(0)
             self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 OK"
@@ -158,16 +177,18 @@ class Mailbox:
 
 
 @contextmanager
-def smtp_server(directory: Path, *, username: str, password: str) -> Iterator[tuple[Mailbox, Path]]:
-    """aiosmtpd requiring STARTTLS and AUTH with ``username``/``password``. Yields the mailbox
-    and the CA file that signs its certificate."""
+def smtp_server(directory: Path, *, username: str, password: str, tls: str = "starttls",
+                mailbox: Mailbox | None = None) -> Iterator[tuple[Mailbox, Path]]:
+    """aiosmtpd requiring AUTH with ``username``/``password`` over TLS: ``tls`` ``starttls``
+    (required before AUTH), ``implicit`` (TLS from the first byte) or ``none`` (no TLS offered,
+    no AUTH). Yields the mailbox and the CA file that signs its certificate."""
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
     cert, key = make_certificate(directory)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    mailbox = Mailbox()
+    mailbox = mailbox if mailbox is not None else Mailbox()
 
     def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
         ok = isinstance(data, LoginPassword) and data.login.decode() == username and data.password.decode() == password
@@ -176,8 +197,15 @@ def smtp_server(directory: Path, *, username: str, password: str) -> Iterator[tu
         return AuthResult(success=ok, handled=False)  # aiosmtpd then answers 235 or 535 itself
 
     port = free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
-                            authenticator=authenticate, auth_required=True)
+    options: dict[str, Any] = {
+        "starttls": {"tls_context": context, "require_starttls": True, "authenticator": authenticate,
+                     "auth_required": True},
+        # aiosmtpd counts only STARTTLS as TLS for AUTH; this connection is TLS from its first byte.
+        "implicit": {"ssl_context": context, "authenticator": authenticate, "auth_required": True,
+                     "auth_require_tls": False},
+        "none": {},
+    }[tls]
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
     controller.start()
     mailbox.port = port
     try:

@@ -26,7 +26,7 @@ from agent.logging import configure_logging
 from agent.notify import Notifier, verify_webhook
 from agent.preflight import Finding
 from agent.scheduler import WARNING, Scheduler
-from tests.receivers import closed_url, silent_listener, smtp_server, webhook_receiver
+from tests.receivers import Mailbox, closed_url, silent_listener, smtp_server, webhook_receiver
 from tests.rigs import ACTOR, DEMO_PLAN, Rig, Templates, copy_demo, play_orchestrator
 
 TEST = OperationKind.TEST_FAILOVER
@@ -351,6 +351,80 @@ def test_the_preflight_event_carries_its_problems(logs) -> None:
     assert event["details"]["problems"][0]["key"] == "dns.servers[0].tsig"
     with pytest.raises(ValueError):
         preflight_problems([])
+
+
+def test_an_https_receiver_is_reached_with_its_ca_and_refused_without_it(tmp_path: Path, logs) -> None:
+    from tests.receivers import make_certificate
+
+    cert, key = make_certificate(tmp_path)
+    with webhook_receiver(tls=(cert, key)) as hook:
+        trusting = Notifier(Notifications.model_validate({"webhooks": [
+            {"name": "tls-hook", "url": hook.url, "secret": "env:TEST_NOTIFY_HMAC", "ca_file": str(cert)}]}))
+        trusting.emit(Event(kind="operation.succeeded", operation_id="op-7"))
+        delivered(trusting)
+        doubting = Notifier(Notifications.model_validate({"webhooks": [
+            {"name": "tls-hook-2", "url": hook.url, "secret": "env:TEST_NOTIFY_HMAC"}]}))  # the system's CAs
+        doubting.emit(Event(kind="operation.succeeded", operation_id="op-8"))
+        delivered(doubting)
+    assert [e["operation_id"] for e in received(hook)] == ["op-7"]
+    assert "the receiver's certificate is not trusted" in logs.getvalue()
+
+
+def mail_target(port: int, ca: Path | None, **fields: Any) -> Notifications:
+    target = {"name": "dr-team", "host": "127.0.0.1", "port": port, "sender": "failover-agent@dr.example",
+              "recipients": ["oncall@dr.example"], **({"ca_file": str(ca)} if ca else {}), **fields}
+    return Notifications.model_validate({"email": [target], "delivery": {"attempts": 3, "initial_backoff_s": 0.05}})
+
+
+# aiosmtpd warns of AUTH without STARTTLS: it does not count TLS from the first byte as TLS.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_mail_over_tls_from_the_first_byte(tmp_path: Path) -> None:
+    with smtp_server(tmp_path, username=SMTP_USER, password=SMTP_PASSWORD, tls="implicit") as (box, ca):
+        notifier = Notifier(mail_target(box.port, ca, security="ssl", username=SMTP_USER,
+                                        password="env:TEST_NOTIFY_SMTP"))
+        notifier.emit(Event(kind="operation.failed", operation_id="op-9"))
+        delivered(notifier)
+        [mail] = box.wait_for(1)
+    assert box.logins[-1] == (SMTP_USER, True) and "op-9" in mail["Subject"]
+
+
+def test_a_server_without_starttls_gets_nothing_when_starttls_is_asked(tmp_path: Path, logs) -> None:
+    with smtp_server(tmp_path, username=SMTP_USER, password=SMTP_PASSWORD, tls="none") as (box, _ca):
+        notifier = Notifier(mail_target(box.port, None))
+        notifier.emit(Event(kind="operation.failed", operation_id="op-10"))
+        delivered(notifier)
+    assert box.messages == [] and "does not offer what the config asks" in logs.getvalue()
+    assert "trying again" not in logs.getvalue()
+
+
+@pytest.mark.parametrize(("mailbox", "delivered_after", "says"), [
+    (Mailbox(data_replies=["451 4.3.0 try later"]), 1, '"reason": "SMTP 451"'),
+    (Mailbox(rcpt_reply="450 4.2.1 mailbox busy"), 0, "recipients refused for now (SMTP 450)"),
+    (Mailbox(rcpt_reply="550 5.1.1 no such user"), 0, "every recipient refused (SMTP 550)"),
+])
+def test_smtp_replies_say_whether_to_try_again(tmp_path: Path, logs, mailbox: Mailbox, delivered_after: int,
+                                               says: str) -> None:
+    with smtp_server(tmp_path, username=SMTP_USER, password=SMTP_PASSWORD, tls="none", mailbox=mailbox) as (box, _):
+        notifier = Notifier(mail_target(box.port, None, security="none"))
+        notifier.emit(Event(kind="operation.failed", operation_id="op-11"))
+        delivered(notifier)
+    assert len(box.messages) == delivered_after and says in logs.getvalue()
+    retried = logs.getvalue().count("trying again")
+    assert retried == (0 if "550" in says else 1 if delivered_after else 2)
+
+
+def test_shutdown_cuts_a_backoff_short(logs) -> None:
+    notifier = Notifier(Notifications.model_validate({
+        "webhooks": [{"name": "dead", "url": closed_url(), "secret": "env:TEST_NOTIFY_HMAC"}],
+        "delivery": {"attempts": 5, "initial_backoff_s": 60}}))
+    notifier.emit(Event(kind="operation.started", operation_id="op-12"))
+    deadline = time.monotonic() + 5
+    while "trying again" not in logs.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    began = time.monotonic()
+    notifier.close(timeout_s=0.2)
+    assert time.monotonic() - began < 2
+    assert "notification not delivered: shutting down" in logs.getvalue()
 
 
 # ------------------------------------------------------------------------ expiry warning
