@@ -14,10 +14,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from agent.configbase import Model, SecretRef, SecretUnavailable  # noqa: F401  (imported from here)
 from agent.confignotify import Notifications
 from agent.configrefs import cross_reference_problems
-from agent.configrules import SafePath, TestFailoverAge, no_nul, seconds
+from agent.configrules import Model, SafePath, TestFailoverAge, no_nul, seconds
+from agent.configsecrets import SecretRef, SecretUnavailable  # noqa: F401  (imported from here)
 from agent.dns.names import configured_host_name, derive_host_name
 from agent.domain.matching import Names, fold
 from agent.domain.model import Address, Name, Prefix

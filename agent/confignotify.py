@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, model_validator
 
-from agent.configbase import Model, SecretRef
-from agent.configrules import SafePath, seconds
+from agent.configrules import Model, SafePath, seconds
+from agent.configsecrets import SecretRef
 from agent.domain.model import Name
 from agent.events import EVENT_KINDS, EventKind
 

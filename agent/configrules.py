@@ -17,12 +17,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
 
 MAX_TEST_FAILOVER_AGE = timedelta(days=365)
+
+
+class Model(BaseModel):
+    """Every config section: unknown keys are refused (a typo must not be ignored), values frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def no_nul(value: str) -> str:

@@ -1,9 +1,8 @@
-"""The base of the config's models: :class:`Model` (unknown keys are errors, values frozen) and
-:class:`SecretRef`, the only way a secret appears in the config.
+""":class:`SecretRef`, the only way a secret appears in the config.
 
 Kept apart from :mod:`agent.config` so that the modules of config sections
-(:mod:`agent.confignotify`) can build on them without importing the whole config, which
-imports them. Everyone else imports both from :mod:`agent.config`.
+(:mod:`agent.confignotify`) can use it without importing the whole config, which imports them.
+Everyone else imports it from :mod:`agent.config`.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic_core import core_schema
 
 from agent.errors import RefusedError
@@ -85,7 +84,3 @@ class SecretRef:
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict:
         return {"type": "string", "pattern": r"^(env|file):.+$", "description": "env:NAME or file:PATH"}
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
