@@ -430,7 +430,7 @@ def test_shutdown_cuts_a_backoff_short(logs) -> None:
 # ------------------------------------------------------------------------ expiry warning
 
 
-def test_a_drill_nearing_its_maximum_age_is_told_once_and_its_cleanup_cancels_the_warning(new_rig) -> None:
+def test_a_drill_nearing_its_maximum_age_is_told_once_and_its_cleanup_cancels_the_warning(new_rig, logs) -> None:
     with webhook_receiver() as hook:
         rig = new_rig()
         notifications = config(url=hook.url, events=["test_failover.expiring"])
@@ -464,6 +464,9 @@ def test_a_drill_nearing_its_maximum_age_is_told_once_and_its_cleanup_cancels_th
             scheduler_module.run_expiry_warning(*late.args)  # had it fired anyway: nothing to tell
             # ... nor for one past its expiry time.
             scheduler_module.run_expiry_warning(test.id, (datetime.now(UTC) - timedelta(minutes=1)).isoformat())
+            # ... nor for an operation the store does not know (logged, nothing raised into APScheduler).
+            scheduler_module.run_expiry_warning("op-000000000000", expires.isoformat())
+            assert "test failover expiry warning not sent" in logs.getvalue()
             delivered(notifier)
             assert [e["kind"] for e in received(hook)] == ["test_failover.expiring"]
         finally:
