@@ -79,6 +79,9 @@ def duplicate_names(cfg: AgentConfig) -> list[str]:
             for j, r in enumerate(t.routers)]),
         ("DNS server", [(f"dns.servers[{i}].name", d.name) for i, d in enumerate(cfg.dns.servers)]),
         ("API token", [(f"api.tokens[{i}].name", t.name) for i, t in enumerate(cfg.api.tokens)]),
+        ("notification target", [(f"notifications.webhooks[{i}].name", w.name)
+                                 for i, w in enumerate(cfg.notifications.webhooks)]
+         + [(f"notifications.email[{i}].name", e.name) for i, e in enumerate(cfg.notifications.email)]),
     ]
     for i, plan in enumerate(cfg.recovery_plans):
         kinds.append((f"group of plan {plan.name!r}",

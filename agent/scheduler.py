@@ -1,4 +1,5 @@
-"""APScheduler jobs: the forced cleanup of test failovers past their maximum age.
+"""APScheduler jobs: the forced cleanup of test failovers past their maximum age, and the
+warning (``test_failover.expiring``, :mod:`agent.events`) that comes before it.
 
 The job store lives in the agent's own database, so a scheduled cleanup survives restarts; a
 job that fell due while the agent was down runs right after start-up. That needs
@@ -21,7 +22,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 
 from agent.engine.expiry import DEFER_S, CleanupDeferred, retry_delay_s
+from agent.engine.model import OperationKind, OpStatus
 from agent.errors import AgentError
+from agent.events import emit_safely, test_failover_expiring
 
 if TYPE_CHECKING:
     from agent.engine.service import Engine
@@ -31,6 +34,9 @@ log = structlog.get_logger("agent.scheduler")
 
 _ENGINE: Engine | None = None
 """The engine the jobs of this process act on (one agent per process)."""
+
+WARNING = "test-expiry-warning:"
+"""The id prefix of expiry warnings (not a prefix of the expiries' own ``test-expiry:``)."""
 
 _JOB = threading.local()
 """Which test failover the expiry job running in this thread is about."""
@@ -67,6 +73,29 @@ def run_expiry(op_id: str, attempt: int = 0) -> None:
         log.error("forced cleanup did not finish", operation=op_id, cleanup=view.id, status=view.status,
                   attempt=attempt + 1)
         _retry(engine, op_id, attempt + 1, retry_delay_s(attempt + 1), failed=True)
+
+
+def run_expiry_warning(op_id: str, expires_at: str) -> None:
+    """Job function: tell that test failover ``op_id`` will be cleaned up by force at
+    ``expires_at`` -- unless it is cleaned up already, or that time has passed (a warning that
+    fell due while the agent was down comes too late to be one)."""
+    engine = _ENGINE
+    if engine is None or engine.events is None:
+        log.info("test failover expiry warning fell due with nothing to send it", operation=op_id)
+        return
+    expires = datetime.fromisoformat(expires_at)
+    try:
+        op = engine.journal.operation(op_id)
+        cleaned = any(o.kind == OperationKind.CLEANUP_TEST.value and o.parent_id == op_id
+                      and o.status == OpStatus.SUCCEEDED.value for o in engine.journal.operations(limit=10000))
+    except AgentError as exc:
+        log.error("test failover expiry warning not sent", operation=op_id, error=exc.to_dict())
+        return
+    if cleaned or datetime.now(UTC) >= expires:
+        return
+    emit_safely(engine.events, test_failover_expiring(
+        operation_id=op_id, plan=op.plan_name, status=op.status, expires_at=expires,
+        max_age_s=engine.config.policies.test_failover_max_age.total_seconds()))
 
 
 def _retry(engine: Engine, op_id: str, attempt: int, delay_s: float, *, failed: bool) -> None:
@@ -113,6 +142,12 @@ class Scheduler:
                                 id=job_id, replace_existing=True, misfire_grace_time=None)
         log.info("test failover cleanup scheduled", operation=op_id, due=when.isoformat(), attempt=attempt)
 
+    def schedule_expiry_warning(self, op_id: str, when: datetime, expires: datetime) -> None:
+        self._scheduler.add_job("agent.scheduler:run_expiry_warning", trigger="date", run_date=when,
+                                args=[op_id, expires.isoformat()], id=f"{WARNING}{op_id}", replace_existing=True,
+                                misfire_grace_time=None)
+        log.info("test failover expiry warning scheduled", operation=op_id, due=when.isoformat())
+
     def cancel_expiry(self, op_id: str) -> None:
         if getattr(_JOB, "operation", None) == op_id:
             # Called by that very job (its cleanup succeeded): a one-shot job is out of the job
@@ -120,7 +155,7 @@ class Scheduler:
             # shutdown that holds the job stores while it waits for this thread to end.
             return
         for job in self._scheduler.get_jobs():
-            if job.id == f"test-expiry:{op_id}" or job.id.startswith(f"test-expiry:{op_id}:"):
+            if job.id in (f"test-expiry:{op_id}", f"{WARNING}{op_id}") or job.id.startswith(f"test-expiry:{op_id}:"):
                 with contextlib.suppress(JobLookupError):
                     self._scheduler.remove_job(job.id)
 

@@ -42,6 +42,10 @@ STOP_GRACE_S = 30.0
 DEMO_TOKEN_FILE = "demo-api-token"
 
 
+NOTIFY_DRAIN_S = 10.0
+"""At shutdown, how long notifications still queued may take to go out."""
+
+
 @app.command(
     "serve",
     help="Run the agent: its HTTP API (api.host:api.port, loopback by default; OpenAPI at /docs) and, "
@@ -63,6 +67,7 @@ def serve(config: ConfigOption = None,
     from agent.engine.leader import Leader
     from agent.engine.lease import Lease
     from agent.engine.service import Engine
+    from agent.notify import Notifier
     from agent.scheduler import Scheduler
 
     with reporting():
@@ -75,7 +80,8 @@ def serve(config: ConfigOption = None,
         store = _open_store(loaded)
         try:
             with open_sites(loaded, read_inventory=False) as sites:
-                engine = Engine(loaded.config, sites.ports, store)
+                notifier = Notifier(loaded.config.notifications, agent=loaded.config.agent.owner_id)
+                engine = Engine(loaded.config, sites.ports, store, events=notifier)
                 lease = Lease(store, lease_s=loaded.config.store.lease_s)
 
                 def scheduler() -> Scheduler:
@@ -86,9 +92,12 @@ def serve(config: ConfigOption = None,
                 served = Served(loaded, store, engine, None)
                 leader = Leader(engine, lease, scheduler=scheduler, say=_say, drain=lambda: _drain(served))
                 served.leader = leader
-                with _serving_api(loaded, served, host, api.port if port is None else port):
-                    with _stopped_by_signals(leader):
-                        leader.run()
+                try:
+                    with _serving_api(loaded, served, host, api.port if port is None else port):
+                        with _stopped_by_signals(leader):
+                            leader.run()
+                finally:
+                    notifier.close(timeout_s=NOTIFY_DRAIN_S)
         finally:
             store.close()
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -48,6 +49,7 @@ from agent.engine.retrying import retrying_ports
 from agent.engine.runner import HostLimits, Runner
 from agent.engine.store import OperationRow, Store, StoreUnavailable, store_error, utcnow
 from agent.errors import AgentError, ConflictError, NotFoundError, RefusedError, TransientError
+from agent.events import MAX_LISTED, EventKind, EventSink, emit_safely, operation_event
 from agent.inventory import gather_inventory
 from agent.ports import Ports
 
@@ -77,6 +79,14 @@ FOLLOW_UP_OF: dict[OperationKind, tuple[OperationKind, ...]] = {
 # chosen addresses (``vmm.reserve``).
 ALLOCATION_SCOPE = ("prepare",)
 
+STARTS = frozenset({OpStatus.PENDING.value, OpStatus.FAILED.value, OpStatus.INTERRUPTED.value})
+"""An operation that runs from one of these has started (again); from a pause it goes on."""
+ENDS: dict[str, EventKind] = {
+    OpStatus.FAILED.value: "operation.failed",
+    OpStatus.SUCCEEDED.value: "operation.succeeded",
+    OpStatus.PARTIAL.value: "operation.partially_succeeded",
+}
+
 
 class PlanChanged(RefusedError):
     code = "plan_changed"
@@ -91,7 +101,8 @@ class RecordNotManaged(RefusedError):
 class Engine:
     def __init__(self, config: AgentConfig, ports: Ports, store: Store, *, sleep: Callable[[float], None] = time.sleep,
                  limits: HostLimits | None = None, on_progress: Callable[[str], None] | None = None,
-                 scheduler: Scheduler | None = None, crash_hook: Callable[[str, str], None] | None = None) -> None:
+                 scheduler: Scheduler | None = None, crash_hook: Callable[[str, str], None] | None = None,
+                 events: EventSink | None = None) -> None:
         self.config = config
         self.ports = ports
         self.store = store
@@ -99,6 +110,8 @@ class Engine:
         self.runner = Runner(self.journal, config, ports, limits=limits, sleep=sleep, on_progress=on_progress,
                              crash_hook=crash_hook)
         self.scheduler = scheduler
+        self.events = events
+        """Where the operations' events go (:mod:`agent.events`); None: nowhere."""
         self._running: dict[str, int] = {}
         self._running_lock = threading.Lock()
 
@@ -176,6 +189,8 @@ class Engine:
         if expires is not None and self.scheduler is not None:
             try:
                 self.scheduler.schedule_expiry(op_id, expires)
+                if self.config.notifications.wants("test_failover.expiring"):
+                    self._schedule_expiry_warning(op_id, expires)
             except Exception as exc:
                 # A recorded operation nobody started must not be left for the next command to run
                 # silently (a drill without its forced cleanup): it ends cancelled, saying why.
@@ -392,6 +407,7 @@ class Engine:
         return undo.steps if undo is not None else []
 
     def run(self, op_id: str) -> OperationView:
+        before = self._started(op_id) if self.events is not None else None
         with self._running_lock:
             self._running[op_id] = self._running.get(op_id, 0) + 1
         try:
@@ -399,6 +415,8 @@ class Engine:
         finally:
             with self._running_lock:
                 self._running[op_id] -= 1
+        if before is not None:
+            self._ended(before, view)
         op = self.journal.operation(op_id)
         if view.status in (OpStatus.SUCCEEDED.value, OpStatus.PARTIAL.value):
             # Only a complete cleanup ends the drill's expiry: after a partial one the forced
@@ -411,6 +429,47 @@ class Engine:
                 child = self.create(OperationKind.PREPARE, op.plan_name, parent_id=op_id, requested_by=op.requested_by)
                 self.run(child)
         return view
+
+    # ---------------------------------------------------------------------- events
+
+    def _started(self, op_id: str) -> OperationView:
+        """Before a run: ``operation.started`` if it starts (again); the view it starts from."""
+        before = self.journal.view(op_id)
+        if before.status in STARTS:
+            resumed = {} if before.status == OpStatus.PENDING.value else {"resumed_from": before.status}
+            emit_safely(self.events, operation_event(
+                "operation.started", operation_id=op_id, plan=before.plan, operation_kind=before.kind,
+                status=OpStatus.RUNNING.value, **resumed))
+        return before
+
+    def _ended(self, before: OperationView, view: OperationView) -> None:
+        """After a run: the event of the status it stopped in. A wait is a new pause only when a
+        step waits that was not waiting before the run (a wait resumed that goes on waiting at the
+        same step is the same pause; the next manual step is a new one)."""
+        common = {"operation_id": view.id, "plan": view.plan, "operation_kind": view.kind, "status": view.status}
+        if view.status == OpStatus.WAITING.value:
+            was = {s.name for s in before.steps if s.status == StepStatus.WAITING.value}
+            waiting = [s for s in view.steps if s.status == StepStatus.WAITING.value]
+            if any(s.name not in was for s in waiting):
+                emit_safely(self.events, operation_event(
+                    "operation.paused", **common, instruction=view.waiting_for, steps=[s.name for s in waiting],
+                    manual=any(s.action == "manual" for s in waiting)))
+            return
+        kind = ENDS.get(view.status)
+        if kind is None:  # cancelled: whoever cancelled it knows
+            return
+        errors = view.errors
+        emit_safely(self.events, operation_event(
+            kind, **common, failed_vms=view.failed_vms, succeeded_vms=view.succeeded_vms,
+            errors=errors[:MAX_LISTED], error_count=len(errors)))
+
+    def _schedule_expiry_warning(self, op_id: str, expires: datetime) -> None:
+        assert self.scheduler is not None
+        warn_at = self.config.notifications.expiry_warning_at(utcnow(), expires)
+        try:
+            self.scheduler.schedule_expiry_warning(op_id, warn_at, expires)
+        except Exception as exc:  # a missing warning must not cost the drill its forced cleanup
+            log.error("test failover expiry warning not scheduled", operation=op_id, error=type(exc).__name__)
 
     def start(self, kind: OperationKind, plan_name: str | None = None, **kwargs: Any) -> OperationView:
         """Create and run an operation to its end (or to a manual pause)."""
