@@ -537,7 +537,7 @@ def test_serve_notifies_what_it_runs_and_logs_no_secret(tmp_path: Path) -> None:
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", TEST_NOTIFY_HMAC=HMAC_SECRET,
                    FAILOVER_AGENT_LOG_LEVEL="info",
                    PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--config", str(path)],
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--config", str(path)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
         try:
             requests = hook.wait_for(2, timeout_s=60)
