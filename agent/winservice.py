@@ -30,7 +30,8 @@ from typing import Protocol
 import structlog
 
 from agent.cli.app import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, escaped_store_error, exit_code_for
-from agent.cli.serve import StopRequest, run_served
+from agent.cli.serve import run_served
+from agent.cli.stopping import StopRequest
 from agent.errors import AgentError, RefusedError
 from agent.logging import LEVELS, configure_logging
 

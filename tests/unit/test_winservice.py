@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from agent import winservice
 from agent.cli import app
-from agent.cli.serve import StopRequest, run_served
+from agent.cli.serve import run_served
+from agent.cli.stopping import StopRequest
 from agent.engine.lease import Lease
 from agent.engine.model import FINAL_STATUSES, OperationKind, OpStatus
 from agent.engine.service import Engine
@@ -50,7 +51,8 @@ def test_the_registry_config_path_makes_a_serve_invocation_the_cli_accepts() -> 
     assert "--config" in result.output
 
 
-@pytest.mark.parametrize("args", [["--config", "D:\\other.yaml"], ["--config=D:\\other.yaml"], ["-c", "D:\\other.yaml"]])
+@pytest.mark.parametrize("args", [
+    ["--config", "D:\\other.yaml"], ["--config=D:\\other.yaml"], ["-c", "D:\\other.yaml"]])
 def test_start_arguments_win_over_the_registry(args: list[str]) -> None:
     inv = ServeInvocation.from_service([*args, "--log-level", "DEBUG"], {"ConfigPath": CONFIG, "LogLevel": "error"})
     assert inv == ServeInvocation(Path("D:\\other.yaml"), "debug")
@@ -356,3 +358,16 @@ def test_the_event_log_gets_redacted_json_lines_with_the_event_type(monkeypatch:
         assert source == "failover-agent" and event_type == 2
         assert "s3cret" not in strings[0] and "abc" not in strings[0]
     assert '"password": "***"' in events[0][5][0]
+
+
+def test_an_interruption_nobody_asked_for_is_not_swallowed() -> None:
+    class Idle:
+        stopping = False
+        executing = False
+
+        def stop(self) -> None:
+            self.stopping = True
+
+    with pytest.raises(KeyboardInterrupt):
+        with StopRequest().serving(Idle(), print):  # type: ignore[arg-type]
+            raise KeyboardInterrupt
