@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from logging.handlers import NTEventLogHandler
 
 import servicemanager
 import win32api
@@ -61,7 +62,9 @@ class FailoverAgentService(win32serviceutil.ServiceFramework):
 
 def host_exe() -> str:
     """pywin32's service host, placed in this environment by pywin32 itself, with the Python DLL
-    beside it: a service does not see the installing user's PATH."""
+    beside it: a service does not see the installing user's PATH. Run elevated (the install
+    script), it also registers the event log source the service writes under."""
+    NTEventLogHandler(winservice.SERVICE_NAME).close()
     exe = win32serviceutil.LocatePythonServiceExe()
     python_dll = win32api.GetModuleFileName(sys.dllhandle)
     for dll in (python_dll, os.path.join(os.path.dirname(python_dll), "python3.dll")):
