@@ -8,7 +8,7 @@ this is tested where pywin32 is absent.
 - :class:`ServiceRunner`: :func:`agent.cli.serve.run_served` in a thread of its own; a stop is the
   one SIGTERM makes (:class:`agent.cli.serve.StopRequest`), waited for up to a bound while the
   SCM is told, tick by tick, that the stop is still in progress.
-- :func:`service_exit`: the agent's exit code as the SCM's exit codes. The SCM has no
+- :class:`ServiceExit`: the agent's exit code as the SCM's exit codes. The SCM has no
   RestartPreventExitStatus: it runs the failure actions (restart) whenever a service stops
   with a non-zero Win32 exit code (``sc.exe failureflag``), so a bad config, which a restart
   cannot fix, stops with Win32 code 0 and the agent's code 2 as the service-specific code,
@@ -130,10 +130,6 @@ class ServiceExit:
     @property
     def service_exit_code(self) -> int:
         return self.code
-
-
-def service_exit(code: int, message: str = "") -> ServiceExit:
-    return ServiceExit(code, message)
 
 
 def outcome_of(exc: BaseException) -> ServiceExit:

@@ -49,9 +49,10 @@ class StopRequest:
 
     @contextmanager
     def serving(self, leader: Leader, say: Callable[[str], None]) -> Iterator[None]:
-        """While the calling thread runs ``leader``: a stop reaches it. An interruption that
-        arrives here ends the block quietly, and one still pending on the way out is dropped, so
-        it cannot land in what the caller does next."""
+        """While the calling thread runs ``leader``: a stop reaches it, and the interruption it
+        sends ends the block quietly. None is sent once the block is left; one sent just before
+        may still land in the caller (the Windows service's runner expects it). A pending one is
+        not cleared: CPython 3.11 then leaves its eval breaker set for good, slowing every thread."""
         with self._lock:
             self._leader, self._thread, self._say = leader, threading.get_ident(), say
             if self._requested.is_set():
@@ -65,12 +66,10 @@ class StopRequest:
         finally:
             with self._lock:
                 self._leader = None
-                _interrupt(self._thread, clear=True)
 
 
-def _interrupt(thread: int | None, *, clear: bool = False) -> None:
+def _interrupt(thread: int | None) -> None:
     """Raise KeyboardInterrupt in ``thread`` at its next bytecode (what a signal does to the main
-    thread; a blocking call it is in ends first), or drop one still pending (``clear``)."""
+    thread; a blocking call it is in ends first)."""
     if thread is not None:
-        exc = None if clear else ctypes.py_object(KeyboardInterrupt)
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), exc)
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(KeyboardInterrupt))

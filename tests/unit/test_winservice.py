@@ -310,8 +310,9 @@ def test_the_host_refuses_a_service_without_config_and_says_so_in_its_log() -> N
 def test_the_host_runs_the_invocation_and_a_stop_asked_before_it_is_kept(tmp_path: Path) -> None:
     made: list[ServeInvocation] = []
 
-    def serve(config: Path | None, stop: StopRequest | None = None, **_: Any) -> None:
+    def serve(config: Path | None, stop: StopRequest | None = None, *, say: Any) -> None:
         assert stop is not None
+        say("leader: this agent runs the store's operations")
         while not stop.requested:
             time.sleep(0.01)
 
@@ -326,6 +327,8 @@ def test_the_host_runs_the_invocation_and_a_stop_asked_before_it_is_kept(tmp_pat
     assert host.run(running=lambda: started.append(True), stopping=lambda ms: None) == ServiceExit(0, "stopped")
     assert made == [ServeInvocation(Path(CONFIG), "debug")] and started == [True]
     assert any('"serving"' in line for line in captured.lines), captured.lines
+    assert any("leader: this agent" in line and '"level": "info"' in line for line in captured.lines), \
+        "the role changes a console would show go to the event log"
 
 
 # -------------------------------------------------------------------------- the event log
@@ -371,3 +374,59 @@ def test_an_interruption_nobody_asked_for_is_not_swallowed() -> None:
     with pytest.raises(KeyboardInterrupt):
         with StopRequest().serving(Idle(), print):  # type: ignore[arg-type]
             raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(("asked", "code"), [(True, 0), (False, 1)])
+def test_an_interruption_past_the_serving_is_a_clean_stop_only_when_asked(asked: bool, code: int) -> None:
+    def serve(config: Path | None, stop: StopRequest | None = None, **_: Any) -> None:
+        assert stop is not None
+        while asked and not stop.requested:
+            time.sleep(0.01)
+        raise KeyboardInterrupt  # as when a stop's interruption lands just after the leader ended
+
+    runner = _runner(serve, tick_s=0.02)
+    runner.start()
+    time.sleep(0.1)  # the runner ticks before any stop is asked
+    if asked:
+        runner.request_stop()
+        runner.request_stop()  # a second stop (the SCM asks again) changes nothing
+    assert runner.wait().code == code
+
+
+def test_the_host_passes_a_stop_to_the_running_agent() -> None:
+    def serve(config: Path | None, stop: StopRequest | None = None, **_: Any) -> None:
+        assert stop is not None
+        while not stop.requested:
+            time.sleep(0.01)
+
+    running = threading.Event()
+    host = ServiceHost([], {"ConfigPath": CONFIG}, log_handler=lambda: None,
+                       runner=lambda inv: ServiceRunner(inv, serve=serve, tick_s=0.02))
+    done: list[ServiceExit] = []
+    thread = threading.Thread(target=lambda: done.append(host.run(running=running.set, stopping=lambda ms: None)))
+    thread.start()
+    assert running.wait(10)
+    host.stop()
+    thread.join(10)
+    assert done == [ServiceExit(0, "stopped")]
+
+
+def test_the_command_stops_on_sigterm_as_the_service_does(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    config, url = _site(tmp_path)
+
+    def terminate_once_leading() -> None:
+        deadline = time.monotonic() + 60
+        while _holder(url) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=terminate_once_leading, daemon=True)
+    killer.start()
+    result = CliRunner().invoke(app, ["serve", "--config", str(config)])
+    killer.join(10)
+    assert result.exit_code == 0, result.output
+    assert "SIGTERM: stopping" in result.output and "stopped: the lease is released" in result.output
+    assert _holder(url) is None
