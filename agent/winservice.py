@@ -8,11 +8,12 @@ this is tested where pywin32 is absent.
 - :class:`ServiceRunner`: :func:`agent.cli.serve.run_served` in a thread of its own; a stop is the
   one SIGTERM makes (:class:`agent.cli.serve.StopRequest`), waited for up to a bound while the
   SCM is told, tick by tick, that the stop is still in progress.
-- :class:`ServiceExit`: the agent's exit code as the SCM's exit codes. The SCM has no
-  RestartPreventExitStatus: it runs the failure actions (restart) whenever a service stops
-  with a non-zero Win32 exit code (``sc.exe failureflag``), so a bad config, which a restart
-  cannot fix, stops with Win32 code 0 and the agent's code 2 as the service-specific code,
-  after an Error event that says why.
+- :class:`ServiceExit`: how the service ends, and whether the SCM should restart it. The SCM
+  has no RestartPreventExitStatus: it runs the failure actions (restart) when a service stops
+  with a non-zero Win32 exit code (``sc.exe failureflag``). pywin32's host reports one
+  (ERROR_SERVICE_SPECIFIC_ERROR) when ``SvcRun`` raises and 0 when it returns, so the shell
+  raises for what a restart may cure and returns for a clean stop and for a bad config, which a
+  restart cannot fix; an Error event says why, with the agent's exit code.
 - :func:`event_log_handler`: the Application event log through pywin32 when it is there.
 """
 
@@ -50,8 +51,6 @@ STOP_BOUND_S = 150.0
 (the step stays journalled as started; the next leader runs it again). Under the 180 s Windows
 gives a service that accepts pre-shutdown notifications."""
 STOP_TICK_S = 1.0
-ERROR_SERVICE_SPECIFIC_ERROR = 1066
-"""Win32 exit code saying "see the service-specific code" (winerror.h)."""
 
 
 # --------------------------------------------------------------------------- the serve invocation
@@ -113,23 +112,16 @@ def _parse_args(args: Sequence[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ServiceExit:
-    """How the service ends, as the SCM is told: ``win32_exit_code`` (non-zero runs the failure
-    actions, i.e. a restart) and ``service_exit_code`` (the agent's exit code)."""
+    """How the service ends: the agent's exit code (as the CLI's) and why."""
 
     code: int
     message: str
 
     @property
     def restart(self) -> bool:
+        """Whether the SCM should run the failure actions: not for a stop that was asked, nor for
+        a bad config (exit code 2)."""
         return self.code not in (EXIT_OK, EXIT_REFUSED)
-
-    @property
-    def win32_exit_code(self) -> int:
-        return ERROR_SERVICE_SPECIFIC_ERROR if self.restart else 0
-
-    @property
-    def service_exit_code(self) -> int:
-        return self.code
 
 
 def outcome_of(exc: BaseException) -> ServiceExit:

@@ -56,8 +56,14 @@ class FailoverAgentService(win32serviceutil.ServiceFramework):
             running=lambda: self.ReportServiceStatus(win32service.SERVICE_RUNNING),
             stopping=lambda hint_ms: self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING, waitHint=hint_ms),
         )
-        self.ReportServiceStatus(win32service.SERVICE_STOPPED, win32ExitCode=outcome.win32_exit_code,
-                                 svcExitCode=outcome.service_exit_code)
+        # pywin32's host reports SERVICE_STOPPED after this returns: with a Win32 error code (which
+        # runs the restart actions) when it raises, with 0 when it returns.
+        if outcome.restart:
+            raise ServiceFailed(f"failover-agent stopped with exit code {outcome.code}: {outcome.message}")
+
+
+class ServiceFailed(Exception):
+    """Ends SvcRun so that the SCM restarts the service."""
 
 
 def host_exe() -> str:

@@ -81,15 +81,14 @@ def test_a_service_without_a_usable_config_is_refused_naming_where(args: list[st
 # ------------------------------------------------------------------------------ exit codes
 
 
-@pytest.mark.parametrize(("code", "restart", "win32", "specific"), [
-    (0, False, 0, 0),
-    (2, False, 0, 2),  # a bad config: a restart cannot fix it
-    (1, True, 1066, 1),
-    (3, True, 1066, 3),  # the store not reachable yet: try again
+@pytest.mark.parametrize(("code", "restart"), [
+    (0, False),
+    (2, False),  # a bad config: a restart cannot fix it
+    (1, True),
+    (3, True),  # the store not reachable yet: try again
 ])
-def test_exit_codes_for_the_scm(code: int, restart: bool, win32: int, specific: int) -> None:
-    done = ServiceExit(code, "")
-    assert (done.restart, done.win32_exit_code, done.service_exit_code) == (restart, win32, specific)
+def test_which_exits_the_scm_restarts(code: int, restart: bool) -> None:
+    assert ServiceExit(code, "").restart is restart
 
 
 def test_errors_map_to_the_clis_exit_codes() -> None:
@@ -281,7 +280,7 @@ def test_a_bad_config_stops_the_service_without_restart(tmp_path: Path) -> None:
     runner = ServiceRunner(ServeInvocation(config), tick_s=0.02)
     runner.start()
     done = runner.wait()
-    assert (done.code, done.restart, done.win32_exit_code) == (2, False, 0)
+    assert (done.code, done.restart) == (2, False)
     assert "unknown_key" in done.message
 
 
