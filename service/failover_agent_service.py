@@ -12,9 +12,11 @@ agent's virtual environment and registers pywin32's ``pythonservice.exe`` host w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
+import winreg
 from logging.handlers import NTEventLogHandler
 
 import servicemanager
@@ -32,8 +34,7 @@ class FailoverAgentService(win32serviceutil.ServiceFramework):
 
     def __init__(self, args: list[str]) -> None:
         super().__init__(args)
-        parameters = {name: win32serviceutil.GetServiceCustomOption(self, name) for name in ("ConfigPath", "LogLevel")}
-        self._host = winservice.ServiceHost(args[1:], parameters)
+        self._host = winservice.ServiceHost(args[1:], _parameters(self._svc_name_))
 
     def GetAcceptedControls(self) -> int:
         # Pre-shutdown gives the agent up to 3 minutes at a host shutdown, not the few seconds of a
@@ -64,6 +65,22 @@ class FailoverAgentService(win32serviceutil.ServiceFramework):
 
 class ServiceFailed(Exception):
     """Ends SvcRun so that the SCM restarts the service."""
+
+
+def _parameters(service: str) -> dict[str, object]:
+    """The values install-service.ps1 wrote, read-only (pywin32's GetServiceCustomOption asks for
+    write access, which the service account does not have on its own key)."""
+    path = rf"SYSTEM\CurrentControlSet\Services\{service}\Parameters"
+    try:
+        key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path, 0, winreg.KEY_READ)
+    except FileNotFoundError:
+        return {}
+    found: dict[str, object] = {}
+    with key:
+        for name in ("ConfigPath", "LogLevel"):
+            with contextlib.suppress(FileNotFoundError):
+                found[name] = winreg.QueryValueEx(key, name)[0]
+    return found
 
 
 def host_exe() -> str:
