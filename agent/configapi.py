@@ -42,7 +42,8 @@ class Api(Model):
     enabled: bool = True
     """``serve`` runs the HTTP API beside the leader loop; false runs the loop alone."""
     host: str = "127.0.0.1"
-    port: int = Field(default=8740, ge=1, le=65535)
+    port: int = Field(default=8740, ge=0, le=65535)
+    """0: a free port, said at start (several agents on one machine, tests)."""
     tls: Tls | None = None
     tokens: list[ApiToken] = Field(default_factory=list)
     failed_auth_delay_s: float = Field(default=0.25, ge=0, le=10, allow_inf_nan=False)

@@ -61,16 +61,18 @@ def _visible_values(_logger: Any, _method: str, event: MutableMapping[str, Any])
     return {k: visible(v) if isinstance(v, str) else v for k, v in event.items()}
 
 
-def configure_logging(level: str = "warning", *, json: bool | None = None, stream: TextIO | None = None) -> None:
+def configure_logging(level: str = "warning", *, json: bool | None = None, stream: TextIO | None = None,
+                      handler: logging.Handler | None = None) -> None:
     """Set up structlog and the stdlib root logger. Idempotent; the last call wins.
 
     ``json=None`` chooses by the stream: JSON lines when it is not a terminal (a service, a pipe,
-    CI), coloured key=value lines for a person at a terminal.
+    CI), coloured key=value lines for a person at a terminal. ``handler`` replaces the stream
+    (the Windows service's event log): it gets the same redacted JSON lines.
     """
 
     stream = stream if stream is not None else sys.stderr
     if json is None:
-        json = not (hasattr(stream, "isatty") and stream.isatty())
+        json = handler is not None or not (hasattr(stream, "isatty") and stream.isatty())
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
@@ -95,7 +97,7 @@ def configure_logging(level: str = "warning", *, json: bool | None = None, strea
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream)
+    handler = handler if handler is not None else logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,

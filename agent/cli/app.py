@@ -166,6 +166,17 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILED
 
 
+def escaped_store_error(exc: BaseException) -> AgentError | None:
+    """The store's error a database exception stands for, when one escaped the store's own
+    boundary (the scheduler's job store shares the database): about the store, not a bug."""
+
+    from sqlalchemy.exc import DatabaseError
+
+    from agent.engine.store import store_error
+
+    return store_error(exc, None) if isinstance(exc, DatabaseError) else None
+
+
 @contextmanager
 def reporting(*, as_json: bool = False) -> Iterator[None]:
     """Turn the agent's errors into a readable report and the documented exit code (with
@@ -182,14 +193,9 @@ def reporting(*, as_json: bool = False) -> Iterator[None]:
         err.print("interrupted")
         raise typer.Exit(130) from None
     except Exception as exc:  # a bug: say so plainly, keep the traceback for the logs
-        from sqlalchemy.exc import DatabaseError
-
-        from agent.engine.store import store_error
         from agent.logging import get_logger
 
-        # A database error that escaped the store's own boundary (the scheduler's job store
-        # shares the database) is still about the store, not a bug.
-        mapped = store_error(exc, None) if isinstance(exc, DatabaseError) else None
+        mapped = escaped_store_error(exc)
         if mapped is not None:
             report_error(mapped, as_json=as_json)
             raise typer.Exit(EXIT_UNREACHABLE) from None

@@ -4,7 +4,11 @@ Several may run on one store (PostgreSQL, for a site that outlives the machine t
 on): one leads -- it resumes the operations left unfinished, runs the scheduler and executes what
 API callers start -- and the others wait to take over when its lease is not renewed, answering
 reads meanwhile. The HTTP API (``agent.api``) runs under uvicorn in a thread of this process;
-the leader loop keeps the main thread, where signals arrive.
+the leader loop keeps the calling thread, where signals arrive.
+
+:func:`run_served` is the whole of it, for this command and for the Windows service
+(:mod:`agent.winservice`), which has no signals: it stops it through a
+:class:`agent.cli.stopping.StopRequest`, the way SIGTERM does here.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import signal
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -24,6 +28,7 @@ import typer
 from rich.markup import escape
 
 from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, err, read_config, reporting
+from agent.cli.stopping import StopRequest, stop_leader
 from agent.cli.vocabulary import current_time, utc_time
 from agent.configapi import is_loopback
 from agent.errors import RefusedError
@@ -61,6 +66,21 @@ def serve(config: ConfigOption = None,
           port: Annotated[int | None, typer.Option(min=0, max=65535,
                                                    help="Listen here instead of api.port (0: any free port).")] = None,
           ) -> None:
+    with reporting():
+        run_served(config, host=host, port=port)
+
+
+def _say(text: str) -> None:
+    err.print(f"{utc_time(current_time())} {escape(text)}")
+
+
+def run_served(config: Path | None, stop: StopRequest | None = None, *, say: Callable[[str], None] = _say,
+               host: str | None = None, port: int | None = None) -> None:
+    """Load ``config``, open its store and sites, serve the API and be leader or standby on the
+    store until stopped (SIGTERM or SIGINT when called on the main thread; ``stop`` from any
+    thread). The agent's errors (a bad config, a store that cannot be opened, a port taken) are
+    raised for the caller to report; on the way out the lease is released and the store closed."""
+
     from agent.api.served import Served
     from agent.cli.session import _open_store
     from agent.cli.sites import open_sites
@@ -70,53 +90,50 @@ def serve(config: ConfigOption = None,
     from agent.notify import Notifier
     from agent.scheduler import Scheduler
 
-    with reporting():
-        loaded = read_config(config)
-        api = loaded.config.api
-        host = host or api.host
-        if api.enabled and api.tls is None and not is_loopback(host):
-            raise RefusedError(f"--host {host} is not a loopback address: serving the API beyond this machine "
-                               "needs api.tls (cert and key) in the config", host=host)
-        store = _open_store(loaded)
-        try:
-            with open_sites(loaded, read_inventory=False) as sites:
-                notifier = Notifier(loaded.config.notifications, agent=loaded.config.agent.owner_id)
-                engine = Engine(loaded.config, sites.ports, store, events=notifier)
-                lease = Lease(store, lease_s=loaded.config.store.lease_s)
+    stop = stop if stop is not None else StopRequest()
+    loaded = read_config(config)
+    api = loaded.config.api
+    host = host or api.host
+    if api.enabled and api.tls is None and not is_loopback(host):
+        raise RefusedError(f"--host {host} is not a loopback address: serving the API beyond this machine "
+                           "needs api.tls (cert and key) in the config", host=host)
+    store = _open_store(loaded)
+    try:
+        with open_sites(loaded, read_inventory=False) as sites:
+            notifier = Notifier(loaded.config.notifications, agent=loaded.config.agent.owner_id)
+            engine = Engine(loaded.config, sites.ports, store, events=notifier)
+            lease = Lease(store, lease_s=loaded.config.store.lease_s)
 
-                def scheduler() -> Scheduler:
-                    made = Scheduler(store)
-                    engine.scheduler = made
-                    return made
+            def scheduler() -> Scheduler:
+                made = Scheduler(store)
+                engine.scheduler = made
+                return made
 
-                served = Served(loaded, store, engine, None)
-                leader = Leader(engine, lease, scheduler=scheduler, say=_say, drain=lambda: _drain(served))
-                served.leader = leader
-                try:
-                    with _serving_api(loaded, served, host, api.port if port is None else port):
-                        with _stopped_by_signals(leader):
-                            leader.run()
-                finally:
-                    notifier.close(timeout_s=NOTIFY_DRAIN_S)
-        finally:
-            store.close()
-
-
-def _say(text: str) -> None:
-    err.print(f"{utc_time(current_time())} {escape(text)}")
+            served = Served(loaded, store, engine, None)
+            leader = Leader(engine, lease, scheduler=scheduler, say=say, drain=lambda: _drain(served, say))
+            served.leader = leader
+            try:
+                with _serving_api(loaded, served, host, api.port if port is None else port, say):
+                    with stop.serving(leader, say), _stopped_by_signals(leader, say):
+                        leader.run()
+            finally:
+                notifier.close(timeout_s=NOTIFY_DRAIN_S)
+    finally:
+        store.close()
 
 
-def _drain(served: Served) -> None:
+def _drain(served: Served, say: Callable[[str], None]) -> None:
     left = served.stop(STOP_GRACE_S)
     if left:
-        _say(f"stopping: {', '.join(left)} still in a step after {STOP_GRACE_S:g} s; its step is journalled "
+        say(f"stopping: {', '.join(left)} still in a step after {STOP_GRACE_S:g} s; its step is journalled "
              "as begun and runs again under the next leader")
 
 
 @contextmanager
-def _serving_api(loaded: LoadedConfig, served: Served, host: str, port: int) -> Iterator[None]:
+def _serving_api(loaded: LoadedConfig, served: Served, host: str, port: int,
+                 say: Callable[[str], None]) -> Iterator[None]:
     if not loaded.config.api.enabled:
-        _say("API: off (api.enabled: false)")
+        say("API: off (api.enabled: false)")
         yield
         return
     import uvicorn
@@ -124,14 +141,14 @@ def _serving_api(loaded: LoadedConfig, served: Served, host: str, port: int) -> 
     from agent.api.app import create_app
 
     sock = _listening_socket(host, port)
-    tokens = _tokens(loaded, sock.getsockname()[1])
+    tokens = _tokens(loaded, sock.getsockname()[1], say)
     server = uvicorn.Server(_uvicorn_config(loaded, create_app(served, tokens=tokens)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
     thread.start()
     bound = sock.getsockname()
     scheme = "https" if loaded.config.api.tls else "http"
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    _say(f"API: {scheme}://{shown}:{bound[1]}/ (OpenAPI: /docs, /openapi.json)")
+    say(f"API: {scheme}://{shown}:{bound[1]}/ (OpenAPI: /docs, /openapi.json)")
     try:
         yield
     finally:
@@ -170,24 +187,24 @@ def _uvicorn_config(loaded: LoadedConfig, application: Any) -> uvicorn.Config:
                           timeout_graceful_shutdown=5, **kwargs)
 
 
-def _tokens(loaded: LoadedConfig, port: int) -> Tokens:
+def _tokens(loaded: LoadedConfig, port: int, say: Callable[[str], None]) -> Tokens:
     from agent.api.auth import Tokens, new_token, token_hash
 
     api = loaded.config.api
     if not loaded.is_demo:
         if not api.tokens:
-            _say("API: no api.tokens in the config, so every call but /v1/health is refused; create one with "
+            say("API: no api.tokens in the config, so every call but /v1/health is refused; create one with "
                  "'failover-agent token create --name NAME --scope operate' and add the line it prints")
         return Tokens(api)
     token = new_token()
     path = loaded.data_dir / DEMO_TOKEN_FILE
     _write_private(path, token + "\n")
-    _say("=" * 78)
-    _say("DEMO: serving the SIMULATED demo sites (no config given): nothing real is touched.")
-    _say(f"DEMO: an admin token for this run is in {path}; e.g.")
-    _say(f"DEMO:   curl -H \"Authorization: Bearer $(cat {path})\" http://127.0.0.1:{port}/v1/plans")
-    _say("DEMO: for real sites: 'failover-agent config template', then 'failover-agent token create'.")
-    _say("=" * 78)
+    say("=" * 78)
+    say("DEMO: serving the SIMULATED demo sites (no config given): nothing real is touched.")
+    say(f"DEMO: an admin token for this run is in {path}; e.g.")
+    say(f"DEMO:   curl -H \"Authorization: Bearer $(cat {path})\" http://127.0.0.1:{port}/v1/plans")
+    say("DEMO: for real sites: 'failover-agent config template', then 'failover-agent token create'.")
+    say("=" * 78)
     return Tokens(api, extra={token_hash(token): ("demo", frozenset({"admin"}))})
 
 
@@ -200,21 +217,21 @@ def _write_private(path: Path, text: str) -> None:
 
 
 @contextmanager
-def _stopped_by_signals(leader: Leader) -> Iterator[None]:
-    """SIGTERM and SIGINT end the loop. Idle, it ends within a poll; executing, the signal interrupts
-    the step in hand, which stays journalled as started (the next leader runs it again: every
-    step is idempotent), and the lease is released on the way out."""
+def _stopped_by_signals(leader: Leader, say: Callable[[str], None] = _say) -> Iterator[None]:
+    """SIGTERM and SIGINT end the loop (:func:`agent.cli.stopping.stop_leader`): operations the
+    API started end at their next stage boundary, journalled; the leader's own resume is
+    interrupted at the step in hand, which stays journalled as started (the next leader runs it
+    again: every step is idempotent); the lease is released on the way out."""
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        first = not leader.stopping
-        leader.stop()
-        _say(f"{signal.Signals(signum).name}: stopping")
-        if leader.executing and first:
+        def interrupt() -> None:
             raise KeyboardInterrupt
+
+        stop_leader(leader, signal.Signals(signum).name, say, interrupt=interrupt)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -95,3 +95,31 @@ def test_the_catalog_is_the_reference_one() -> None:
     for module in ("VirtualMachineManager", "Hyper-V", "DnsServer", "NetTCPIP", "RemoteAccess"):
         assert module in data["summary"]["per_module"]
     assert all(entry.get("source") for entry in data["cmdlets"].values())
+
+
+# ------------------------------------------- the install script and the recovery-plan module
+
+REPO = ROOT.parent
+OTHER = sorted([*(REPO / "service").glob("*.ps1"), *(ROOT / "FailoverAgent").glob("*.psm1")])
+"""Run by an administrator (install-service.ps1) or imported by an operator's recovery-plan script
+(FailoverAgent): not remote scripts with a schema, but Windows PowerShell 5.1 all the same."""
+OTHER_IDS = [str(p.relative_to(REPO)) for p in OTHER]
+
+
+def test_the_other_powershell_files_are_found() -> None:
+    assert {"service/install-service.ps1", "powershell/FailoverAgent/FailoverAgent.psm1"} <= set(OTHER_IDS)
+
+
+@pytest.mark.parametrize("path", OTHER, ids=OTHER_IDS)
+def test_other_powershell_parses_and_every_cmdlet_call_binds(path: Path) -> None:
+    findings = pscheck.check_file(path, REPO)
+    assert not findings, "\n".join(map(str, findings))
+
+
+@pytest.mark.parametrize("path", OTHER, ids=OTHER_IDS)
+def test_other_powershell_is_strict_and_never_prompts(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert re.search(r"^Set-StrictMode -Version Latest$", text, re.M)
+    assert re.search(r"^\$ErrorActionPreference = 'Stop'$", text, re.M)
+    for forbidden in ("Write-Host", "Read-Host", "Get-Credential", "Invoke-Expression", "-ProgressAction"):
+        assert forbidden.casefold() not in text.casefold(), f"{forbidden} has no place here"
