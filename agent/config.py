@@ -26,8 +26,9 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from agent.configapi import Api
+from agent.configlog import Logging
 from agent.configrefs import cross_reference_problems
-from agent.configrules import Model, SafePath, TestFailoverAge, no_nul, seconds
+from agent.configrules import Model, PreflightInterval, SafePath, TestFailoverAge, no_nul, seconds
 from agent.dns.names import configured_host_name, derive_host_name
 from agent.domain.matching import Names, fold
 from agent.domain.model import Address, Name, Prefix
@@ -502,6 +503,8 @@ class Policies(Model):
     """Older test failovers are cleaned up by force (the source documents' two weeks)."""
     concurrency: Concurrency = Concurrency()
     retry: RetryPolicy = RetryPolicy()
+    preflight_interval: PreflightInterval = timedelta(hours=1)
+    """How often ``serve`` re-plans every recovery plan and reports what would fail (0: never)."""
 
 
 # ------------------------------------------------------------------------------- agent
@@ -551,6 +554,7 @@ class AgentConfig(Model):
     policies: Policies = Policies()
     store: Store = Store()
     api: Api = Api()
+    logging: Logging = Logging()
     _imported_overrides: tuple[tuple[int, AddressOverride], ...] = PrivateAttr(default=())  # (line, row) of the CSV
 
     # Cross-references are checked here so a bad config is reported before anything runs.

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, err, read_config, reporting
+from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, console_log_level, err, read_config, reporting
 from agent.cli.vocabulary import current_time, utc_time
 from agent.configapi import is_loopback
 from agent.errors import RefusedError
@@ -60,6 +60,7 @@ def serve(config: ConfigOption = None,
     from agent.api.served import Served
     from agent.cli.session import _open_store
     from agent.cli.sites import open_sites
+    from agent.configlog import configure_service_logging
     from agent.engine.leader import Leader
     from agent.engine.lease import Lease
     from agent.engine.service import Engine
@@ -72,6 +73,8 @@ def serve(config: ConfigOption = None,
         if api.enabled and api.tls is None and not is_loopback(host):
             raise RefusedError(f"--host {host} is not a loopback address: serving the API beyond this machine "
                                "needs api.tls (cert and key) in the config", host=host)
+        log_file = configure_service_logging(loaded, console_level=console_log_level())
+        _say(f"logging to {log_file}")
         store = _open_store(loaded)
         try:
             with open_sites(loaded, read_inventory=False) as sites:
