@@ -50,6 +50,7 @@ from agent.engine.store import OperationRow, Store, StoreUnavailable, store_erro
 from agent.errors import AgentError, ConflictError, NotFoundError, RefusedError, TransientError
 from agent.inventory import gather_inventory
 from agent.ports import Ports
+from agent.remotecalls import observed_ports
 
 if TYPE_CHECKING:
     from agent.scheduler import Scheduler
@@ -93,10 +94,10 @@ class Engine:
                  limits: HostLimits | None = None, on_progress: Callable[[str], None] | None = None,
                  scheduler: Scheduler | None = None, crash_hook: Callable[[str, str], None] | None = None) -> None:
         self.config = config
-        self.ports = ports
+        self.ports = observed_ports(ports)  # one log event per remote call, whoever makes it
         self.store = store
         self.journal = Journal(store, actor=config.agent.owner_id)
-        self.runner = Runner(self.journal, config, ports, limits=limits, sleep=sleep, on_progress=on_progress,
+        self.runner = Runner(self.journal, config, self.ports, limits=limits, sleep=sleep, on_progress=on_progress,
                              crash_hook=crash_hook)
         self.scheduler = scheduler
         self._running: dict[str, int] = {}
