@@ -84,6 +84,8 @@ def serve(config: ConfigOption = None,
                 def scheduler() -> Scheduler:
                     made = Scheduler(store)
                     engine.scheduler = made
+                    # The lead wires on_problems to the event sink (agent.events) with the API.
+                    made.schedule_preflight(loaded.config.policies.preflight_interval)
                     return made
 
                 served = Served(loaded, store, engine, None)
