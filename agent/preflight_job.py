@@ -115,10 +115,7 @@ def run_preflight(engine: Engine) -> PreflightReport:
 
 
 def _plan_problems(engine: Engine, plan: str) -> list[Problem]:
-    try:
-        status = engine.status(plan)
-    except AgentError as exc:
-        return [Problem(plan, None, exc.code, exc.message)]
+    status = engine.status(plan)  # a site that cannot be read is in its stale list, not raised
     out: list[Problem] = []
     allowed = kinds_allowed(status, full_mode=engine.config.agent.mode == "full")
     for kind in PLANNED_KINDS:
@@ -135,7 +132,8 @@ def _plan_problems(engine: Engine, plan: str) -> list[Problem]:
 
 def _where(fields: dict[str, Any]) -> str:
     """The place a refusal is about, from its structured fields (pool at site, a VM ...)."""
-    parts = [str(fields[k]) for k in ("site", "pool", "vm_network", "vm", "nic", "prefix") if fields.get(k)]
+    parts = [str(fields[k]) for k in ("site", "host", "server", "router", "pool", "vm_network", "vm", "nic", "prefix")
+             if isinstance(fields.get(k), str) and fields[k]]
     return "/".join(parts)
 
 

@@ -181,3 +181,58 @@ def test_the_scheduler_runs_the_preflight_every_interval_and_off_means_off(new_r
     finally:
         scheduler.shutdown()
     assert latest_report(rig.store) == heard[-1]
+
+
+def test_a_site_or_dns_server_that_does_not_answer_is_a_problem_not_a_crash(new_rig) -> None:
+    rig = new_rig()
+    rig.start(OperationKind.PLANNED_FAILOVER)  # DNS written at dns-contoso
+    rig.world.inject({"call": "vmm.read_inventory", "target": WEST, "fault": "transient"})
+    rig.world.inject({"call": "dns.read", "target": "dns-contoso", "fault": "transient"})
+
+    report = _unchanged_by(rig, run_preflight)
+    where = {(p.code, p.where) for p in report.problems}
+    assert ("unreachable", WEST) in where, report.problems  # the reservations could not be checked
+    assert any(c == "unreachable" and w.startswith("dns-contoso/") for c, w in where)
+    assert all(p.code == "unreachable" for p in report.problems)
+
+
+def test_a_planning_error_that_is_not_a_refusal_is_reported_with_its_code(new_rig) -> None:
+    rig = new_rig()
+    # The plan state reads no failover configuration; the planner does, and trips.
+    rig.world.inject({"call": "hyperv.get_failover_configs", "fault": "transient"})
+    report = _unchanged_by(rig, run_preflight)
+    assert report.problems and {p.plan for p in report.problems} == {DEMO_PLAN}
+    assert sorted(p.kind for p in report.problems) == [OperationKind.PLANNED_FAILOVER.value,
+                                                       OperationKind.TEST_FAILOVER.value], report.problems
+    assert all(p.code == "unreachable" and "get_failover_configs" in p.message for p in report.problems)
+
+
+def test_the_scheduled_job_without_an_engine_or_with_a_store_error_does_not_raise(new_rig, monkeypatch) -> None:
+    import agent.preflight_job as job
+    import agent.scheduler as scheduler_module
+    from agent.errors import TransientError
+
+    scheduler_module.run_preflight_job()  # no engine in this process: logged, nothing else
+    rig = new_rig()
+
+    def down(_engine: Any, **_kwargs: Any) -> PreflightReport:
+        raise TransientError("the store is down")
+
+    monkeypatch.setattr(scheduler_module, "_ENGINE", rig.engine)
+    monkeypatch.setattr(job, "run_and_record", down)
+    scheduler_module.run_preflight_job()  # logged; the next run tries again
+    assert latest_report(rig.store) is None
+
+
+def test_the_work_of_an_operation_under_way_is_not_drift(new_rig) -> None:
+    rig = new_rig()
+    prepare = rig.start(OperationKind.PREPARE)
+    [row] = rig.engine.journal.reservations(held=True)[:1]
+    vmm = rig.ports.vmm[WEST]
+    vmm.revoke_ips([g for g in vmm.read_inventory().grants if (g.pool, g.address) == (row.pool, row.address)])
+    rig.engine.journal.set_status(prepare.id, OpStatus.RUNNING)  # as if another agent ran it now
+    assert [p for p in run_preflight(rig.engine).problems if p.code.startswith("reservation_")] == []
+    rig.engine.journal.set_status(prepare.id, OpStatus.SUCCEEDED)
+    assert _codes(run_preflight(rig.engine)) == [RESERVATION_MISSING]
+    assert _codes(run_and_record(rig.engine)) == [RESERVATION_MISSING]  # nobody listening: still kept
+    assert _codes(latest_report(rig.store)) == [RESERVATION_MISSING]
