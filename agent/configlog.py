@@ -43,7 +43,9 @@ def log_file(loaded: LoadedConfig) -> Path:
     if configured is None:
         return loaded.data_dir / LOG_FILE_NAME
     configured = configured.expanduser()
-    return (configured if configured.is_absolute() else loaded.path.parent / configured).resolve()
+    # The shipped demo's own directory may be read-only: its relative paths go to the data dir.
+    base = loaded.data_dir if loaded.is_demo else loaded.path.parent
+    return (configured if configured.is_absolute() else base / configured).resolve()
 
 
 def configure_service_logging(loaded: LoadedConfig, *, console_level: str,

@@ -9,7 +9,9 @@ and records nothing but its report:
   planned failover, failback; per its state, :func:`agent.engine.planstate.kinds_allowed`) as
   ``Engine.preview`` plans them. Each refusal is one problem with the planner's code (an
   exhausted pool is ``pool_exhausted``, naming the pool; a test network that cannot work, a
-  missing replica ...), so is any other planning error (a site that does not answer);
+  missing replica ...), so is any other planning error (a site that does not answer) and a DNS
+  record the plan would change that holds data the agent does not manage
+  (``dns_record_not_managed``: the operation would be refused when created);
 * **reservations**: every address the journal says the agent holds must be granted in VMM to
   the same NIC (``reservation_missing``, ``reservation_differs``), and every grant in VMM that
   carries the agent's marker must be one the journal holds (``reservation_unrecorded``);
@@ -122,7 +124,10 @@ def _plan_problems(engine: Engine, plan: str) -> list[Problem]:
         if kind.value not in allowed:
             continue  # not a next step from where the plan stands: nothing to plan
         try:
-            engine.preview(kind, plan, strict=True)
+            planned = engine.preview(kind, plan, strict=True)
+            # Creating the operation would refuse a plan that changes DNS data the agent does not
+            # manage; without take-over this check only reads.
+            engine._check_dns_ownership(planned, take_over=False, actor=ACTOR)
         except PlanRefused as exc:
             out += [Problem(plan, kind.value, r.code, r.message, _where(r.fields)) for r in exc.reasons]
         except AgentError as exc:

@@ -182,3 +182,16 @@ def test_the_log_file_defaults_to_the_data_dir_and_rotates(tmp_path: Path, quiet
     assert all(p.stat().st_size <= 2000 for p in path.parent.iterdir())
     log.debug("below the file's level")
     assert "below the file's level" not in path.read_text()
+
+
+def test_the_demos_relative_log_file_is_under_its_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.configfile import ENV_DATA_DIR
+
+    monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "demo-data"))
+
+    def edit(config: dict[str, Any]) -> None:
+        config["logging"] = {"file": "logs/demo.log"}
+
+    # The shipped demo may sit in a read-only site-packages: nothing is written beside it.
+    loaded = load_config(copy_demo(tmp_path / "shipped", edit=edit), source="demo")
+    assert log_file(loaded) == (tmp_path / "demo-data" / "logs" / "demo.log").resolve()

@@ -236,3 +236,21 @@ def test_the_work_of_an_operation_under_way_is_not_drift(new_rig) -> None:
     assert _codes(run_preflight(rig.engine)) == [RESERVATION_MISSING]
     assert _codes(run_and_record(rig.engine)) == [RESERVATION_MISSING]  # nobody listening: still kept
     assert _codes(latest_report(rig.store)) == [RESERVATION_MISSING]
+
+
+def test_a_record_holding_data_the_agent_does_not_manage_is_reported_before_the_failover_is_refused(
+        new_rig) -> None:
+    from agent.domain.model import RecordChange
+
+    rig = new_rig()
+    dns = rig.ports.dns["dns-contoso"]
+    zone, name = "corp.contoso.example.", "app01.corp.contoso.example."
+    [record] = dns.read(zone, [(name, RecordType.A)])
+    dns.apply(zone, [RecordChange(zone=zone, name=name, type=RecordType.A, ttl=record.ttl,
+                                  expected=tuple(record.values), new_values=(*record.values, "10.5.5.5"))])
+
+    report = _unchanged_by(rig, run_preflight)
+    [problem] = report.problems
+    assert (problem.code, problem.plan, problem.kind) == (
+        "dns_record_not_managed", DEMO_PLAN, OperationKind.PLANNED_FAILOVER.value)
+    assert name in problem.message and "10.5.5.5" in problem.message
