@@ -24,7 +24,7 @@ from agent.logging import configure_logging, get_logger
 from agent.remotecalls import remote_call_observers
 from tests.rigs import Templates, copy_demo
 
-TOKEN = "tok-5f1e9c0d-never-in-a-log"
+TOKEN = "vmm-5f1e9c0d-never-in-a-log"
 SCRIPT_SECRET = "pw-77aa-never-in-a-log"
 
 
@@ -41,7 +41,8 @@ def quiet_logging() -> Iterator[None]:
 
 
 def _with_secrets(config: dict[str, Any]) -> None:
-    config.setdefault("api", {})["tokens"] = [{"name": "ops", "token": "env:FA_TEST_API_TOKEN", "scopes": ["operate"]}]
+    west = next(site for site in config["sites"] if site["name"] == "contoso-west")
+    west["vmm"] = {"transport": "sim", "username": "CONTOSO\\svc-dr", "credential": "env:FA_TEST_VMM_PASSWORD"}
     config["logging"] = {"file": "logs/agent.log", "level": "debug", "console": False}
     for plan in config["recovery_plans"]:
         for group in plan["groups"]:
@@ -57,7 +58,7 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 
 def test_a_drill_logs_json_lines_with_its_operation_and_step_and_no_secret(
         new_rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet_logging: None) -> None:
-    monkeypatch.setenv("FA_TEST_API_TOKEN", TOKEN)
+    monkeypatch.setenv("FA_TEST_VMM_PASSWORD", TOKEN)
     config_path = copy_demo(tmp_path / "cfg", edit=_with_secrets)
     templates = Templates.build(config_path)
     rig = new_rig(templates=templates)
@@ -76,7 +77,7 @@ def test_a_drill_logs_json_lines_with_its_operation_and_step_and_no_secret(
     assert (drill.status, cleanup.status) == (OpStatus.SUCCEEDED.value, OpStatus.SUCCEEDED.value)
     # A secret that does reach the logger -- a resolved value under a secret key, the reference
     # itself, a foreign library's record -- is redacted on its way to the file.
-    token = rig.config.api.tokens[0].token
+    token = rig.config.site("contoso-west").vmm.credential
     assert isinstance(token, SecretRef) and token.reveal() == TOKEN
     get_logger("agent.test").warning("token check", token=token.reveal(), ref=token)
     logging.getLogger("some.library").warning("headers %s", {"Authorization": TOKEN})

@@ -40,8 +40,8 @@ def test_serve_logs_to_its_file_and_keeps_a_preflight_report(tmp_path: Path) -> 
     log = tmp_path / "cfg" / "logs" / "agent.log"
     # This checkout's agent, whatever the environment's editable install points at.
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(WORKTREE))
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "--log-level", "error", "serve", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    command = [sys.executable, "-m", "agent", "--log-level", "error", "serve", "--port", "0", "--config", str(config)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
