@@ -15,9 +15,10 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from agent.configapi import Api
+from agent.configlog import Logging
 from agent.confignotify import Notifications
 from agent.configrefs import cross_reference_problems
-from agent.configrules import Model, SafePath, TestFailoverAge, no_nul, seconds
+from agent.configrules import Model, PreflightInterval, SafePath, TestFailoverAge, no_nul, seconds
 from agent.configsecrets import SecretRef, SecretUnavailable  # noqa: F401  (imported from here)
 from agent.dns.names import configured_host_name, derive_host_name
 from agent.domain.matching import Names, fold
@@ -421,6 +422,8 @@ class Policies(Model):
     """Older test failovers are cleaned up by force (the source documents' two weeks)."""
     concurrency: Concurrency = Concurrency()
     retry: RetryPolicy = RetryPolicy()
+    preflight_interval: PreflightInterval = timedelta(hours=1)
+    """How often ``serve`` re-plans every recovery plan and reports what would fail (0: never)."""
 
 
 # ------------------------------------------------------------------------------- agent
@@ -471,6 +474,7 @@ class AgentConfig(Model):
     store: Store = Store()
     api: Api = Api()
     notifications: Notifications = Notifications()
+    logging: Logging = Logging()
     _imported_overrides: tuple[tuple[int, AddressOverride], ...] = PrivateAttr(default=())  # (line, row) of the CSV
 
     # Cross-references are checked here so a bad config is reported before anything runs.

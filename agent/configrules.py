@@ -49,12 +49,23 @@ def _max_age(value: timedelta) -> timedelta:
     return value
 
 
+MAX_PREFLIGHT_INTERVAL = timedelta(days=7)
+
+
+def _interval(value: timedelta) -> timedelta:
+    if value != timedelta(0) and not timedelta(seconds=1) <= value <= MAX_PREFLIGHT_INTERVAL:
+        raise ValueError(f"the preflight interval is 0 (off) or from 1 second to {MAX_PREFLIGHT_INTERVAL.days} days "
+                         f"(e.g. PT1H); got {_shown(value)}")
+    return value
+
+
 def _shown(value: timedelta) -> str:
     return f"{value.days} days" if abs(value.days) >= 1 else f"{value.total_seconds():g} seconds"
 
 
 SafePath = Annotated[Path, AfterValidator(_path_without_nul)]
 TestFailoverAge = Annotated[timedelta, AfterValidator(_max_age)]
+PreflightInterval = Annotated[timedelta, AfterValidator(_interval)]
 
 
 def seconds(default: float, *, high: float, zero_ok: bool = False) -> float:

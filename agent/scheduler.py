@@ -1,5 +1,6 @@
 """APScheduler jobs: the forced cleanup of test failovers past their maximum age, and the
-warning (``test_failover.expiring``, :mod:`agent.events`) that comes before it.
+warning (``test_failover.expiring``, :mod:`agent.events`) that comes before it; the periodic
+preflight (:mod:`agent.preflight_job`).
 
 The job store lives in the agent's own database, so a scheduled cleanup survives restarts; a
 job that fell due while the agent was down runs right after start-up. That needs
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -29,6 +31,7 @@ from agent.events import emit_safely, test_failover_expiring
 if TYPE_CHECKING:
     from agent.engine.service import Engine
     from agent.engine.store import Store
+    from agent.preflight_job import PreflightReport
 
 log = structlog.get_logger("agent.scheduler")
 
@@ -108,6 +111,25 @@ def _retry(engine: Engine, op_id: str, attempt: int, delay_s: float, *, failed: 
                            details={"attempt": attempt + 1, "due": when.isoformat(), "delay_s": delay_s})
 
 
+PREFLIGHT_JOB = "preflight"
+
+_ON_PROBLEMS: Callable[[PreflightReport], None] | None = None
+"""Who hears of a preflight report with problems (the lead's event sink); not in the job store."""
+
+
+def run_preflight_job() -> None:
+    """Job function of the periodic preflight, referenced by name in the job store."""
+    if _ENGINE is None:
+        log.error("the preflight fell due with no engine running")
+        return
+    from agent.preflight_job import run_and_record
+
+    try:
+        run_and_record(_ENGINE, on_problems=_ON_PROBLEMS)
+    except AgentError as exc:  # the store itself: the next run tries again
+        log.error("preflight failed", error=exc.to_dict())
+
+
 class _BackgroundScheduler(BackgroundScheduler):
     def _process_jobs(self):
         # On shutdown APScheduler 3.11 wakes its thread once more and processes the due jobs
@@ -159,10 +181,27 @@ class Scheduler:
                 with contextlib.suppress(JobLookupError):
                     self._scheduler.remove_job(job.id)
 
+    def schedule_preflight(self, interval: timedelta, *,
+                           on_problems: Callable[[PreflightReport], None] | None = None,
+                           first: datetime | None = None) -> None:
+        """Run the preflight every ``interval`` (0: never, and a job left by an earlier config is
+        removed), first at ``first`` (default: now, so a report exists soon after a start).
+        ``on_problems`` hears of each report that has problems."""
+        global _ON_PROBLEMS
+        _ON_PROBLEMS = on_problems
+        if interval <= timedelta(0):
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(PREFLIGHT_JOB)
+            return
+        self._scheduler.add_job("agent.scheduler:run_preflight_job", trigger="interval",
+                                seconds=interval.total_seconds(), id=PREFLIGHT_JOB, replace_existing=True,
+                                next_run_time=first or datetime.now(UTC))
+        log.info("preflight scheduled", every_s=interval.total_seconds())
+
     def due(self) -> list[tuple[str, datetime]]:
         return [(j.args[0], j.next_run_time) for j in self._scheduler.get_jobs() if j.id.startswith("test-expiry:")]
 
     def shutdown(self) -> None:
-        global _ENGINE
+        global _ENGINE, _ON_PROBLEMS
         self._scheduler.shutdown(wait=True)
-        _ENGINE = None
+        _ENGINE, _ON_PROBLEMS = None, None

@@ -138,7 +138,8 @@ def outcome_of(exc: BaseException) -> ServiceExit:
 
 class Serve(Protocol):
     def __call__(self, config: Path | None, stop: StopRequest | None = None, *,
-                 say: Callable[[str], None] = ...) -> None: ...
+                 say: Callable[[str], None] = ..., console_level: str | None = ...,
+                 log_handlers: Sequence[logging.Handler] = ...) -> None: ...
 
 
 def _say(text: str) -> None:
@@ -161,6 +162,8 @@ class ServiceRunner:
         self._stop_at: float | None = None
         self._exit: ServiceExit | None = None
         self._thread = threading.Thread(target=self._main, name="failover-agent-serve", daemon=True)
+        self.log_handlers: Sequence[logging.Handler] = ()
+        """Kept when the served agent sets up its own logging (the event log)."""
 
     def start(self) -> None:
         self._thread.start()
@@ -193,7 +196,8 @@ class ServiceRunner:
     def _main(self) -> None:
         log.info("serving", argv=self.invocation.argv())
         try:
-            self._serve(self.invocation.config, self._stop, say=self._say)
+            self._serve(self.invocation.config, self._stop, say=self._say, console_level=self.invocation.log_level,
+                        log_handlers=self.log_handlers)
         except KeyboardInterrupt:  # a stop's interruption that reached past the serving
             self._exit = self._ended_by_itself() if not self._stop.requested else ServiceExit(EXIT_OK, "stopped")
         except BaseException as exc:  # whatever ended it is the service's exit code
@@ -231,14 +235,16 @@ class ServiceHost:
 
     def run(self, *, running: Callable[[], None], stopping: Callable[[int], None]) -> ServiceExit:
         handler = self._log_handler()
+        handlers = [handler] if handler is not None else []
         try:
             invocation = ServeInvocation.from_service(self.args, self.parameters)
         except RefusedError as exc:
-            configure_logging(DEFAULT_LOG_LEVEL, handler=handler)
+            configure_logging(DEFAULT_LOG_LEVEL, extra_handlers=handlers)
             log.error("the service cannot start: bad configuration; it is not restarted", error=exc.message)
             return ServiceExit(EXIT_REFUSED, exc.message)
-        configure_logging(invocation.log_level, handler=handler)
+        configure_logging(invocation.log_level, extra_handlers=handlers)
         runner = self._new_runner(invocation)
+        runner.log_handlers = handlers
         with self._lock:
             self._runner = runner
             if self._stop_asked:

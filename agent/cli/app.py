@@ -143,17 +143,24 @@ def _root(
     _ROOT_OPTIONS["new_store"] = new_store
     if log_level.lower() not in LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(LEVELS)}", param_hint="--log-level")
+    _ROOT_OPTIONS["log_level"] = log_level.lower()
     configure_logging(log_level.lower())
 
 
-_ROOT_OPTIONS: dict[str, bool] = {"new_store": False}
+_ROOT_OPTIONS: dict[str, Any] = {"new_store": False, "log_level": "warning"}
 """The root options the commands read later (set by the root callback at every invocation)."""
+
+
+def console_log_level() -> str:
+    """The level the command line asked for on stderr (``--log-level``)."""
+
+    return str(_ROOT_OPTIONS["log_level"])
 
 
 def new_store_asked() -> bool:
     """Whether the command line says ``--new-store``."""
 
-    return _ROOT_OPTIONS["new_store"]
+    return bool(_ROOT_OPTIONS["new_store"])
 
 
 def exit_code_for(exc: BaseException) -> int:

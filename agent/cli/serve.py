@@ -13,12 +13,13 @@ the leader loop keeps the calling thread, where signals arrive.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, err, read_config, reporting
+from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, console_log_level, err, read_config, reporting
 from agent.cli.stopping import StopRequest, stop_leader
 from agent.cli.vocabulary import current_time, utc_time
 from agent.configapi import is_loopback
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from agent.api.served import Served
     from agent.configfile import LoadedConfig
     from agent.engine.leader import Leader
+    from agent.events import EventSink
+    from agent.preflight_job import PreflightReport
 
 STOP_GRACE_S = 30.0
 """How long a stop waits for the operations the API started to reach a stage boundary."""
@@ -75,15 +78,19 @@ def _say(text: str) -> None:
 
 
 def run_served(config: Path | None, stop: StopRequest | None = None, *, say: Callable[[str], None] = _say,
-               host: str | None = None, port: int | None = None) -> None:
+               host: str | None = None, port: int | None = None, console_level: str | None = None,
+               log_handlers: Sequence[logging.Handler] = ()) -> None:
     """Load ``config``, open its store and sites, serve the API and be leader or standby on the
     store until stopped (SIGTERM or SIGINT when called on the main thread; ``stop`` from any
     thread). The agent's errors (a bad config, a store that cannot be opened, a port taken) are
-    raised for the caller to report; on the way out the lease is released and the store closed."""
+    raised for the caller to report; on the way out the lease is released and the store closed.
+    Logs go where the config's ``logging`` section says, and to ``log_handlers`` (the Windows
+    service's event log); the console at ``console_level`` (default: the command line's)."""
 
     from agent.api.served import Served
     from agent.cli.session import _open_store
     from agent.cli.sites import open_sites
+    from agent.configlog import configure_service_logging
     from agent.engine.leader import Leader
     from agent.engine.lease import Lease
     from agent.engine.service import Engine
@@ -97,6 +104,9 @@ def run_served(config: Path | None, stop: StopRequest | None = None, *, say: Cal
     if api.enabled and api.tls is None and not is_loopback(host):
         raise RefusedError(f"--host {host} is not a loopback address: serving the API beyond this machine "
                            "needs api.tls (cert and key) in the config", host=host)
+    log_file = configure_service_logging(loaded, console_level=console_level or console_log_level(),
+                                         extra_handlers=log_handlers)
+    say(f"logging to {log_file}")
     store = _open_store(loaded)
     try:
         with open_sites(loaded, read_inventory=False) as sites:
@@ -107,6 +117,8 @@ def run_served(config: Path | None, stop: StopRequest | None = None, *, say: Cal
             def scheduler() -> Scheduler:
                 made = Scheduler(store)
                 engine.scheduler = made
+                made.schedule_preflight(loaded.config.policies.preflight_interval,
+                                        on_problems=lambda report: _preflight_problems(notifier, loaded, report))
                 return made
 
             served = Served(loaded, store, engine, None)
@@ -120,6 +132,13 @@ def run_served(config: Path | None, stop: StopRequest | None = None, *, say: Cal
                 notifier.close(timeout_s=NOTIFY_DRAIN_S)
     finally:
         store.close()
+
+
+def _preflight_problems(sink: EventSink, loaded: LoadedConfig, report: PreflightReport) -> None:
+    from agent.events import emit_safely, preflight_problems
+
+    if report.problems:
+        emit_safely(sink, preflight_problems(report.problems, site=loaded.config.agent.site))
 
 
 def _drain(served: Served, say: Callable[[str], None]) -> None:

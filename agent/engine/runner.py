@@ -6,13 +6,13 @@ started on a store left by a killed agent continues exactly where the dead one s
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 import structlog
@@ -85,6 +85,11 @@ class Runner:
         self.crash_hook = crash_hook or (lambda phase, step: None)
 
     def run(self, op_id: str) -> OperationView:
+        # Every log line while the operation runs carries its id, whichever module logs it.
+        with structlog.contextvars.bound_contextvars(operation=op_id):
+            return self._run(op_id)
+
+    def _run(self, op_id: str) -> OperationView:
         op = self.journal.operation(op_id)
         if OpStatus(op.status) in FINAL_STATUSES:
             return self.journal.view(op_id)
@@ -118,7 +123,11 @@ class Runner:
                 results = [self._run_step(ctx, todo[0])]
             else:
                 with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix=f"{op_id}-s{stage}") as pool:
-                    results = list(pool.map(partial(self._run_step, ctx), todo))
+                    # A worker thread does not inherit the submitter's context variables: each
+                    # step runs in a copy of this one, so its log lines name the operation.
+                    futures = [pool.submit(contextvars.copy_context().run, self._run_step, ctx, row)
+                               for row in todo]
+                    results = [f.result() for f in futures]
             self.on_progress(op_id)
             stage_failed = False
             for row, (status, result) in zip(todo, results, strict=True):
@@ -169,6 +178,16 @@ class Runner:
         return failed
 
     def _run_step(self, ctx: ActionContext, row: StepRow) -> tuple[StepStatus, StepResult]:
+        with structlog.contextvars.bound_contextvars(operation=ctx.op_id, step=row.name):
+            log.info("step started", action=row.action, target=row.target)
+            started = time.monotonic()
+            status, result = self._step(ctx, row)
+            log.info("step finished", action=row.action, status=status.value,
+                     duration_ms=round((time.monotonic() - started) * 1000, 1),
+                     items=len(result.items), failed=sum(1 for i in result.items if i.error))
+            return status, result
+
+    def _step(self, ctx: ActionContext, row: StepRow) -> tuple[StepStatus, StepResult]:
         # Every outside change the step makes is audited by its ports, before its outcome.
         audit = StepAudit(self.journal.store, ctx.op_id, ctx.owner, row.ordinal, row.name)
         ctx = replace(ctx, retries=[], ports=audited_ports(ctx.ports, audit))

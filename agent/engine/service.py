@@ -52,6 +52,7 @@ from agent.errors import AgentError, ConflictError, NotFoundError, RefusedError,
 from agent.events import MAX_LISTED, EventKind, EventSink, emit_safely, operation_event
 from agent.inventory import gather_inventory
 from agent.ports import Ports
+from agent.remotecalls import observed_ports
 
 if TYPE_CHECKING:
     from agent.scheduler import Scheduler
@@ -104,10 +105,10 @@ class Engine:
                  scheduler: Scheduler | None = None, crash_hook: Callable[[str, str], None] | None = None,
                  events: EventSink | None = None) -> None:
         self.config = config
-        self.ports = ports
+        self.ports = observed_ports(ports)  # one log event per remote call, whoever makes it
         self.store = store
         self.journal = Journal(store, actor=config.agent.owner_id)
-        self.runner = Runner(self.journal, config, ports, limits=limits, sleep=sleep, on_progress=on_progress,
+        self.runner = Runner(self.journal, config, self.ports, limits=limits, sleep=sleep, on_progress=on_progress,
                              crash_hook=crash_hook)
         self.scheduler = scheduler
         self.events = events

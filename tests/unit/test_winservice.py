@@ -310,7 +310,7 @@ def test_the_host_refuses_a_service_without_config_and_says_so_in_its_log() -> N
 def test_the_host_runs_the_invocation_and_a_stop_asked_before_it_is_kept(tmp_path: Path) -> None:
     made: list[ServeInvocation] = []
 
-    def serve(config: Path | None, stop: StopRequest | None = None, *, say: Any) -> None:
+    def serve(config: Path | None, stop: StopRequest | None = None, *, say: Any, **_: Any) -> None:
         assert stop is not None
         say("leader: this agent runs the store's operations")
         while not stop.requested:
@@ -351,7 +351,7 @@ def test_the_event_log_gets_redacted_json_lines_with_the_event_type(monkeypatch:
 
     handler = winservice.event_log_handler("failover-agent")
     assert handler is not None and reported[0][:2] == ("registered", "failover-agent")
-    configure_logging("info", handler=handler)
+    configure_logging("info", extra_handlers=[handler])
     logging.getLogger("agent.test").info("plain stdlib record")
     winservice.log.warning("lease lost", password="s3cret", token="abc")
     events = [r for r in reported if r[0] == "event"]
