@@ -15,6 +15,7 @@ from agent.api.auth import Tokens
 from agent.api.routes import inventory, meta, operations
 from agent.api.routes.inventory import InventoryCache
 from agent.api.served import Served
+from agent.remotecalls import remote_call_observers
 
 DESCRIPTION = """The local control API of failover-agent: the network side of Hyper-V / VMM disaster
 recovery. Every route but `/v1/health` needs `Authorization: Bearer <token>`
@@ -28,6 +29,8 @@ def create_app(served: Served, *, tokens: Tokens | None = None) -> FastAPI:
     app.state.served = served
     app.state.tokens = tokens or Tokens(served.config.api)
     served.inventory_cache = InventoryCache(served)
+    app.state.remote_calls = meta.RemoteCalls()
+    remote_call_observers.append(app.state.remote_calls.observe)
     problems.install(app)
     for router in (meta.router, operations.router, inventory.router):
         _publish_scopes(router)

@@ -146,3 +146,25 @@ def test_the_drill_report_is_served_as_html_and_csv(api: ApiServer) -> None:
         assert csv_text.headers["content-type"].startswith("text/csv")
         assert "sql01" in csv_text.text
         assert reader.get("/v1/operations/op-nope/report").status_code == 404
+
+
+def test_metrics_count_remote_calls_and_operations(api: ApiServer) -> None:
+    with api.client("operate") as client:
+        op_id = start(client, "test_failover")
+        api.wait(client, op_id)
+        text = client.get("/metrics").text
+    assert 'failover_agent_operations{kind="test_failover",status="waiting_for_manual_action"} 1.0' in text
+    assert 'failover_agent_remote_call_duration_seconds_count{endpoint="vmm@contoso-west"' in text
+    assert "failover_agent_step_duration_seconds_count" in text
+
+
+def test_ready_and_the_last_preflight(api: ApiServer) -> None:
+    from agent.preflight_job import run_and_record
+
+    with api.client("read") as client:
+        assert client.get("/v1/preflight").json() == {"report": None}
+        assert client.get("/v1/ready").json()["checks"]["drivers"]["ok"] is True
+        run_and_record(api.served.engine)
+        report = client.get("/v1/preflight").json()["report"]
+        assert report["ok"] is True and report["plans"] == ["contoso-apps"]
+        assert client.get("/v1/ready").json()["checks"]["drivers"]["checked"] == report["at"]

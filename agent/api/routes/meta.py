@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, SummaryMetricFamily
+from prometheus_client.core import (
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 
@@ -41,12 +46,28 @@ def ready(s: ServedDep, response: Response, _c: Annotated[Caller, Depends(requir
     except AgentError as exc:
         checks["store"] = {"ok": False, "error": exc.message}
     checks["lease"] = {"ok": s.accepting, "role": s.role}
+    checks["drivers"] = _drivers_check(s) if checks["store"]["ok"] else {"ok": False, "error": "store unusable"}
     if s.leader is not None and s.leader.last_holder and not s.accepting:
         checks["lease"]["holder"] = s.leader.last_holder
     ok = all(c["ok"] for c in checks.values())
     if not ok:
         response.status_code = 503
     return {"ready": ok, "role": s.role, "checks": checks}
+
+
+UNREACHABLE_CODES = frozenset({"unreachable", "timeout", "transient"})
+
+
+def _drivers_check(s: Served) -> dict[str, Any]:
+    """From the last periodic preflight (``agent.preflight_job``), which reads every site: a
+    readiness probe must not itself call every VMM and host each few seconds."""
+    from agent.preflight_job import latest_report
+
+    report = latest_report(s.store)
+    if report is None:
+        return {"ok": True, "checked": None, "detail": "no preflight has run yet"}
+    unreachable = [p.to_dict() for p in report.problems if p.code in UNREACHABLE_CODES]
+    return {"ok": not unreachable, "checked": report.at.isoformat(), "unreachable": unreachable}
 
 
 @router.get("/v1/audit", response_model=AuditPage, summary="The audit trail, oldest first, paged")
@@ -74,10 +95,54 @@ def audit(s: ServedDep, _c: Annotated[Caller, Depends(require("read"))],
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {PROMETHEUS: {}}}})
-def metrics(s: ServedDep, _c: Annotated[Caller, Depends(require("read"))]) -> Response:
+def metrics(s: ServedDep, request: Request, _c: Annotated[Caller, Depends(require("read"))]) -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(s))
+    registry.register(request.app.state.remote_calls)
     return Response(generate_latest(registry), media_type=PROMETHEUS)
+
+
+class RemoteCalls(Collector):
+    """Latency of the engine's remote calls by endpoint and kind (``agent.remotecalls`` observes
+    every call; this keeps a histogram of them for as long as the process runs)."""
+
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, str, str], list[float]] = {}
+        """(endpoint, kind, outcome) -> bucket counts, then sum and count."""
+
+    def observe(self, endpoint: str, kind: str, call: str, duration_s: float, ok: bool) -> None:
+        key = (endpoint, kind, "ok" if ok else "error")
+        with self._lock:
+            series = self._series.setdefault(key, [0.0] * (len(self.BUCKETS) + 2))
+            for i, bound in enumerate(self.BUCKETS):
+                if duration_s <= bound:
+                    series[i] += 1
+            series[-2] += duration_s
+            series[-1] += 1
+
+    def collect(self) -> Iterator[Any]:
+        family = HistogramMetricFamily("failover_agent_remote_call_duration_seconds",
+                                       "Remote calls to VMM, Hyper-V hosts, DNS servers and routers",
+                                       labels=["endpoint", "kind", "outcome"])
+        with self._lock:
+            items = sorted((k, list(v)) for k, v in self._series.items())
+        for key, series in items:
+            buckets = [(str(b), series[i]) for i, b in enumerate(self.BUCKETS)] + [("+Inf", series[-1])]
+            family.add_metric(list(key), buckets, series[-2])
+        yield family
+
+
+@router.get("/v1/preflight", summary="The last periodic preflight: what would fail if run now")
+def preflight(s: ServedDep, _c: Annotated[Caller, Depends(require("read"))]) -> dict[str, Any]:
+    from agent.preflight_job import latest_report
+
+    report = latest_report(s.store)
+    return {"report": report.to_dict() if report is not None else None}
 
 
 class StoreCollector(Collector):
