@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from agent.configfile import DEMO_PLAN
+from agent.domain.plan import render_diff
 from agent.drivers.ps.routerscript import RouterScriptError
 from agent.drivers.remoting import load_script
 from agent.drivers.sim import SimWorld
@@ -65,8 +67,14 @@ def holders(wire: WireRig) -> dict[str, Any]:
 
 def test_a_planned_failover_moves_the_announcement_and_repoints_the_branch(wire: WireRig) -> None:
     assert holders(wire)["rtr-west"] is None and holders(wire)["rtr-east"] is not None
+    preview = render_diff(wire.rig.engine.plan(DEMO_PLAN, "planned"))
+    assert f"- withdraw on rtr-east: {PREFIX} (announced network)" in preview
+    assert f"+ announce on rtr-west: {PREFIX} (announced network)" in preview
+    assert f"+ announce on rtr-branch: {PREFIX} via 10.0.0.2 metric 100" in preview
     view = wire.rig.start(OperationKind.PLANNED_FAILOVER)
     assert view.status == OpStatus.SUCCEEDED.value, view.errors
+    trail = {(row.target, repr(row.details)) for row in wire.rig.engine.journal.store.audit_trail(view.id)}
+    assert any(target == f"rtr-west/{PREFIX}" and "'announced'" in details for target, details in trail), trail
     moved = holders(wire)
     assert moved["rtr-east"] is None, "withdrawn at the old site (Remove-BgpCustomRoute)"
     assert moved["rtr-west"] == {"next_hop": None, "interface": None, "metric": 256}, "announced as a network"

@@ -127,3 +127,12 @@ def test_the_scripts_call_the_remoteaccess_cmdlets_module_qualified() -> None:
     assert "RemoteAccess\\Get-BgpCustomRoute" in get
     assert "RemoteAccess\\Add-BgpCustomRoute -Network $network\n" in put
     assert "RemoteAccess\\Remove-BgpCustomRoute -Network $network -Force" in put
+
+
+def test_a_netroute_router_refuses_an_announced_network_before_sending(world: SimWorld, remote: SimRemote) -> None:
+    from agent.drivers.ps.routes import PsRoutes
+
+    with pytest.raises(AgentError) as caught:
+        PsRoutes(remote, {"rtr-b": endpoint("rtr-b")}).announce([network("rtr-b", "10.0.0.0/8")])
+    assert caught.value.code == "invalid_request" and "next hop or an interface" in caught.value.message
+    assert remote.calls == []

@@ -194,3 +194,44 @@ def test_the_example_script_keeps_the_contract() -> None:
     text = path.read_text(encoding="utf-8")
     assert "schema = 'routes/router-script/1'" in text and "ConvertTo-Json" in text
     assert "-ErrorOnUntrusted" in text, "an unknown host key must fail, never prompt"
+
+
+class Answering:
+    """A Remote at which the wrapper reports that the operator's script printed ``output``."""
+
+    def __init__(self, output: str, items: int = 1) -> None:
+        self.output, self.items = output, items
+
+    def run(self, endpoint: Endpoint, script: PsScript, parameters: Any, *, timeout_s: float | None = None) -> Any:
+        item = {"key": parameters["Key"], "changed": True, "before": None, "error": None,
+                "after": {"output": self.output, "errors": []}}
+        return {"schema": script.schema_id, "items": [item] * self.items}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("output", "said"), [
+    ('{"schema": "routes/router-script/1", "routes": [], "error": {"code": "access_denied", "message": "no"}}',
+     "refused to read: no (access_denied)"),
+    ('{"schema": "routes/router-script/1", "routes": [{"prefix": "10.0.0.1/8"}]}', "a route that is not one"),
+    ("rtr# show ip route\nnot json at all", "not the documented document"),
+])
+def test_a_read_the_script_refuses_or_garbles_is_an_error_naming_it(output: str, said: str) -> None:
+    routes = ScriptRoutes(Answering(output), [router("rtr-a")])  # type: ignore[arg-type]
+    with pytest.raises(RouterScriptError) as caught:
+        routes.read_routes("rtr-a", ["10.0.0.0/8"])
+    assert said in caught.value.message and "the script cisco.ps1 of router rtr-a" in caught.value.message
+
+
+def test_a_wrapper_answering_two_items_for_one_run_is_not_trusted() -> None:
+    routes = ScriptRoutes(Answering('{"schema": "routes/router-script/1"}', items=2), [router("rtr-a")])  # type: ignore[arg-type]
+    with pytest.raises(RouterScriptError, match="answered 2 items for one run"):
+        routes.read_routes("rtr-a")
+
+
+def test_a_refusal_by_the_script_is_the_items_error_and_nothing_is_read_back() -> None:
+    output = '{"schema": "routes/router-script/1", "error": {"code": "route_conflict", "message": "not ours"}}'
+    routes = ScriptRoutes(Answering(output), [router("rtr-a")])  # type: ignore[arg-type]
+    [refused] = routes.withdraw([route("rtr-a", "10.0.0.0/8", hop="10.0.0.1")])
+    assert refused.error is not None and (refused.error.code, refused.error.message) == ("route_conflict", "not ours")
