@@ -183,9 +183,9 @@ class ScriptRoutes:
                               f"{item.error_message}", router=name, path=script.path,
                               fully_qualified_error_id=item.error_id)
         output = str((item.after if isinstance(item.after, dict) else {}).get("output") or "")
-        return self._parse(name, script.path, output)
+        return self._parse(name, output)
 
-    def _parse(self, router: str, path: str, output: str) -> RouterScriptAnswer:
+    def _parse(self, router: str, output: str) -> RouterScriptAnswer:
         lines = [line for line in output.splitlines() if line.strip()]
         if not lines:
             raise self._failed(router, "printed nothing; it must print one JSON document last "
