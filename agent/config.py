@@ -78,11 +78,24 @@ class HyperVHost(Model):
     endpoint: Endpoint = Endpoint()
 
 
+class ScriptRef(Model):
+    """An operator's script: a path on its host, or relative to the config (then sent as text)."""
+
+    path: str = Field(min_length=1)
+    parameters: dict[str, str | int | bool] = Field(default_factory=dict)
+
+
+class RouterScript(ScriptRef):
+    """What drives a router of kind ``script``; its contract: README, "Routers"."""
+    timeout_s: float = seconds(120.0, high=3600)
+
+
 class Router(Model):
     name: Name
-    kind: Literal["sim", "netroute", "bgp"] = "sim"
-    """``netroute``: ``New-NetRoute``/``Remove-NetRoute``; ``bgp``: ``Add-BgpCustomRoute``."""
+    kind: Literal["sim", "netroute", "bgp", "script"] = "sim"
+    """NetTCPIP static routes, BGP custom routes (announced networks) or the operator's ``script``."""
     endpoint: Endpoint = Endpoint()
+    script: RouterScript | None = None
 
 
 class Site(Model):
@@ -138,18 +151,12 @@ class NetworkMapping(Model):
 
 
 class Announcement(Model):
-    """A route for a subnet on one router (next hop or interface, and metric)."""
+    """A subnet's route on one router; which fields a router's kind takes: ``agent.configrefs``."""
 
     router: Name
     next_hop: Address | None = None
     interface: str | None = None
     metric: int = Field(default=256, ge=0, le=65535)
-
-    @model_validator(mode="after")
-    def _has_target(self) -> Announcement:
-        if (self.next_hop is None) == (self.interface is None):
-            raise ValueError("give exactly one of next_hop or interface")
-        return self
 
 
 class ThirdSiteRoute(Model):
@@ -333,14 +340,11 @@ class DnsConfig(Model):
 # ------------------------------------------------------------------------ recovery plans
 
 
-class ScriptStep(Model):
+class ScriptStep(ScriptRef):
     """A PowerShell script run on a named host between groups."""
 
     host: Name
-    path: str
-    """A path on that host, or the name of a script shipped with the agent."""
     timeout_s: float = seconds(600, high=86400)
-    parameters: dict[str, str | int | bool] = Field(default_factory=dict)
 
 
 class ManualStep(Model):

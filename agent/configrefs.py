@@ -26,6 +26,7 @@ def cross_reference_problems(cfg: AgentConfig) -> list[str]:
           for i, site in enumerate(cfg.sites) for j, name in enumerate(site.dns_servers) if name not in servers),
         *_network_mappings(cfg, site_names),
         *_subnets(cfg, site_names),
+        *_routers(cfg),
         *(f"dns.zones[{i}].server: no dns.servers entry named {z.server!r}"
           for i, z in enumerate(cfg.dns.zones) if z.server not in servers),
         *_recovery_plans(cfg),
@@ -99,6 +100,48 @@ def _subnets(cfg: AgentConfig, site_names: list[str]) -> list[str]:
                 if hop_site not in all_sites:
                     problems.append(
                         f"subnets[{i}].third_site_routes[{j}].next_hop_by_site.{hop_site}: unknown site")
+    return problems
+
+
+ROUTER_SCRIPT_PARAMETERS = ("Action", "Prefix", "NextHop", "Interface", "Metric", "Router")
+"""What the agent binds on every run of a ``script`` router's script (README, "Routers")."""
+
+
+def _routers(cfg: AgentConfig) -> list[str]:
+    """What each router kind takes: a script only for kind ``script``; on a ``bgp`` router an
+    announcement is the prefix alone (the speaker announces it as its own network, so there is
+    no next hop, interface or metric to give) and no third-site route (BGP peers learn the moved
+    prefix themselves); on the others a route has exactly one of next hop or interface."""
+    problems: list[str] = []
+    kinds: dict[str, str] = {}
+    taken = {fold(p) for p in ROUTER_SCRIPT_PARAMETERS}
+    for where, routers in [*((f"sites[{i}]", s.routers) for i, s in enumerate(cfg.sites)),
+                           *((f"third_sites[{i}]", t.routers) for i, t in enumerate(cfg.third_sites))]:
+        for j, r in enumerate(routers):
+            kinds[r.name] = r.kind
+            if (r.kind == "script") != (r.script is not None):
+                problems.append(f"{where}.routers[{j}].script: a router of kind script needs script "
+                                f"(path, parameters, timeout_s)" if r.kind == "script"
+                                else f"{where}.routers[{j}].script: only a router of kind script takes a script")
+            for name in sorted(k for k in (r.script.parameters if r.script else {}) if fold(k) in taken):
+                problems.append(f"{where}.routers[{j}].script.parameters.{name}: bound by the agent on every "
+                                f"run ({', '.join(ROUTER_SCRIPT_PARAMETERS)}), not a config parameter")
+    for i, sn in enumerate(cfg.subnets):
+        for site, anns in sn.announcements.items():
+            for j, a in enumerate(anns):
+                at = f"subnets[{i}].announcements.{site}[{j}]"
+                if kinds.get(a.router) == "bgp":
+                    given = [k for k in ("next_hop", "interface", "metric") if k in a.model_fields_set]
+                    if given:
+                        problems.append(f"{at}.{given[0]}: {a.router} is a bgp router: it announces {sn.prefix} "
+                                        f"as its own network (Add-BgpCustomRoute -Network), with no {given[0]} to "
+                                        "give; write the router only")
+                elif a.router in kinds and (a.next_hop is None) == (a.interface is None):
+                    problems.append(f"{at}: give exactly one of next_hop or interface")
+        for j, t in enumerate(sn.third_site_routes):
+            if kinds.get(t.router) == "bgp":
+                problems.append(f"subnets[{i}].third_site_routes[{j}].router: {t.router} is a bgp router: its "
+                                "peers learn the moved prefix by BGP, there is no next hop to repoint")
     return problems
 
 

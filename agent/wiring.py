@@ -39,8 +39,7 @@ class NotAvailableYet(InvalidFileError):
     """The config asks for a driver this version does not have. Nothing was contacted."""
 
     code = "not_available_yet"
-    hint = ("Router kind bgp (RemoteAccess BGP custom routes) comes in a later version; each problem above names "
-            "the drivers this one has.")
+    hint = "Each problem above names the drivers this version has."
 
 
 class WiringContext:
@@ -210,6 +209,29 @@ def _ps_routes(transport: str) -> RoutesFactory:
     return make
 
 
+def _ps_bgp_routes(transport: str) -> RoutesFactory:
+    """Windows BGP speakers (RemoteAccess BGP custom routes) over ``transport``."""
+
+    def make(ctx: WiringContext, routers: Sequence[Router]) -> Routes:
+        from agent.drivers.ps.routes import PsBgpRoutes
+
+        return PsBgpRoutes(ctx.remote(transport), {r.name: r.endpoint for r in routers})
+
+    return make
+
+
+def _script_routes(transport: str) -> RoutesFactory:
+    """Routers of any make, each through the operator's script run at its endpoint over
+    ``transport``; a script path relative to the config's directory is read and sent as data."""
+
+    def make(ctx: WiringContext, routers: Sequence[Router]) -> Routes:
+        from agent.drivers.ps.routerscript import ScriptRoutes
+
+        return ScriptRoutes(ctx.remote(transport), routers, script_root=ctx.loaded.path.parent)
+
+    return make
+
+
 DRIVERS = DriverTable(
     vmm={"sim": lambda ctx, site: ctx.simulator().vmm(site.name),
          **{transport: _ps_vmm(transport) for transport in ("psrp", "winrm", "local")}},
@@ -218,7 +240,9 @@ DRIVERS = DriverTable(
     dns={"sim": lambda ctx, server, zones: ctx.simulator().dns(server.name), "rfc2136": _rfc2136,
          "windows": _windows_dns},
     routes={"sim/sim": lambda ctx, routers: ctx.simulator().routes(),
-            **{f"netroute/{transport}": _ps_routes(transport) for transport in ("psrp", "winrm", "local")}},
+            **{f"netroute/{transport}": _ps_routes(transport) for transport in ("psrp", "winrm", "local")},
+            **{f"bgp/{transport}": _ps_bgp_routes(transport) for transport in ("psrp", "winrm", "local")},
+            **{f"script/{transport}": _script_routes(transport) for transport in ("psrp", "winrm", "local")}},
     scripts={"sim": lambda ctx, hosts: ctx.simulator().scripts(),
              **{transport: _ps_scripts(transport) for transport in ("psrp", "winrm", "local")}},
 )

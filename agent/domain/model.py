@@ -317,7 +317,14 @@ class RecordChange(Frozen):
 
 
 class Route(Frozen):
-    """A route (or BGP custom route) for a prefix on one router."""
+    """A route for a prefix on one router.
+
+    A static route (router kinds ``netroute``, ``script``, ``sim``) has a next hop or an
+    interface, and a metric. With neither it is an *announced network*: a BGP custom route
+    (router kind ``bgp``, ``Add-BgpCustomRoute -Network``), which the speaker advertises as its
+    own -- the next hop its peers use is the speaker itself and there is no metric to set, so
+    ``metric`` keeps its default and two such routes are the same when their prefixes are.
+    Which kind a router takes is the config's rule (``agent.configrefs``), not this model's."""
 
     router: str
     prefix: Prefix
@@ -325,11 +332,9 @@ class Route(Frozen):
     interface: str | None = None
     metric: int = Field(default=256, ge=0, le=65535)
 
-    @model_validator(mode="after")
-    def _has_target(self) -> Route:
-        if self.next_hop is None and self.interface is None:
-            raise ValueError(f"route {self.prefix} on {self.router} needs next_hop or interface")
-        return self
+    @property
+    def announced_network(self) -> bool:
+        return self.next_hop is None and self.interface is None
 
 
 # ------------------------------------------------------------------------------ inventory

@@ -413,6 +413,8 @@ def _setting(s: FailoverIpSetting) -> str:
 
 
 def _route(r: Route) -> str:
+    if r.announced_network:  # a BGP custom route: no next hop, no metric
+        return f"{r.prefix} (announced network)"
     via = f"via {r.next_hop}" if r.next_hop else f"dev {r.interface}"
     return f"{r.prefix} {via} metric {r.metric}"
 

@@ -278,6 +278,8 @@ def _settings(settings: Iterable[FailoverIpSetting]) -> list[str]:
 
 
 def _route(r: Route) -> str:
+    if r.announced_network:  # a BGP custom route: the prefix is the whole route
+        return "announced"
     return f"via {r.next_hop or r.interface} metric {r.metric}"
 
 

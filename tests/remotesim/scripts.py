@@ -2,7 +2,8 @@
 simulated script runner (``agent/drivers/sim/scripts.py``): the simulated run does the work and
 the handler reports it as the wrapper would -- what the script printed as ``output`` (its JSON
 document as the last line, the convention the port's ``output`` stands for), a failed run as a
-terminating error of the operator's script, with the output written before it kept."""
+terminating error of the operator's script, with the output written before it kept. At a
+router's endpoint the wrapper runs a ``script`` router's script: :func:`tests.remotesim.routes.router_script`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from tests.remotesim import Call, Handler
 
 
 def invoke_plan_script(call: Call) -> dict[str, Any]:
+    if call.target.role == "router":  # a router of kind script: the operator's script drives it
+        from tests.remotesim.routes import router_script
+
+        return router_script(call)
     p = call.parameters
     host = call.target.name
     # The wrapper splats the decoded object by name: the operator's script sees exactly these.

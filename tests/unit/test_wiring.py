@@ -39,21 +39,25 @@ def test_the_demo_gets_simulated_ports_for_every_site_server_and_router() -> Non
     assert loaded.simulator_state is not None and loaded.simulator_state.is_file()
 
 
-def test_later_drivers_are_refused_before_anything_is_contacted(tmp_path: Path) -> None:
+def test_the_template_asks_only_for_drivers_this_version_has() -> None:
     loaded = load_config(REPO / "config" / "site-template.yaml")
+    check_available(loaded)  # bgp and script routers included: nothing left for a later version
+    kinds = {r.kind for s in (*loaded.config.sites, *loaded.config.third_sites) for r in s.routers}
+    assert kinds == {"bgp", "script"}, "the template shows the router kinds that need most explaining"
+
+
+def test_a_router_kind_over_a_transport_it_lacks_is_refused_before_anything_is_contacted(tmp_path: Path) -> None:
+    loaded = load_config(_demo_with_a_router_driver_this_version_lacks(tmp_path))
     with pytest.raises(NotAvailableYet) as caught:
         connect(loaded)
-    keys = [p.key for p in caught.value.problems]
-    assert "sites[1].routers[0].kind" in keys
-    assert "sites[0].vmm.transport" not in keys, "VMM over psrp has its driver (agent/drivers/ps/vmm.py)"
-    assert all(p.line and "not available yet in this version" in p.message for p in caught.value.problems)
-    assert [p.line for p in caught.value.problems] == sorted(p.line or 0 for p in caught.value.problems)
-    assert "available: netroute, sim" in caught.value.problems[0].message
-    assert {p.key.rsplit(".", 1)[-1] for p in caught.value.problems} == {"kind"}, "only router kind bgp is left"
+    [problem] = caught.value.problems
+    assert problem.key == "third_sites[0].routers[0].kind"
+    assert "router kind 'bgp' over transport 'sim' is not available yet" in problem.message
+    assert "bgp/psrp" in problem.message and "script/winrm" in problem.message
     assert caught.value.code == "not_available_yet" and caught.value.category == "refused"
     with pytest.raises(NotAvailableYet):
         check_available(loaded)
-    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "cfg" / "var").exists()
 
 
 def test_gather_inventory_reads_everything_in_one_call_per_endpoint() -> None:
@@ -128,38 +132,40 @@ class RecordingRoutes:
         return []
 
 
-def _demo_with_a_bgp_branch_router(tmp_path: Path) -> Path:
+def _demo_with_a_router_driver_this_version_lacks(tmp_path: Path) -> Path:
+    """The branch router a BGP speaker the simulator stands in for: no driver is ``bgp/sim``."""
+
     def edit(cfg: dict[str, Any]) -> None:
-        cfg["third_sites"][0]["routers"][0] = {
-            "name": "rtr-branch", "kind": "bgp", "endpoint": {"transport": "psrp", "address": "rtr-branch.example"}}
+        cfg["third_sites"][0]["routers"][0] = {"name": "rtr-branch", "kind": "bgp"}
+        cfg["subnets"][0]["third_site_routes"] = []
+        cfg["subnets"][0]["announcements"]["contoso-east"].append({"router": "rtr-branch"})
 
     return copy_demo(tmp_path / "cfg", edit=edit)
 
 
 def test_a_driver_this_version_lacks_is_refused_naming_its_line(tmp_path: Path) -> None:
-    loaded = load_config(_demo_with_a_bgp_branch_router(tmp_path))
+    loaded = load_config(_demo_with_a_router_driver_this_version_lacks(tmp_path))
     with pytest.raises(NotAvailableYet) as caught:
         connect(loaded)
     [problem] = caught.value.problems
-    assert problem.key == "third_sites[0].routers[0].kind"
-    assert "router kind 'bgp' is not available yet" in problem.message and problem.line is not None
+    assert problem.key == "third_sites[0].routers[0].kind" and problem.line is not None
     assert yaml.safe_load(loaded.path.read_text())["third_sites"][0]["routers"][0]["kind"] == "bgp"
 
 
 def test_a_new_driver_is_one_table_entry_and_each_router_gets_its_own(tmp_path: Path) -> None:
-    loaded = load_config(_demo_with_a_bgp_branch_router(tmp_path))
+    loaded = load_config(_demo_with_a_router_driver_this_version_lacks(tmp_path))
     made: list[RecordingRoutes] = []
 
     def bgp(ctx: WiringContext, routers: Sequence[Any]) -> Routes:
         made.append(RecordingRoutes(routers))
         return made[-1]
 
-    table = replace(DRIVERS, routes={**DRIVERS.routes, "bgp/psrp": bgp})
+    table = replace(DRIVERS, routes={**DRIVERS.routes, "bgp/sim": bgp})
     with connect(loaded, table=table) as connection:
         routes = connection.ports.routes
         assert routes.read_routes("rtr-branch", ["192.168.1.0/24"]) == []
         assert routes.read_routes("rtr-east", ["192.168.1.0/24"])  # still the simulated router
-        announced = Route(router="rtr-branch", prefix="192.168.1.0/24", next_hop="10.0.0.2")
+        announced = Route(router="rtr-branch", prefix="192.168.1.0/24")
         routes.announce([announced])
         with pytest.raises(NotFoundError):
             routes.read_routes("rtr-nowhere")

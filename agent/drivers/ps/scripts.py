@@ -25,7 +25,7 @@ from agent.drivers.remoting import Remote, RemoteItem, RemoteScriptError
 from agent.errors import NotFoundError
 from agent.ports import ScriptResult
 
-__all__ = ["PsScripts", "document_of"]
+__all__ = ["PsScripts", "document_of", "script_text"]
 
 
 def document_of(output: str) -> dict[str, Any]:
@@ -39,6 +39,18 @@ def document_of(output: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def script_text(path: str, root: Path | None, *, what: str) -> str | None:
+    """An operator's script's text when the agent has the file (``path`` absolute, or relative
+    to ``root``), else None: the host runs its own copy at ``path``."""
+    local = Path(path)
+    if not local.is_absolute() and root is not None:
+        local = root / local
+    try:
+        return local.read_text(encoding="utf-8-sig") if local.is_file() else None
+    except OSError as exc:
+        raise NotFoundError(f"the {what} {local} cannot be read: {exc}", path=str(local)) from None
 
 
 class PsScripts:
@@ -57,19 +69,9 @@ class PsScripts:
                                 host=host)
         return self._hosts[host]
 
-    def _text(self, path: str) -> str | None:
-        """The script's text when the agent has the file, else None (the host runs its own copy)."""
-        local = Path(path)
-        if not local.is_absolute() and self._root is not None:
-            local = self._root / local
-        try:
-            return local.read_text(encoding="utf-8-sig") if local.is_file() else None
-        except OSError as exc:
-            raise NotFoundError(f"the recovery-plan script {local} cannot be read: {exc}", path=str(local)) from None
-
     def run_script(self, host: str, path: str, parameters: dict[str, Any], timeout_s: float) -> ScriptResult:
         endpoint = self._endpoint(host)
-        text = self._text(path)
+        text = script_text(path, self._root, what="recovery-plan script")
         started = time.monotonic()
         driver = PsDriver(self._ps.remote, endpoint, timeout_s=timeout_s)
         try:

@@ -15,6 +15,12 @@ from agent.errors import AgentError
 
 MODULES = ("VirtualMachineManager", "Hyper-V", "DnsServer", "NetTCPIP", "RemoteAccess")
 
+ROUTER_MODULES: dict[str, str | None] = {"sim": "NetTCPIP", "netroute": "NetTCPIP", "bgp": "RemoteAccess",
+                                         "script": None}
+"""The module a router's endpoint needs, by kind: a ``script`` router's endpoint is the host that
+runs the operator's script, which needs PowerShell only (what it reaches the router with, SSH or
+an API, is the script's business)."""
+
 Outcome = Literal["reachable", "unreachable", "module missing", "failed"]
 
 
@@ -31,19 +37,17 @@ class EndpointProbe:
         return self.outcome == "reachable"
 
 
-def powershell_endpoints(config: AgentConfig) -> Iterator[tuple[str, Endpoint, str]]:
+def powershell_endpoints(config: AgentConfig) -> Iterator[tuple[str, Endpoint, str | None]]:
     """Each PowerShell-reached endpoint: its config key, the endpoint, the module its role needs."""
     for i, site in enumerate(config.sites):
         yield f"sites[{i}].vmm", site.vmm, "VirtualMachineManager"
         for j, host in enumerate(site.hyperv_hosts):
             yield f"sites[{i}].hyperv_hosts[{j}].endpoint", host.endpoint, "Hyper-V"
         for j, router in enumerate(site.routers):
-            yield (f"sites[{i}].routers[{j}].endpoint", router.endpoint,
-                   "RemoteAccess" if router.kind == "bgp" else "NetTCPIP")
+            yield f"sites[{i}].routers[{j}].endpoint", router.endpoint, ROUTER_MODULES[router.kind]
     for i, third in enumerate(config.third_sites):
         for j, router in enumerate(third.routers):
-            yield (f"third_sites[{i}].routers[{j}].endpoint", router.endpoint,
-                   "RemoteAccess" if router.kind == "bgp" else "NetTCPIP")
+            yield f"third_sites[{i}].routers[{j}].endpoint", router.endpoint, ROUTER_MODULES[router.kind]
     for i, server in enumerate(config.dns.servers):
         if server.endpoint is not None:
             yield f"dns.servers[{i}].endpoint", server.endpoint, "DnsServer"
@@ -65,7 +69,9 @@ def probe_endpoints(config: AgentConfig, remote: Callable[[str], Remote]) -> lis
             continue
         modules = {m.get("name"): m for m in after.get("modules") or []}
         who = f"{after.get('host_name')}, PowerShell {after.get('powershell_version')}"
-        if not (modules.get(needs) or {}).get("available"):
+        if needs is None:
+            found.append(EndpointProbe(key, address, "reachable", who))
+        elif not (modules.get(needs) or {}).get("available"):
             found.append(EndpointProbe(key, address, "module missing", f"{who}: module {needs} is not installed"))
         else:
             found.append(EndpointProbe(key, address, "reachable", f"{who}, {needs} {modules[needs].get('version')}"))
