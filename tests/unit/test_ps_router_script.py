@@ -184,8 +184,8 @@ def test_the_example_script_keeps_the_contract() -> None:
     from agent.configrefs import ROUTER_SCRIPT_PARAMETERS
     from tests import pscheck
 
-    path = script_dir() / "routes" / "examples" / "Invoke-CiscoIosRoute.ps1"
-    findings = pscheck.check_file(path, script_dir())
+    path = Path(__file__).resolve().parents[2] / "docs" / "examples" / "router-scripts" / "Invoke-CiscoIosRoute.ps1"
+    findings = pscheck.check_file(path, path.parent)
     assert {f.problem for f in findings} <= {"unknown cmdlet: not in the catalog"}, findings
     assert {f.command for f in findings} <= {"New-SSHSession", "New-SSHShellStream", "Invoke-SSHStreamShellCommand",
                                              "Remove-SSHSession"}
