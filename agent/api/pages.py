@@ -67,7 +67,9 @@ Operate = Annotated[PageCaller, Depends(require_page("operate"))]
 
 
 def page_headers() -> dict[str, str]:
-    return {"Content-Security-Policy": PAGE_POLICY, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+    # Referrer-Policy same-origin, not no-referrer: under no-referrer Chromium sends a form's
+    # POST with "Origin: null", which the origin check must refuse (a sandboxed frame sends it).
+    return {"Content-Security-Policy": PAGE_POLICY, "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
             "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
@@ -166,10 +168,11 @@ def _read(what: Callable[[], T]) -> tuple[T | None, str | None]:
 
 def status_facts(s: Served, who: PageCaller) -> dict[str, Any]:
     now = utcnow()
-    plans, plans_error = _read(lambda: inventory.plans(s, who.caller, False)["plans"])
+    ops, ops_error = _read(lambda: _operations(s))
+    fresh = _settled_since_read(s, ops or [])
+    plans, plans_error = _read(lambda: inventory.plans(s, who.caller, fresh)["plans"])
     pools, pools_error = _read(lambda: inventory.pools(s, who.caller, False)["pools"])
     reservations, reservations_error = _read(lambda: inventory.reservations(s, who.caller)["reservations"])
-    ops, ops_error = _read(lambda: _operations(s))
     audit, audit_error = _read(lambda: _audit(s))
     active = [o for o in ops or [] if o.status not in FINAL][:ACTIVE_SHOWN]
     return {
@@ -186,6 +189,18 @@ def status_facts(s: Served, who: PageCaller) -> dict[str, Any]:
 
 def _operations(s: Served) -> list[OperationView]:
     return [s.engine.view(row.id) for row in s.engine.operations(limit=ACTIVE_SHOWN + RECENT_SHOWN)]
+
+
+def _settled_since_read(s: Served, ops: list[OperationView]) -> bool:
+    """True when an operation ended or paused after the sites were last read: the plans' states
+    are then read again, so the page never shows a drill that just ended as not run. Between
+    such moments the API's cache (a read at most every 15 s) spares VMM a read per reload."""
+    read_at = getattr(s.inventory_cache, "read_at", None)
+    if read_at is None:
+        return False  # never read: this read is fresh anyway
+    moments = [o.finished_at for o in ops if o.finished_at is not None]
+    moments += [st.started_at for o in ops for st in o.steps if st.status == "waiting" and st.started_at]
+    return any(at > read_at for at in moments)
 
 
 def current_step(op: OperationView) -> str | None:
