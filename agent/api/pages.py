@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import jinja2
@@ -59,7 +61,8 @@ PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; 
 buttons cannot be clicked through a decoy)."""
 
 RESUMABLE = {OpStatus.WAITING.value, OpStatus.FAILED.value, OpStatus.INTERRUPTED.value}
-FINAL = {s.value for s in FINAL_STATUSES}
+FINAL = sorted(s.value for s in FINAL_STATUSES)
+UNFINISHED = sorted({s.value for s in OpStatus} - set(FINAL))
 
 T = TypeVar("T")
 Read = Annotated[PageCaller, Depends(require_page("read"))]
@@ -168,30 +171,46 @@ def _read(what: Callable[[], T]) -> tuple[T | None, str | None]:
 
 def status_facts(s: Served, who: PageCaller) -> dict[str, Any]:
     now = utcnow()
-    ops, ops_error = _read(lambda: _operations(s))
-    fresh = _settled_since_read(s, ops or [])
+    ops, ops_error = _read(lambda: [s.engine.view(r.id) for r in s.engine.operations(status=UNFINISHED,
+                                                                                       limit=ACTIVE_SHOWN)])
+    recent, recent_error = _read(lambda: _finished(s, now))
+    fresh = _settled_since_read(s, [*(ops or []), *(recent or [])])
     plans, plans_error = _read(lambda: inventory.plans(s, who.caller, fresh)["plans"])
     pools, pools_error = _read(lambda: inventory.pools(s, who.caller, False)["pools"])
     reservations, reservations_error = _read(lambda: inventory.reservations(s, who.caller)["reservations"])
     audit, audit_error = _read(lambda: _audit(s))
-    active = [o for o in ops or [] if o.status not in FINAL][:ACTIVE_SHOWN]
+    active = ops or []
     return {
         "now": now, "who": who, "csrf": who.session.csrf, "role": s.role, "site": s.config.agent.site,
         "plans": plans or [], "plans_error": plans_error,
         "active": active, "paused": [o for o in active if o.status == OpStatus.WAITING.value],
-        "recent": [o for o in ops or [] if o.status in FINAL][:RECENT_SHOWN], "ops_error": ops_error,
+        "recent": recent or [], "ops_error": ops_error or recent_error,
         "pools": pools or [], "pools_error": pools_error,
         "reservations": reservations or [], "reservations_error": reservations_error,
         "audit": audit or [], "audit_error": audit_error,
-        "resumable": RESUMABLE, "final": FINAL, "current_step": current_step, "elapsed": lambda o: o.elapsed_s(now),
+        "resumable": RESUMABLE, "current_step": current_step, "elapsed": lambda o: o.elapsed_s(now),
     }
 
 
-def _operations(s: Served) -> list[OperationView]:
-    return [s.engine.view(row.id) for row in s.engine.operations(limit=ACTIVE_SHOWN + RECENT_SHOWN)]
+@dataclass(frozen=True)
+class Finished:
+    """A finished operation as the page lists it: its row is enough, its steps are not read."""
+
+    id: str
+    kind: str
+    plan: str
+    status: str
+    finished_at: datetime | None
+    elapsed_s: float
 
 
-def _settled_since_read(s: Served, ops: list[OperationView]) -> bool:
+def _finished(s: Served, now: datetime) -> list[Finished]:
+    return [Finished(r.id, r.kind, r.plan_name, r.status, r.finished_at,
+                     ((r.finished_at or now) - r.created_at).total_seconds())
+            for r in s.engine.operations(status=FINAL, limit=RECENT_SHOWN)]
+
+
+def _settled_since_read(s: Served, ops: list[OperationView | Finished]) -> bool:
     """True when an operation ended or paused after the sites were last read: the plans' states
     are then read again, so the page never shows a drill that just ended as not run. Between
     such moments the API's cache (a read at most every 15 s) spares VMM a read per reload."""
@@ -199,7 +218,8 @@ def _settled_since_read(s: Served, ops: list[OperationView]) -> bool:
     if read_at is None:
         return False  # never read: this read is fresh anyway
     moments = [o.finished_at for o in ops if o.finished_at is not None]
-    moments += [st.started_at for o in ops for st in o.steps if st.status == "waiting" and st.started_at]
+    moments += [st.started_at for o in ops if isinstance(o, OperationView)
+                for st in o.steps if st.status == "waiting" and st.started_at]
     return any(at > read_at for at in moments)
 
 
