@@ -7,7 +7,8 @@ and the last :data:`AUDIT_SHOWN` audit entries. It reloads itself every :data:`R
 seconds (``<meta http-equiv=refresh>``): progress stays live with no script at all, so the
 page's policy can forbid every script. A session with ``operate`` also gets Resume and Cancel
 buttons: plain forms carrying the session's CSRF token (:mod:`agent.api.sessions`), answered
-with a redirect back to the page and a one-time message saying what happened.
+with a redirect back to the page and a one-time message saying what happened. Cancel asks
+again on a page of its own, which does not reload under the admin's hand.
 
 Sign-in is by form (``/login``) with a token; the session cookie it sets is honoured by these
 routes only. ``/reports/{id}`` serves an operation's drill report to the signed-in browser.
@@ -259,11 +260,21 @@ def resume(op_id: str, s: ServedDep, who: Operate) -> Response:
     return _redirect(f"/#{op_id}")
 
 
+@router.get("/status/operations/{op_id}/cancel")
+def cancel_form(op_id: str, s: ServedDep, who: Operate) -> Response:
+    try:
+        op = s.engine.view(op_id)
+    except AgentError as exc:
+        who.session.flash.append(f"{op_id}: {exc.message}")
+        return _redirect("/")
+    return _html(render("cancel.html.j2", op=op, step=current_step(op), csrf=who.session.csrf))
+
+
 @router.post("/status/operations/{op_id}/cancel")
 async def cancel(op_id: str, request: Request, s: ServedDep, who: Operate) -> Response:
     fields = await ses.form(request)
     if fields.get("confirm") != "yes":
-        who.session.flash.append(f"{op_id} was not cancelled: tick the box beside Cancel to confirm.")
+        who.session.flash.append(f"{op_id} was not cancelled: confirm it on its Cancel page.")
         return _redirect(f"/#{op_id}")
     try:
         await asyncio.to_thread(s.cancel, op_id, caller=who.caller.actor)

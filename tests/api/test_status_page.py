@@ -100,17 +100,23 @@ def test_without_a_session_every_page_route_sends_the_browser_to_sign_in(api: Ap
 PUBLIC_PAGES = {("GET", "/login"), ("POST", "/login")}
 
 
-def page_routes(api: ApiServer) -> list[tuple[str, str]]:
-    """Every page route, from the router the app serves them by (a new one is in the matrix
-    below the moment it exists); none is in the OpenAPI document."""
+def page_routes(api: ApiServer) -> list[tuple[str, str, str | None]]:
+    """Every page route with the scope its ``require_page`` dependency asks, from the router the
+    app serves them by (a new one is in the matrix below the moment it exists); none is in the
+    OpenAPI document."""
     from fastapi.routing import APIRoute
 
     from agent.api.pages import router
 
+    def needs(route: APIRoute) -> str | None:
+        names = [d.call.__name__ for d in route.dependant.dependencies if d.call is not None]
+        return next((n.removeprefix("require_page_") for n in names if n.startswith("require_page_")), None)
+
     paths = set(httpx.get(api.url + "/openapi.json").json()["paths"])
-    found = sorted((method, route.path) for route in router.routes if isinstance(route, APIRoute)
+    found = sorted((method, route.path, needs(route)) for route in router.routes if isinstance(route, APIRoute)
                    for method in route.methods)
-    assert not paths & {path for _, path in found}
+    assert not paths & {path for _, path, _ in found}
+    assert all(needs is not None for m, p, needs in found if (m, p) not in PUBLIC_PAGES)
     return found
 
 
@@ -119,7 +125,10 @@ def test_the_page_routes_matrix_no_session_read_and_operate(api: ApiServer) -> N
     paused(api, op_id)
     found = page_routes(api)
     assert len(found) >= 8, found
-    concrete = [(m, p.replace("{op_id}", op_id)) for m, p in found if (m, p) not in PUBLIC_PAGES]
+    scope = {(m, p.replace("{op_id}", op_id)): needs for m, p, needs in found}
+    assert {needs for _, _, needs in found} == {None, "read", "operate"}
+    assert all(needs == "operate" for m, p, needs in found if m == "POST" and p.startswith("/status/"))
+    concrete = [(m, p.replace("{op_id}", op_id)) for m, p, _ in found if (m, p) not in PUBLIC_PAGES]
     with httpx.Client(base_url=api.url, timeout=30) as anonymous:
         for method, path in concrete:
             r = anonymous.request(method, path, data={"csrf": "x"} if method == "POST" else None)
@@ -130,11 +139,13 @@ def test_the_page_routes_matrix_no_session_read_and_operate(api: ApiServer) -> N
             if path == "/logout":
                 continue
             r = reader.request(method, path, data={"csrf": csrf} if method == "POST" else None)
-            assert r.status_code == (200 if method == "GET" else 403), (method, path)
+            assert r.status_code == (403 if scope[(method, path)] == "operate" else 200), (method, path)
     assert status_of(api, op_id) == "waiting_for_manual_action"
     with signed_in(api, "operate") as operator:
         for method, path in concrete:
-            if method == "POST" and path != "/logout":
+            if method == "GET":
+                assert operator.get(path).status_code == 200, path
+            elif path != "/logout":
                 r = operator.post(path, data={"csrf": csrf_of(operator)})
                 assert r.status_code == 303 and r.headers["location"] == f"/#{op_id}", path
     with api.client("read") as client:
@@ -308,13 +319,21 @@ def test_operate_resumes_a_paused_drill_from_the_page_and_the_page_says_so(api: 
         assert f"{op_id} was not resumed:" in shown(browser.get("/").text)
 
 
-def test_operate_cancels_only_when_the_box_is_ticked(api: ApiServer) -> None:
+def test_operate_cancels_after_confirming_on_a_page_that_does_not_reload(api: ApiServer) -> None:
     op_id = start(api)
     paused(api, op_id)
     with signed_in(api, "operate") as browser:
+        assert f'href="/status/operations/{op_id}/cancel"' in browser.get("/").text
+        confirm = browser.get(f"/status/operations/{op_id}/cancel")
+        assert confirm.status_code == 200 and confirm.headers["content-security-policy"] == PAGE_POLICY
+        assert "http-equiv" not in confirm.text, "no reload drops the admin's decision"
+        text = shown(confirm.text)
+        assert f"Cancel test failover of plan {DEMO_PLAN}?" in text and MANUAL in text
+        assert 'name="confirm" value="yes"' in confirm.text
+
         r = browser.post(f"/status/operations/{op_id}/cancel", data={"csrf": csrf_of(browser)})
         assert r.status_code == 303
-        assert "was not cancelled: tick the box" in shown(browser.get("/").text)
+        assert "was not cancelled: confirm it on its Cancel page" in shown(browser.get("/").text)
         assert status_of(api, op_id) == "waiting_for_manual_action"
         browser.post(f"/status/operations/{op_id}/cancel", data={"csrf": csrf_of(browser), "confirm": "yes"})
         with api.client("read") as client:
@@ -322,6 +341,8 @@ def test_operate_cancels_only_when_the_box_is_ticked(api: ApiServer) -> None:
         assert f"{op_id} cancelled by operate-caller" in shown(browser.get("/").text)
         browser.post(f"/status/operations/{op_id}/cancel", data={"csrf": csrf_of(browser), "confirm": "yes"})
         assert f"{op_id} was not cancelled:" in shown(browser.get("/").text)
+        r = browser.get("/status/operations/op-000000000000/cancel")
+        assert r.headers["location"] == "/" and "op-000000000000: " in shown(browser.get("/").text)
 
 
 def test_a_button_without_the_session_s_csrf_token_or_from_another_site_changes_nothing(api: ApiServer) -> None:
