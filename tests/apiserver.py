@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,12 +74,17 @@ def with_tokens(rig: Rig, tokens: dict[str, str] | None = None) -> dict[str, str
 
 
 @contextmanager
-def serving(rig: Rig, *, leader: Any = None, tokens: dict[str, str] | None = None) -> Iterator[ApiServer]:
+def serving(rig: Rig, *, leader: Any = None, tokens: dict[str, str] | None = None,
+            tls: tuple[Path, Path] | None = None) -> Iterator[ApiServer]:
+    """``tokens``: reuse these (one config for several agents); ``tls``: (certificate, key) PEM
+    files: the server speaks HTTPS, as under ``api.tls``."""
     tokens = with_tokens(rig, tokens)
     served = Served(rig.loaded, rig.store, rig.engine, leader)
     app = create_app(served)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    options: dict[str, Any] = {} if tls is None else {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
+                                           **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -87,7 +93,7 @@ def serving(rig: Rig, *, leader: Any = None, tokens: dict[str, str] | None = Non
             raise RuntimeError("the test API server did not start")
         time.sleep(0.01)
     try:
-        yield ApiServer(f"http://127.0.0.1:{port}", tokens, served, server)
+        yield ApiServer(f"{'https' if tls else 'http'}://127.0.0.1:{port}", tokens, served, server)
     finally:
         served.stop(30)
         server.should_exit = True

@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from agent import __version__
-from agent.api import problems
+from agent.api import pages, problems
 from agent.api.auth import Tokens
 from agent.api.routes import inventory, meta, operations
 from agent.api.routes.inventory import InventoryCache
@@ -35,6 +35,7 @@ def create_app(served: Served, *, tokens: Tokens | None = None) -> FastAPI:
     for router in (meta.router, operations.router, inventory.router):
         _publish_scopes(router)
         app.include_router(router, responses=problems.RESPONSES)
+    pages.install(app)  # the status page: not API, so not in the OpenAPI document
     return app
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -19,6 +20,7 @@ from agent.domain.ipam import PoolAllocator
 from agent.domain.model import Inventory
 from agent.engine.model import OperationKind
 from agent.engine.planstate import kinds_allowed
+from agent.engine.store import utcnow
 from agent.errors import NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["inventory"])
@@ -34,12 +36,15 @@ class InventoryCache:
         self._lock = threading.Lock()
         self._at = 0.0
         self._inventory: Inventory | None = None
+        self.read_at: datetime | None = None
+        """When the last read began (UTC): what happened since is not in it."""
 
     def get(self, *, refresh: bool = False) -> Inventory:
         with self._lock:  # one read at a time: a burst of callers waits for it, not N reads
             if refresh or self._inventory is None or time.monotonic() - self._at > INVENTORY_TTL_S:
+                began = utcnow()
                 self._inventory = self.served.engine.inventory("planned")
-                self._at = time.monotonic()
+                self._at, self.read_at = time.monotonic(), began
             return self._inventory
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -142,11 +142,17 @@ def _event(name: str, data: dict[str, Any]) -> str:
                              "description": "what ran, the timeline and recovery time, every change, errors, notes"}})
 def operation_report(op_id: str, s: ServedDep, _caller: Annotated[Caller, Depends(require("read"))],
                      format: Annotated[Literal["html", "csv"], Query()] = "html") -> Response:
+    return report_response(s, op_id, format, link=lambda other: f"/v1/operations/{other}/report")
+
+
+def report_response(s: Served, op_id: str, format: str, *, link: Callable[[str], str]) -> Response:
+    """The drill report of ``op_id`` as served (here and by the status page's ``/reports``):
+    ``link(other id)`` is where the page links another operation's report."""
     from agent.report import CONTENT_SECURITY_POLICY, build_report, render_csv, render_html
 
     report = build_report(s.store, s.engine.journal.operation(op_id).id)
     if format == "csv":
         return Response(render_csv(report), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{op_id}.csv"'})
-    return HTMLResponse(render_html(report, link=lambda other: f"/v1/operations/{other}/report"),
-                        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+    return HTMLResponse(render_html(report, link=link),
+                        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY + "; frame-ancestors 'none'"})
