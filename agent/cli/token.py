@@ -32,10 +32,10 @@ def create(name: Annotated[str, typer.Option(help="Who uses it, e.g. orchestrato
     token = new_token()
     entry = ApiToken(name=name, sha256=token_hash(token), scopes=scopes)  # validates the name
     if as_json:
-        out.print(json.dumps({"token": token, **entry.model_dump()}), highlight=False, soft_wrap=True)
+        out.print(json.dumps({"token": token, **entry.model_dump()}), highlight=False, markup=False, soft_wrap=True)
         return
-    out.print(f"token (shown once; give it to {name}, keep it nowhere else):\n  {token}\n", highlight=False,
+    out.print(f"token (shown once; give it to {name}, keep it nowhere else):\n  {token}\n", highlight=False, markup=False,
               soft_wrap=True)
-    out.print("add to the config, under api.tokens:", highlight=False)
-    out.print(f"  - {{name: {name}, sha256: {entry.sha256}, scopes: [{', '.join(scopes)}]}}", highlight=False,
+    out.print("add to the config, under api.tokens:", highlight=False, markup=False)
+    out.print(f"  - {{name: {name}, sha256: {entry.sha256}, scopes: [{', '.join(scopes)}]}}", highlight=False, markup=False,
               soft_wrap=True)

@@ -156,6 +156,7 @@ def test_metrics_count_remote_calls_and_operations(api: ApiServer) -> None:
     assert 'failover_agent_operations{kind="test_failover",status="waiting_for_manual_action"} 1.0' in text
     assert 'failover_agent_remote_call_duration_seconds_count{endpoint="vmm@contoso-west"' in text
     assert "failover_agent_step_duration_seconds_count" in text
+    assert "failover_agent_dns_verification_lag_seconds{server=" in text, "the drill's DNS updates were verified"
 
 
 def test_ready_and_the_last_preflight(api: ApiServer) -> None:

@@ -102,6 +102,24 @@ def metrics(s: ServedDep, request: Request, _c: Annotated[Caller, Depends(requir
     return Response(generate_latest(registry), media_type=PROMETHEUS)
 
 
+DNS_STEPS_SCANNED = 200
+
+
+def _dns_lag_of(session: Any) -> dict[str, float]:
+    """Per authoritative server, how long the newest verified DNS step waited for it to answer
+    the new data (the step's journalled verification: ``agent.dns.verify``)."""
+    rows = session.execute(select(StepRow.outcome).where(StepRow.action.startswith("dns."),
+                                                         StepRow.outcome.is_not(None))
+                           .order_by(StepRow.id.desc()).limit(DNS_STEPS_SCANNED))
+    lag: dict[str, float] = {}
+    for (outcome,) in rows:
+        verification = ((outcome or {}).get("info") or {}).get("verification") or {}
+        for server in verification.get("servers") or ():
+            if isinstance(server, dict) and "server" in server and server["server"] not in lag:
+                lag[str(server["server"])] = float(server.get("waited_s") or 0.0)
+    return lag
+
+
 class RemoteCalls(Collector):
     """Latency of the engine's remote calls by endpoint and kind (``agent.remotecalls`` observes
     every call; this keeps a histogram of them for as long as the process runs)."""
@@ -152,6 +170,15 @@ class StoreCollector(Collector):
     def __init__(self, served: Served) -> None:
         self.served = served
 
+    def _dns_lag(self) -> GaugeMetricFamily:
+        family = GaugeMetricFamily("failover_agent_dns_verification_lag_seconds",
+                                   "How long the last verified DNS update waited for each authoritative server",
+                                   labels=["server"])
+        with self.served.store.session() as session:
+            for server, waited in sorted(_dns_lag_of(session).items()):
+                family.add_metric([server], waited)
+        return family
+
     def collect(self) -> Iterator[Any]:
         s = self.served
         ops = GaugeMetricFamily("failover_agent_operations", "Operations in the store by status and kind",
@@ -178,6 +205,7 @@ class StoreCollector(Collector):
             steps.add_metric([action], n, total)
         yield ops
         yield steps
+        yield self._dns_lag()
         leader = InfoMetricFamily("failover_agent_lease", "This agent's role and who holds the store's lease")
         holder = s.leader.last_holder if s.leader is not None else None
         leader.add_metric([], {"role": s.role, "holder": holder or ("this agent" if s.accepting else "")})
