@@ -34,8 +34,7 @@ def create(name: Annotated[str, typer.Option(help="Who uses it, e.g. orchestrato
     if as_json:
         out.print(json.dumps({"token": token, **entry.model_dump()}), highlight=False, markup=False, soft_wrap=True)
         return
-    out.print(f"token (shown once; give it to {name}, keep it nowhere else):\n  {token}\n", highlight=False, markup=False,
-              soft_wrap=True)
-    out.print("add to the config, under api.tokens:", highlight=False, markup=False)
-    out.print(f"  - {{name: {name}, sha256: {entry.sha256}, scopes: [{', '.join(scopes)}]}}", highlight=False, markup=False,
-              soft_wrap=True)
+    literal = {"highlight": False, "markup": False, "soft_wrap": True}
+    out.print(f"token (shown once; give it to {name}, keep it nowhere else):\n  {token}\n", **literal)
+    out.print("add to the config, under api.tokens:", **literal)
+    out.print(f"  - {{name: {name}, sha256: {entry.sha256}, scopes: [{', '.join(scopes)}]}}", **literal)
