@@ -46,6 +46,8 @@ class Note(BaseModel):
 class Preview(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: StartableKind
+    strict: bool = False
+    """Refuse (409) a kind the plan's state does not allow now; otherwise its first note says so."""
 
 
 class Step(Open):
@@ -109,6 +111,8 @@ class PlanSummary(Open):
 
 
 class Plans(BaseModel):
+    mode: str
+    """The agent's ``agent.mode``: ``full`` or ``network-only``."""
     plans: list[PlanSummary]
 
 
