@@ -137,23 +137,61 @@ def _root(
             "audit trail records which store it replaces.",
         ),
     ] = False,
+    agent_url: Annotated[
+        str | None,
+        typer.Option(
+            "--agent-url",
+            metavar="URL",
+            help="Talk to the agent running at URL ('failover-agent serve', e.g. http://127.0.0.1:8740) "
+            "instead of opening the store: status, plan, run, report and the ops commands go through its "
+            "API. Default: $FAILOVER_AGENT_URL, else url in ~/.config/failover-agent/client.yaml.",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            help="The API token to show that agent, or where it is: env:NAME or file:PATH (a token typed "
+            "here is seen by other users of this machine in its process list). Default: "
+            "$FAILOVER_AGENT_TOKEN, else token in the client file.",
+            show_default=False,
+        ),
+    ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            metavar="PEM",
+            dir_okay=False,
+            help="The CA certificates that issued the agent's TLS certificate (default: the system's).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     from agent.logging import LEVELS, configure_logging
 
-    _ROOT_OPTIONS["new_store"] = new_store
+    _ROOT_OPTIONS.update(new_store=new_store, agent_url=agent_url, token=token, ca_file=ca_file)
     if log_level.lower() not in LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(LEVELS)}", param_hint="--log-level")
     configure_logging(log_level.lower())
 
 
-_ROOT_OPTIONS: dict[str, bool] = {"new_store": False}
+_ROOT_OPTIONS: dict[str, Any] = {"new_store": False, "agent_url": None, "token": None, "ca_file": None}
 """The root options the commands read later (set by the root callback at every invocation)."""
 
 
 def new_store_asked() -> bool:
     """Whether the command line says ``--new-store``."""
 
-    return _ROOT_OPTIONS["new_store"]
+    return bool(_ROOT_OPTIONS["new_store"])
+
+
+def root_option(name: str) -> Any:
+    """A root option as given on this command line (``agent_url``, ``token``, ``ca_file``)."""
+
+    return _ROOT_OPTIONS[name]
 
 
 def exit_code_for(exc: BaseException) -> int:

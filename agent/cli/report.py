@@ -14,6 +14,7 @@ import typer
 
 from agent.cli.app import ConfigOption, app, out, read_config, reporting
 from agent.cli.operations import OpArgument, _resolve_op
+from agent.cli.remote import remote_agent
 from agent.cli.session import open_journal
 from agent.errors import RefusedError
 
@@ -43,6 +44,11 @@ def report_command(
     from agent.report import build_report, render_csv, render_html
 
     with reporting():
+        if (agent := remote_agent(config)) is not None:
+            from agent.cli.remote_ops import remote_report
+
+            remote_report(agent, op, as_csv, output)
+            return
         loaded = read_config(config)
         with open_journal(loaded) as journal:
             op_id = _resolve_op(journal, op)
