@@ -73,12 +73,15 @@ def with_tokens(rig: Rig) -> dict[str, str]:
 
 
 @contextmanager
-def serving(rig: Rig, *, leader: Any = None) -> Iterator[ApiServer]:
+def serving(rig: Rig, *, leader: Any = None, tls: Any = None) -> Iterator[ApiServer]:
+    """``tls``: a ``tests.psrpserver.TestCa`` whose server certificate the API presents (HTTPS)."""
     tokens = with_tokens(rig)
     served = Served(rig.loaded, rig.store, rig.engine, leader)
     app = create_app(served)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    certs = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)} if tls is not None else {}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
+                                           **certs))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -87,7 +90,7 @@ def serving(rig: Rig, *, leader: Any = None) -> Iterator[ApiServer]:
             raise RuntimeError("the test API server did not start")
         time.sleep(0.01)
     try:
-        yield ApiServer(f"http://127.0.0.1:{port}", tokens, served, server)
+        yield ApiServer(f"{'https' if tls is not None else 'http'}://127.0.0.1:{port}", tokens, served, server)
     finally:
         served.stop(30)
         server.should_exit = True

@@ -151,7 +151,7 @@ def remote_ops_audit(agent: RemoteAgent, op: str | None, limit: int, as_json: bo
     print_audit(rows, op_id, as_json)
 
 
-def remote_report(agent: RemoteAgent, op: str, as_csv: bool, output: Path | None) -> None:
+def remote_report(agent: RemoteAgent, op: str, form: str, output: Path | None) -> None:
     import sys
 
     from agent.cli.report import _write
@@ -159,7 +159,11 @@ def remote_report(agent: RemoteAgent, op: str, as_csv: bool, output: Path | None
     rs = _session(agent, False)
     with rs.client:
         op_id = resolve(rs, op)["id"]
-        text = rs.client.text(_path("operations", op_id, "report"), format="csv" if as_csv else "html")
+        text = rs.client.text(_path("operations", op_id, "report"), format=form)
+    if form == "json":  # as the local command prints it
+        import json
+
+        text = json.dumps(json.loads(text), indent=2) + "\n"
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -5,10 +5,15 @@ output as local mode, exit codes, and the agent's refusals in the CLI's words.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterator
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,8 +23,10 @@ from agent.cli.remote import ENV_CLIENT_FILE, ENV_TOKEN, ENV_URL
 from agent.configfile import DEMO_PLAN
 from agent.engine.lease import Lease
 from agent.engine.store import Store
-from tests.apiserver import ApiServer, free_port
-from tests.rigs import OP_ID, run_cli
+from agent.report import build_report
+from tests.apiserver import ApiServer, free_port, serving
+from tests.psrpserver import make_ca
+from tests.rigs import OP_ID, Rig, run_cli
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
@@ -275,3 +282,145 @@ def test_a_command_refused_beside_a_leader_says_how_to_go_through_its_api(cli_en
     finally:
         lease.release()
         store.close()
+
+
+def test_https_is_verified_against_the_ca_given(new_rig: Callable[..., Rig], tmp_path: Path) -> None:
+    ca = make_ca(tmp_path, "agent")
+    with serving(new_rig(), tls=ca) as api:
+        assert api.url.startswith("https://127.0.0.1:")
+        untrusted = remote(api, "status", scope="read")
+        assert untrusted.exit_code == EXIT_REFUSED, untrusted.output
+        assert "shows a certificate this machine does not trust" in untrusted.stderr
+        assert "--ca-file" in untrusted.stderr
+        trusted = run_cli("--agent-url", api.url, "--token", api.tokens["read"], "--ca-file", str(ca.ca_file),
+                          "status", "--json")
+        assert trusted.exit_code == EXIT_OK, trusted.output
+        assert json.loads(trusted.stdout)["plans"][0]["plan"] == DEMO_PLAN
+        not_pem = tmp_path / "not.pem"
+        not_pem.write_text("hello")
+        bad = run_cli("--agent-url", api.url, "--ca-file", str(not_pem), "status")
+        assert bad.exit_code == EXIT_REFUSED and "not a readable PEM bundle" in bad.stderr
+
+
+def test_a_standby_refuses_to_run_and_the_cli_says_try_again_exit_3(new_rig: Callable[..., Rig]) -> None:
+    standby = SimpleNamespace(role="standby", accepting=False,
+                              last_holder="failover-agent pid 4242 on host vmm02 (lease until later)")
+    with serving(new_rig(), leader=standby) as api:
+        assert remote(api, "status", scope="read").exit_code == EXIT_OK, "a standby answers reads"
+        result = remote(api, "run", "--plan", DEMO_PLAN, "--kind", "test")
+        assert result.exit_code == EXIT_UNREACHABLE, result.output
+        assert "this agent is a standby; the store's operations are run by failover-agent pid 4242 on host vmm02" \
+            in result.stderr
+
+
+def test_ops_cancel_undoes_a_paused_drill_through_the_agent(api: ApiServer) -> None:
+    op_id = op_id_in(remote(api, "run", "--plan", DEMO_PLAN, "--kind", "test").stdout)
+    cancelled = remote(api, "ops", "cancel", op_id)
+    assert cancelled.exit_code == EXIT_OK, cancelled.output
+    assert f"cancelled: test_failover {op_id} of plan {DEMO_PLAN}" in cancelled.stdout
+    with api.client("read") as client:
+        assert client.get(f"/v1/operations/{op_id}").json()["status"] == "cancelled"
+        plans = client.get("/v1/plans", params={"refresh": True}).json()["plans"]
+    assert plans[0]["state"] == "protected", "the test VMs and addresses are gone again"
+    again = remote(api, "ops", "cancel", op_id)
+    assert again.exit_code == EXIT_REFUSED and f"operation {op_id} is already cancelled" in again.stderr
+
+
+def test_cancelling_a_failover_through_the_agent_needs_a_confirmation(api: ApiServer) -> None:
+    started = remote(api, "run", "--plan", DEMO_PLAN, "--kind", "planned", "--yes")
+    assert started.exit_code == EXIT_WAITING, started.output
+    op_id = op_id_in(started.stdout)
+    blind = remote(api, "ops", "cancel", op_id)
+    assert blind.exit_code == EXIT_REFUSED
+    assert "changes production (it rolls the failover back) and needs a confirmation" in blind.stderr
+    with api.client("read") as client:
+        assert client.get(f"/v1/operations/{op_id}").json()["status"] == "waiting_for_manual_action"
+
+
+def test_report_json_is_the_same_through_the_agent_as_here(api: ApiServer) -> None:
+    op_id = op_id_in(remote(api, "run", "--plan", DEMO_PLAN, "--kind", "test").stdout)
+    assert remote(api, "ops", "resume", op_id).exit_code == EXIT_OK
+    through = remote(api, "report", op_id, "--json", scope="read")
+    assert through.exit_code == EXIT_OK, through.output
+    facts = json.loads(through.stdout)
+    here = build_report(api.served.store, op_id).to_json()
+    assert facts == here | {"generated_at": facts["generated_at"]}
+    assert op_id in through.stdout
+    both = remote(api, "report", op_id, "--json", "--csv", scope="read")
+    assert both.exit_code == EXIT_REFUSED and "one report at a time" in both.stderr
+
+
+class CuttingProxy:
+    """A TCP proxy in front of the API that loses, once each, what a flaky network loses: the
+    answer to the first start (the agent got the request; the CLI never hears back), and the first
+    event stream after its first bytes."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.cut: list[str] = []
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        cut: list[str] = []  # what to lose of the answer now in flight on this connection
+
+        def seen(request: bytes) -> None:
+            self.requests.append(request)
+            line = request.split(b"\r\n", 1)[0]
+            for name, match in (("start", line.startswith(b"POST /v1/operations ")), ("events", b"/events " in line)):
+                if match and name not in self.cut:
+                    self.cut.append(name)
+                    cut.append(name)
+
+        def upward() -> None:
+            with contextlib.suppress(OSError):
+                while data := client.recv(65536):
+                    if data[:4] in (b"GET ", b"POST"):
+                        seen(data)
+                    upstream.sendall(data)
+
+        threading.Thread(target=upward, daemon=True).start()
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if "start" in cut:
+                    time.sleep(0.3)  # the agent has created it; its answer is lost
+                    break
+                client.sendall(data)
+                if "events" in cut:
+                    break
+        for s in (client, upstream):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_lost_answer_and_a_dropped_stream_neither_start_twice_nor_lose_the_operation(api: ApiServer) -> None:
+    proxy = CuttingProxy(int(api.url.rsplit(":", 1)[1]))
+    try:
+        result = run_cli("--agent-url", proxy.url, "--token", api.tokens["operate"],
+                         "run", "--plan", DEMO_PLAN, "--kind", "test")
+    finally:
+        proxy.close()
+    assert proxy.cut == ["start", "events"], proxy.cut
+    assert result.exit_code == EXIT_WAITING, result.output
+    starts = [r for r in proxy.requests if r.startswith(b"POST /v1/operations ")]
+    keys = {line for r in starts for line in r.split(b"\r\n") if line.lower().startswith(b"idempotency-key:")}
+    assert len(starts) == 2 and len(keys) == 1, "the start was sent again, with the same key"
+    with api.client("read") as client:
+        ops = client.get("/v1/operations").json()["operations"]
+    assert [o["id"] for o in ops] == [op_id_in(result.stdout)], "one operation, followed to its pause"
+    assert "Check that SQL Server on sql01" in result.stdout

@@ -138,13 +138,17 @@ def _event(name: str, data: dict[str, Any]) -> str:
 
 @router.get("/{op_id}/report", summary="The drill report: a self-contained HTML page, or CSV",
             response_class=HTMLResponse,
-            responses={200: {"content": {"text/html": {}, "text/csv": {}},
+            responses={200: {"content": {"text/html": {}, "text/csv": {}, "application/json": {}},
                              "description": "what ran, the timeline and recovery time, every change, errors, notes"}})
 def operation_report(op_id: str, s: ServedDep, _caller: Annotated[Caller, Depends(require("read"))],
-                     format: Annotated[Literal["html", "csv"], Query()] = "html") -> Response:
+                     format: Annotated[Literal["html", "csv", "json"], Query()] = "html") -> Response:
+    from fastapi.responses import JSONResponse
+
     from agent.report import CONTENT_SECURITY_POLICY, build_report, render_csv, render_html
 
     report = build_report(s.store, s.engine.journal.operation(op_id).id)
+    if format == "json":  # the report's facts, as 'failover-agent report --json' prints them
+        return JSONResponse(report.to_json())
     if format == "csv":
         return Response(render_csv(report), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{op_id}.csv"'})
