@@ -113,8 +113,13 @@ def _version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
+REMOTE_COMMANDS = ("status", "plan", "run", "report", "ops")
+"""What works through a running agent's API (``--agent-url``); the rest work on this machine's config."""
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -173,6 +178,9 @@ def _root(
     from agent.logging import LEVELS, configure_logging
 
     _ROOT_OPTIONS.update(new_store=new_store, agent_url=agent_url, token=token, ca_file=ca_file)
+    if agent_url and ctx.invoked_subcommand not in REMOTE_COMMANDS:
+        raise typer.BadParameter(f"'{ctx.invoked_subcommand}' works on this machine's config, not through an agent; "
+                                 f"--agent-url goes with {', '.join(REMOTE_COMMANDS)}", param_hint="--agent-url")
     if log_level.lower() not in LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(LEVELS)}", param_hint="--log-level")
     configure_logging(log_level.lower())

@@ -135,7 +135,8 @@ def remote_agent(config: Path | None = None) -> RemoteAgent | None:
     url_from: Literal["option", "env", "file"] = "option"
     if not url and os.environ.get(ENV_URL):
         url, url_from = os.environ[ENV_URL], "env"
-    file, file_path = _read_client_file() if not url or not root_option("token") else (ClientFile(), None)
+    token: str | None = root_option("token") or os.environ.get(ENV_TOKEN)
+    file, file_path = _read_client_file() if not url or not token else (ClientFile(), None)
     if not url and file.url:
         url, url_from = file.url, "file"
     if not url:
@@ -143,7 +144,9 @@ def remote_agent(config: Path | None = None) -> RemoteAgent | None:
     if config is not None:
         raise RefusedError(f"--config {config} and the agent at {url} (from {_said(url_from, file_path)}): the "
                            "agent uses its own config; drop one of them", url=url)
-    token = root_option("token") or os.environ.get(ENV_TOKEN) or file.token
+    # The file's token is for the file's agent: never sent to another URL given on the command line.
+    if not token and file.token and (not file.url or file.url.rstrip("/") == url.rstrip("/")):
+        token = file.token
     ca_file = root_option("ca_file") or file.ca_file
     return RemoteAgent(_checked_url(url, url_from, file_path), _revealed(token), ca_file, url_from, file_path)
 

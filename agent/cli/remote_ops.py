@@ -274,12 +274,12 @@ def _review(rs: RemoteSession, kind: str, plan_name: str, *, yes: bool,
     if yes:
         return actual, shown
     label = kind.replace("_", " ")
+    where = "with " + command_line(rs.agent, f"plan --plan {plan_name} --kind {kind}") if rs.as_json else "above"
     _confirm(rs, lambda: str(shown["text"]),
              f"Run this {label} of {plan_name} now ({len(shown['vms'])} VMs, "
              f"{shown['source_site']} -> {shown['target_site']})?",
              f"a {label} changes production and needs a confirmation",
-             f"Review it {'with failover-agent plan --kind ' + kind if rs.as_json else 'above'}, then run again "
-             f"with --yes --checksum {actual}")
+             f"Review it {where}, then run again with --yes --checksum {actual}")
     return actual, shown
 
 

@@ -424,3 +424,19 @@ def test_a_lost_answer_and_a_dropped_stream_neither_start_twice_nor_lose_the_ope
         ops = client.get("/v1/operations").json()["operations"]
     assert [o["id"] for o in ops] == [op_id_in(result.stdout)], "one operation, followed to its pause"
     assert "Check that SQL Server on sql01" in result.stdout
+
+
+def test_the_client_files_token_goes_to_its_agent_only(api: ApiServer, client_file: Path) -> None:
+    client_file.write_text(f"url: https://other-agent.contoso.example:8740\ntoken: {api.tokens['read']}\n")
+    client_file.chmod(0o600)
+    elsewhere = run_cli("--agent-url", api.url, "status")
+    assert elsewhere.exit_code == EXIT_REFUSED
+    assert "needs a bearer token" in elsewhere.stderr, "the file's token was not sent to another agent"
+    client_file.write_text(f"token: {api.tokens['read']}\n")  # a token for whichever agent is named
+    assert run_cli("--agent-url", api.url, "status").exit_code == EXIT_OK
+
+
+def test_agent_url_with_a_command_that_works_on_this_machine_is_refused(api: ApiServer) -> None:
+    result = run_cli("--agent-url", api.url, "validate")
+    assert result.exit_code == EXIT_REFUSED
+    assert "'validate' works on this machine's config" in result.stderr
