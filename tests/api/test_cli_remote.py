@@ -440,3 +440,26 @@ def test_agent_url_with_a_command_that_works_on_this_machine_is_refused(api: Api
     result = run_cli("--agent-url", api.url, "validate")
     assert result.exit_code == EXIT_REFUSED
     assert "'validate' works on this machine's config" in result.stderr
+
+
+def test_an_operator_at_the_terminal_answers_the_pause_and_the_run_goes_on(api: ApiServer,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session, "is_interactive", lambda: True)
+    result = remote(api, "run", "--plan", DEMO_PLAN, "--kind", "test", input="y\n")
+    assert result.exit_code == EXIT_OK, result.output
+    assert "Done?" in result.stdout and "succeeded: test_failover" in result.stdout
+
+
+def test_a_failover_pinned_to_the_checksum_reviewed_runs(api: ApiServer, tmp_path: Path) -> None:
+    planned = json.loads(remote(api, "plan", "--plan", DEMO_PLAN, "--kind", "planned", "--json").stdout)
+    result = remote(api, "run", "--plan", DEMO_PLAN, "--kind", "planned", "--yes", "--checksum", planned["checksum"])
+    assert result.exit_code == EXIT_WAITING, result.output
+    assert f"plan: {planned['summary']}\nchecksum {planned['checksum']}" in result.stdout
+    op_id = op_id_in(result.stdout)
+
+    author = remote(api, "ops", "note", op_id, "checked", "--author", "carol")
+    assert author.exit_code == EXIT_REFUSED and "under the name of the token" in author.stderr
+    target = tmp_path / "report.html"
+    written = remote(api, "report", op_id, "--output", str(target), scope="read")
+    assert written.exit_code == EXIT_OK and f"report of {op_id} written to {target}" in written.stdout
+    assert op_id in target.read_text(encoding="utf-8")
