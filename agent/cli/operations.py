@@ -3,7 +3,7 @@ the ``ops`` commands (list, show, resume, cancel, note, audit)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.markup import escape
 
+from agent.cli import remote_ops
 from agent.cli.app import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -182,9 +183,8 @@ def run_operation(
 ) -> None:
     with reporting(as_json=as_json):
         if (agent := remote_agent(config)) is not None:
-            from agent.cli.remote_ops import remote_run
-
-            remote_run(agent, kind, plan_name, yes=yes, checksum=checksum, take_over=take_over, as_json=as_json)
+            remote_ops.remote_run(agent, kind, plan_name, yes=yes, checksum=checksum, take_over=take_over,
+                                  as_json=as_json)
         loaded = read_config(config)
         from agent.cli.preflight import preflight_before_run
 
@@ -218,17 +218,15 @@ OpArgument = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (nothing else goes to stdout).")]
 
 
-def _remotely(config: Path | None, as_json: bool, command: str, *args: Any) -> bool:
-    """Run ``command`` of :mod:`agent.cli.remote_ops` when a running agent's URL is given (it
-    may leave with an exit code); False: work here."""
-
-    from agent.cli import remote_ops
+def _remotely(config: Path | None, as_json: bool, command: Callable[..., None], *args: Any) -> bool:
+    """``command`` (of :mod:`agent.cli.remote_ops`) when a running agent's URL is given (it may
+    leave with an exit code); False: work here."""
 
     with reporting(as_json=as_json):
         agent = remote_agent(config)
         if agent is None:
             return False
-        getattr(remote_ops, command)(agent, *args)
+        command(agent, *args)
     return True
 
 
@@ -258,7 +256,7 @@ def ops_list(
 ) -> None:
     from agent.engine.storecheck import UnreadableOperation, operation_ids, read_operation
 
-    if _remotely(config, as_json, "remote_ops_list", status, limit, as_json):
+    if _remotely(config, as_json, remote_ops.remote_ops_list, status, limit, as_json):
         return
     with _store_only(config, as_json) as (_, journal):
         views: list[OperationView] = []
@@ -292,7 +290,7 @@ def list_operations(place: str, views: list[OperationView], status: list[str] | 
          utc_time(v.created_at).removesuffix(" UTC"), duration(v.elapsed_s(now)),
          ", ".join(v.failed_vms) or "-"] for v in views]
     for line in columns(["OPERATION", "KIND", "PLAN", "STATUS", "DONE", "STARTED (UTC)", "ELAPSED",
-                          "FAILED VMS"], rows):
+                         "FAILED VMS"], rows):
         out.print(line)
 
 
@@ -305,7 +303,7 @@ def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = 
     from agent.engine.storecheck import children as children_of
     from agent.engine.storecheck import read_operation
 
-    if _remotely(config, as_json, "remote_ops_show", op, as_json):
+    if _remotely(config, as_json, remote_ops.remote_ops_show, op, as_json):
         return
     with _store_only(config, as_json) as (loaded, journal):
         op_id = _resolve_op(journal, op)
@@ -449,7 +447,7 @@ def _say_cancel_requested(loaded: LoadedConfig, op_id: str, who: str, as_json: b
                  "succeeded are not repeated), or after the agent was stopped. Shows progress like "
                  "'run'.\n\n" + EXIT_CODES_HELP)
 def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    _remotely(config, as_json, "remote_ops_resume", op, as_json)
+    _remotely(config, as_json, remote_ops.remote_ops_resume, op, as_json)
     with _stored_operation(op, config, as_json) as (sess, row):
         loaded, op_id = sess.loaded, row.id
         if row.status in FINAL:
@@ -491,7 +489,7 @@ def ops_cancel(
 ) -> None:
     from agent.engine.compensation import can_compensate_again
 
-    _remotely(config, as_json, "remote_ops_cancel", op, yes, as_json)
+    _remotely(config, as_json, remote_ops.remote_ops_cancel, op, yes, as_json)
     with reporting(as_json=as_json):
         loaded = read_config(config)
         with open_journal(loaded) as journal:
@@ -550,7 +548,7 @@ def ops_note(
     with reporting():
         if not text.strip():
             raise RefusedError("the note is empty")
-    if _remotely(config, False, "remote_ops_note", op, text, author):
+    if _remotely(config, False, remote_ops.remote_ops_note, op, text, author):
         return
     with reporting():
         loaded = read_config(config)
@@ -574,7 +572,7 @@ def ops_audit(
 ) -> None:
     from agent.engine.storecheck import UnreadableOperation, audit_entries
 
-    if _remotely(config, as_json, "remote_ops_audit", op, limit, as_json):
+    if _remotely(config, as_json, remote_ops.remote_ops_audit, op, limit, as_json):
         return
     with _store_only(config, as_json) as (_, journal):
         op_id = _resolve_op(journal, op) if op is not None else None
