@@ -74,7 +74,8 @@ def resolve(rs: RemoteSession, text: str) -> dict[str, Any]:
         listed = rs.client.get("/v1/operations", limit=1000)["operations"]
         matches = [o for o in listed if o["id"].startswith((text, "op-" + text))]
     if len(matches) == 1:
-        return matches[0]
+        whole: dict[str, Any] = rs.client.get(_path("operations", matches[0]["id"]))
+        return whole
     if matches:
         raise UnknownOperation(f"{text!r} matches {len(matches)} operations "
                                f"({', '.join(o['id'] for o in matches[:5])}{' ...' if len(matches) > 5 else ''}); "
@@ -127,7 +128,8 @@ def remote_ops_show(agent: RemoteAgent, op: str, as_json: bool) -> None:
     if as_json:
         print_json(found)
         return
-    print_operation(agent, [], OperationView.from_json(found), None, None, [], current_time(), None)
+    print_operation(agent, [], OperationView.from_json(found), found.get("requested_by"), found.get("plan_checksum"),
+                    [], current_time(), None)
 
 
 def remote_ops_audit(agent: RemoteAgent, op: str | None, limit: int, as_json: bool) -> None:

@@ -83,7 +83,8 @@ def test_ops_list_and_show_print_what_the_api_serves(api: ApiServer) -> None:
     listed = json.loads(remote(api, "ops", "list", "--json", scope="read").stdout)
     assert [o["id"] for o in listed] == [op_id]
     assert {k: v for k, v in listed[0].items() if k != "elapsed_s"} == \
-        {k: v for k, v in served.items() if k not in ("steps", "elapsed_s")}
+        {k: v for k, v in served.items() if k not in ("steps", "elapsed_s", "requested_by", "plan_checksum")}
+    assert served["requested_by"] == "api:operate-caller" and served["plan_checksum"].startswith("sha256:")
 
     shown = remote(api, "ops", "show", op_id[:8], "--json", scope="read")
     assert shown.exit_code == EXIT_OK, shown.output
@@ -95,6 +96,7 @@ def test_ops_list_and_show_print_what_the_api_serves(api: ApiServer) -> None:
     text = remote(api, "ops", "show", op_id, scope="read")
     assert text.exit_code == EXIT_OK, text.output
     assert "waiting for a manual action: Check that SQL Server on sql01" in text.stdout
+    assert "by api:operate-caller" in text.stdout and f"plan:        {served['plan_checksum']}" in text.stdout
     assert f"failover-agent --agent-url {api.url} ops resume {op_id}" in text.stdout
     none = remote(api, "ops", "list", "--status", "failed", scope="read")
     assert f"no failed operations at the agent {api.url}" in none.stdout

@@ -75,7 +75,9 @@ def start_operation(body: StartOperation, response: Response, s: ServedDep,
 
 @router.get("/{op_id}", response_model=Operation, summary="One operation: steps, progress, errors")
 def get_operation(op_id: str, s: ServedDep, _caller: Annotated[Caller, Depends(require("read"))]) -> dict[str, Any]:
-    return view_json(s, op_id)
+    row = s.engine.journal.operation(op_id)
+    # Who asked and the plan it is pinned to, as 'ops show --json' says them.
+    return {**view_json(s, op_id), "requested_by": row.requested_by, "plan_checksum": row.plan_checksum}
 
 
 @router.post("/{op_id}/resume", status_code=202, response_model=Operation,
