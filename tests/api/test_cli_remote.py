@@ -6,6 +6,7 @@ output as local mode, exit codes, and the agent's refusals in the CLI's words.""
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import socket
@@ -465,3 +466,47 @@ def test_a_failover_pinned_to_the_checksum_reviewed_runs(api: ApiServer, tmp_pat
     written = remote(api, "report", op_id, "--output", str(target), scope="read")
     assert written.exit_code == EXIT_OK and f"report of {op_id} written to {target}" in written.stdout
     assert op_id in target.read_text(encoding="utf-8")
+
+
+class NotAnAgent(http.server.BaseHTTPRequestHandler):
+    """Some other web server where the user thought the agent was."""
+
+    def do_GET(self) -> None:
+        broken = self.path.startswith("/v1/plans")
+        body = b"<html>Internal error</html>" if broken else b"<html>Welcome to nginx!</html>"
+        self.send_response(500 if broken else 200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_a_url_that_is_not_the_agent_is_said_so() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotAnAgent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        broken = run_cli("--agent-url", url, "--token", "fa_x", "status")
+        assert broken.exit_code == EXIT_FAILED, broken.output
+        assert "HTTP 500 from /v1/plans" in broken.stderr
+        other = run_cli("--agent-url", url, "--token", "fa_x", "ops", "list")
+        assert other.exit_code == EXIT_FAILED, other.output
+        assert f"the agent at {url} answered /v1/operations with something that is not JSON" in other.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_client_file_names_the_ca_beside_it(new_rig: Callable[..., Rig], client_file: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = make_ca(tmp_path, "agent")
+    (client_file.parent / "agent-ca.pem").write_bytes(ca.ca_file.read_bytes())
+    with serving(new_rig(), tls=ca) as api:
+        monkeypatch.setenv("AGENT_TOKEN", api.tokens["read"])
+        client_file.write_text(f"url: {api.url}\ntoken: env:AGENT_TOKEN\nca_file: agent-ca.pem\n")
+        result = run_cli("ops", "list")
+        assert result.exit_code == EXIT_OK, result.output
+        assert f"no operations at the agent {api.url}" in result.stdout
