@@ -35,7 +35,8 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 the operation failed (or partially succeeded: the VMs that failed are "
     "named); 2 bad config or refused request "
     "(nothing changed; every problem is listed with file, line and key); "
-    "3 a VMM, Hyper-V, DNS or router endpoint could not be reached (try again later); "
+    "3 a VMM, Hyper-V, DNS or router endpoint (or the agent given by --agent-url) could not be reached "
+    "(try again later); "
     "4 the operation is paused for a manual action (do it, then 'failover-agent ops resume OP')."
 )
 
