@@ -23,7 +23,8 @@ from agent.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT
 from agent.cli.remote import ENV_CLIENT_FILE, ENV_TOKEN, ENV_URL
 from agent.configfile import DEMO_PLAN
 from agent.engine.lease import Lease
-from agent.engine.store import Store
+from agent.engine.model import OperationView
+from agent.engine.store import Store, utcnow
 from agent.report import build_report
 from tests.apiserver import ApiServer, free_port, serving
 from tests.psrpserver import make_ca
@@ -147,6 +148,8 @@ def test_run_with_json_prints_the_operation_as_the_api_has_it(api: ApiServer) ->
     assert body["status"] == "waiting_for_manual_action" and body["waiting_for"].startswith("Check that SQL")
     resumed = remote(api, "ops", "resume", body["id"], "--json")
     assert resumed.exit_code == EXIT_OK and json.loads(resumed.stdout)["status"] == "succeeded"
+    view, now = api.served.engine.view(body["id"]), utcnow()
+    assert OperationView.from_json(view.to_json(now)).to_json(now) == view.to_json(now), "the API's JSON is the view"
 
 
 def test_a_failover_is_reviewed_and_pinned_to_the_plan_reviewed(api: ApiServer,
