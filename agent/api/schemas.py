@@ -27,6 +27,9 @@ class StartOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     take_over_dns: bool = False
     """Take over DNS record sets the plan would change that hold data the agent does not manage."""
+    confirmed: Literal["yes", "terminal"] | None = None
+    """How the caller's operator confirmed a change to production (``--yes``, or an answer at the
+    terminal after the preview), for the audit trail (``operation.confirmed``)."""
 
 
 class StartOperation(BaseModel):

@@ -3,8 +3,8 @@ run, report and the ops commands, through its API, with the output of the local 
 same renderers fed the API's JSON, which has the keys of the CLI's ``--json``.
 
 What the API does not serve is left out, and only that: the items a step skipped and what
-scripts printed (``ops show``, the live display), who confirmed a failover in the audit trail (the
-agent records the token's name as the requester), and the details of an undo (``ops cancel``).
+scripts printed (``ops show``, the live display), and the details of an undo (``ops cancel``). A
+failover's confirmation is recorded by the agent under the token's name.
 """
 
 from __future__ import annotations
@@ -195,7 +195,10 @@ def remote_run(agent: RemoteAgent, kind: str, plan_name: str, *, yes: bool, chec
         expect, shown = checksum, None
         if kind in CONFIRMED:
             expect, shown = _review(rs, kind, plan_name, yes=yes, checksum=checksum)
-        body: dict[str, Any] = {"kind": kind, "plan": plan_name, "options": {"take_over_dns": take_over}}
+        options: dict[str, Any] = {"take_over_dns": take_over}
+        if kind in CONFIRMED:
+            options["confirmed"] = "yes" if yes else "terminal"
+        body: dict[str, Any] = {"kind": kind, "plan": plan_name, "options": options}
         if expect is not None:
             body["plan_checksum"] = expect
         op = started(rs.client, body)

@@ -462,6 +462,10 @@ def test_a_failover_pinned_to_the_checksum_reviewed_runs(api: ApiServer, tmp_pat
     assert result.exit_code == EXIT_WAITING, result.output
     assert f"plan: {planned['summary']}\nchecksum {planned['checksum']}" in result.stdout
     op_id = op_id_in(result.stdout)
+    audit = json.loads(remote(api, "ops", "audit", op_id, "--json", scope="read").stdout)
+    confirmed = [e for e in audit if e["action"] == "operation.confirmed"]
+    assert [(e["actor"], e["details"]) for e in confirmed] == \
+        [("api:operate-caller", {"by": "--yes (through the API)", "checksum": planned["checksum"]})]
 
     author = remote(api, "ops", "note", op_id, "checked", "--author", "carol")
     assert author.exit_code == EXIT_REFUSED and "under the name of the token" in author.stderr

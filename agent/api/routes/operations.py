@@ -70,6 +70,10 @@ def start_operation(body: StartOperation, response: Response, s: ServedDep,
     if started.replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
+    elif body.options.confirmed is not None:  # who let it change production, and how (as the CLI records it)
+        by = {"yes": "--yes", "terminal": "answer at the terminal"}[body.options.confirmed]
+        s.store.audit(actor=caller.actor, action="operation.confirmed", operation_id=started.op_id, target=body.plan,
+                      details={"by": f"{by} (through the API)", "checksum": body.plan_checksum or "not pinned"})
     return view_json(s, started.op_id)
 
 
