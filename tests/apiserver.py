@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,13 +74,16 @@ def with_tokens(rig: Rig, tokens: dict[str, str] | None = None) -> dict[str, str
 
 @contextmanager
 def serving(rig: Rig, *, leader: Any = None, tokens: dict[str, str] | None = None,
-            tls: tuple[Path, Path] | None = None) -> Iterator[ApiServer]:
-    """``tokens``: reuse these (one config for several agents); ``tls``: (certificate, key) PEM
-    files: the server speaks HTTPS, as under ``api.tls``."""
+            tls: Any = None) -> Iterator[ApiServer]:
+    """``tokens``: reuse these (one config for several agents); ``tls``: the server speaks HTTPS,
+    as under ``api.tls``, with a ``tests.psrpserver.TestCa``'s server certificate or a
+    (certificate, key) pair of PEM files."""
     tokens = with_tokens(rig, tokens)
     served = Served(rig.loaded, rig.store, rig.engine, leader)
     app = create_app(served)
     port = free_port()
+    if tls is not None and hasattr(tls, "cert_file"):
+        tls = (tls.cert_file, tls.key_file)
     options: dict[str, Any] = {} if tls is None else {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])}
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
                                            **options))
@@ -93,7 +95,7 @@ def serving(rig: Rig, *, leader: Any = None, tokens: dict[str, str] | None = Non
             raise RuntimeError("the test API server did not start")
         time.sleep(0.01)
     try:
-        yield ApiServer(f"{'https' if tls else 'http'}://127.0.0.1:{port}", tokens, served, server)
+        yield ApiServer(f"{'https' if tls is not None else 'http'}://127.0.0.1:{port}", tokens, served, server)
     finally:
         served.stop(30)
         server.should_exit = True

@@ -93,6 +93,12 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     monkeypatch.setattr(session, "is_interactive", lambda: False)
 
     data_dir = tmp_path / "data"
+    # No running agent to talk to either, whatever the shell that runs the suite has set.
+    from agent.cli.remote import ENV_CLIENT_FILE, ENV_TOKEN, ENV_URL
+
+    for name in (ENV_URL, ENV_TOKEN, ENV_CLIENT_FILE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "user-config"))
     monkeypatch.delenv(ENV_CONFIG, raising=False)
     monkeypatch.delenv(ENV_LOG_LEVEL, raising=False)
     monkeypatch.setenv(ENV_DATA_DIR, str(data_dir))

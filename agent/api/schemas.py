@@ -27,6 +27,9 @@ class StartOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     take_over_dns: bool = False
     """Take over DNS record sets the plan would change that hold data the agent does not manage."""
+    confirmed: Literal["yes", "terminal"] | None = None
+    """How the caller's operator confirmed a change to production (``--yes``, or an answer at the
+    terminal after the preview), for the audit trail (``operation.confirmed``)."""
 
 
 class StartOperation(BaseModel):
@@ -46,6 +49,8 @@ class Note(BaseModel):
 class Preview(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: StartableKind
+    strict: bool = False
+    """Refuse (409) a kind the plan's state does not allow now; otherwise its first note says so."""
 
 
 class Step(Open):
@@ -109,6 +114,8 @@ class PlanSummary(Open):
 
 
 class Plans(BaseModel):
+    mode: str
+    """The agent's ``agent.mode``: ``full`` or ``network-only``."""
     plans: list[PlanSummary]
 
 

@@ -35,7 +35,8 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 the operation failed (or partially succeeded: the VMs that failed are "
     "named); 2 bad config or refused request "
     "(nothing changed; every problem is listed with file, line and key); "
-    "3 a VMM, Hyper-V, DNS or router endpoint could not be reached (try again later); "
+    "3 a VMM, Hyper-V, DNS or router endpoint (or the agent given by --agent-url) could not be reached "
+    "(try again later); "
     "4 the operation is paused for a manual action (do it, then 'failover-agent ops resume OP')."
 )
 
@@ -113,8 +114,13 @@ def _version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
+REMOTE_COMMANDS = ("status", "plan", "run", "report", "ops")
+"""What works through a running agent's API (``--agent-url``); the rest work on this machine's config."""
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -137,17 +143,53 @@ def _root(
             "audit trail records which store it replaces.",
         ),
     ] = False,
+    agent_url: Annotated[
+        str | None,
+        typer.Option(
+            "--agent-url",
+            metavar="URL",
+            help="Talk to the agent running at URL ('failover-agent serve', e.g. http://127.0.0.1:8740) "
+            "instead of opening the store: status, plan, run, report and the ops commands go through its "
+            "API. Default: $FAILOVER_AGENT_URL, else url in ~/.config/failover-agent/client.yaml.",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            help="The API token to show that agent, or where it is: env:NAME or file:PATH (a token typed "
+            "here is seen by other users of this machine in its process list). Default: "
+            "$FAILOVER_AGENT_TOKEN, else token in the client file.",
+            show_default=False,
+        ),
+    ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            metavar="PEM",
+            dir_okay=False,
+            help="The CA certificates that issued the agent's TLS certificate (default: the system's).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     from agent.logging import LEVELS, configure_logging
 
-    _ROOT_OPTIONS["new_store"] = new_store
+    _ROOT_OPTIONS.update(new_store=new_store, agent_url=agent_url, token=token, ca_file=ca_file)
+    if agent_url and ctx.invoked_subcommand not in REMOTE_COMMANDS:
+        raise typer.BadParameter(f"'{ctx.invoked_subcommand}' works on this machine's config, not through an agent; "
+                                 f"--agent-url goes with {', '.join(REMOTE_COMMANDS)}", param_hint="--agent-url")
     if log_level.lower() not in LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(LEVELS)}", param_hint="--log-level")
     _ROOT_OPTIONS["log_level"] = log_level.lower()
     configure_logging(log_level.lower())
 
 
-_ROOT_OPTIONS: dict[str, Any] = {"new_store": False, "log_level": "warning"}
+_ROOT_OPTIONS: dict[str, Any] = {"new_store": False, "log_level": "warning", "agent_url": None, "token": None,
+                                 "ca_file": None}
 """The root options the commands read later (set by the root callback at every invocation)."""
 
 
@@ -161,6 +203,12 @@ def new_store_asked() -> bool:
     """Whether the command line says ``--new-store``."""
 
     return bool(_ROOT_OPTIONS["new_store"])
+
+
+def root_option(name: str) -> Any:
+    """A root option as given on this command line (``agent_url``, ``token``, ``ca_file``)."""
+
+    return _ROOT_OPTIONS[name]
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -141,7 +141,7 @@ def _demo_outcome(sess: Session, view: OperationView) -> None:
     out.print(f"[{style}]{view.status.replace('_', ' ')}[/]: {view.kind} {view.id} in "
               f"{duration(view.elapsed_s(current_time()))}, {plural(len(view.steps), 'step')}")
     if view.status != "succeeded":
-        print_outcome(sess, view)
+        print_outcome(sess.loaded, view)
         out.print("'failover-agent demo --reset' starts the simulated sites afresh.")
         raise typer.Exit(outcome_exit_code(view))
 

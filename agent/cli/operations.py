@@ -3,7 +3,7 @@ the ``ops`` commands (list, show, resume, cancel, note, audit)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.markup import escape
 
+from agent.cli import remote_ops
 from agent.cli.app import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -28,6 +29,7 @@ from agent.cli.app import (
 )
 from agent.cli.opfacts import deviations_from_preview, where_vms_are
 from agent.cli.progress import error_text, skip_lines, skipped_in
+from agent.cli.remote import remote_agent
 from agent.cli.session import (
     Session,
     conclude,
@@ -44,7 +46,7 @@ from agent.cli.session import (
     run_shown,
     store_location,
 )
-from agent.cli.trail import audit_lines, script_lines
+from agent.cli.trail import print_audit, script_lines
 from agent.cli.vocabulary import (
     CONFIRMED,
     FINAL,
@@ -57,6 +59,8 @@ from agent.cli.vocabulary import (
     STEP_STYLE,
     STEP_WORD,
     WAITING,
+    Cell,
+    columns,
     command_line,
     current_time,
     duration,
@@ -68,9 +72,10 @@ from agent.configfile import LoadedConfig
 from agent.errors import RefusedError
 
 if TYPE_CHECKING:
+    from agent.cli.remote import RemoteAgent
     from agent.engine.journal import Journal
     from agent.engine.model import OperationView
-    from agent.engine.store import AuditRow, OperationRow, StepRow
+    from agent.engine.store import OperationRow, StepRow
 
 ops_app = typer.Typer(
     help="Look after the operations recorded in the agent's store: list them, show one (steps, "
@@ -177,6 +182,9 @@ def run_operation(
     ] = False,
 ) -> None:
     with reporting(as_json=as_json):
+        if (agent := remote_agent(config)) is not None:
+            remote_ops.remote_run(agent, kind, plan_name, yes=yes, checksum=checksum, take_over=take_over,
+                                  as_json=as_json)
         loaded = read_config(config)
         from agent.cli.preflight import preflight_before_run
 
@@ -210,23 +218,16 @@ OpArgument = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (nothing else goes to stdout).")]
 
 
-_Cell = str | tuple[str, str]
-"""A cell of :func:`_columns`: text, or (text, style)."""
+def _remotely(config: Path | None, as_json: bool, command: Callable[..., None], *args: Any) -> bool:
+    """``command`` (of :mod:`agent.cli.remote_ops`) when a running agent's URL is given (it may
+    leave with an exit code); False: work here."""
 
-
-def _columns(headers: list[str], rows: list[list[_Cell]]) -> list[str]:
-    """Plain aligned columns: the same on a terminal and in a pipe (never wrapped or cut)."""
-
-    cells = [[c if isinstance(c, tuple) else (str(c), "") for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i][0]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["[bold]" + escape("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()) + "[/]"]
-    for r in cells:
-        parts = []
-        for (text, style), w in zip(r, widths, strict=True):
-            padded = escape(text.ljust(w))
-            parts.append(f"[{style}]{padded}[/]" if style else padded)
-        lines.append("  ".join(parts).rstrip())
-    return lines
+    with reporting(as_json=as_json):
+        agent = remote_agent(config)
+        if agent is None:
+            return False
+        command(agent, *args)
+    return True
 
 
 @contextmanager
@@ -255,6 +256,8 @@ def ops_list(
 ) -> None:
     from agent.engine.storecheck import UnreadableOperation, operation_ids, read_operation
 
+    if _remotely(config, as_json, remote_ops.remote_ops_list, status, limit, as_json):
+        return
     with _store_only(config, as_json) as (_, journal):
         views: list[OperationView] = []
         damaged: list[UnreadableOperation] = []
@@ -264,30 +267,30 @@ def ops_list(
             except UnreadableOperation as exc:
                 damaged.append(exc)
         now = current_time()
-        _list_operations(journal, views, status, now, as_json)
+        list_operations(f"in the store {store_location(str(journal.store.engine.url))}", views, status, now, as_json)
         if damaged:
             report_error(UnreadableOperation(damaged[0].fields["operation"],
                                              [c for d in damaged for c in d.cells]))
             raise typer.Exit(EXIT_REFUSED)
 
 
-def _list_operations(journal: Journal, views: list[OperationView], status: list[str] | None, now: datetime,
-                     as_json: bool) -> None:
-    """The table (or JSON list) of ``ops list``."""
+def list_operations(place: str, views: list[OperationView], status: list[str] | None, now: datetime,
+                    as_json: bool) -> None:
+    """The table (or JSON list) of ``ops list`` (``place``: where they are kept, to say none are)."""
 
     if as_json:
         print_json([{k: v for k, v in view.to_json(now).items() if k != "steps"} for view in views])
         return
     if not views:
         what = f" {' or '.join(status)}" if status else ""
-        out.print(f"no{what} operations in the store {escape(store_location(str(journal.store.engine.url)))}")
+        out.print(f"no{what} operations {escape(place)}")
         return
-    rows: list[list[_Cell]] = [
+    rows: list[list[Cell]] = [
         [v.id, v.kind, v.plan, (v.status, OP_STYLE.get(v.status, "")), f"{v.percent:.0f}%",
          utc_time(v.created_at).removesuffix(" UTC"), duration(v.elapsed_s(now)),
          ", ".join(v.failed_vms) or "-"] for v in views]
-    for line in _columns(["OPERATION", "KIND", "PLAN", "STATUS", "DONE", "STARTED (UTC)", "ELAPSED",
-                          "FAILED VMS"], rows):
+    for line in columns(["OPERATION", "KIND", "PLAN", "STATUS", "DONE", "STARTED (UTC)", "ELAPSED",
+                         "FAILED VMS"], rows):
         out.print(line)
 
 
@@ -300,6 +303,8 @@ def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = 
     from agent.engine.storecheck import children as children_of
     from agent.engine.storecheck import read_operation
 
+    if _remotely(config, as_json, remote_ops.remote_ops_show, op, as_json):
+        return
     with _store_only(config, as_json) as (loaded, journal):
         op_id = _resolve_op(journal, op)
         view, row = read_operation(journal.store, op_id, lambda: (journal.view(op_id), journal.operation(op_id)))
@@ -317,15 +322,18 @@ def ops_show(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = 
                         "scripts": [{"step": name, **record} for name, record in _script_runs(steps)],
                         **({"vms_now": where} if where is not None else {})})
             return
-        _print_operation(loaded, steps, view, row, children, now, where)
+        print_operation(loaded, steps, view, row.requested_by, row.plan_checksum, children, now, where)
         if deviations:
             out.print(f"\n[bold yellow]differs from the preview[/] ({len(deviations)})")
             for _, line in deviations:
                 out.print(f"  - {escape(line)}")
 
 
-def _print_operation(loaded: LoadedConfig, steps: list[StepRow], view: OperationView, row: OperationRow,
-                     children: list[tuple[str, str, str]], now: datetime, where: dict[str, Any] | None) -> None:
+def print_operation(loaded: LoadedConfig | RemoteAgent, steps: list[StepRow], view: OperationView,
+                    requested_by: str | None, plan_checksum: str | None, children: list[tuple[str, str, str]],
+                    now: datetime, where: dict[str, Any] | None) -> None:
+    """``ops show`` as text (``steps``: the journal's rows, for what was skipped and what scripts
+    printed; none from a running agent's API)."""
     style = OP_STYLE.get(view.status, "")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(view.counts.items()))
     facts = [
@@ -333,12 +341,13 @@ def _print_operation(loaded: LoadedConfig, steps: list[StepRow], view: Operation
                       f"{escape(view.source_site)} -> {escape(view.target_site)}"),
         ("status", f"[{style}]{view.status}[/] ({view.percent:.0f}% of {plural(len(view.steps), 'step')}: "
                    f"{counts or 'none'})"),
-        ("started", f"{utc_time(view.created_at)} by {escape(row.requested_by)}"),
+        ("started", utc_time(view.created_at) + (f" by {escape(requested_by)}" if requested_by else "")),
         ("elapsed", duration(view.elapsed_s(now))
          + (f" (finished {utc_time(view.finished_at)})" if view.finished_at else "")),
         ("mode", f"{view.mode}; {POLICY_WORDS.get(view.error_policy, view.error_policy)}"),
-        ("plan", row.plan_checksum or "-"),
     ]
+    if plan_checksum is not None or isinstance(loaded, LoadedConfig):
+        facts.append(("plan", plan_checksum or "-"))
     if view.parent_id:
         facts.append(("follows", view.parent_id))
     for c, k, st in children:
@@ -371,7 +380,7 @@ def _print_operation(loaded: LoadedConfig, steps: list[StepRow], view: Operation
         out.print(f"\nstart it again from where it stopped: {command_line(loaded, f'ops resume {view.id}')}")
 
     out.print("\n[bold]steps[/]")
-    rows: list[list[_Cell]] = []
+    rows: list[list[Cell]] = []
     skipped = skipped_in(steps)
     for s in view.steps:
         took = duration((s.finished_at - s.started_at).total_seconds()) if s.started_at and s.finished_at else "-"
@@ -379,7 +388,7 @@ def _print_operation(loaded: LoadedConfig, steps: list[StepRow], view: Operation
         rows.append([str(s.ordinal + 1), (STEP_WORD.get(s.status, s.status), STEP_STYLE.get(s.status, "")),
                      s.name, s.target or "agent", str(s.items) if tried else "-", str(s.changed) if tried else "-",
                      str(len(skipped.get(s.ordinal, []))) if tried else "-", str(s.attempts) if tried else "-", took])
-    for line in _columns(["#", "STATUS", "STEP", "TARGET", "ITEMS", "CHANGED", "SKIPPED", "TRIES", "TIME"], rows):
+    for line in columns(["#", "STATUS", "STEP", "TARGET", "ITEMS", "CHANGED", "SKIPPED", "TRIES", "TIME"], rows):
         out.print("  " + line)
     if skipped:
         out.print("\n[bold]skipped[/] (items not attempted)")
@@ -438,6 +447,7 @@ def _say_cancel_requested(loaded: LoadedConfig, op_id: str, who: str, as_json: b
                  "succeeded are not repeated), or after the agent was stopped. Shows progress like "
                  "'run'.\n\n" + EXIT_CODES_HELP)
 def ops_resume(op: OpArgument, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    _remotely(config, as_json, remote_ops.remote_ops_resume, op, as_json)
     with _stored_operation(op, config, as_json) as (sess, row):
         loaded, op_id = sess.loaded, row.id
         if row.status in FINAL:
@@ -479,6 +489,7 @@ def ops_cancel(
 ) -> None:
     from agent.engine.compensation import can_compensate_again
 
+    _remotely(config, as_json, remote_ops.remote_ops_cancel, op, yes, as_json)
     with reporting(as_json=as_json):
         loaded = read_config(config)
         with open_journal(loaded) as journal:
@@ -537,6 +548,9 @@ def ops_note(
     with reporting():
         if not text.strip():
             raise RefusedError("the note is empty")
+    if _remotely(config, False, remote_ops.remote_ops_note, op, text, author):
+        return
+    with reporting():
         loaded = read_config(config)
         with open_journal(loaded) as journal:
             op_id = _resolve_op(journal, op)
@@ -558,34 +572,12 @@ def ops_audit(
 ) -> None:
     from agent.engine.storecheck import UnreadableOperation, audit_entries
 
+    if _remotely(config, as_json, remote_ops.remote_ops_audit, op, limit, as_json):
+        return
     with _store_only(config, as_json) as (_, journal):
         op_id = _resolve_op(journal, op) if op is not None else None
         rows, damaged = audit_entries(journal.store, op_id, limit)
-        _print_audit(rows, op_id, as_json)
+        print_audit(rows, op_id, as_json)
         if damaged:  # reported, located, after the entries that can be read
             report_error(UnreadableOperation(damaged[0].operation, damaged))
             raise typer.Exit(EXIT_REFUSED)
-
-
-def _print_audit(rows: list[AuditRow], op_id: str | None, as_json: bool) -> None:
-    if as_json:
-        print_json([{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "target": r.target,
-                     "operation": r.operation_id, "details": r.details} for r in rows])
-        return
-    if not rows:
-        out.print("the audit trail is empty" + (f" for {op_id}" if op_id else ""))
-        return
-    table: list[list[_Cell]] = []
-    below: list[list[str]] = []
-    for r in rows:
-        result, lines = audit_lines(r.details)
-        table.append([utc_time(r.at).removesuffix(" UTC"), r.actor, r.action, r.operation_id or "-",
-                      r.target or "-", result])
-        below.append(lines)
-    header, *lines_of_rows = _columns(["AT (UTC)", "ACTOR", "ACTION", "OPERATION", "TARGET", "RESULT"], table)
-    out.print(header)
-    for line, details in zip(lines_of_rows, below, strict=True):
-        out.print(line)
-        for text in details:
-            # The sites' and scripts' own words: printed as they are, never as markup.
-            out.print("    " + text, markup=False)

@@ -214,9 +214,15 @@ def plan(
     ] = False,
 ) -> None:
     from agent.cli.preview import preview
+    from agent.cli.remote import remote_agent
     from agent.cli.session import open_engine
 
     with reporting(as_json=as_json):
+        if (agent := remote_agent(config)) is not None:
+            from agent.cli.remote_ops import remote_plan
+
+            remote_plan(agent, plan_name, kind, as_json)
+            return
         loaded = read_config(config)
         with open_engine(loaded) as engine:
             shown = preview(engine, kind, plan_name)

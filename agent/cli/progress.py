@@ -4,7 +4,7 @@ skip and error lines that ``ops show`` and the outcome reports print the same wa
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,9 @@ class Display:
         self.style = style
         self.engine: Engine | None = None
         """Set by the session once the engine exists (the engine is built with ``progress``)."""
+        self.source: Callable[[str], OperationView] | None = None
+        """Where the views come from when no engine runs here (the CLI against a running agent:
+        the last snapshot of its event stream); the items skipped are then not shown."""
         self._lock = threading.RLock()
         self._owner = threading.current_thread()
         self._headed: set[str] = set()
@@ -122,8 +125,11 @@ class Display:
 
     def _refresh(self, op_id: str) -> OperationView:
         engine = self.engine
-        assert engine is not None, "the session sets the engine before anything runs"
-        view = engine.view(op_id)
+        if self.source is not None:
+            view = self.source(op_id)
+        else:
+            assert engine is not None, "the session sets the engine before anything runs"
+            view = engine.view(op_id)
         self._views[op_id] = view
         if op_id not in self._headed:
             self._headed.add(op_id)
@@ -131,7 +137,7 @@ class Display:
         width = min(max((len(s.name) for s in view.steps), default=10), 64)
         due = [s for s in view.steps if s.status not in ("pending", "running")
                and self._shown.get((op_id, s.ordinal)) != (s.status, s.attempts)]
-        skipped = skipped_items(engine.journal, op_id) if due else {}
+        skipped = skipped_items(engine.journal, op_id) if due and engine is not None else {}
         for step in due:
             self._shown[(op_id, step.ordinal)] = (step.status, step.attempts)
             # On a terminal, lines fit its width; in a pipe or a log they are never wrapped.

@@ -4,6 +4,7 @@ reached and beside a ``serve`` leader holding the lease."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -14,6 +15,7 @@ import typer
 
 from agent.cli.app import ConfigOption, app, out, read_config, reporting
 from agent.cli.operations import OpArgument, _resolve_op
+from agent.cli.remote import remote_agent
 from agent.cli.session import open_journal
 from agent.errors import RefusedError
 
@@ -28,13 +30,15 @@ class ReportNotWritten(RefusedError):
     "of groups and steps with the achieved recovery time, every change with before and after (addresses, "
     "routes, DNS records), errors, script output, notes and who confirmed each manual step, and the "
     "operations that followed it up (a test failover's cleanup). A self-contained HTML page (no script, "
-    "no external file), or CSV with --csv. Reads the store only.\n\n"
+    "no external file), CSV with --csv, or its facts as JSON with --json. Reads the store only.\n\n"
     "Exit codes: 0 written (whatever the operation's status); 2 no such operation, bad config, or FILE "
     "cannot be written (nothing written); 3 the store cannot be used.",
 )
 def report_command(
     op: OpArgument,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV (one row per step, change, event ...), not HTML.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The report's facts as one JSON document, not HTML.")]
+    = False,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="FILE", dir_okay=False,
         help="Write it to FILE (replaced whole, never left half-written). Default: stdout.")] = None,
@@ -42,12 +46,21 @@ def report_command(
 ) -> None:
     from agent.report import build_report, render_csv, render_html
 
-    with reporting():
+    with reporting(as_json=as_json):
+        if as_csv and as_json:
+            raise RefusedError("--csv or --json: one report at a time")
+        form = "csv" if as_csv else "json" if as_json else "html"
+        if (agent := remote_agent(config)) is not None:
+            from agent.cli.remote_ops import remote_report
+
+            remote_report(agent, op, form, output)
+            return
         loaded = read_config(config)
         with open_journal(loaded) as journal:
             op_id = _resolve_op(journal, op)
             report = build_report(journal.store, op_id)
-        text = render_csv(report) if as_csv else render_html(report)
+        text = {"csv": render_csv, "html": render_html}[form](report) if form != "json" else \
+            json.dumps(report.to_json(), indent=2) + "\n"
         if output is None:
             sys.stdout.write(text)
             sys.stdout.flush()

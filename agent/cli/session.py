@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import typer
 from rich.markup import escape
@@ -35,6 +35,7 @@ from agent.configfile import LoadedConfig
 from agent.errors import AgentError, RefusedError
 
 if TYPE_CHECKING:
+    from agent.cli.remote import RemoteAgent
     from agent.engine.journal import Journal
     from agent.engine.lease import Holder, LeaseHeld
     from agent.engine.model import OperationView
@@ -49,6 +50,17 @@ STORE_NAME = "agent.sqlite"
 
 class NotConfirmed(RefusedError):
     code = "not_confirmed"
+
+
+class Operator(Protocol):
+    """Who a command talks to while it runs an operation (here or through a running agent)."""
+
+    as_json: bool
+
+    @property
+    def can_ask(self) -> bool: ...
+
+    def say(self, text: str = "") -> None: ...
 
 
 # ---------------------------------------------------------------------- the operator
@@ -285,9 +297,36 @@ def _lease_refusal(loaded: LoadedConfig, store: Store, holder: Holder) -> LeaseH
     else:
         what = f"the operations of this store are {who}"
         watch = f"; see them with {command_line(loaded, 'ops list')}"
-    return LeaseHeld(f"{what}{watch}. Nothing was changed: run this again once it is done, or stop that agent",
+    return LeaseHeld(f"{what}{watch}. Nothing was changed: run this again once it is done, or stop that agent"
+                     f"{_through_api(loaded, holder)}",
                      holder_host=holder.host, holder_pid=holder.pid, operations=running,
                      lease_until=holder.expires_at.isoformat(timespec="seconds") if holder.expires_at else None)
+
+
+def _through_api(loaded: LoadedConfig, holder: Holder) -> str:
+    """How to do it anyway when the holder is 'failover-agent serve': through its API, at the
+    address the config gives it (the lease does not say which command holds it)."""
+
+    import socket
+
+    from agent.configapi import is_loopback
+
+    api = loaded.config.api
+    if not api.enabled:
+        return ""
+    here = holder.host in (None, socket.gethostname())
+    host = api.host
+    if host in ("0.0.0.0", "::"):  # every address: this machine's loopback, or the holder's name
+        host = "127.0.0.1" if here else (holder.host or host)
+    elif is_loopback(host) and not here:
+        return (f". If that is 'failover-agent serve', its API listens on {host} of {holder.host} only: on that "
+                f"machine, run the command with --agent-url {_url(api.tls is not None, host, api.port)}")
+    return (f". If that is 'failover-agent serve', run the command through it: failover-agent --agent-url "
+            f"{_url(api.tls is not None, host, api.port)} COMMAND (the token from $FAILOVER_AGENT_TOKEN or --token)")
+
+
+def _url(tls: bool, host: str, port: int) -> str:
+    return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def _run_due_expiries(sess: Session, scheduler: Scheduler) -> None:
@@ -359,7 +398,7 @@ def run_shown(sess: Session, op_id: str | None, start: Callable[[], _T]) -> _T:
         raise
 
 
-def _show_waiting(sess: Session, view: OperationView) -> None:
+def _show_waiting(sess: Operator, view: OperationView) -> None:
     step = next((s for s in view.steps if s.status == "waiting"), None)
     sess.say()
     sess.say(f"[bold yellow]paused for a manual action[/] (step {escape(step.name if step else '?')}):")
@@ -431,7 +470,7 @@ def confirm_cancel(sess: Session, op: OperationRow, *, yes: bool) -> None:
              operation=op.id)
 
 
-def _confirm(sess: Session, shown: Callable[[], str], question: str, needs: str, instead: str,
+def _confirm(sess: Operator, shown: Callable[[], str], question: str, needs: str, instead: str,
              **fields: Any) -> None:
     """Show what would change and ask. With --json the preview stays off stdout (one document)
     and is not even computed; with nobody to ask, refused with how to review and confirm instead."""
@@ -487,14 +526,15 @@ def conclude(sess: Session, view: OperationView, *, extra: dict[str, Any] | None
     if sess.as_json:
         print_json({**view.to_json(current_time()), **(extra or {})})
     else:
-        print_outcome(sess, view)
+        print_outcome(sess.loaded, view)
     raise typer.Exit(outcome_exit_code(view))
 
 
-def print_outcome(sess: Session, view: OperationView) -> None:
-    """How an operation ended, what failed and why, and the command to run next."""
+def print_outcome(loaded: LoadedConfig | RemoteAgent, view: OperationView) -> None:
+    """How an operation ended, what failed and why, and the command to run next (with the same
+    config, or through the same running agent)."""
 
-    loaded, op = sess.loaded, view.id
+    op = view.id
     took = duration(view.elapsed_s(current_time()))
     style = OP_STYLE.get(view.status, "")
     head = f"[{style}]{view.status.replace('_', ' ')}[/]: {view.kind} {op} of plan {escape(view.plan)}"
@@ -515,22 +555,23 @@ def print_outcome(sess: Session, view: OperationView) -> None:
     targets = {s.name: s.target for s in view.steps}
     for e in view.errors:
         out.print(f"  - {error_text(e, targets.get(e.get('step', '')))}  [dim](step {escape(e.get('step', ''))})[/]")
-    for hint in _next_steps(sess, view):
+    for hint in _next_steps(loaded, view):
         out.print(hint)
 
 
-def _next_steps(sess: Session, view: OperationView) -> list[str]:
-    loaded, op, plan = sess.loaded, view.id, view.plan
+def _next_steps(loaded: LoadedConfig | RemoteAgent, view: OperationView) -> list[str]:
+    op, plan = view.id, view.plan
     if view.status == "failed":
         return [f"Fix the cause, then start it again from the failed step: {command_line(loaded, f'ops resume {op}')}",
                 f"or undo what it did: {command_line(loaded, f'ops cancel {op}')}"]
     if view.status not in ("succeeded", "partially_succeeded"):
         return []
     if view.kind == "test_failover":
-        max_age = loaded.config.policies.test_failover_max_age
+        max_age = age(loaded.config.policies.test_failover_max_age) if isinstance(loaded, LoadedConfig) \
+            else "its maximum age (policies.test_failover_max_age of the agent's config)"
         return [f"The test VMs run in isolated networks. When the drill is over: "
                 f"{command_line(loaded, f'run --plan {plan} --kind cleanup')}",
-                f"(a test failover left alone is cleaned up by force after {age(max_age)})."]
+                f"(a test failover left alone is cleaned up by force after {max_age})."]
     hints = []
     if view.failed_vms:
         hints.append("The VMs that failed need attention (the errors above; "

@@ -7,6 +7,7 @@ The text fits 80 columns; ``--json`` prints the same facts with stable keys."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -14,12 +15,13 @@ from rich.markup import escape
 
 from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, out, print_json, read_config, reporting
 from agent.cli.operations import JsonOption
+from agent.cli.remote import remote_agent
 from agent.cli.session import open_engine
 from agent.cli.vocabulary import command_line, utc_time, wrapped
 
 if TYPE_CHECKING:
+    from agent.cli.remote import RemoteAgent
     from agent.configfile import LoadedConfig
-    from agent.engine.planstate import OpRef, PlanStatus
 
 WIDTH = 80
 
@@ -27,56 +29,83 @@ KIND_ARGUMENT = {"test_failover": "test", "cleanup_test": "cleanup", "planned_fa
                  "unplanned_failover": "unplanned"}
 
 
-def _op(ref: OpRef) -> str:
-    return f"{ref.id} {ref.kind} {ref.status}, {utc_time(ref.finished_at or ref.at)}"
+def _op(ref: dict[str, Any]) -> str:
+    return f"{ref['id']} {ref['kind']} {ref['status']}, {utc_time(_at(ref.get('finished_at') or ref['created_at']))}"
 
 
-def status_lines(loaded: LoadedConfig, st: PlanStatus, allowed: list[str]) -> list[str]:
-    """One plan's status as plain text lines of at most 80 characters (rich markup escaped)."""
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
-    from agent.engine.planstate import MIXED, PLAN_WORDS, VM_WORDS
 
-    lines = [f"plan {st.plan}: {PLAN_WORDS[st.state]}"]
-    if st.state == MIXED:
-        groups = "; ".join(f"{', '.join(vms)}: {VM_WORDS[s]}" for s, vms in st.by_state().items())
+def status_lines(where: LoadedConfig | RemoteAgent, st: dict[str, Any], allowed: list[str]) -> list[str]:
+    """One plan's status (its JSON form, ``PlanStatus.to_json``: as read here or from a running
+    agent's API) as plain text lines of at most 80 characters (rich markup escaped)."""
+
+    from agent.engine.planstate import MIXED, PLAN_WORDS, VM_WORDS, VmState
+
+    vms = st["vms"]
+    lines = [f"plan {st['plan']}: {PLAN_WORDS[st['state']]}"]
+    if st["state"] == MIXED:
+        by_state: dict[str, list[str]] = {}
+        for v in vms:
+            by_state.setdefault(v["state"], []).append(v["vm"])
+        groups = "; ".join(f"{', '.join(names)}: {VM_WORDS[VmState(s)]}" for s, names in by_state.items())
         lines += wrapped(groups)
     else:
-        lines += wrapped(f"VMs: {', '.join(v.vm for v in st.vms)}")
-    down = [v.vm for v in st.vms if v.off_everywhere]
+        lines += wrapped(f"VMs: {', '.join(v['vm'] for v in vms)}")
+    down = [v["vm"] for v in vms if v["off_everywhere"]]
     if down:
         lines += wrapped(f"POWERED OFF AT BOTH SITES: {', '.join(down)}")
-    if st.test_failover is not None:
-        t = st.test_failover
-        lines += wrapped(f"test failover running: {t.id} since {utc_time(t.at)}")
-    lines += wrapped(f"last successful test failover: {_op(st.last_test) if st.last_test else 'none'}")
-    if st.failover is not None:
-        lines += wrapped(f"last failover: {_op(st.failover)}")
-    if st.committed_by is not None:
-        lines += wrapped(f"committed by: {_op(st.committed_by)}")
-    for u in st.unfinished:
-        lines += wrapped(f"unfinished: {u.id} {u.kind} {u.status}; continue it with "
-                          f"{command_line(loaded, f'ops resume {u.id}')} or undo it with "
-                          f"{command_line(loaded, f'ops cancel {u.id}')}")
-    held = Counter((r.purpose, r.site, r.operation) for r in st.reservations)
+    if st["test_failover"] is not None:
+        t = st["test_failover"]
+        lines += wrapped(f"test failover running: {t['id']} since {utc_time(_at(t['created_at']))}")
+    last = st["last_test_failover"]
+    lines += wrapped(f"last successful test failover: {_op(last) if last else 'none'}")
+    if st["failover"] is not None:
+        lines += wrapped(f"last failover: {_op(st['failover'])}")
+    if st["committed_by"] is not None:
+        lines += wrapped(f"committed by: {_op(st['committed_by'])}")
+    for u in st["unfinished"]:
+        op = u["id"]
+        lines += wrapped(f"unfinished: {op} {u['kind']} {u['status']}; continue it with "
+                          f"{command_line(where, f'ops resume {op}')} or undo it with "
+                          f"{command_line(where, f'ops cancel {op}')}")
+    held = Counter((r["purpose"], r["site"], r["operation"]) for r in st["reservations"])
     if not held:
         lines += wrapped("reservations held: none")
     for (purpose, site, op), n in sorted(held.items()):
         lines += wrapped(f"reservations held: {n} {purpose} address{'es' if n != 1 else ''} at {site} "
                           f"(by {op})")
-    for note in st.stale:
+    for note in st["stale"]:
         lines += wrapped(f"note: {note}")
     if allowed:
         kinds = ", ".join(KIND_ARGUMENT.get(k, k) for k in allowed)
         lines += wrapped(f"can run now: {kinds}")
-        lines += wrapped(f"({command_line(loaded, f'run --plan {st.plan} --kind KIND')})", "    ")
+        name = st["plan"]
+        lines += wrapped(f"({command_line(where, f'run --plan {name} --kind KIND')})", "    ")
     else:
         lines += wrapped("can run now: nothing new until the unfinished operations end")
-    if st.state == MIXED or down:
+    if st["state"] == MIXED or down:
         lines += ["", "  VM" + " " * 10 + "STATE" + " " * 27 + "RUNNING AT"]
-        for v in st.vms:
-            where = ", ".join(v.running_at) or "off at both sites"
-            lines.append(f"  {v.vm:<12}{VM_WORDS[v.state]:<32}{where}".rstrip())
+        for v in vms:
+            at = ", ".join(v["running_at"]) or "off at both sites"
+            lines.append(f"  {v['vm']:<12}{VM_WORDS[VmState(v['state'])]:<32}{at}".rstrip())
     return [escape(line) for line in lines]
+
+
+def print_status(where: LoadedConfig | RemoteAgent, mode: str, plans: list[dict[str, Any]], as_json: bool) -> None:
+    """``status``: each plan's JSON form with ``kinds_allowed``, as JSON or as text."""
+
+    if as_json:
+        print_json({"mode": mode, "plans": plans})
+        return
+    for i, st in enumerate(plans):
+        if i:
+            out.print()
+        for line in status_lines(where, st, st["kinds_allowed"]):
+            out.print(line)
+    if not plans:
+        out.print("no recovery plans in the config")
 
 
 @app.command(
@@ -97,20 +126,15 @@ def status(
     from agent.engine.planstate import kinds_allowed
 
     with reporting(as_json=as_json):
+        if (agent := remote_agent(config)) is not None:
+            from agent.cli.remote_ops import remote_status
+
+            remote_status(agent, plan_name, as_json)
+            return
         loaded = read_config(config)
         names = [plan_name] if plan_name else [p.name for p in loaded.config.recovery_plans]
         full = loaded.config.agent.mode == "full"
         with open_engine(loaded) as engine:
             found = [engine.status(name) for name in names]
-        if as_json:
-            body: dict[str, Any] = {"mode": loaded.config.agent.mode, "plans": [
-                {**st.to_json(), "kinds_allowed": kinds_allowed(st, full_mode=full)} for st in found]}
-            print_json(body)
-            return
-        for i, st in enumerate(found):
-            if i:
-                out.print()
-            for line in status_lines(loaded, st, kinds_allowed(st, full_mode=full)):
-                out.print(line)
-        if not found:
-            out.print("no recovery plans in the config")
+        print_status(loaded, loaded.config.agent.mode,
+                     [{**st.to_json(), "kinds_allowed": kinds_allowed(st, full_mode=full)} for st in found], as_json)

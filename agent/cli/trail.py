@@ -8,9 +8,12 @@ scripts' own words -- so the caller prints them without markup.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.cli.vocabulary import duration
+from agent.cli.vocabulary import Cell, columns, duration, utc_time
+
+if TYPE_CHECKING:
+    from agent.engine.store import AuditRow
 
 NOT_READ = "(not read by the step)"
 
@@ -72,3 +75,32 @@ def audit_lines(details: Any) -> tuple[str, list[str]]:
         lines.append("note: the agent stopped before this call's end was recorded; resuming the operation "
                      "completes this entry")
     return result, lines
+
+
+def print_audit(rows: list[AuditRow], op_id: str | None, as_json: bool) -> None:
+    """``ops audit``: the entries as JSON, or a row each with the lines of its details below."""
+
+
+    from agent.cli.app import out, print_json
+
+    if as_json:
+        print_json([{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "target": r.target,
+                     "operation": r.operation_id, "details": r.details} for r in rows])
+        return
+    if not rows:
+        out.print("the audit trail is empty" + (f" for {op_id}" if op_id else ""))
+        return
+    table: list[list[Cell]] = []
+    below: list[list[str]] = []
+    for r in rows:
+        result, lines = audit_lines(r.details)
+        table.append([utc_time(r.at).removesuffix(" UTC"), r.actor, r.action, r.operation_id or "-",
+                      r.target or "-", result])
+        below.append(lines)
+    header, *lines_of_rows = columns(["AT (UTC)", "ACTOR", "ACTION", "OPERATION", "TARGET", "RESULT"], table)
+    out.print(header)
+    for line, details in zip(lines_of_rows, below, strict=True):
+        out.print(line)
+        for text in details:
+            # The sites' and scripts' own words: printed as they are, never as markup.
+            out.print("    " + text, markup=False)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from agent.cli.remote import RemoteAgent
     from agent.configfile import LoadedConfig
 
 OPERATION_KINDS = ("prepare", "test_failover", "cleanup_test", "planned_failover", "unplanned_failover",
@@ -64,10 +65,14 @@ def wrapped(text: str, indent: str = "  ", *, hanging: str = "    ", width: int 
                          break_long_words=False, break_on_hyphens=False) or [indent]
 
 
-def command_line(loaded: LoadedConfig, args: str) -> str:
-    """A command line to show the operator, with the same config as this one."""
+def command_line(where: LoadedConfig | RemoteAgent, args: str) -> str:
+    """A command line to show the operator, with the same config (or the same agent) as this one."""
 
-    extra = f" --config {loaded.path}" if loaded.source == "option" else ""
+    from agent.cli.remote import RemoteAgent
+
+    if isinstance(where, RemoteAgent):
+        return f"failover-agent {where.repeat_options}{args}"
+    extra = f" --config {where.path}" if where.source == "option" else ""
     return f"failover-agent {args}{extra}"
 
 
@@ -102,3 +107,24 @@ def age(delta: timedelta) -> str:
 
     days = delta.total_seconds() / 86400
     return plural(int(days), "day") if days >= 1 and days == int(days) else duration(delta.total_seconds())
+
+
+Cell = str | tuple[str, str]
+"""A cell of :func:`columns`: text, or (text, style)."""
+
+
+def columns(headers: list[str], rows: list[list[Cell]]) -> list[str]:
+    """Plain aligned columns (rich markup): the same on a terminal and in a pipe (never wrapped or cut)."""
+
+    from rich.markup import escape
+
+    cells = [[c if isinstance(c, tuple) else (str(c), "") for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i][0]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["[bold]" + escape("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()) + "[/]"]
+    for r in cells:
+        parts = []
+        for (text, style), w in zip(r, widths, strict=True):
+            padded = escape(text.ljust(w))
+            parts.append(f"[{style}]{padded}[/]" if style else padded)
+        lines.append("  ".join(parts).rstrip())
+    return lines

@@ -199,3 +199,25 @@ class OperationView:
                 for s in self.steps
             ],
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OperationView:
+        """The view again from :meth:`to_json` (the API's answer), for the renderers of the CLI
+        working against a running agent."""
+
+        def at(text: str | None) -> datetime | None:
+            return datetime.fromisoformat(text) if text else None
+
+        def when(text: str) -> datetime:
+            return datetime.fromisoformat(text)
+
+        steps = [StepView(s["ordinal"], s["name"], s["action"], s.get("group"), s.get("target"), s["status"],
+                          s["attempts"], s["items"], s["changed"], list(s.get("errors") or []),
+                          at(s.get("started_at")), at(s.get("finished_at")))
+                 for s in data.get("steps", [])]
+        return cls(id=data["id"], kind=data["kind"], plan=data["plan"], status=data["status"], mode=data["mode"],
+                   error_policy=data["error_policy"], source_site=data["source_site"],
+                   target_site=data["target_site"], created_at=when(data["created_at"]),
+                   finished_at=at(data.get("finished_at")), steps=steps, failed_vms=list(data["failed_vms"]),
+                   succeeded_vms=list(data["succeeded_vms"]), waiting_for=data.get("waiting_for"),
+                   notes=list(data.get("notes") or []), parent_id=data.get("parent_id"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from pathlib import Path
 
@@ -56,6 +57,15 @@ def test_report_writes_the_drill_page_to_a_file_and_csv_to_stdout(cli_env: Path,
     assert to_stdout.exit_code == EXIT_OK
     made = re.compile(r"Report made [0-9-]+ [0-9:]+ UTC")  # the one line that differs: when
     assert made.sub("", to_stdout.stdout) == made.sub("", html)
+
+
+def test_report_json_gives_the_facts_of_the_page(cli_env: Path) -> None:
+    op_id = drill()
+    result = run("report", op_id, "--json")
+    assert result.exit_code == EXIT_OK, result.output
+    facts = json.loads(result.stdout)
+    assert op_id in result.stdout and facts["generated_at"]
+    assert any("drill observed by <b>audit</b>" in json.dumps(n) for n in facts["notes"])
 
 
 def test_report_works_while_another_process_holds_the_lease(cli_env: Path) -> None:

@@ -18,7 +18,6 @@ from agent.api.schemas import Plans, Preview
 from agent.api.served import Served
 from agent.domain.ipam import PoolAllocator
 from agent.domain.model import Inventory
-from agent.engine.model import OperationKind
 from agent.engine.planstate import kinds_allowed
 from agent.engine.store import utcnow
 from agent.errors import NotFoundError
@@ -128,12 +127,15 @@ def plans(s: ServedDep, _c: Read, refresh: Refresh = False) -> dict[str, Any]:
     for p in s.config.recovery_plans:
         st = s.engine.status(p.name, inv)
         out.append({**st.to_json(), "kinds_allowed": kinds_allowed(st, full_mode=full)})
-    return {"plans": out}
+    return {"mode": s.config.agent.mode, "plans": out}
 
 
 @router.post("/plans/{name}/preview", summary="What an operation of that kind would change (nothing is recorded)")
 def preview(name: str, body: Preview, s: ServedDep, _c: Read) -> dict[str, Any]:
+    from agent.cli.preview import preview as previewed
+
     if s.config.plan(name) is None:
         raise NotFoundError(f"no recovery plan named {name!r} in the config", plan=name)
-    plan = s.engine.preview(OperationKind(body.kind), name)
-    return {**plan.to_json(), "operation_kind": body.kind}
+    # The CLI's own preview: the same JSON as 'plan --json', and its text for a CLI working from here.
+    shown = previewed(s.engine, body.kind, name, strict=body.strict)
+    return {**shown.body, "operation_kind": body.kind, "text": shown.text}

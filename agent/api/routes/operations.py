@@ -70,12 +70,18 @@ def start_operation(body: StartOperation, response: Response, s: ServedDep,
     if started.replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
+    elif body.options.confirmed is not None:  # who let it change production, and how (as the CLI records it)
+        by = {"yes": "--yes", "terminal": "answer at the terminal"}[body.options.confirmed]
+        s.store.audit(actor=caller.actor, action="operation.confirmed", operation_id=started.op_id, target=body.plan,
+                      details={"by": f"{by} (through the API)", "checksum": body.plan_checksum or "not pinned"})
     return view_json(s, started.op_id)
 
 
 @router.get("/{op_id}", response_model=Operation, summary="One operation: steps, progress, errors")
 def get_operation(op_id: str, s: ServedDep, _caller: Annotated[Caller, Depends(require("read"))]) -> dict[str, Any]:
-    return view_json(s, op_id)
+    row = s.engine.journal.operation(op_id)
+    # Who asked and the plan it is pinned to, as 'ops show --json' says them.
+    return {**view_json(s, op_id), "requested_by": row.requested_by, "plan_checksum": row.plan_checksum}
 
 
 @router.post("/{op_id}/resume", status_code=202, response_model=Operation,
@@ -138,19 +144,23 @@ def _event(name: str, data: dict[str, Any]) -> str:
 
 @router.get("/{op_id}/report", summary="The drill report: a self-contained HTML page, or CSV",
             response_class=HTMLResponse,
-            responses={200: {"content": {"text/html": {}, "text/csv": {}},
+            responses={200: {"content": {"text/html": {}, "text/csv": {}, "application/json": {}},
                              "description": "what ran, the timeline and recovery time, every change, errors, notes"}})
 def operation_report(op_id: str, s: ServedDep, _caller: Annotated[Caller, Depends(require("read"))],
-                     format: Annotated[Literal["html", "csv"], Query()] = "html") -> Response:
+                     format: Annotated[Literal["html", "csv", "json"], Query()] = "html") -> Response:
     return report_response(s, op_id, format, link=lambda other: f"/v1/operations/{other}/report")
 
 
 def report_response(s: Served, op_id: str, format: str, *, link: Callable[[str], str]) -> Response:
     """The drill report of ``op_id`` as served (here and by the status page's ``/reports``):
     ``link(other id)`` is where the page links another operation's report."""
+    from fastapi.responses import JSONResponse
+
     from agent.report import CONTENT_SECURITY_POLICY, build_report, render_csv, render_html
 
     report = build_report(s.store, s.engine.journal.operation(op_id).id)
+    if format == "json":  # the report's facts, as 'failover-agent report --json' prints them
+        return JSONResponse(report.to_json())
     if format == "csv":
         return Response(render_csv(report), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{op_id}.csv"'})
