@@ -367,6 +367,8 @@ class Step(Model):
 class Group(Model):
     name: Name
     vms: list[Name] = Field(min_length=1)
+    before: list[Step] = Field(default_factory=list)
+    """Steps run before anything of this group changes (after the previous group's steps)."""
     after: list[Step] = Field(default_factory=list)
     """Steps run after this group's VMs have failed over, before the next group starts."""
 

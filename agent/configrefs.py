@@ -163,12 +163,13 @@ def _recovery_plans(cfg: AgentConfig) -> list[str]:
                         f"{seen_vms[fold(vm)]!r}"
                     )
                 seen_vms.setdefault(fold(vm), g.name)
-            for k, step in enumerate(g.after):
-                if step.script and step.script.host not in hosts:
-                    problems.append(
-                        f"recovery_plans[{i}].groups[{j}].after[{k}].script.host: "
-                        f"unknown Hyper-V host {step.script.host!r}"
-                    )
+            for when, steps in (("before", g.before), ("after", g.after)):
+                for k, step in enumerate(steps):
+                    if step.script and step.script.host not in hosts:
+                        problems.append(
+                            f"recovery_plans[{i}].groups[{j}].{when}[{k}].script.host: "
+                            f"unknown Hyper-V host {step.script.host!r}"
+                        )
     return problems
 
 

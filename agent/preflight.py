@@ -277,9 +277,11 @@ def _script_hosts(config: AgentConfig, kind: str | None, plan: str | None) -> li
         if kind is not None and recovery_plan.name != plan:
             continue
         for g, group in enumerate(recovery_plan.groups):
-            for a, step in enumerate(group.after):
-                if step.script is not None:
-                    found.setdefault(step.script.host, f"recovery_plans[{p}].groups[{g}].after[{a}].script.host")
+            for when, steps in (("before", group.before), ("after", group.after)):
+                for a, step in enumerate(steps):
+                    if step.script is not None:
+                        found.setdefault(step.script.host,
+                                         f"recovery_plans[{p}].groups[{g}].{when}[{a}].script.host")
     return [(key, host) for host, key in found.items()]
 
 

@@ -16,7 +16,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from agent.config import AgentConfig
 from agent.domain.model import RecordType, ReplicationState, name_test_vm
@@ -219,17 +219,20 @@ def script_context(plan: Plan, kind: OperationKind, group: str) -> dict[str, Any
                                    for r in reserved if r.vm == v.name]} for v in plan.vms]}
 
 
-def _after_steps(b: Steps, config: AgentConfig, plan: Plan, group: str, kind: OperationKind) -> None:
+def _group_steps(b: Steps, config: AgentConfig, plan: Plan, group: str, kind: OperationKind,
+                 when: Literal["before", "after"]) -> None:
+    """A group's own script and manual steps, ``before`` anything of it changes or ``after`` its
+    VMs are up (the recovery plan's order: the next group waits for them)."""
     rp = config.plan(plan.plan)
     g = next((g for g in rp.groups if g.name == group), None) if rp else None
-    for i, after in enumerate(g.after if g else []):
-        if after.manual:
-            b.add_stage([step(f"{group}/after/{i}/manual", "manual", None,
-                              ManualArgs(instruction=after.manual.instruction), group)])
-        elif after.script:
-            s = after.script
+    for i, each in enumerate((g.before if when == "before" else g.after) if g else []):
+        if each.manual:
+            b.add_stage([step(f"{group}/{when}/{i}/manual", "manual", None,
+                              ManualArgs(instruction=each.manual.instruction), group)])
+        elif each.script:
+            s = each.script
             host = script_host(config, plan, group, s.host)
-            b.add_stage([step(f"{group}/after/{i}/script", "script", host, ScriptArgs(
+            b.add_stage([step(f"{group}/{when}/{i}/script", "script", host, ScriptArgs(
                 host=host, path=s.path, timeout_s=s.timeout_s, parameters=dict(s.parameters),
                 context=script_context(plan, kind, group)), group)])
 
@@ -282,6 +285,7 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
     sources = _Sources(config, reserves)
     for (gi, group), vms in by(plan.vms, lambda v: (v.group_index, v.group)).items():
         names = {v.name for v in vms}
+        _group_steps(b, config, plan, group, kind, "before")
         mine = [r for r in reserves if r.vm in names and not r.existing]
         b.add_stage([_vmm_step(f"{group}/reserve", "vmm.reserve", target, ReserveArgs(
             site=target, items=_reserve_items(mine, test=False)), group) if mine else None])
@@ -307,7 +311,7 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
                 items=tuple(AwaitItem(key=v.name, vm=v.name, host=v.target_host) for v in vms)), group)])
         _route_stages(b, moves_by_group.get(gi, []), group, tolerate_old_site=unplanned)
         b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names], "dns", sources))
-        _after_steps(b, config, plan, group, kind)
+        _group_steps(b, config, plan, group, kind, "after")
     return b.steps
 
 
@@ -333,6 +337,7 @@ def test_failover_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
         if nets else None])
     for (_, group), vms in by(plan.vms, lambda v: (v.group_index, v.group)).items():
         names = {v.name for v in vms}
+        _group_steps(b, config, plan, group, OperationKind.TEST_FAILOVER, "before")
         if full:
             b.add_stage(_replicate_steps(group, "start-test", target, vms, _target_host, "start_test"))
         else:
@@ -351,7 +356,7 @@ def test_failover_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
                                      target_vm=lambda v: name_test_vm(v.name)))
         b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names and c.purpose == "test"],
                                "test-dns", test_sources))
-        _after_steps(b, config, plan, group, OperationKind.TEST_FAILOVER)
+        _group_steps(b, config, plan, group, OperationKind.TEST_FAILOVER, "after")
     return b.steps
 
 
