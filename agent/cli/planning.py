@@ -101,7 +101,23 @@ def validate_config(loaded: LoadedConfig, *, reset_simulator: bool = False, deep
 
 def _probe_powershell_endpoints(loaded: LoadedConfig) -> None:
     """``--deep``: each PowerShell endpoint, read-only, one line each; refused unless all answer
-    and have the module their role needs."""
+    and have the module their role needs (exit 3 when they only did not answer: try again)."""
+
+    from agent.errors import UnreachableError
+
+    probes = probe_powershell_endpoints(loaded)
+    for p in probes:
+        out.print(escape(f"{p.key} ({p.address}): {p.outcome}: {p.detail}"))
+    failed = [p for p in probes if not p.ok]
+    if failed:
+        located = loaded.located([(p.key, f"{p.address}: {p.outcome}: {p.detail}") for p in failed])
+        if all(p.outcome == "unreachable" for p in failed):
+            raise UnreachableError(str(located), endpoints=[p.key for p in failed])
+        raise located
+
+
+def probe_powershell_endpoints(loaded: LoadedConfig) -> list[Any]:
+    """Each PowerShell endpoint the config names, reached read-only (``agent.drivers.remoting.probe``)."""
 
     from agent.drivers.remoting.probe import probe_endpoints
     from agent.drivers.remoting.transports import open_remote
@@ -114,15 +130,10 @@ def _probe_powershell_endpoints(loaded: LoadedConfig) -> None:
         return opened[transport]
 
     try:
-        probes = probe_endpoints(loaded.config, remote)
+        return list(probe_endpoints(loaded.config, remote))
     finally:
         for r in opened.values():
             r.close()
-    for p in probes:
-        out.print(escape(f"{p.key} ({p.address}): {p.outcome}: {p.detail}"))
-    failed = [p for p in probes if not p.ok]
-    if failed:
-        raise loaded.located([(p.key, f"{p.address}: {p.outcome}: {p.detail}") for p in failed])
 
 
 def check_against_sites(loaded: LoadedConfig, *, reset_simulator: bool = False) -> Inventory:

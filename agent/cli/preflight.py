@@ -173,11 +173,22 @@ def validate_json(config: Path | None, *, deep: bool) -> NoReturn:
         path = str(loaded.path)
         check_available(loaded)
         if deep:
+            from agent.cli.planning import probe_powershell_endpoints
+
+            endpoints = probe_powershell_endpoints(loaded)
+            probes = [{"kind": "powershell", "target": p.address, "key": p.key, "ok": p.ok, "code": p.outcome,
+                       "detail": p.detail} for p in endpoints]
+            failed = [p for p in endpoints if not p.ok]
+            problems = [dict(p.to_dict(), code=f.outcome) for p, f in zip(
+                loaded.located([(f.key, f"{f.address}: {f.outcome}: {f.detail}") for f in failed]).problems,
+                failed, strict=True)] if failed else []
             report = run_preflight(loaded)
-            probes = [f.to_dict() for f in report.findings]
-            problems = [dict(p.to_dict(), code=f.code) for p, f in zip(located(loaded, report), report.problems,
-                                                                       strict=True)]
+            probes += [f.to_dict() for f in report.findings]
+            problems += [dict(p.to_dict(), code=f.code) for p, f in zip(located(loaded, report), report.problems,
+                                                                        strict=True)]
             code = exit_code(report)
+            if failed and code != EXIT_REFUSED:
+                code = EXIT_UNREACHABLE if all(f.outcome == "unreachable" for f in failed) else EXIT_REFUSED
         if code == EXIT_OK:
             check_against_sites(loaded)
     except InvalidFileError as exc:

@@ -5,6 +5,7 @@ server; the simulated world the server answers from is the only state there is."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,3 +126,25 @@ def test_a_drill_and_its_cleanup_with_vmm_over_the_wire(vmm_wire: WireRig) -> No
     assert vmm_wire.world.snapshot() == before
     assert {vmm_wire.server.targets[r.host].role for r in vmm_wire.server.received} == {"vmm"}
     assert any(r.script_text == load_script("vmm/Grant-AgentIPAddress").text for r in vmm_wire.server.received)
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_validate_deep_says_unreachable_endpoints_apart_from_wrong_ones(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A VMM server that does not answer is exit 3 (try again later), in text and in --json,
+    where each PowerShell endpoint is one of the probes."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens once the socket closes
+    with serving(monkeypatch):
+        config = copy_demo(tmp_path / "demo", edit=over_psrp(("vmm",), port=port))
+        text = run_cli("validate", "--deep", "--config", str(config))
+        assert text.exit_code == 3, text.output
+        assert "sites[0].vmm" in text.output and "unreachable" in text.output
+        doc = json.loads(run_cli("validate", "--deep", "--json", "--config", str(config)).stdout)
+    assert doc["ok"] is False
+    vmm = [p for p in doc["probes"] if p["kind"] == "powershell" and p["key"].endswith(".vmm")]
+    assert len(vmm) == 2 and {p["code"] for p in vmm} == {"unreachable"}
+    assert {p["key"] for p in doc["problems"]} >= {"sites[0].vmm", "sites[1].vmm"}
