@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=8, help="load threads, one keep-alive connection each")
     p.add_argument("--vms", type=int, default=1000)
     p.add_argument("--scale", type=float, default=0.5,
-                   help="latency model scale (default 0.5: the failover runs ~35 s, longer than the window)")
+                   help="latency model scale (default 0.5: the failover runs about a minute, past the window)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (config, journal, serve.log)")
     p.add_argument("--no-write", action="store_true", help="print the report, leave RESULTS-api.md alone")
     args = p.parse_args(argv)
