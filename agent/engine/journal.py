@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -57,10 +59,56 @@ class StepSequenceChanged(RefusedError):
     code = "step_sequence_changed"
 
 
+PLAN_VMS_CACHED = 256
+"""How many operations' plan VM names a journal keeps (a few KB each)."""
+
+
+STEP_OUTCOMES_CACHED = 50_000
+"""How many steps' outcome summaries a journal keeps for :meth:`Journal.view` (a few hundred bytes each)."""
+
+_VIEW_COLUMNS = (StepRow.id, StepRow.ordinal, StepRow.name, StepRow.action, StepRow.group_name, StepRow.target,
+                 StepRow.status, StepRow.attempts, StepRow.intent_at, StepRow.errors, StepRow.started_at,
+                 StepRow.finished_at, func.length(StepRow.outcome).label("outcome_length"))
+
+
+def _signature(row: Any) -> tuple[Any, ...]:
+    """What changes whenever a step's outcome is written: ``record_outcome`` follows a
+    ``mark_intent`` (attempts, intent) and sets status and finish, ``complete_manual`` moves a
+    waiting step on (status, finish); the outcome's length also catches a change by any other hand."""
+    return row.status, row.attempts, row.intent_at, row.finished_at, row.outcome_length
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What the operation's view takes from a step's outcome. Outcomes are most of what a view
+    would read (every item of a 1,000-VM operation, with its value); parsing them all on every
+    view made each API poll of a running operation cost tens of milliseconds."""
+
+    items: int
+    changed: int
+    failed_vms: tuple[str, ...]
+    waiting: str | None
+
+    @classmethod
+    def of(cls, outcome: dict[str, Any] | None) -> _Outcome:
+        outcome = outcome or {}
+        items = outcome.get("items", [])
+        return cls(items=len(items), changed=sum(1 for it in items if it.get("changed")),
+                   failed_vms=tuple(it["vm"] for it in items if it.get("vm") and it.get("error")),
+                   waiting=outcome.get("waiting"))
+
+
 class Journal:
     def __init__(self, store: Store, actor: str = "agent") -> None:
         self.store = store
         self.actor = actor
+        self._plan_vms: dict[str, tuple[str, ...]] = {}
+        """Operation id -> the VMs of its plan, for :meth:`view`: a plan is written once, when its
+        operation is created, and is the largest value in the journal (a 1,000-VM plan is over a
+        megabyte of JSON); parsing it on every view made an API poll cost tens of milliseconds."""
+        self._plan_vms_lock = threading.Lock()  # the API's threads share one journal
+        self._outcomes: dict[int, tuple[tuple[Any, ...], _Outcome]] = {}
+        """Step id -> (its signature, what the view takes from its outcome) as last read."""
 
     # ------------------------------------------------------------------ operations
 
@@ -428,43 +476,74 @@ class Journal:
     # ------------------------------------------------------------------------- view
 
     def view(self, op_id: str) -> OperationView:
-        op = self.operation(op_id)
         with self.store.session() as s:
-            # Not the specs: the view does not show them, and they hold every item of the plan.
-            rows = list(s.scalars(select(StepRow).where(StepRow.operation_id == op_id)
-                                  .order_by(StepRow.ordinal).options(defer(StepRow.spec))))
+            op = s.scalars(select(OperationRow).where(OperationRow.id == op_id)
+                           .options(defer(OperationRow.plan))).one_or_none()
+            if op is None:
+                raise NotFoundError(f"no operation {op_id}", operation=op_id)
+            # Columns, not StepRow objects (loading those cost more than the view itself), and not
+            # the specs: the view does not show them. Outcomes only of the steps whose outcome may
+            # have changed since this journal last read them (see _Outcome).
+            rows = s.execute(select(*_VIEW_COLUMNS).where(StepRow.operation_id == op_id)
+                             .order_by(StepRow.ordinal)).all()
+            outcomes: dict[int, _Outcome] = {}
+            stale = []
+            for r in rows:
+                known = self._outcomes.get(r.id)
+                if known is not None and known[0] == _signature(r):
+                    outcomes[r.id] = known[1]
+                else:
+                    stale.append(r.id)
+            fresh = {}
+            for chunk in _chunks(stale):
+                for r in s.execute(select(*_VIEW_COLUMNS, StepRow.outcome).where(StepRow.id.in_(chunk))):
+                    fresh[r.id] = r
+                    outcomes[r.id] = _Outcome.of(r.outcome)
+            # In this session too: each session is a transaction, ended by the lease's fence query.
+            notes = [{"author": n.author, "text": n.text, "at": n.created_at.isoformat()}
+                     for n in s.scalars(select(NoteRow).where(NoteRow.operation_id == op_id).order_by(NoteRow.id))]
+        if len(self._outcomes) + len(fresh) > STEP_OUTCOMES_CACHED:
+            self._outcomes.clear()
+        for r in fresh.values():
+            self._outcomes[r.id] = (_signature(r), outcomes[r.id])
         steps = []
         failed: set[str] = set()
-        touched: set[str] = set()
         waiting = None
-        for r in rows:
-            outcome = r.outcome or {}
-            items = outcome.get("items", [])
-            for it in items:
-                if it.get("vm"):
-                    touched.add(it["vm"])
-                    if it.get("error"):
-                        failed.add(it["vm"])
+        for r in (fresh.get(r.id, r) for r in rows):  # a step re-read is shown as re-read
+            summary = outcomes[r.id]
+            failed.update(summary.failed_vms)
             if r.status == StepStatus.WAITING.value:
-                waiting = outcome.get("waiting")
+                waiting = summary.waiting
             steps.append(StepView(
                 ordinal=r.ordinal, name=r.name, action=r.action, group=r.group_name, target=r.target,
-                status=r.status, attempts=r.attempts, items=len(items),
-                changed=sum(1 for it in items if it.get("changed")), errors=r.errors or [],
-                started_at=r.started_at, finished_at=r.finished_at))
-        plan_vms = [v["name"] for v in (op.plan or {}).get("vms", [])]
+                status=r.status, attempts=r.attempts, items=summary.items, changed=summary.changed,
+                errors=r.errors or [], started_at=r.started_at, finished_at=r.finished_at))
         result = op.result or {}
         failed_vms = sorted(set(result.get("failed_vms", [])) | failed)
-        succeeded = [vm for vm in plan_vms if vm not in failed_vms] if op.status in (
+        succeeded = [vm for vm in self.plan_vms(op_id) if vm not in failed_vms] if op.status in (
             OpStatus.SUCCEEDED.value, OpStatus.PARTIAL.value) else []
         return OperationView(
             id=op.id, kind=op.kind, plan=op.plan_name, status=op.status, mode=op.mode,
             error_policy=op.error_policy, source_site=op.source_site, target_site=op.target_site,
             created_at=op.created_at, finished_at=op.finished_at, steps=steps, failed_vms=failed_vms,
             succeeded_vms=succeeded, waiting_for=waiting,
-            notes=[{"author": n.author, "text": n.text, "at": n.created_at.isoformat()} for n in self.notes(op_id)],
-            parent_id=op.parent_id,
+            notes=notes, parent_id=op.parent_id,
         )
+
+    def plan_vms(self, op_id: str) -> tuple[str, ...]:
+        """The names of the VMs in ``op_id``'s plan, in the plan's order."""
+        with self._plan_vms_lock:
+            cached = self._plan_vms.get(op_id)
+        if cached is not None:
+            return cached
+        with self.store.session() as s:
+            plan = s.scalar(select(OperationRow.plan).where(OperationRow.id == op_id))
+        names = tuple(v["name"] for v in (plan or {}).get("vms", []))
+        with self._plan_vms_lock:
+            if len(self._plan_vms) >= PLAN_VMS_CACHED:
+                self._plan_vms.pop(next(iter(self._plan_vms)))  # the oldest: dicts keep insertion order
+            self._plan_vms[op_id] = names
+        return names
 
 
 def _chunks(values: list, size: int = 500) -> Iterable[list]:
