@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.domain.model import RecoveryPointChoice
 from agent.engine.model import OperationKind
 
 StartableKind = Literal["prepare", "test_failover", "cleanup_test", "planned_failover", "unplanned_failover",
@@ -27,6 +28,9 @@ class StartOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     take_over_dns: bool = False
     """Take over DNS record sets the plan would change that hold data the agent does not manage."""
+    recovery_point: RecoveryPointChoice | None = None
+    """A failover's recovery point: ``latest``, ``latest_app_consistent`` or a replica snapshot's
+    name (default: the recovery plan's ``recovery_point``)."""
 
 
 class StartOperation(BaseModel):
@@ -46,6 +50,7 @@ class Note(BaseModel):
 class Preview(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: StartableKind
+    recovery_point: RecoveryPointChoice | None = None
 
 
 class Step(Open):

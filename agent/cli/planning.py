@@ -10,7 +10,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, echo, err, out, print_json, read_config, reporting
+from agent.cli.app import (
+    EXIT_CODES_HELP,
+    ConfigOption,
+    RecoveryPointOption,
+    app,
+    echo,
+    err,
+    out,
+    print_json,
+    read_config,
+    reporting,
+)
 from agent.cli.sites import open_sites
 from agent.cli.vocabulary import kind_option
 from agent.configfile import LoadedConfig
@@ -212,6 +223,7 @@ def plan(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the plan as JSON on stdout (nothing else goes to stdout).")
     ] = False,
+    recovery_point: RecoveryPointOption = None,
 ) -> None:
     from agent.cli.preview import preview
     from agent.cli.session import open_engine
@@ -219,7 +231,7 @@ def plan(
     with reporting(as_json=as_json):
         loaded = read_config(config)
         with open_engine(loaded) as engine:
-            shown = preview(engine, kind, plan_name)
+            shown = preview(engine, kind, plan_name, recovery_point=recovery_point)
         if as_json:
             print_json(shown.body)
         else:

@@ -98,7 +98,8 @@ def _operation_text(kind: str, plan: Plan, parent: OperationRow | None, status: 
     return "\n".join(lines) + "\n"
 
 
-def preview(engine: Engine, kind: str, plan_name: str, *, strict: bool = False) -> Preview:
+def preview(engine: Engine, kind: str, plan_name: str, *, strict: bool = False,
+            recovery_point: str | None = None) -> Preview:
     """What ``run --kind kind`` of ``plan_name`` would change now (``strict``: refused when the
     plan's state does not allow it; otherwise that is said in the first note)."""
 
@@ -109,7 +110,7 @@ def preview(engine: Engine, kind: str, plan_name: str, *, strict: bool = False) 
     op_kind = OperationKind(kind)
     parent = None
     try:
-        plan = engine.preview(op_kind, plan_name, strict=strict)
+        plan = engine.preview(op_kind, plan_name, strict=strict, recovery_point=recovery_point)
         if kind in FULL_DIFF or kind == "prepare":
             steps = steps_for(op_kind, engine.config, plan, None)
         else:

@@ -162,8 +162,10 @@ def _dns_steps(group: str, changes: list[DnsChange], label: str,
         for (server, zone), cs in by(changes, lambda c: (c.server, c.zone)).items()]
 
 
-def _host_items(vms: list[PlannedVm], target_vm: Callable[[PlannedVm], str]) -> tuple[HostVmItem, ...]:
-    return tuple(HostVmItem(key=v.name, vm=v.name, target_vm=target_vm(v)) for v in vms)
+def _host_items(vms: list[PlannedVm], target_vm: Callable[[PlannedVm], str],
+                with_point: bool = False) -> tuple[HostVmItem, ...]:
+    return tuple(HostVmItem(key=v.name, vm=v.name, target_vm=target_vm(v),
+                            recovery_point=v.recovery_point if with_point else None) for v in vms)
 
 
 def _same_vm(v: PlannedVm) -> str:
@@ -182,8 +184,9 @@ def _power_steps(group: str, label: str, site: str, vms: list[PlannedVm], host_o
 
 def _replicate_steps(group: str, label: str, site: str, vms: list[PlannedVm], host_of: Callable[[PlannedVm], str],
                      replica_action: ReplicaAction) -> list[StepSpec | None]:
+    with_point = replica_action in ("failover", "start_test")
     return [step(f"{group}/{label}/{host}", "hyperv.replicate", host, ReplicateArgs(
-        site=site, host=host, items=_host_items(vs, _same_vm), replica_action=replica_action), group)
+        site=site, host=host, items=_host_items(vs, _same_vm, with_point), replica_action=replica_action), group)
         for host, vs in by(vms, host_of).items()]
 
 

@@ -20,6 +20,7 @@ from agent.domain.matching import same_name
 from agent.domain.model import Inventory, RecordType, Replication, VirtualMachine
 from agent.domain.plan import Change, DnsChange, Plan, PlanKind, ReserveIp
 from agent.domain.planning import build_plan, host_name
+from agent.domain.recovery import LATEST
 from agent.domain.validation import PlanRefused, unknown_plan
 from agent.engine.actions.dns import dns_snapshot_key
 from agent.engine.compensation import can_compensate_again, compensate, undo_of
@@ -78,6 +79,21 @@ FOLLOW_UP_OF: dict[OperationKind, tuple[OperationKind, ...]] = {
 ALLOCATION_SCOPE = ("prepare",)
 
 
+POINTED = (OperationKind.TEST_FAILOVER, *FAILOVER_KINDS)
+"""The kinds that fail VMs over to a recovery point (``agent.domain.recovery``)."""
+
+
+def refuse_point_for(kind: OperationKind, recovery_point: str | None) -> None:
+    if recovery_point is not None and kind not in POINTED:
+        raise RefusedError(f"a recovery point is chosen for a test, planned or unplanned failover or a failback, "
+                           f"not for a {kind.value}", kind=kind.value, recovery_point=recovery_point)
+
+
+def point_for(kind: OperationKind, recovery_point: str | None) -> str | None:
+    """What a kind's plan resolves: a prepare moves no VM, so no recovery point can refuse it."""
+    return recovery_point if kind in POINTED else LATEST
+
+
 class PlanChanged(RefusedError):
     code = "plan_changed"
 
@@ -113,12 +129,13 @@ class Engine:
         return gather_inventory(self.config, ports, dns_purpose="test" if kind == "test" else "production",
                                 memory=self.journal, fallback=kind == "unplanned")
 
-    def plan(self, plan_name: str, kind: PlanKind) -> Plan:
-        return self._plan(plan_name, kind)[0]
+    def plan(self, plan_name: str, kind: PlanKind, recovery_point: str | None = None) -> Plan:
+        return self._plan(plan_name, kind, recovery_point=recovery_point)[0]
 
-    def _plan(self, plan_name: str, kind: PlanKind, inventory: Inventory | None = None) -> tuple[Plan, Inventory]:
+    def _plan(self, plan_name: str, kind: PlanKind, inventory: Inventory | None = None,
+              recovery_point: str | None = None) -> tuple[Plan, Inventory]:
         inventory = inventory if inventory is not None else self.inventory(kind)
-        plan = build_plan(self.config, inventory, plan_name, kind)
+        plan = build_plan(self.config, inventory, plan_name, kind, recovery_point)
         if inventory.stale:
             plan = replace(plan, notes=(*plan.notes, *inventory.stale), _checksum=[])
         return plan, inventory
@@ -126,13 +143,16 @@ class Engine:
     # --------------------------------------------------------------------- operations
 
     def create(self, kind: OperationKind, plan_name: str | None = None, *, parent_id: str | None = None,
-               requested_by: str = "cli", expect_checksum: str | None = None, take_over: bool = False) -> str:
+               requested_by: str = "cli", expect_checksum: str | None = None, take_over: bool = False,
+               recovery_point: str | None = None) -> str:
         """Record a new operation with its steps (nothing outside changes yet).
 
         ``take_over``: the operator takes over DNS record sets the plan would change that hold
-        data the agent does not manage (refused otherwise, naming them)."""
+        data the agent does not manage (refused otherwise, naming them). ``recovery_point``: a
+        failover's (``agent.domain.recovery``; None: the recovery plan's ``recovery_point``)."""
         if kind == OperationKind.CANCEL:
             raise RefusedError("cancel an operation with Engine.cancel(operation id)")
+        refuse_point_for(kind, recovery_point)
         if kind in FOLLOW_UP_OF:
             parent = self._parent(kind, plan_name, parent_id)
             if kind != OperationKind.CLEANUP_TEST:
@@ -153,7 +173,7 @@ class Engine:
             inventory = self.inventory(PLAN_KIND[kind])
             if self.config.plan(plan_name) is not None:  # else the planner says it is unknown
                 self._refuse_if_in_progress(kind, self.status(plan_name, inventory))
-            plan, inventory = self._plan(plan_name, PLAN_KIND[kind], inventory)
+            plan, inventory = self._plan(plan_name, PLAN_KIND[kind], inventory, point_for(kind, recovery_point))
             if kind == OperationKind.FAILBACK:
                 plan = self._restore_original_dns(plan)
             if expect_checksum and plan.checksum() != expect_checksum:
@@ -341,7 +361,8 @@ class Engine:
                                      new_values=tuple(sorted(snap.data["values"])), vm=vm_of.get(name, "")))
         return replace(plan, changes=Plan.sort_changes(changes), _checksum=[])
 
-    def preview(self, kind: OperationKind, plan_name: str, *, strict: bool = False) -> Plan:
+    def preview(self, kind: OperationKind, plan_name: str, *, strict: bool = False,
+                recovery_point: str | None = None) -> Plan:
         """The plan ``create(kind, plan_name)`` would execute if called now, for an operator to
         review; pass its checksum as ``expect_checksum`` to execute exactly that plan. Follow-up
         kinds (cleanup, commit, reverse) execute the stored plan of the operation they follow:
@@ -351,6 +372,7 @@ class Engine:
         if kind == OperationKind.CANCEL:
             raise RefusedError("a cancel undoes the operation it follows: 'failover-agent ops cancel OP' shows "
                                "what it would undo")
+        refuse_point_for(kind, recovery_point)
         full = self.config.agent.mode == "full"
         if kind in FOLLOW_UP_OF:
             parent = self._parent(kind, plan_name, None)
@@ -366,7 +388,7 @@ class Engine:
             if refused is not None and strict:
                 raise refused
             try:
-                plan = self._plan(plan_name, PLAN_KIND[kind], inventory)[0]
+                plan = self._plan(plan_name, PLAN_KIND[kind], inventory, point_for(kind, recovery_point))[0]
             except RefusedError:
                 # The state says why better than the planner tripping over its consequences.
                 if refused is not None:

@@ -121,6 +121,8 @@ class HostVmItem(Item):
     vm: str
     target_vm: str
     """The VM acted on: the VM itself, or its test VM."""
+    recovery_point: str | None = None
+    """A failover or test failover: the replica snapshot it comes up from (None: the latest)."""
 
 
 class PowerArgs(StepArgs):

@@ -130,5 +130,5 @@ def plans(s: ServedDep, _c: Read, refresh: Refresh = False) -> dict[str, Any]:
 def preview(name: str, body: Preview, s: ServedDep, _c: Read) -> dict[str, Any]:
     if s.config.plan(name) is None:
         raise NotFoundError(f"no recovery plan named {name!r} in the config", plan=name)
-    plan = s.engine.preview(OperationKind(body.kind), name)
+    plan = s.engine.preview(OperationKind(body.kind), name, recovery_point=body.recovery_point)
     return {**plan.to_json(), "operation_kind": body.kind}

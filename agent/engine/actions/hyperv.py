@@ -130,7 +130,10 @@ def replicate(ctx: ActionContext, args: ReplicateArgs) -> StepResult:
         reps = ctx.call(f"hyperv.get_replications@{host}", lambda: hv.get_replications(host, [it.vm for it in items]))
         return {r.vm for r in reps if r.test_vm}
 
-    return _on_host(ctx, args, f"hyperv.replicate.{what}", lambda hv, host, vms: hv.replicate(host, what, vms),
+    points = {it.target_vm: it.recovery_point for it in args.items if it.recovery_point is not None}
+    return _on_host(ctx, args, f"hyperv.replicate.{what}",
+                    lambda hv, host, vms: hv.replicate(host, what, vms, {v: points[v] for v in vms if v in points}
+                                                       or None),
                     already_done=test_vm_exists if what == "start_test" else None)
 
 
