@@ -15,7 +15,7 @@ from agent.domain.model import RecoveryPointChoice
 from agent.engine.model import OperationKind
 
 StartableKind = Literal["prepare", "test_failover", "cleanup_test", "planned_failover", "unplanned_failover",
-                        "commit", "reverse", "failback"]
+                        "commit", "reverse", "failback", "change_recovery_point"]
 PlanKindName = Literal["test", "planned", "unplanned"]
 assert set(StartableKind.__args__) == {k.value for k in OperationKind} - {"cancel"}  # type: ignore[attr-defined]
 

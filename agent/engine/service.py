@@ -45,6 +45,7 @@ from agent.engine.planstate import (  # the refusals are caught from here too
     refusal,
 )
 from agent.engine.poollock import allocation_lock
+from agent.engine.repoint import repoint
 from agent.engine.retrying import retrying_ports
 from agent.engine.runner import HostLimits, Runner
 from agent.engine.store import OperationRow, Store, StoreUnavailable, store_error, utcnow
@@ -69,6 +70,7 @@ FOLLOW_UP_OF: dict[OperationKind, tuple[OperationKind, ...]] = {
     OperationKind.CLEANUP_TEST: (OperationKind.TEST_FAILOVER,),
     OperationKind.COMMIT: FAILOVER_KINDS,
     OperationKind.REVERSE: FAILOVER_KINDS,
+    OperationKind.CHANGE_RECOVERY_POINT: FAILOVER_KINDS,
 }
 
 # Address allocation is serialised in the store (``agent.engine.poollock``), across processes: a
@@ -79,14 +81,15 @@ FOLLOW_UP_OF: dict[OperationKind, tuple[OperationKind, ...]] = {
 ALLOCATION_SCOPE = ("prepare",)
 
 
-POINTED = (OperationKind.TEST_FAILOVER, *FAILOVER_KINDS)
+POINTED = (OperationKind.TEST_FAILOVER, *FAILOVER_KINDS, OperationKind.CHANGE_RECOVERY_POINT)
 """The kinds that fail VMs over to a recovery point (``agent.domain.recovery``)."""
 
 
 def refuse_point_for(kind: OperationKind, recovery_point: str | None) -> None:
     if recovery_point is not None and kind not in POINTED:
-        raise RefusedError(f"a recovery point is chosen for a test, planned or unplanned failover or a failback, "
-                           f"not for a {kind.value}", kind=kind.value, recovery_point=recovery_point)
+        raise RefusedError(f"a recovery point is chosen for a test, planned or unplanned failover, a failback or "
+                           f"a change_recovery_point, not for a {kind.value}", kind=kind.value,
+                           recovery_point=recovery_point)
 
 
 def point_for(kind: OperationKind, recovery_point: str | None) -> str | None:
@@ -157,14 +160,16 @@ class Engine:
             parent = self._parent(kind, plan_name, parent_id)
             if kind != OperationKind.CLEANUP_TEST:
                 self._refuse_if_in_progress(kind, self.status(parent.plan_name))
-            if expect_checksum and parent.plan_checksum != expect_checksum:
+            plan = self._followed_plan(kind, parent, recovery_point)
+            # A change of point pins its own plan (the failover's, repointed); the others their parent's.
+            pinned = plan.checksum() if kind == OperationKind.CHANGE_RECOVERY_POINT else parent.plan_checksum
+            if expect_checksum and pinned != expect_checksum:
                 raise PlanChanged(
                     f"the {kind.value} of plan {parent.plan_name} would follow {parent.id}, whose plan is "
-                    f"{parent.plan_checksum}, not the reviewed {expect_checksum}; preview it again",
-                    plan=parent.plan_name, expected=expect_checksum, actual=parent.plan_checksum)
+                    f"{pinned}, not the reviewed {expect_checksum}; preview it again",
+                    plan=parent.plan_name, expected=expect_checksum, actual=pinned)
             if kind == OperationKind.CLEANUP_TEST:
                 self._supersede_test(parent, actor=requested_by)
-            plan = plan_from_json(parent.plan)
             steps = steps_for(kind, self.config, plan, parent.id)
             parent_id = parent.id
         else:
@@ -380,7 +385,7 @@ class Engine:
                 kind, self.status(parent.plan_name), full_mode=full)
             if refused is not None and strict:
                 raise refused
-            plan = plan_from_json(parent.plan)
+            plan = self._followed_plan(kind, parent, recovery_point)
         else:
             inventory = self.inventory(PLAN_KIND[kind])
             refused = None if self.config.plan(plan_name) is None else refusal(
@@ -400,11 +405,18 @@ class Engine:
             plan = replace(plan, notes=(f"refused now: {refused.message}", *plan.notes))
         return plan
 
-    def follow_up(self, kind: OperationKind, plan_name: str) -> tuple[OperationRow, list[StepSpec]]:
-        """The operation a cleanup, commit or reverse of ``plan_name`` would follow, and the
-        steps it would run: what it will change, for an operator to review."""
+    def follow_up(self, kind: OperationKind, plan_name: str,
+                  recovery_point: str | None = None) -> tuple[OperationRow, list[StepSpec]]:
+        """The operation a cleanup, commit, reverse or change of recovery point of ``plan_name``
+        would follow, and the steps it would run: what it will change, for an operator to review."""
         parent = self._parent(kind, plan_name, None)
-        return parent, steps_for(kind, self.config, plan_from_json(parent.plan), parent.id)
+        return parent, steps_for(kind, self.config, self._followed_plan(kind, parent, recovery_point), parent.id)
+
+    def _followed_plan(self, kind: OperationKind, parent: OperationRow, recovery_point: str | None) -> Plan:
+        plan = plan_from_json(parent.plan)
+        if kind != OperationKind.CHANGE_RECOVERY_POINT:
+            return plan
+        return repoint(plan, recovery_point, retrying_ports(self.ports, self.config.policies.retry, self.runner.sleep))
 
     def cancel_steps(self, op_id: str) -> list[StepSpec]:
         """The steps cancelling ``op_id`` would run to undo it (the compensation

@@ -18,7 +18,7 @@ from agent.domain.plan import render_diff
 from agent.domain.validation import PlanRefused
 from agent.engine.model import OperationKind
 from agent.engine.planio import plan_from_json
-from agent.errors import RefusedError
+from agent.errors import NotFoundError, RefusedError
 from tests.rigs import CONFIG_DIR, DEMO_PLAN, Rig, Templates, copy_demo
 
 VMS = ("sql01", "app01", "app02", "web01")
@@ -180,3 +180,70 @@ def test_a_point_that_went_away_after_planning_fails_that_vm_and_says_which(rig:
     reps = replications(rig)
     assert reps["app01"]["state"] == "Replicating"
     assert reps["sql01"]["failover_point"] == "before-patch"
+
+
+# ------------------------------------------------------------------- changing it after failover
+
+
+def test_the_point_changes_after_failover_until_the_commit(rig: Rig) -> None:
+    failover = rig.start(OperationKind.UNPLANNED_FAILOVER)
+    assert failover.status == "succeeded", failover.errors
+    after_failover = rig.world.snapshot()["vms"]["contoso-west"]["sql01"]["nics"][0]["ip"]
+    assert after_failover
+    shown = rig.engine.preview(OperationKind.CHANGE_RECOVERY_POINT, DEMO_PLAN, recovery_point="before-patch",
+                               strict=True)
+    assert {v.recovery_point for v in shown.vms} == {"before-patch"}
+    changed = rig.start(OperationKind.CHANGE_RECOVERY_POINT, recovery_point="before-patch",
+                        expect_checksum=shown.checksum())
+    assert changed.status == "succeeded", changed.errors
+    reps = replications(rig)
+    assert {vm: (reps[vm]["state"], reps[vm]["failover_point"]) for vm in VMS} == dict.fromkeys(
+        VMS, ("FailedOverWaitingCompletion", "before-patch"))
+    west = rig.world.snapshot()["vms"]["contoso-west"]
+    # Up again at the recovery site, with the failover's addresses (its failover IPs stayed).
+    assert {vm: west[vm]["power"] for vm in VMS} == dict.fromkeys(VMS, "Running")
+    assert west["sql01"]["nics"][0]["ip"] == after_failover
+    actions = [(r.name.split("/")[1], r.action) for r in rig.engine.journal.steps(changed.id)]
+    assert actions[:3] == [("stop-failover", "hyperv.replicate"), ("failover", "hyperv.replicate"),
+                           ("start", "hyperv.power")]
+    assert failover_items(rig, changed.id, "failover") == dict.fromkeys(VMS, "before-patch")
+    # And back to the latest state, still before the commit.
+    again = rig.start(OperationKind.CHANGE_RECOVERY_POINT, recovery_point="latest")
+    assert again.status == "succeeded", again.errors
+    assert {replications(rig)[vm]["failover_point"] for vm in VMS} == {None}
+    # The commit follows the failover, whatever point it came to.
+    assert rig.start(OperationKind.COMMIT).status == "succeeded"
+    with pytest.raises(RefusedError, match="commit removed its other recovery points"):
+        rig.engine.create(OperationKind.CHANGE_RECOVERY_POINT, DEMO_PLAN, recovery_point="before-patch")
+
+
+def test_a_change_is_refused_before_a_failover_and_without_a_point(rig: Rig) -> None:
+    with pytest.raises(NotFoundError, match="a failover comes first"):
+        rig.engine.create(OperationKind.CHANGE_RECOVERY_POINT, DEMO_PLAN, recovery_point="before-patch")
+    assert rig.start(OperationKind.PLANNED_FAILOVER).status == "succeeded"
+    with pytest.raises(RefusedError, match="names the point"):
+        rig.engine.create(OperationKind.CHANGE_RECOVERY_POINT, DEMO_PLAN)
+    before = rig.world.snapshot()
+    with pytest.raises(PlanRefused) as refused:
+        rig.engine.create(OperationKind.CHANGE_RECOVERY_POINT, DEMO_PLAN, recovery_point="no-such-point")
+    assert set(refused.value.codes) == {"recovery_point_not_found"}
+    assert rig.world.snapshot() == before
+
+
+def test_a_change_resumed_after_a_crash_ends_with_every_vm_up_on_the_new_point(
+        rig: Rig) -> None:
+    from tests.rigs import Killed, kill_at
+
+    assert rig.start(OperationKind.PLANNED_FAILOVER).status == "succeeded"
+    op_id = rig.engine.create(OperationKind.CHANGE_RECOVERY_POINT, DEMO_PLAN, recovery_point="before-patch")
+    first_failover = next(r.name for r in rig.engine.journal.steps(op_id) if r.name.split("/")[1] == "failover")
+    rig.restart(crash_hook=kill_at("acted", first_failover))
+    with pytest.raises(Killed):
+        rig.engine.run(op_id)
+    rig.restart()
+    [view] = [v for v in rig.resume_all() if v.id == op_id]
+    assert view.status == "succeeded", view.errors
+    reps = replications(rig)
+    assert {reps[vm]["failover_point"] for vm in VMS} == {"before-patch"}
+    west = rig.world.snapshot()["vms"]["contoso-west"]
+    assert {west[vm]["power"] for vm in VMS} == {"Running"}
