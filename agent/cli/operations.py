@@ -156,7 +156,8 @@ def run_operation(
             "in isolated networks. cleanup_test (cleanup): undo the last test failover. "
             "planned_failover (planned): source VMs shut down first, no data loss. "
             "unplanned_failover (unplanned): the primary site is lost. commit: make a failover "
-            "final. reverse: replicate back to the old primary. failback: return to it.",
+            "final. reverse: replicate back to the old primary. failback: return to it. change_recovery_point: "
+            "before the commit, bring failed-over VMs up from another --recovery-point.",
         ),
     ],
     config: ConfigOption = None,

@@ -216,7 +216,7 @@ def plan(
             callback=kind_option,
             help="test: a drill in isolated networks, production untouched. planned: source VMs "
             "shut down first, no data loss. unplanned: the primary site is lost. Also prepare, "
-            "cleanup, commit, reverse, failback (as 'run --kind').",
+            "cleanup, commit, reverse, failback, change_recovery_point (as 'run --kind').",
         ),
     ],
     config: ConfigOption = None,
