@@ -444,6 +444,9 @@ def _pruned(value: Any) -> Any:
     return value
 
 
+_OPTIONAL_REPLICATION = frozenset({"recovery_points", "failover_point"})
+
+
 def snapshot(st: State) -> dict[str, Any]:
     """A canonical, comparable copy of everything the ports can observe or change."""
 
@@ -459,7 +462,10 @@ def snapshot(st: State) -> dict[str, Any]:
             "pools": _pruned(st["pools"]),
             "grants": _pruned(st["grants"]),
             "vms": _pruned(vms),
-            "replications": st["replications"],
+            # Recovery points and the point used only when there are: the dumps of states written
+            # before they were modelled stay equal to what those states still are.
+            "replications": {vm: {k: v for k, v in r.items() if v or k not in _OPTIONAL_REPLICATION}
+                             for vm, r in st["replications"].items()},
             "failover_configs": _pruned(st["failover"]),
             "record_sets": st["dns"],
             "routes": st["routers"],
