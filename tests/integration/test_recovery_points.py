@@ -248,3 +248,21 @@ def test_a_change_resumed_after_a_crash_ends_with_every_vm_up_on_the_new_point(
     assert {reps[vm].get("failover_point") for vm in VMS} == {"before-patch"}
     west = rig.world.snapshot()["vms"]["contoso-west"]
     assert {west[vm]["power"] for vm in VMS} == {"Running"}
+
+
+def test_vms_moved_by_hand_after_the_change_was_created_fail_alone_saying_why(rig: Rig) -> None:
+    assert rig.start(OperationKind.UNPLANNED_FAILOVER).status == "succeeded"
+    op_id = rig.engine.create(OperationKind.CHANGE_RECOVERY_POINT, DEMO_PLAN, recovery_point="before-patch")
+    west, east = rig.ports.hyperv["contoso-west"], rig.ports.hyperv["contoso-east"]
+    west.replicate("hv-west-01", "complete", ["sql01"])  # committed by hand meanwhile
+    west.replicate("hv-west-01", "cancel", ["app01"])  # and app01 taken back to a prepared failover
+    east.set_power("hv-east-01", "stop", ["app01"])
+    east.replicate("hv-east-01", "prepare", ["app01"])
+    view = rig.through_pauses(rig.engine.run(op_id))
+    assert view.status == "partially_succeeded"
+    errors = {e["vm"]: e for e in view.errors}
+    assert errors["sql01"]["code"] == "failover_completed" and "cannot change" in errors["sql01"]["message"]
+    assert "prepared for failover, not failed over" in errors["app01"]["message"]
+    reps = replications(rig)
+    assert {vm: reps[vm].get("failover_point") for vm in ("app02", "web01")} == dict.fromkeys(
+        ("app02", "web01"), "before-patch")
