@@ -536,7 +536,7 @@ def _next_steps(sess: Session, view: OperationView) -> list[str]:
     if view.failed_vms:
         hints.append("The VMs that failed need attention (the errors above; "
                      f"{command_line(loaded, f'ops show {op}')}).")
-    if view.kind in REAL_FAILOVERS:
+    if view.kind in (*REAL_FAILOVERS, "change_recovery_point"):
         hints.append("Once the VMs are checked, make it final: "
                      f"{command_line(loaded, f'run --plan {plan} --kind commit')}")
     elif view.kind == "commit":

@@ -57,6 +57,10 @@ def test_plan_shows_the_point_and_run_fails_over_to_it_then_changes_it(config: s
                       "latest_app_consistent", "--yes", "--json", "--config", config)
     assert changed.exit_code == EXIT_OK, changed.output
     assert json.loads(changed.stdout)["kind"] == "change_recovery_point"
+    back = run_cli("run", "--plan", DEMO_PLAN, "--kind", "change-point", "--recovery-point", "latest", "--yes",
+                   "--config", config)
+    assert back.exit_code == EXIT_OK, back.output
+    assert "make it final" in back.output and "--kind commit" in back.output
 
 
 def test_a_point_a_replica_lacks_exits_2_naming_it(config: str) -> None:
