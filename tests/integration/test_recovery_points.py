@@ -266,3 +266,14 @@ def test_vms_moved_by_hand_after_the_change_was_created_fail_alone_saying_why(ri
     reps = replications(rig)
     assert {vm: reps[vm].get("failover_point") for vm in ("app02", "web01")} == dict.fromkeys(
         ("app02", "web01"), "before-patch")
+
+
+
+def test_network_only_shows_the_orchestrator_which_point_to_use(tmp_path: Path, new_rig: Callable[..., Rig]) -> None:
+    def network_only(data: dict[str, Any]) -> None:
+        data["agent"]["mode"] = "network-only"
+
+    rig = new_rig(Templates.build(copy_demo(tmp_path / "cfg", edit=network_only, inventory=inventory_with_points())))
+    named = rig.engine.plan(DEMO_PLAN, "planned", recovery_point="before-patch")
+    assert any("orchestrator fails the VMs over; have it use recovery point before-patch" in n for n in named.notes)
+    assert not any("orchestrator" in n for n in rig.engine.plan(DEMO_PLAN, "planned").notes)
