@@ -22,7 +22,7 @@ from agent.configrules import Model, PreflightInterval, SafePath, TestFailoverAg
 from agent.configsecrets import SecretRef, SecretUnavailable  # noqa: F401  (imported from here)
 from agent.dns.names import configured_host_name, derive_host_name
 from agent.domain.matching import Names, fold
-from agent.domain.model import Address, Name, Prefix
+from agent.domain.model import Address, Name, Prefix, RecoveryPointChoice
 
 # -------------------------------------------------------------------------------- sites
 
@@ -376,6 +376,9 @@ class Group(Model):
 class RecoveryPlan(Model):
     name: Name
     groups: list[Group] = Field(min_length=1)
+    recovery_point: RecoveryPointChoice = "latest"
+    """The recovery point its failovers use unless the operation names one: ``latest``,
+    ``latest_app_consistent``, or the name of a replica snapshot (``agent.domain.recovery``)."""
 
     @property
     def vms(self) -> list[str]:

@@ -180,8 +180,11 @@ def _read_hosts(
                 reps += one_reps
                 cfgs += one_cfgs
         for rep in reps:
-            # Both ends of a relationship report it; keep one.
-            replications.setdefault((rep.vm, rep.primary_site, rep.replica_site), rep)
+            # Both ends of a relationship report it; keep one: the replica host's, which alone
+            # lists the recovery points.
+            key = (rep.vm, rep.primary_site, rep.replica_site)
+            if key not in replications or host == rep.replica_host:
+                replications[key] = rep
         configs += cfgs
     return list(replications.values()), configs, unreadable
 

@@ -227,7 +227,8 @@ class HyperV(Protocol):
         """The replication relationship of each VM (``not_found`` VMs are left out)."""
         ...
 
-    def replicate(self, host: str, action: ReplicaAction, vms: Sequence[str]) -> list[ItemResult[Replication]]:
+    def replicate(self, host: str, action: ReplicaAction, vms: Sequence[str],
+                  points: Mapping[str, str] | None = None) -> list[ItemResult[Replication]]:
         """Move each VM's Hyper-V Replica state machine one step::
 
             Replicating --prepare--> PreparedForFailover --failover--> FailedOverWaitingCompletion
@@ -237,6 +238,10 @@ class HyperV(Protocol):
             Replicating --start_test--> Replicating + test VM --stop_test--> Replicating
 
         Idempotent: an action whose target state already holds is ``changed=False``.
+
+        ``points``: for ``failover`` and ``start_test``, the recovery point (replica snapshot
+        name) each VM comes up from; a VM not named uses its latest state. A point the replica
+        does not hold is ``not_found`` for that VM.
         """
         ...
 

@@ -11,10 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.domain.model import RecoveryPointChoice
 from agent.engine.model import OperationKind
 
 StartableKind = Literal["prepare", "test_failover", "cleanup_test", "planned_failover", "unplanned_failover",
-                        "commit", "reverse", "failback"]
+                        "commit", "reverse", "failback", "change_recovery_point"]
 PlanKindName = Literal["test", "planned", "unplanned"]
 assert set(StartableKind.__args__) == {k.value for k in OperationKind} - {"cancel"}  # type: ignore[attr-defined]
 
@@ -30,6 +31,9 @@ class StartOptions(BaseModel):
     confirmed: Literal["yes", "terminal"] | None = None
     """How the caller's operator confirmed a change to production (``--yes``, or an answer at the
     terminal after the preview), for the audit trail (``operation.confirmed``)."""
+    recovery_point: RecoveryPointChoice | None = None
+    """A failover's recovery point: ``latest``, ``latest_app_consistent`` or a replica snapshot's
+    name (default: the recovery plan's ``recovery_point``)."""
 
 
 class StartOperation(BaseModel):
@@ -51,6 +55,7 @@ class Preview(BaseModel):
     kind: StartableKind
     strict: bool = False
     """Refuse (409) a kind the plan's state does not allow now; otherwise its first note says so."""
+    recovery_point: RecoveryPointChoice | None = None
 
 
 class Step(Open):

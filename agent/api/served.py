@@ -92,11 +92,13 @@ class Served:
     # ------------------------------------------------------------------- operations
 
     def start(self, kind: OperationKind, plan: str | None, *, caller: str, checksum: str | None,
-              take_over: bool, idempotency_key: str | None) -> Started:
+              take_over: bool, idempotency_key: str | None, recovery_point: str | None = None) -> Started:
         """Create an operation (refused with nothing recorded if it cannot apply) and run it
         in a worker. With an Idempotency-Key, the same request again gets the same operation."""
         self.require_leader()
-        request_hash = _request_hash(kind.value, plan, checksum, take_over)
+        # The point only when named: the keys of requests recorded before it existed still match.
+        named = [recovery_point] if recovery_point else []
+        request_hash = _request_hash(kind.value, plan, checksum, take_over, *named)
         with self._create_lock:  # one creation at a time: a retry waits, then finds the key
             if idempotency_key is not None:
                 earlier = self._earlier(caller, idempotency_key, request_hash)
@@ -105,7 +107,7 @@ class Served:
 
             def create() -> str:
                 return self.engine.create(kind, plan, requested_by=caller, expect_checksum=checksum,
-                                          take_over=take_over)
+                                          take_over=take_over, recovery_point=recovery_point)
 
             op_id = self._create_and_run(kind, create)
             if idempotency_key is not None:

@@ -103,6 +103,17 @@ ConfigOption = Annotated[
         show_default=False,
     ),
 ]
+RecoveryPointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--recovery-point",
+        metavar="POINT",
+        help="The recovery point a test, planned or unplanned failover (or failback) brings each VM up "
+        "from: latest (each VM's latest state), latest_app_consistent, or the name of a replica "
+        "snapshot. Default: the recovery plan's recovery_point (latest when it names none).",
+        show_default=False,
+    ),
+]
 
 
 # -------------------------------------------------------------------------- plumbing

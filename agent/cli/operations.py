@@ -20,6 +20,7 @@ from agent.cli.app import (
     EXIT_OK,
     EXIT_REFUSED,
     ConfigOption,
+    RecoveryPointOption,
     app,
     out,
     print_json,
@@ -160,7 +161,8 @@ def run_operation(
             "in isolated networks. cleanup_test (cleanup): undo the last test failover. "
             "planned_failover (planned): source VMs shut down first, no data loss. "
             "unplanned_failover (unplanned): the primary site is lost. commit: make a failover "
-            "final. reverse: replicate back to the old primary. failback: return to it.",
+            "final. reverse: replicate back to the old primary. failback: return to it. change_recovery_point: "
+            "before the commit, bring failed-over VMs up from another --recovery-point.",
         ),
     ],
     config: ConfigOption = None,
@@ -180,6 +182,7 @@ def run_operation(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the operation's final state as JSON on stdout, no progress.")
     ] = False,
+    recovery_point: RecoveryPointOption = None,
 ) -> None:
     with reporting(as_json=as_json):
         if (agent := remote_agent(config)) is not None:
@@ -194,8 +197,8 @@ def run_operation(
             resume_unfinished(sess)
             expect = checksum
             if kind in CONFIRMED:
-                expect = review(sess, kind, plan_name, yes=yes, checksum=checksum)
-            op_id = create_operation(sess, kind, plan_name, expect, take_over=take_over)
+                expect = review(sess, kind, plan_name, yes=yes, checksum=checksum, recovery_point=recovery_point)
+            op_id = create_operation(sess, kind, plan_name, expect, take_over=take_over, recovery_point=recovery_point)
             if kind in CONFIRMED:  # who let it change production, and how
                 sess.journal.store.audit(actor=current_user(), action="operation.confirmed", operation_id=op_id,
                                          target=plan_name, details={"by": "--yes" if yes else "answer at the terminal",

@@ -10,7 +10,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from agent.cli.app import EXIT_CODES_HELP, ConfigOption, app, echo, err, out, print_json, read_config, reporting
+from agent.cli.app import (
+    EXIT_CODES_HELP,
+    ConfigOption,
+    RecoveryPointOption,
+    app,
+    echo,
+    err,
+    out,
+    print_json,
+    read_config,
+    reporting,
+)
 from agent.cli.sites import open_sites
 from agent.cli.vocabulary import kind_option
 from agent.configfile import LoadedConfig
@@ -216,13 +227,14 @@ def plan(
             callback=kind_option,
             help="test: a drill in isolated networks, production untouched. planned: source VMs "
             "shut down first, no data loss. unplanned: the primary site is lost. Also prepare, "
-            "cleanup, commit, reverse, failback (as 'run --kind').",
+            "cleanup, commit, reverse, failback, change_recovery_point (as 'run --kind').",
         ),
     ],
     config: ConfigOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the plan as JSON on stdout (nothing else goes to stdout).")
     ] = False,
+    recovery_point: RecoveryPointOption = None,
 ) -> None:
     from agent.cli.preview import preview
     from agent.cli.remote import remote_agent
@@ -236,7 +248,7 @@ def plan(
             return
         loaded = read_config(config)
         with open_engine(loaded) as engine:
-            shown = preview(engine, kind, plan_name)
+            shown = preview(engine, kind, plan_name, recovery_point=recovery_point)
         if as_json:
             print_json(shown.body)
         else:

@@ -51,6 +51,9 @@ def _what(kind: str, plan: Plan, parent: OperationRow | None) -> str:
                   "and gives the DNS records it wrote their original TTL back",
         "reverse": f"reverses replication after {follows}: the VMs at {plan.target_site} replicate back to "
                    f"{plan.source_site}, then addresses are reserved at {plan.source_site} for the way back",
+        "change_recovery_point": f"brings the VMs of {follows} up from recovery point {plan.recovery_point} "
+                                 f"at {plan.target_site}: each pending failover is stopped (the replica turns off), "
+                                 "failed over again to that point and started; failover IPs, routes and DNS stay",
         "cancel": f"undoes {follows}: Hyper-V Replica failovers cancelled where each VM's replication is, "
                   f"the source VMs at {plan.source_site} that were running started again, failover IPs, "
                   "routes and DNS records put back from their snapshots (reservations are kept)",
@@ -98,7 +101,8 @@ def _operation_text(kind: str, plan: Plan, parent: OperationRow | None, status: 
     return "\n".join(lines) + "\n"
 
 
-def preview(engine: Engine, kind: str, plan_name: str, *, strict: bool = False) -> Preview:
+def preview(engine: Engine, kind: str, plan_name: str, *, strict: bool = False,
+            recovery_point: str | None = None) -> Preview:
     """What ``run --kind kind`` of ``plan_name`` would change now (``strict``: refused when the
     plan's state does not allow it; otherwise that is said in the first note)."""
 
@@ -109,11 +113,11 @@ def preview(engine: Engine, kind: str, plan_name: str, *, strict: bool = False) 
     op_kind = OperationKind(kind)
     parent = None
     try:
-        plan = engine.preview(op_kind, plan_name, strict=strict)
+        plan = engine.preview(op_kind, plan_name, strict=strict, recovery_point=recovery_point)
         if kind in FULL_DIFF or kind == "prepare":
             steps = steps_for(op_kind, engine.config, plan, None)
         else:
-            parent, steps = engine.follow_up(op_kind, plan_name)
+            parent, steps = engine.follow_up(op_kind, plan_name, recovery_point)
         step_lines, step_body = _steps(steps)
         text = render_diff(plan) if kind in FULL_DIFF else \
             _operation_text(kind, plan, parent, engine.status(plan.plan), step_lines)

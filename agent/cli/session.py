@@ -427,7 +427,8 @@ def resume_unfinished(sess: Session) -> None:
     sess.say()
 
 
-def review(sess: Session, kind: str, plan_name: str, *, yes: bool, checksum: str | None) -> str | None:
+def review(sess: Session, kind: str, plan_name: str, *, yes: bool, checksum: str | None,
+           recovery_point: str | None = None) -> str | None:
     """An operation that changes production is previewed and confirmed before anything changes;
     returns the checksum to pin it to (the plan the operator saw or named)."""
 
@@ -436,7 +437,7 @@ def review(sess: Session, kind: str, plan_name: str, *, yes: bool, checksum: str
 
     if yes and checksum is None:
         return None  # reviewed elsewhere (or accepted blind, as asked): plan once, at create
-    shown = preview(sess.engine, kind, plan_name, strict=True)
+    shown = preview(sess.engine, kind, plan_name, strict=True, recovery_point=recovery_point)
     actual = shown.checksum
     if checksum is not None and checksum != actual:
         raise PlanChanged(f"the plan for {plan_name} changed since it was reviewed (reviewed {checksum}, "
@@ -486,7 +487,7 @@ def _confirm(sess: Operator, shown: Callable[[], str], question: str, needs: str
 
 
 def create_operation(sess: Session, kind: str, plan_name: str, expect: str | None, *,
-                     take_over: bool = False) -> str:
+                     take_over: bool = False, recovery_point: str | None = None) -> str:
     """A new operation in the store (its id); a VM already busy, or nothing to follow up, is
     refused with the command that would clear the way."""
 
@@ -496,7 +497,7 @@ def create_operation(sess: Session, kind: str, plan_name: str, expect: str | Non
 
     try:
         return sess.engine.create(OperationKind(kind), plan_name, requested_by=current_user(),
-                                  expect_checksum=expect, take_over=take_over)
+                                  expect_checksum=expect, take_over=take_over, recovery_point=recovery_point)
     except VmBusy as exc:
         ops = exc.fields.get("operations") or ["OP"]
         first = ops[0]
@@ -576,7 +577,7 @@ def _next_steps(loaded: LoadedConfig | RemoteAgent, view: OperationView) -> list
     if view.failed_vms:
         hints.append("The VMs that failed need attention (the errors above; "
                      f"{command_line(loaded, f'ops show {op}')}).")
-    if view.kind in REAL_FAILOVERS:
+    if view.kind in (*REAL_FAILOVERS, "change_recovery_point"):
         hints.append("Once the VMs are checked, make it final: "
                      f"{command_line(loaded, f'run --plan {plan} --kind commit')}")
     elif view.kind == "commit":

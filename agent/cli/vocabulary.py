@@ -12,16 +12,16 @@ if TYPE_CHECKING:
     from agent.configfile import LoadedConfig
 
 OPERATION_KINDS = ("prepare", "test_failover", "cleanup_test", "planned_failover", "unplanned_failover",
-                   "commit", "reverse", "failback")
+                   "commit", "reverse", "failback", "change_recovery_point")
 """What 'run --kind' accepts (``agent.engine.model.OperationKind`` without ``cancel``, which is
 'ops cancel')."""
 KIND_ALIASES = {"test": "test_failover", "cleanup": "cleanup_test", "planned": "planned_failover",
-                "unplanned": "unplanned_failover"}
+                "unplanned": "unplanned_failover", "change_point": "change_recovery_point"}
 REAL_FAILOVERS = ("planned_failover", "unplanned_failover", "failback")
 """They change production: previewed and confirmed (or --yes) before anything runs."""
 FOLLOW_UPS = ("cleanup_test", "commit", "reverse")
 """They execute the stored plan of the operation they follow, not a fresh one."""
-CONFIRMED = (*REAL_FAILOVERS, "commit", "reverse")
+CONFIRMED = (*REAL_FAILOVERS, "commit", "reverse", "change_recovery_point")
 """They change production: their preview is shown and confirmed (or --yes) before they run."""
 
 WAITING = "waiting_for_manual_action"

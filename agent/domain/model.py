@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import unicodedata
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -61,6 +62,10 @@ Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH), AfterVali
 """The name of a VMM or Hyper-V object (VM, NIC, network, pool, host ...) or of a config entry:
 anything VMM accepts, except control characters. VMM compares names case-insensitively
 (:func:`agent.domain.matching.fold`)."""
+
+RecoveryPointChoice = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_object_name)]
+"""Which recovery point a failover uses: ``latest``, ``latest_app_consistent``, or the name of a
+replica snapshot (``agent.domain.recovery``)."""
 
 
 class Frozen(BaseModel):
@@ -267,6 +272,24 @@ class Replication(Frozen):
     state: ReplicationState = ReplicationState.REPLICATING
     test_vm: str | None = None
     """Name of the running test-failover VM, if any (``VMReplication.TestVirtualMachine``)."""
+    recovery_points: tuple[RecoveryPoint, ...] = ()
+    """The replica's recovery points, oldest first, as its host lists them (the primary host
+    has none to list: read on the replica host)."""
+    failover_point: str | None = None
+    """The recovery point the pending failover or running test failover used, where the driver
+    knows it (None: the latest, or not known)."""
+
+
+class RecoveryPoint(Frozen):
+    """One recovery point of a replica: a replica snapshot (``Get-VMSnapshot``, ``SnapshotType``
+    ``Replica`` or ``AppConsistentReplica``)."""
+
+    name: RecoveryPointChoice
+    created: datetime
+    app_consistent: bool = False
+
+
+Replication.model_rebuild()
 
 
 # ----------------------------------------------------------------------------------- DNS

@@ -165,6 +165,22 @@ class PlannedVm:
     target_site: str
     target_host: str
     self_registering: bool = False
+    recovery_point: str | None = None
+    """The replica snapshot the VM fails over to (``Start-VMFailover -VMRecoverySnapshot``);
+    None: its latest state."""
+    recovery_point_at: str | None = None
+    """When that snapshot was taken (ISO 8601, UTC), for the operator to read."""
+    recovery_point_app_consistent: bool = False
+
+
+def vm_to_json(vm: PlannedVm) -> dict[str, Any]:
+    """A planned VM's JSON form; the recovery-point fields only when a point is chosen, so the
+    checksums of plans stored before they existed still match."""
+    out = asdict(vm)
+    if vm.recovery_point is None:
+        for name in ("recovery_point", "recovery_point_at", "recovery_point_app_consistent"):
+            del out[name]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +197,9 @@ class Plan:
     """Things the operator should know that change nothing (DHCP NICs left alone, ...)."""
     excluded: tuple[tuple[str, str], ...] = ()
     """(VM, why): VMs of the recovery plan an unplanned failover leaves out, their state unreadable."""
+    recovery_point: str = "latest"
+    """The recovery-point choice (``latest``, ``latest_app_consistent`` or a snapshot name); what
+    it resolved to per VM is in ``vms``."""
     _checksum: list[str] = field(default_factory=list, compare=False, repr=False)
 
     @staticmethod
@@ -233,8 +252,9 @@ class Plan:
             "summary": self.summary(),
             "counts": self.counts(),
             "checksum": self.checksum(),
-            "vms": [asdict(v) for v in self.vms],
+            "vms": [vm_to_json(v) for v in self.vms],
             "changes": [change_to_json(c) for c in self.changes],
+            "recovery_point": self.recovery_point,
             "notes": list(self.notes),
             "excluded": [list(e) for e in self.excluded],
         }
@@ -243,11 +263,13 @@ class Plan:
         if not self._checksum:
             body = {
                 "plan": self.plan, "kind": self.kind, "source_site": self.source_site,
-                "target_site": self.target_site, "vms": [asdict(v) for v in self.vms],
+                "target_site": self.target_site, "vms": [vm_to_json(v) for v in self.vms],
                 "changes": [change_to_json(c) for c in self.changes],
             }
             if self.excluded:  # only then: the checksums of plans stored before it stay valid
                 body["excluded"] = [list(e) for e in self.excluded]
+            if self.recovery_point != "latest":  # likewise
+                body["recovery_point"] = self.recovery_point
             self._checksum.append("sha256:" + hashlib.sha256(_canonical(body).encode()).hexdigest())
         return self._checksum[0]
 
@@ -300,6 +322,8 @@ def render_diff(plan: Plan) -> str:
     """
     out: list[str] = [f"{plan.kind} failover of plan {plan.plan}: {plan.source_site} -> {plan.target_site}",
                       f"checksum {plan.checksum()}"]
+    if plan.recovery_point != "latest":
+        out.append(f"recovery point: {plan.recovery_point} (each VM's below)")
     by_vm: dict[str, list[Change]] = {}
     names = {v.name for v in plan.vms}
     unowned: list[Change] = []
@@ -325,6 +349,9 @@ def render_diff(plan: Plan) -> str:
         for v in vms:
             extra = " [registers itself in DNS]" if v.self_registering else ""
             out.append(f"  VM {v.name}: {v.source_site} ({v.source_host}) -> {v.target_site} ({v.target_host}){extra}")
+            if v.recovery_point is not None:
+                consistency = "application-consistent" if v.recovery_point_app_consistent else "crash-consistent"
+                out.append(f"    recovery point {v.recovery_point} (taken {v.recovery_point_at}, {consistency})")
             changes = sorted(by_vm.get(v.name, []), key=_display_rank)
             if not changes:
                 out.append("    nothing to do")

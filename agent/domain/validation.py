@@ -41,6 +41,8 @@ Reason codes (stable; the API and the journal use them):
                                 gives it none
 ``vm_state_unreadable``         a plan VM's Hyper-V state could not be read (a planned failover
                                 stops; an unplanned one leaves the VM out, naming it)
+``recovery_point_not_found``    the named recovery point is not among the replica's points
+``no_app_consistent_point``     ``latest_app_consistent`` asked of a replica that has none
 ==============================  ===========================================================
 
 :func:`check_config_against_inventory` is the cheaper, plan-independent cross-check of the config
@@ -81,6 +83,8 @@ PARTIAL_SUBNET_FAILOVER = "partial_subnet_failover"
 RETAINED_SUBNET_UNDECLARED = "retained_subnet_undeclared"
 INVALID_DNS_NAME = "invalid_dns_name"
 VM_STATE_UNREADABLE = "vm_state_unreadable"
+RECOVERY_POINT_NOT_FOUND = "recovery_point_not_found"
+NO_APP_CONSISTENT_POINT = "no_app_consistent_point"
 
 REFUSAL_CODES: tuple[str, ...] = (
     UNKNOWN_PLAN, VM_NOT_FOUND, VM_NOT_REPLICATED, REPLICA_NOT_FOUND, REPLICA_NIC_NOT_FOUND,
@@ -88,7 +92,7 @@ REFUSAL_CODES: tuple[str, ...] = (
     TARGET_NETWORK_NOT_FOUND, NO_STATIC_POOL, WNV_TARGET_WITHOUT_POOL, TEST_NETWORK_NOT_FOUND,
     TEST_NETWORK_NOT_ISOLATED, TEST_NETWORK_NAME_TAKEN, TEST_NETWORK_NEEDS_POOLS,
     TEST_NETWORK_NO_SUBNETS, POOL_EXHAUSTED, PARTIAL_SUBNET_FAILOVER, RETAINED_SUBNET_UNDECLARED,
-    INVALID_DNS_NAME, VM_STATE_UNREADABLE,
+    INVALID_DNS_NAME, VM_STATE_UNREADABLE, RECOVERY_POINT_NOT_FOUND, NO_APP_CONSISTENT_POINT,
 )
 
 # Address overrides (config ``address_overrides``): refused by agent.domain.planning.overrides,

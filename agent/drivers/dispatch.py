@@ -44,8 +44,9 @@ class HyperVByHost:
     def get_replications(self, host: str, vms: Sequence[str]) -> list[Replication]:
         return self._of(host).get_replications(host, vms)
 
-    def replicate(self, host: str, action: ReplicaAction, vms: Sequence[str]) -> list[ItemResult[Replication]]:
-        return self._of(host).replicate(host, action, vms)
+    def replicate(self, host: str, action: ReplicaAction, vms: Sequence[str],
+                  points: Mapping[str, str] | None = None) -> list[ItemResult[Replication]]:
+        return self._of(host).replicate(host, action, vms, points)
 
     def set_power(self, host: str, action: PowerAction, vms: Sequence[str]) -> list[ItemResult[VirtualMachine]]:
         return self._of(host).set_power(host, action, vms)

@@ -284,7 +284,12 @@ def _route(r: Route) -> str:
 
 
 def _replica(r: Replication) -> Any:
-    return {"state": r.state.value, "test_vm": r.test_vm} if r.test_vm else {"state": r.state.value}
+    out: dict[str, Any] = {"state": r.state.value}
+    if r.test_vm:
+        out["test_vm"] = r.test_vm
+    if r.failover_point:
+        out["recovery_point"] = r.failover_point
+    return out
 
 
 def _owner(description: str, owner_id: str) -> str:
@@ -452,15 +457,16 @@ class _Audited:
                               None if seen is None else (_settings(seen) or "none"), "none"))
         return out
 
-    def _replicate(self, host: str, action: str, vms: Any) -> list[Change]:
+    def _replicate(self, host: str, action: str, vms: Any, points: Any = None) -> list[Change]:
         # A relationship is one for both hosts: what an earlier step (prepare, on the other
         # host) left is what this one finds, when the step read nothing itself.
         earlier = {t.rsplit("/", 1)[-1]: v for t, v in self._audit.made_earlier("hyperv.replicate.").items()}
         out = []
         for vm in vms:
             seen = self._audit.recall(("replica", self._where, host, vm))
+            wanted = f"{action} to recovery point {points[vm]}" if points and vm in points else action
             out.append(Change(f"{host}:{vm}", f"{self._where}/{host}/{vm}",
-                              _replica(seen) if seen is not None else earlier.get(vm), action,
+                              _replica(seen) if seen is not None else earlier.get(vm), wanted,
                               assumed=seen is None))
         return out
 

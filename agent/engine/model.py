@@ -21,6 +21,8 @@ class OperationKind(StrEnum):
     FAILBACK = "failback"
     CANCEL = "cancel"
     """Compensates a cancelled operation: undoes what is safe to undo, from its snapshots."""
+    CHANGE_RECOVERY_POINT = "change_recovery_point"
+    """After a failover, before its commit: bring the VMs up from another recovery point."""
 
 
 class OpStatus(StrEnum):
@@ -69,6 +71,8 @@ ERROR_POLICY: dict[OperationKind, ErrorPolicy] = {
     OperationKind.REVERSE: ErrorPolicy.STOP_AT_FIRST_ERROR,
     OperationKind.FAILBACK: ErrorPolicy.STOP_AT_FIRST_ERROR,
     OperationKind.CANCEL: ErrorPolicy.CARRY_ON,
+    # A VM stopped for the change must come up again even when another one's point fails.
+    OperationKind.CHANGE_RECOVERY_POINT: ErrorPolicy.CARRY_ON,
 }
 
 

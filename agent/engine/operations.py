@@ -162,8 +162,10 @@ def _dns_steps(group: str, changes: list[DnsChange], label: str,
         for (server, zone), cs in by(changes, lambda c: (c.server, c.zone)).items()]
 
 
-def _host_items(vms: list[PlannedVm], target_vm: Callable[[PlannedVm], str]) -> tuple[HostVmItem, ...]:
-    return tuple(HostVmItem(key=v.name, vm=v.name, target_vm=target_vm(v)) for v in vms)
+def _host_items(vms: list[PlannedVm], target_vm: Callable[[PlannedVm], str],
+                with_point: bool = False) -> tuple[HostVmItem, ...]:
+    return tuple(HostVmItem(key=v.name, vm=v.name, target_vm=target_vm(v),
+                            recovery_point=v.recovery_point if with_point else None) for v in vms)
 
 
 def _same_vm(v: PlannedVm) -> str:
@@ -181,9 +183,11 @@ def _power_steps(group: str, label: str, site: str, vms: list[PlannedVm], host_o
 
 
 def _replicate_steps(group: str, label: str, site: str, vms: list[PlannedVm], host_of: Callable[[PlannedVm], str],
-                     replica_action: ReplicaAction) -> list[StepSpec | None]:
+                     replica_action: ReplicaAction, *, to_fail_over_again: bool = False) -> list[StepSpec | None]:
+    with_point = replica_action in ("failover", "start_test")
     return [step(f"{group}/{label}/{host}", "hyperv.replicate", host, ReplicateArgs(
-        site=site, host=host, items=_host_items(vs, _same_vm), replica_action=replica_action), group)
+        site=site, host=host, items=_host_items(vs, _same_vm, with_point), replica_action=replica_action,
+        to_fail_over_again=to_fail_over_again), group)
         for host, vs in by(vms, host_of).items()]
 
 
@@ -434,6 +438,23 @@ def cancel_steps(config: AgentConfig, plan: Plan, op_id: str) -> list[StepSpec]:
     return b.steps
 
 
+def change_point_steps(plan: Plan) -> list[StepSpec]:
+    """Another recovery point for a failover not yet committed, group by group: stop the
+    pending failover on the replica host (Stop-VMFailover turns the replica off), fail over
+    again to the VM's new point, start it. Failover IPs, routes and DNS stay as the failover
+    left them. On Hyper-V this is how the point is changed ("cancel the failover ... Then you can
+    choose a different point-in-time and do a Failover": Types of failover operations in
+    Hyper-V Replica, Part III, https://blogs.technet.microsoft.com/virtualization/2012/08/08/)."""
+    b = Steps()
+    target = plan.target_site
+    for (_, group), vms in by(plan.vms, lambda v: (v.group_index, v.group)).items():
+        b.add_stage(_replicate_steps(group, "stop-failover", target, vms, _target_host, "cancel",
+                                     to_fail_over_again=True))
+        b.add_stage(_replicate_steps(group, "failover", target, vms, _target_host, "failover"))
+        b.add_stage(_power_steps(group, "start", target, vms, _target_host, "start"))
+    return b.steps
+
+
 def steps_for(kind: OperationKind, config: AgentConfig, plan: Plan, parent_id: str | None) -> list[StepSpec]:
     """The steps of an operation of ``kind`` on ``plan`` (``parent_id``: the operation a
     cleanup, commit or cancel follows up)."""
@@ -451,4 +472,6 @@ def steps_for(kind: OperationKind, config: AgentConfig, plan: Plan, parent_id: s
         return cleanup_test_steps(config, plan, parent_id)
     if kind == OperationKind.COMMIT:
         return commit_steps(config, plan, parent_id)
+    if kind == OperationKind.CHANGE_RECOVERY_POINT:
+        return change_point_steps(plan)
     return cancel_steps(config, plan, parent_id)

@@ -46,6 +46,7 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         changes=tuple(_change(c) for c in data["changes"]),
         notes=tuple(data.get("notes", ())),
         excluded=tuple((vm, why) for vm, why in data.get("excluded", ())),
+        recovery_point=data.get("recovery_point", "latest"),
     )
     if data.get("checksum") and plan.checksum() != data["checksum"]:
         raise ValueError(f"stored plan {data['plan']} does not match its checksum")

@@ -257,6 +257,8 @@ ALLOWED: dict[OperationKind, frozenset[VmState]] = {
     OperationKind.FAILBACK: frozenset({VmState.REVERSED, VmState.UNKNOWN}),
     OperationKind.COMMIT: frozenset({VmState.FAILED_OVER, VmState.COMMITTED}),
     OperationKind.REVERSE: frozenset({VmState.COMMITTED, VmState.REVERSED}),
+    # Only until the commit: it removes every other recovery point.
+    OperationKind.CHANGE_RECOVERY_POINT: frozenset({VmState.FAILED_OVER}),
 }
 
 
@@ -276,11 +278,13 @@ def _remedy(status: PlanStatus, kind: OperationKind, state: VmState) -> str:
     if state == VmState.FAILED_OVER:
         return (f"make the failover final first: {_run(plan, 'commit')} "
                 f"(or undo it: failover-agent ops cancel {op})")
+    if state == VmState.COMMITTED and kind == OperationKind.CHANGE_RECOVERY_POINT:
+        return "the commit removed the other recovery points: the point of a committed failover cannot change"
     if state == VmState.COMMITTED:
         return f"reverse replication first: {_run(plan, 'reverse')}"
     if state == VmState.REVERSED:
         return f"to return to {status.primary_site}: {_run(plan, 'failback')}"
-    if kind in (OperationKind.COMMIT, OperationKind.REVERSE):
+    if kind in (OperationKind.COMMIT, OperationKind.REVERSE, OperationKind.CHANGE_RECOVERY_POINT):
         return f"nothing is failed over; a failover comes first: {_run(plan, 'planned')}"
     return f"nothing to fail back: the VMs run at {status.primary_site}"
 
@@ -302,6 +306,9 @@ def refusal(kind: OperationKind, status: PlanStatus, *, full_mode: bool) -> Refu
     In network-only mode the orchestrator moves the VMs and the agent follows, so VMs already
     failed over (or running a test) are normal there: only the journal's order is checked."""
     label = kind.value.replace("_", " ")
+    if kind == OperationKind.CHANGE_RECOVERY_POINT and not full_mode:
+        return KindNotValidNow(f"in network-only mode the orchestrator runs Hyper-V Replica: change the recovery "
+                               f"point of plan {status.plan} there", plan=status.plan, kind=kind.value)
     journal = _journal_refusal(kind, status, label)
     if journal is not None or not full_mode or kind not in ALLOWED:
         return journal
@@ -327,8 +334,9 @@ def refusal(kind: OperationKind, status: PlanStatus, *, full_mode: bool) -> Refu
 
 
 def _journal_refusal(kind: OperationKind, status: PlanStatus, label: str) -> RefusedError | None:
-    """Follow-ups of a failover need that failover to have ended well (and a reverse, its commit)."""
-    if kind not in (OperationKind.COMMIT, OperationKind.REVERSE):
+    """Follow-ups of a failover need that failover to have ended well (and a reverse, its commit;
+    a change of its recovery point, no commit yet)."""
+    if kind not in (OperationKind.COMMIT, OperationKind.REVERSE, OperationKind.CHANGE_RECOVERY_POINT):
         return None
     f, plan = status.failover, status.plan
     if f is None:
@@ -341,6 +349,10 @@ def _journal_refusal(kind: OperationKind, status: PlanStatus, label: str) -> Ref
         return KindNotValidNow(f"the last failover of plan {plan}, {f.id} ({f.kind}), is {f.status}: finish it "
                                f"(failover-agent ops resume {f.id}) or undo it (failover-agent ops cancel {f.id}) "
                                f"before a {label}", plan=plan, kind=kind.value, operation=f.id)
+    if kind == OperationKind.CHANGE_RECOVERY_POINT and status.committed_by is not None:
+        return KindNotValidNow(f"the failover {f.id} of plan {plan} is committed ({status.committed_by.id}): the "
+                               "commit removed its other recovery points, so its point cannot change any more",
+                               plan=plan, kind=kind.value, operation=f.id)
     if kind == OperationKind.REVERSE and status.committed_by is None:
         return KindNotValidNow(f"the failover {f.id} of plan {plan} is not committed: a reverse replicates back "
                                f"from VMs whose failover is final. Commit it first: {_run(plan, 'commit')}",

@@ -21,6 +21,7 @@ from agent.domain.matching import same_name
 from agent.domain.model import Inventory, RecordType, Replication, VirtualMachine
 from agent.domain.plan import Change, DnsChange, Plan, PlanKind, ReserveIp
 from agent.domain.planning import build_plan, host_name
+from agent.domain.recovery import LATEST
 from agent.domain.validation import PlanRefused, unknown_plan
 from agent.engine.actions.dns import dns_snapshot_key
 from agent.engine.compensation import can_compensate_again, compensate, undo_of
@@ -45,6 +46,7 @@ from agent.engine.planstate import (  # the refusals are caught from here too
     refusal,
 )
 from agent.engine.poollock import allocation_lock
+from agent.engine.repoint import repoint
 from agent.engine.retrying import retrying_ports
 from agent.engine.runner import HostLimits, Runner
 from agent.engine.store import OperationRow, Store, StoreUnavailable, store_error, utcnow
@@ -71,6 +73,7 @@ FOLLOW_UP_OF: dict[OperationKind, tuple[OperationKind, ...]] = {
     OperationKind.CLEANUP_TEST: (OperationKind.TEST_FAILOVER,),
     OperationKind.COMMIT: FAILOVER_KINDS,
     OperationKind.REVERSE: FAILOVER_KINDS,
+    OperationKind.CHANGE_RECOVERY_POINT: FAILOVER_KINDS,
 }
 
 # Address allocation is serialised in the store (``agent.engine.poollock``), across processes: a
@@ -87,6 +90,22 @@ ENDS: dict[str, EventKind] = {
     OpStatus.SUCCEEDED.value: "operation.succeeded",
     OpStatus.PARTIAL.value: "operation.partially_succeeded",
 }
+
+
+POINTED = (OperationKind.TEST_FAILOVER, *FAILOVER_KINDS, OperationKind.CHANGE_RECOVERY_POINT)
+"""The kinds that fail VMs over to a recovery point (``agent.domain.recovery``)."""
+
+
+def refuse_point_for(kind: OperationKind, recovery_point: str | None) -> None:
+    if recovery_point is not None and kind not in POINTED:
+        raise RefusedError(f"a recovery point is chosen for a test, planned or unplanned failover, a failback or "
+                           f"a change_recovery_point, not for a {kind.value}", kind=kind.value,
+                           recovery_point=recovery_point)
+
+
+def point_for(kind: OperationKind, recovery_point: str | None) -> str | None:
+    """What a kind's plan resolves: a prepare moves no VM, so no recovery point can refuse it."""
+    return recovery_point if kind in POINTED else LATEST
 
 
 class PlanChanged(RefusedError):
@@ -127,12 +146,13 @@ class Engine:
         return gather_inventory(self.config, ports, dns_purpose="test" if kind == "test" else "production",
                                 memory=self.journal, fallback=kind == "unplanned")
 
-    def plan(self, plan_name: str, kind: PlanKind) -> Plan:
-        return self._plan(plan_name, kind)[0]
+    def plan(self, plan_name: str, kind: PlanKind, recovery_point: str | None = None) -> Plan:
+        return self._plan(plan_name, kind, recovery_point=recovery_point)[0]
 
-    def _plan(self, plan_name: str, kind: PlanKind, inventory: Inventory | None = None) -> tuple[Plan, Inventory]:
+    def _plan(self, plan_name: str, kind: PlanKind, inventory: Inventory | None = None,
+              recovery_point: str | None = None) -> tuple[Plan, Inventory]:
         inventory = inventory if inventory is not None else self.inventory(kind)
-        plan = build_plan(self.config, inventory, plan_name, kind)
+        plan = build_plan(self.config, inventory, plan_name, kind, recovery_point)
         if inventory.stale:
             plan = replace(plan, notes=(*plan.notes, *inventory.stale), _checksum=[])
         return plan, inventory
@@ -140,25 +160,30 @@ class Engine:
     # --------------------------------------------------------------------- operations
 
     def create(self, kind: OperationKind, plan_name: str | None = None, *, parent_id: str | None = None,
-               requested_by: str = "cli", expect_checksum: str | None = None, take_over: bool = False) -> str:
+               requested_by: str = "cli", expect_checksum: str | None = None, take_over: bool = False,
+               recovery_point: str | None = None) -> str:
         """Record a new operation with its steps (nothing outside changes yet).
 
         ``take_over``: the operator takes over DNS record sets the plan would change that hold
-        data the agent does not manage (refused otherwise, naming them)."""
+        data the agent does not manage (refused otherwise, naming them). ``recovery_point``: a
+        failover's (``agent.domain.recovery``; None: the recovery plan's ``recovery_point``)."""
         if kind == OperationKind.CANCEL:
             raise RefusedError("cancel an operation with Engine.cancel(operation id)")
+        refuse_point_for(kind, recovery_point)
         if kind in FOLLOW_UP_OF:
             parent = self._parent(kind, plan_name, parent_id)
             if kind != OperationKind.CLEANUP_TEST:
                 self._refuse_if_in_progress(kind, self.status(parent.plan_name))
-            if expect_checksum and parent.plan_checksum != expect_checksum:
+            plan = self._followed_plan(kind, parent, recovery_point)
+            # A change of point pins its own plan (the failover's, repointed); the others their parent's.
+            pinned = plan.checksum() if kind == OperationKind.CHANGE_RECOVERY_POINT else parent.plan_checksum
+            if expect_checksum and pinned != expect_checksum:
                 raise PlanChanged(
                     f"the {kind.value} of plan {parent.plan_name} would follow {parent.id}, whose plan is "
-                    f"{parent.plan_checksum}, not the reviewed {expect_checksum}; preview it again",
-                    plan=parent.plan_name, expected=expect_checksum, actual=parent.plan_checksum)
+                    f"{pinned}, not the reviewed {expect_checksum}; preview it again",
+                    plan=parent.plan_name, expected=expect_checksum, actual=pinned)
             if kind == OperationKind.CLEANUP_TEST:
                 self._supersede_test(parent, actor=requested_by)
-            plan = plan_from_json(parent.plan)
             steps = steps_for(kind, self.config, plan, parent.id)
             parent_id = parent.id
         else:
@@ -167,7 +192,7 @@ class Engine:
             inventory = self.inventory(PLAN_KIND[kind])
             if self.config.plan(plan_name) is not None:  # else the planner says it is unknown
                 self._refuse_if_in_progress(kind, self.status(plan_name, inventory))
-            plan, inventory = self._plan(plan_name, PLAN_KIND[kind], inventory)
+            plan, inventory = self._plan(plan_name, PLAN_KIND[kind], inventory, point_for(kind, recovery_point))
             if kind == OperationKind.FAILBACK:
                 plan = self._restore_original_dns(plan)
             if expect_checksum and plan.checksum() != expect_checksum:
@@ -357,7 +382,8 @@ class Engine:
                                      new_values=tuple(sorted(snap.data["values"])), vm=vm_of.get(name, "")))
         return replace(plan, changes=Plan.sort_changes(changes), _checksum=[])
 
-    def preview(self, kind: OperationKind, plan_name: str, *, strict: bool = False) -> Plan:
+    def preview(self, kind: OperationKind, plan_name: str, *, strict: bool = False,
+                recovery_point: str | None = None) -> Plan:
         """The plan ``create(kind, plan_name)`` would execute if called now, for an operator to
         review; pass its checksum as ``expect_checksum`` to execute exactly that plan. Follow-up
         kinds (cleanup, commit, reverse) execute the stored plan of the operation they follow:
@@ -367,6 +393,7 @@ class Engine:
         if kind == OperationKind.CANCEL:
             raise RefusedError("a cancel undoes the operation it follows: 'failover-agent ops cancel OP' shows "
                                "what it would undo")
+        refuse_point_for(kind, recovery_point)
         full = self.config.agent.mode == "full"
         if kind in FOLLOW_UP_OF:
             parent = self._parent(kind, plan_name, None)
@@ -374,7 +401,7 @@ class Engine:
                 kind, self.status(parent.plan_name), full_mode=full)
             if refused is not None and strict:
                 raise refused
-            plan = plan_from_json(parent.plan)
+            plan = self._followed_plan(kind, parent, recovery_point)
         else:
             inventory = self.inventory(PLAN_KIND[kind])
             refused = None if self.config.plan(plan_name) is None else refusal(
@@ -382,7 +409,7 @@ class Engine:
             if refused is not None and strict:
                 raise refused
             try:
-                plan = self._plan(plan_name, PLAN_KIND[kind], inventory)[0]
+                plan = self._plan(plan_name, PLAN_KIND[kind], inventory, point_for(kind, recovery_point))[0]
             except RefusedError:
                 # The state says why better than the planner tripping over its consequences.
                 if refused is not None:
@@ -394,11 +421,18 @@ class Engine:
             plan = replace(plan, notes=(f"refused now: {refused.message}", *plan.notes))
         return plan
 
-    def follow_up(self, kind: OperationKind, plan_name: str) -> tuple[OperationRow, list[StepSpec]]:
-        """The operation a cleanup, commit or reverse of ``plan_name`` would follow, and the
-        steps it would run: what it will change, for an operator to review."""
+    def follow_up(self, kind: OperationKind, plan_name: str,
+                  recovery_point: str | None = None) -> tuple[OperationRow, list[StepSpec]]:
+        """The operation a cleanup, commit, reverse or change of recovery point of ``plan_name``
+        would follow, and the steps it would run: what it will change, for an operator to review."""
         parent = self._parent(kind, plan_name, None)
-        return parent, steps_for(kind, self.config, plan_from_json(parent.plan), parent.id)
+        return parent, steps_for(kind, self.config, self._followed_plan(kind, parent, recovery_point), parent.id)
+
+    def _followed_plan(self, kind: OperationKind, parent: OperationRow, recovery_point: str | None) -> Plan:
+        plan = plan_from_json(parent.plan)
+        if kind != OperationKind.CHANGE_RECOVERY_POINT:
+            return plan
+        return repoint(plan, recovery_point, retrying_ports(self.ports, self.config.policies.retry, self.runner.sleep))
 
     def cancel_steps(self, op_id: str) -> list[StepSpec]:
         """The steps cancelling ``op_id`` would run to undo it (the compensation

@@ -121,6 +121,8 @@ class HostVmItem(Item):
     vm: str
     target_vm: str
     """The VM acted on: the VM itself, or its test VM."""
+    recovery_point: str | None = None
+    """A failover or test failover: the replica snapshot it comes up from (None: the latest)."""
 
 
 class PowerArgs(StepArgs):
@@ -141,6 +143,9 @@ class ReplicateArgs(StepArgs):
     items: tuple[HostVmItem, ...] = ()
     replica_action: ReplicaAction
     tolerate_unreachable: bool = False
+    to_fail_over_again: bool = False
+    """A cancel that a failover to another recovery point follows at once: done on the replica
+    host whatever the primary's state, since the replica is started again, not the primary."""
 
 
 class PlannedSetting(FailoverIpSetting):

@@ -6,6 +6,13 @@ prepare: Start-VMFailover -Prepare (primary, VM off); failover: Start-VMFailover
 start_test: Start-VMFailover -AsTest (replica); stop_test: Stop-VMFailover on the relationship's
 TestVirtualMachine; cancel: Stop-VMFailover; complete: Complete-VMFailover; reverse:
 Set-VMReplication -Reverse (replica, old primary off).
+PointsJson names, per VM, the recovery point a failover or start_test comes up from: recovery
+points are replica snapshots (Start-VMFailover, example 1: "Get-VMSnapshot VM01 -Name Snapshot01 |
+Start-VMFailover"; https://learn.microsoft.com/powershell/module/hyper-v/start-vmfailover), passed
+as -VMRecoverySnapshot. A VM not named there fails over to its latest state, Hyper-V's default.
+Changing the point of a pending failover is a cancel (Stop-VMFailover) then another failover
+("you can cancel the failover ... Then you can choose a different point-in-time and do a
+Failover", Types of failover operations in Hyper-V Replica, Part III, Virtualization blog).
 #>
 [CmdletBinding()]
 param(
@@ -13,7 +20,8 @@ param(
     [Parameter(Mandatory)]
     [ValidateSet('prepare', 'failover', 'start_test', 'stop_test', 'cancel', 'complete', 'reverse')]
     [string] $Action,
-    [Parameter(Mandatory)][string[]] $VmName
+    [Parameter(Mandatory)][string[]] $VmName,
+    [string] $PointsJson = '{}'
 )
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
@@ -39,11 +47,26 @@ function Read-Replication([string] $Name) {
     $rep
 }
 
-function ConvertTo-Value($Rep) {
+function ConvertTo-Value($Rep, [string] $Point) {
     $test = $null
     if ($Rep.TestVirtualMachine) { $test = $Rep.TestVirtualMachine.Name }
+    $used = $null
+    if ($Point) { $used = $Point }
     [pscustomobject]@{ vm = $Rep.VMName; primary_host = $Rep.PrimaryServerName; replica_host = $Rep.ReplicaServerName
-        state = "$($Rep.ReplicationState)"; mode = "$($Rep.ReplicationMode)"; test_vm = $test }
+        state = "$($Rep.ReplicationState)"; mode = "$($Rep.ReplicationMode)"; test_vm = $test; recovery_point = $used }
+}
+
+# Hashtables compare keys case-insensitively, as Hyper-V compares VM names.
+$points = @{}
+foreach ($entry in (ConvertFrom-Json $PointsJson).PSObject.Properties) { $points[$entry.Name] = [string] $entry.Value }
+
+function Get-RecoverySnapshot([string] $Name, [string] $Point) {
+    # The replica's recovery points: SnapshotType Replica, or AppConsistentReplica for the
+    # application-consistent ones (names compared with -eq: case-insensitively).
+    $found = @(Hyper-V\Get-VMSnapshot -ComputerName $ComputerName -VMName $Name -ErrorAction SilentlyContinue |
+        Where-Object { ("$($_.SnapshotType)" -eq 'Replica' -or "$($_.SnapshotType)" -eq 'AppConsistentReplica') -and $_.Name -eq $Point })
+    if ($found.Count -eq 0) { throw (New-AgentError 'not_found' "VM $Name has no recovery point '$Point' on $ComputerName") }
+    $found[$found.Count - 1]
 }
 
 function Assert-Role($Rep, [string] $Mode, [string] $What) {
@@ -63,6 +86,8 @@ foreach ($name in $VmName) {
         $rep = Read-Replication $name
         $before = ConvertTo-Value $rep
         $state = "$($rep.ReplicationState)"
+        $point = $null
+        if (($Action -eq 'failover' -or $Action -eq 'start_test') -and $points.ContainsKey($name)) { $point = $points[$name] }
         $act = $true
         switch ($Action) {
             'prepare' {
@@ -78,13 +103,23 @@ foreach ($name in $VmName) {
                 if ($state -eq 'FailedOverWaitingCompletion') { $act = $false; break }
                 if ($state -ne 'PreparedForFailover' -and $state -ne 'Replicating') { Stop-Refused $rep 'failover' 'already failed over and completed' }
                 if ($rep.TestVirtualMachine) { throw (New-AgentError 'test_failover_running' "test failover of $name is running ($($rep.TestVirtualMachine.Name)); stop it before failing over") }
-                Hyper-V\Start-VMFailover -ComputerName $ComputerName -VMName $name -Confirm:$false
+                if ($point) {
+                    $snapshot = Get-RecoverySnapshot $name $point
+                    Hyper-V\Start-VMFailover -VMRecoverySnapshot $snapshot -Confirm:$false
+                } else {
+                    Hyper-V\Start-VMFailover -ComputerName $ComputerName -VMName $name -Confirm:$false
+                }
             }
             'start_test' {
                 Assert-Role $rep 'Replica' 'start_test'
                 if ($rep.TestVirtualMachine) { throw (New-AgentError 'test_failover_running' "a test failover of $name is already running ($($rep.TestVirtualMachine.Name))") }
                 if ($state -ne 'Replicating') { Stop-Refused $rep 'start a test failover of' 'test failover needs Replicating' }
-                Hyper-V\Start-VMFailover -ComputerName $ComputerName -VMName $name -AsTest -Confirm:$false
+                if ($point) {
+                    $snapshot = Get-RecoverySnapshot $name $point
+                    Hyper-V\Start-VMFailover -VMRecoverySnapshot $snapshot -AsTest -Confirm:$false
+                } else {
+                    Hyper-V\Start-VMFailover -ComputerName $ComputerName -VMName $name -AsTest -Confirm:$false
+                }
             }
             'stop_test' {
                 Assert-Role $rep 'Replica' 'stop_test'
@@ -115,7 +150,7 @@ foreach ($name in $VmName) {
             }
         }
         $after = $before
-        if ($act) { $after = ConvertTo-Value (Read-Replication $name) }
+        if ($act) { $after = ConvertTo-Value (Read-Replication $name) $point }
         $items += [pscustomobject]@{ key = $name; changed = $act; before = $before; after = $after; error = $null }
     } catch {
         $items += [pscustomobject]@{ key = $name; changed = $false; before = $null; after = $null; error = (Get-ItemError $_) }

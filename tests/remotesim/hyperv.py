@@ -56,6 +56,18 @@ def _replication(host: str, r: Replication) -> dict[str, Any]:
             "mode": mode, "test_vm": r.test_vm}
 
 
+def _listed(host: str, r: Replication) -> dict[str, Any]:
+    """Get-AgentReplication's form: the replica host lists the recovery points, oldest first."""
+    points = sorted(r.recovery_points, key=lambda p: p.created) if host == r.replica_host else []
+    return {**_replication(host, r), "recovery_points": [
+        {"name": p.name, "created": p.created.isoformat(), "app_consistent": p.app_consistent} for p in points]}
+
+
+def _acted(host: str, r: Replication, point: str | None) -> dict[str, Any]:
+    """Invoke-AgentReplicaAction's form: the point it used, as the script knows it (it asked)."""
+    return {**_replication(host, r), "recovery_point": point}
+
+
 def _vm(v: VirtualMachine) -> dict[str, Any]:
     return {"name": v.name, "host": v.host, "role": v.role, "power_state": v.power_state.value}
 
@@ -107,15 +119,19 @@ def clear_failover_config(call: Call) -> dict[str, Any]:
 def get_replication(call: Call) -> dict[str, Any]:
     hv, host = _hv(call)
     reps = _whole(lambda: hv.get_replications(host, call.parameters["VmName"]))
-    return _document(call, [_item(r.vm, after=_replication(host, r)) for r in reps])
+    return _document(call, [_item(r.vm, after=_listed(host, r)) for r in reps])
 
 
 def invoke_replica_action(call: Call) -> dict[str, Any]:
     hv, host = _hv(call)
     vms = call.parameters["VmName"]
-    before = {r.vm: _replication(host, r) for r in _whole(lambda: hv.get_replications(host, vms))}
-    results = _whole(lambda: hv.replicate(host, call.parameters["Action"], vms))
-    return _document(call, _results(results, lambda k: before.get(k), lambda r: _replication(host, r)))
+    action = call.parameters["Action"]
+    points = json.loads(call.parameters.get("PointsJson", "{}")) if action in ("failover", "start_test") else {}
+    before = {r.vm: _acted(host, r, None) for r in _whole(lambda: hv.get_replications(host, vms))}
+    results = _whole(lambda: hv.replicate(host, action, vms, points or None))
+    return _document(call, _results(results, lambda k: before.get(k),
+                                    lambda r: _acted(host, r, points.get(r.vm) if action in ("failover", "start_test")
+                                                     and r.vm in points else None)))
 
 
 def set_vm_power(call: Call) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def test_status_before_and_after_each_kind() -> None:
             assert f"test failover running: {test_op} since" in text
             assert plan["kinds_allowed"] == ["prepare", "cleanup_test"]
         if kind == "planned":
-            assert plan["kinds_allowed"] == ["commit"] and "can run now: commit" in text
+            assert plan["kinds_allowed"] == ["commit", "change_recovery_point"] and "can run now: commit" in text
             assert all(vm["running_at"] == ["contoso-west"] for vm in plan["vms"])
     assert plan["last_test_failover"]["id"] == test_op
     assert f"last successful test failover: {test_op}" in text

@@ -100,3 +100,31 @@ def test_terminating_error_stops_without_retry() -> None:
     assert failed.value.category == "permanent"
     assert failed.value.fields["fully_qualified_error_id"].startswith("VirtualizationException,")
     assert len(replay.sent) == 1
+
+
+def test_the_replica_host_lists_its_recovery_points_oldest_first_even_one_unwrapped() -> None:
+    replay = Replay("list-recovery-points")
+    web01, sql01 = port(replay).get_replications("hv-west-01", ["web01", "sql01"])
+    assert [p.name for p in web01.recovery_points] == [
+        "web01 - (12/3/2026 - 5:00:12 AM)", "web01 - (12/3/2026 - 6:00:09 AM)", "web01 - (12/3/2026 - 7:00:11 AM)"]
+    assert [p.app_consistent for p in web01.recovery_points] == [True, False, False]
+    assert web01.recovery_points[0].created.isoformat() == "2026-12-03T05:00:12.441000+00:00"
+    [only] = sql01.recovery_points
+    assert (only.name, only.app_consistent) == ("sql01 - (12/3/2026 - 6:00:03 AM)", True)
+    assert web01.failover_point is None  # a read cannot tell which point a failover used
+
+
+def test_a_failover_to_named_points_sends_them_and_one_missing_point_fails_that_vm_only() -> None:
+    replay = Replay("failover-to-point-partial")
+    web01, sql01 = port(replay).replicate("hv-west-01", "failover", ["web01", "sql01"], {
+        "web01": "web01 - (12/3/2026 - 5:00:12 AM)", "sql01": "sql01 - (12/2/2026 - 11:00:00 PM)"})
+    assert web01.ok and web01.changed and web01.value is not None
+    assert web01.value.failover_point == "web01 - (12/3/2026 - 5:00:12 AM)"
+    assert sql01.error is not None and sql01.error.code == "not_found"
+    assert "11:00:00 PM" in sql01.error.message
+
+
+def test_a_test_failover_naming_no_point_sends_none_so_hyper_v_uses_the_latest() -> None:
+    replay = Replay("start-test-partial")
+    port(replay).replicate("hv-west-01", "start_test", ["web01", "ghost", "sql01"])
+    assert [json.loads(s["PointsJson"]) for s in replay.sent] == [{}]

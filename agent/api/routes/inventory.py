@@ -137,5 +137,5 @@ def preview(name: str, body: Preview, s: ServedDep, _c: Read) -> dict[str, Any]:
     if s.config.plan(name) is None:
         raise NotFoundError(f"no recovery plan named {name!r} in the config", plan=name)
     # The CLI's own preview: the same JSON as 'plan --json', and its text for a CLI working from here.
-    shown = previewed(s.engine, body.kind, name, strict=body.strict)
+    shown = previewed(s.engine, body.kind, name, strict=body.strict, recovery_point=body.recovery_point)
     return {**shown.body, "operation_kind": body.kind, "text": shown.text}

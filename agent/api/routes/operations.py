@@ -65,7 +65,8 @@ def start_operation(body: StartOperation, response: Response, s: ServedDep,
         raise NotFoundError(f"no recovery plan named {body.plan!r} in the config (known: {known})",
                             plan=body.plan)
     started = s.start(OperationKind(body.kind), body.plan, caller=caller.actor, checksum=body.plan_checksum,
-                      take_over=body.options.take_over_dns, idempotency_key=idempotency_key or None)
+                      take_over=body.options.take_over_dns, idempotency_key=idempotency_key or None,
+                      recovery_point=body.options.recovery_point)
     response.headers["Location"] = _location(started.op_id)
     if started.replayed:
         response.status_code = 200

@@ -22,8 +22,10 @@ from agent.domain.validation import PlanRefused
 from agent.gcpause import gc_paused
 
 
-def build_plan(config: AgentConfig, inventory: Inventory, plan_name: str, kind: PlanKind) -> Plan:
-    """The Plan for a ``kind`` failover of recovery plan ``plan_name``.
+def build_plan(config: AgentConfig, inventory: Inventory, plan_name: str, kind: PlanKind,
+               recovery_point: str | None = None) -> Plan:
+    """The Plan for a ``kind`` failover of recovery plan ``plan_name``, each VM to the recovery
+    point ``recovery_point`` names (None: the recovery plan's ``recovery_point``).
 
     Raises :class:`~agent.domain.validation.PlanRefused` (code ``plan_refused``) carrying every
     reason the plan cannot run; nothing has changed anywhere when it does.
@@ -31,14 +33,17 @@ def build_plan(config: AgentConfig, inventory: Inventory, plan_name: str, kind: 
     if kind not in PLAN_KINDS:
         raise ValueError(f"unknown plan kind {kind!r}; expected one of {PLAN_KINDS}")
     with gc_paused():
-        return Planner(in_inventory_spelling(config, inventory), InventoryIndex(inventory), plan_name, kind).build()
+        return Planner(in_inventory_spelling(config, inventory), InventoryIndex(inventory), plan_name,
+                       kind).build(recovery_point)
 
 
 class Planner(VmResolution, AddressPlanning, TestNetworkPlanning, RoutePlanning, DnsPlanning):
-    def build(self) -> Plan:
+    def build(self, recovery_point: str | None = None) -> Plan:
         recovery_plan = self._recovery_plan()
         self.plan_name = recovery_plan.name  # as the config spells it: --plan matches case-insensitively
         self.resolve_vms(recovery_plan)
+        point = recovery_point or recovery_plan.recovery_point
+        self.resolve_points(point)
         for vm in self.vms:
             for pos, nic in enumerate(vm.primary.nics):
                 work = self.plan_nic(vm, pos, nic)
@@ -72,6 +77,7 @@ class Planner(VmResolution, AddressPlanning, TestNetworkPlanning, RoutePlanning,
             changes=Plan.sort_changes(self.changes),
             notes=tuple(self.notes.build()),
             excluded=tuple(self.excluded),
+            recovery_point=point,
         )
         return self._with_ttl_note(plan)
 
@@ -92,6 +98,7 @@ class Planner(VmResolution, AddressPlanning, TestNetworkPlanning, RoutePlanning,
             return plan
         return Plan(plan=plan.plan, kind=plan.kind, source_site=plan.source_site,
                     target_site=plan.target_site, vms=plan.vms, changes=plan.changes,
+                    excluded=plan.excluded, recovery_point=plan.recovery_point,
                     notes=(*plan.notes,
                            f"before failover: the TTL of {len(lowered)} DNS records drops to "
                            f"{ttl.failover_ttl} s, then the failover waits {wait_s} s "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC
 from functools import partial
 
 from agent.config import RecoveryPlan
@@ -18,6 +20,8 @@ from agent.domain.model import Isolation, Nic, VmNetwork, name_test_vm
 from agent.domain.plan import PlannedVm
 from agent.domain.planning.overrides import OverridePlanning
 from agent.domain.planning.work import MappingUse, NicWork, Slot, VmWork
+from agent.domain.recovery import LATEST, resolve_point
+from agent.domain.validation import Refusal
 
 
 def choose_subnet(candidates: Sequence[str], source_subnet: str | None) -> str | None:
@@ -77,6 +81,21 @@ class VmResolution(OverridePlanning):
         if directions:
             # The direction most VMs take names the plan; with mixed directions it is refused anyway.
             (self.source_site, self.target_site), _ = max(directions.items(), key=lambda kv: (len(kv[1]), kv[0]))
+
+    def resolve_points(self, choice: str) -> None:
+        """Each VM's recovery point for ``choice``, from the points its replica host lists; a VM
+        without such a point is refused, naming the points it has."""
+        for vm in self.vms:
+            found = resolve_point(vm.name, choice, vm.replication.recovery_points)
+            if isinstance(found, Refusal):
+                self.refusals.add(found)
+            elif found is not None:
+                vm.planned = replace(vm.planned, recovery_point=found.name,
+                                     recovery_point_at=found.created.astimezone(UTC).isoformat(),
+                                     recovery_point_app_consistent=found.app_consistent)
+        if choice != LATEST and self.config.agent.mode != "full":
+            self.note(f"network-only mode: the orchestrator fails the VMs over; have it use recovery point "
+                      f"{choice} (each VM's is shown here)")
 
     def _unreadable(self, name: str, why: str) -> None:
         """A VM whose state cannot be read: an unplanned failover goes on without it (the site

@@ -19,6 +19,7 @@ from agent.domain.model import (
     FailoverIpSetting,
     NicFailoverConfig,
     PowerState,
+    RecoveryPoint,
     Replication,
     ReplicationState,
     VirtualMachine,
@@ -89,9 +90,14 @@ class PsHyperV:
 
     def _replication(self, asked: str, raw: Mapping[str, Any]) -> Replication:
         primary, replica = self._host_name(raw["primary_host"]), self._host_name(raw["replica_host"])
+        points = raw.get("recovery_points") or []
+        if isinstance(points, dict):  # ConvertTo-Json unwraps a one-element array
+            points = [points]
         return Replication(vm=raw["vm"], primary_site=self._site_of(primary, asked), primary_host=primary,
                            replica_site=self._site_of(replica, asked), replica_host=replica,
-                           state=ReplicationState(raw["state"]), test_vm=raw.get("test_vm"))
+                           state=ReplicationState(raw["state"]), test_vm=raw.get("test_vm"),
+                           recovery_points=tuple(RecoveryPoint.model_validate(p) for p in points),
+                           failover_point=raw.get("recovery_point"))
 
     @staticmethod
     def _config(raw: Mapping[str, Any]) -> NicFailoverConfig:
@@ -148,11 +154,14 @@ class PsHyperV:
             raise item_error(failed[0], _REPLICA_ERRORS)
         return [self._replication(host, it.after) for it in items]
 
-    def replicate(self, host: str, action: ReplicaAction, vms: Sequence[str]) -> list[ItemResult[Replication]]:
+    def replicate(self, host: str, action: ReplicaAction, vms: Sequence[str],
+                  points: Mapping[str, str] | None = None) -> list[ItemResult[Replication]]:
         if action not in _ACTIONS:  # refused here: the script's ValidateSet would fail the whole call
             raise InvalidRequest(f"unknown replica action {action!r}", action=action)
+        # Only a failover or test failover comes up from a named point.
+        chosen = dict(points or {}) if action in ("failover", "start_test") else {}
         items = self._ps.call_at(self._endpoint(host), "hyperv/Invoke-AgentReplicaAction",
-                                 ComputerName=host, Action=action, VmName=list(vms))
+                                 ComputerName=host, Action=action, VmName=list(vms), PointsJson=json.dumps(chosen))
         return self._results(items, _REPLICA_ERRORS, lambda raw: self._replication(host, raw))
 
     # ------------------------------------------------------------------------ power

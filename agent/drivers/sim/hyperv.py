@@ -19,6 +19,12 @@ An action sent to the other host of the pair is ``invalid_replication_state`` wi
 one runs is ``test_failover_running``. A failover while a test failover runs is
 ``test_failover_running`` too (stop the test first).
 
+Recovery points: ``failover`` and ``start_test`` take a replica snapshot's name per VM (none:
+the latest state) and record it as the relationship's ``failover_point``; a point the replica
+does not hold is ``not_found``. A ``failover`` to another point than the pending one is refused
+(cancel that failover first). ``complete`` removes the other points, as Complete-VMFailover does.
+Only the replica host lists the points.
+
 Power: a replica VM starts only after failover (``invalid_replication_state`` before); when it
 starts, each NIC that has failover settings comes up with them as its IP configurations (what
 the guest's KVP integration component does). Test VMs keep what VMM's ``connect_nics`` gave them.
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agent.domain.errors import (
@@ -40,6 +46,7 @@ from agent.domain.errors import (
     TestFailoverRunning,
     VmRunning,
 )
+from agent.domain.matching import fold
 from agent.domain.model import (
     NicFailoverConfig,
     PowerState,
@@ -228,14 +235,17 @@ class SimHyperV:
             for name in vms:
                 rep = st["replications"].get(name)
                 if rep is not None and host in (rep["primary_host"], rep["replica_host"]):
-                    out.append(replication_value(name, rep))
+                    out.append(replication_value(name, rep, host))
             return out, ()
 
         return self._world._single(
             "hyperv.get_replications", host, [host, *vms], read, mutating=False, items=len(vms), keys=list(vms)
         )
 
-    def replicate(self, host: str, action: ReplicaAction, vms: Sequence[str]) -> list[ItemResult[Replication]]:
+    def replicate(self, host: str, action: ReplicaAction, vms: Sequence[str],
+                  points: Mapping[str, str] | None = None) -> list[ItemResult[Replication]]:
+        chosen = dict(points or {})
+
         def precheck(st: State) -> None:
             self._check_host(st, host)
             if action not in _ACTIONS:
@@ -247,8 +257,11 @@ class SimHyperV:
                 vm = self._vm_on_host(st, host, name)
                 self._replicated(st, name, vm)
             before = dict(rep)
-            getattr(self, f"_{action}")(st, host, name, rep)
-            return ItemResult(name, replication_value(name, rep), changed=rep != before)
+            if action in ("failover", "start_test"):
+                getattr(self, f"_{action}")(st, host, name, rep, chosen.get(name))
+            else:
+                getattr(self, f"_{action}")(st, host, name, rep)
+            return ItemResult(name, replication_value(name, rep, host), changed=rep != before)
 
         return self._world._batch(
             f"hyperv.replicate.{action}", host, vms, lambda v: v, lambda v: (v,), apply, precheck=precheck
@@ -289,9 +302,12 @@ class SimHyperV:
             )
         rep["state"] = PREPARED
 
-    def _failover(self, st: State, host: str, name: str, rep: dict[str, Any]) -> None:
+    def _failover(self, st: State, host: str, name: str, rep: dict[str, Any], point: str | None) -> None:
         self._expect(host, rep["replica_host"], "replica", "failover", name, rep)
         if rep["state"] == WAITING:
+            if rep.get("failover_point") != _point(name, rep, point):
+                raise self._refuse("fail over", name, rep, f"it is failed over to {_said(rep.get('failover_point'))}, "
+                                   f"not {_said(point)}: cancel that failover first to choose another point")
             return
         if rep["state"] not in (PREPARED, REPLICATING):
             raise self._refuse("failover", name, rep, "already failed over and completed")
@@ -301,6 +317,7 @@ class SimHyperV:
                 vm=name,
                 test_vm=rep["test_vm"],
             )
+        rep["failover_point"] = _point(name, rep, point)
         rep["state"] = WAITING
 
     def _complete(self, st: State, host: str, name: str, rep: dict[str, Any]) -> None:
@@ -310,6 +327,7 @@ class SimHyperV:
         if rep["state"] != WAITING:
             raise self._refuse("complete", name, rep, "complete follows failover")
         st["vms"][rep["replica_site"]][name].pop("saved_ip", None)  # committed: nothing to roll back to
+        rep["recovery_points"] = []  # Complete-VMFailover removes all other recovery points
         rep["state"] = FAILED_OVER
 
     def _reverse(self, st: State, host: str, name: str, rep: dict[str, Any]) -> None:
@@ -335,6 +353,8 @@ class SimHyperV:
             replica_site=rep["primary_site"],
             replica_host=rep["primary_host"],
             state=REPLICATING,
+            recovery_points=[],  # the new replica has none yet
+            failover_point=None,
         )
 
     def _cancel(self, st: State, host: str, name: str, rep: dict[str, Any]) -> None:
@@ -351,9 +371,10 @@ class SimHyperV:
             _restore_ip(replica)
         else:
             raise self._refuse("cancel", name, rep, "the failover is completed")
+        rep["failover_point"] = None
         rep["state"] = REPLICATING
 
-    def _start_test(self, st: State, host: str, name: str, rep: dict[str, Any]) -> None:
+    def _start_test(self, st: State, host: str, name: str, rep: dict[str, Any], point: str | None) -> None:
         self._expect(host, rep["replica_host"], "replica", "start_test", name, rep)
         if rep["test_vm"] is not None:
             raise TestFailoverRunning(
@@ -368,6 +389,7 @@ class SimHyperV:
                 f"cannot start a test failover of {name}: a VM named {test_name!r} already exists", vm=name
             )
         replica = site_vms[name]
+        rep["failover_point"] = _point(name, rep, point)
         # Hyper-V creates the test VM from the recovery point, not connected to any network.
         site_vms[test_name] = {
             "host": rep["replica_host"],
@@ -386,6 +408,7 @@ class SimHyperV:
             return
         st["vms"][rep["replica_site"]].pop(rep["test_vm"], None)
         rep["test_vm"] = None
+        rep["failover_point"] = None
 
     # ------------------------------------------------------------------------ power
 
@@ -431,6 +454,22 @@ class SimHyperV:
             return f"simulated Hyper-V host {host} at {site} answers ({held} VMs)", ()
 
         return self._world._single("hyperv.probe", host, [host], read, mutating=False)
+
+
+def _point(name: str, rep: dict[str, Any], point: str | None) -> str | None:
+    """The recovery point ``point`` names among the replica's (its spelling); None: the latest."""
+    if point is None:
+        return None
+    for p in rep.get("recovery_points", []):
+        if fold(p["name"]) == fold(point):
+            return str(p["name"])
+    have = ", ".join(p["name"] for p in rep.get("recovery_points", [])) or "none"
+    raise NotFoundError(f"VM {name} has no recovery point {point!r} on {rep['replica_host']} (it has: {have})",
+                        vm=name, recovery_point=point)
+
+
+def _said(point: str | None) -> str:
+    return "its latest state" if point is None else f"recovery point {point!r}"
 
 
 def _apply_failover_settings(vm: dict[str, Any], settings: dict[str, list[dict[str, Any]]]) -> None:

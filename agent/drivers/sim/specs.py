@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.domain.model import Address, FailoverIpSetting, Isolation, Name, PowerState, Prefix, RecordType
+from agent.domain.model import (
+    Address,
+    FailoverIpSetting,
+    Isolation,
+    Name,
+    PowerState,
+    Prefix,
+    RecordType,
+    RecoveryPointChoice,
+)
 from agent.drivers.sim.addresses import interface_text
 
 Interface = Annotated[str, AfterValidator(interface_text)]
@@ -99,10 +108,20 @@ class ReplicaNicSpec(Spec):
     failover: list[FailoverIpSetting] = Field(default_factory=list)
 
 
+class RecoveryPointSpec(Spec):
+    """A recovery point the replica holds (a replica snapshot), as ``Get-VMSnapshot`` lists it."""
+
+    name: RecoveryPointChoice
+    created: AwareDatetime
+    app_consistent: bool = False
+
+
 class ReplicaSpec(Spec):
     site: Name
     host: Name
     nics: list[ReplicaNicSpec] = Field(default_factory=list)
+    recovery_points: list[RecoveryPointSpec] = Field(default_factory=list)
+    """Besides the latest state, which is always there (a failover with no point named)."""
 
 
 class VmSpec(Spec):

@@ -12,7 +12,8 @@ Layout (``site`` keys first, so one VMM's view is one lookup)::
     pools[site][name]         = {vm_network, vm_subnet, prefix, range_start, range_end, reserved, gateway, ...}
     grants[site][pool][addr]  = {owner_type, owner_id, description}
     vms[site][name]           = {host, role, power, nics: [{id, name, vm_network, vm_subnet, ip: [[mode, addr, len]]}]}
-    replications[vm]          = {primary_site, primary_host, replica_site, replica_host, state, test_vm}
+    replications[vm]          = {primary_site, primary_host, replica_site, replica_host, state, test_vm,
+                                 recovery_points: [{name, created, app_consistent}], failover_point}
     failover[site][vm][nic]   = [{address, prefix_length, gateway, dns_servers}]
     dns[server][zone]["name TYPE"] = {ttl, values}
     routers[name]             = {site, routes: {prefix: {next_hop, interface, metric}}}
@@ -22,6 +23,7 @@ Layout (``site`` keys first, so one VMM's view is one lookup)::
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -36,6 +38,7 @@ from agent.domain.model import (
     PowerState,
     RecordSet,
     RecordType,
+    RecoveryPoint,
     Replication,
     ReplicationState,
     Route,
@@ -48,6 +51,7 @@ from agent.drivers.sim.addresses import ip_int, split_interface
 from agent.drivers.sim.dnsnames import canonical_value, fqdn, record_fqdn
 from agent.drivers.sim.faults import fault_entry
 from agent.drivers.sim.inventory import SimInventory, nic_id
+from agent.drivers.sim.specs import RecoveryPointSpec
 from agent.gcpause import gc_paused
 
 State = dict[str, Any]
@@ -196,6 +200,8 @@ def _seed(inv: SimInventory) -> State:
                 "replica_host": rep.host,
                 "state": ReplicationState.REPLICATING.value,
                 "test_vm": None,
+                "recovery_points": [point_dict(p) for p in rep.recovery_points],
+                "failover_point": None,
             }
     for server in inv.dns_servers:
         zones: dict[str, dict[str, Any]] = {}
@@ -361,7 +367,13 @@ def vm_value(site: str, name: str, v: dict[str, Any]) -> VirtualMachine:
     )
 
 
-def replication_value(vm: str, r: dict[str, Any]) -> Replication:
+def point_dict(p: RecoveryPointSpec) -> dict[str, Any]:
+    return {"name": p.name, "created": p.created.astimezone(UTC).isoformat(), "app_consistent": p.app_consistent}
+
+
+def replication_value(vm: str, r: dict[str, Any], host: str | None = None) -> Replication:
+    """The relationship as ``host`` reports it: only the replica host lists recovery points."""
+    points = r.get("recovery_points", []) if host in (None, r["replica_host"]) else []
     return _new(
         Replication,
         {
@@ -372,6 +384,10 @@ def replication_value(vm: str, r: dict[str, Any]) -> Replication:
             "replica_host": r["replica_host"],
             "state": ReplicationState(r["state"]),
             "test_vm": r["test_vm"],
+            "recovery_points": tuple(_new(RecoveryPoint, {"name": p["name"],
+                                                          "created": datetime.fromisoformat(p["created"]),
+                                                          "app_consistent": p["app_consistent"]}) for p in points),
+            "failover_point": r.get("failover_point"),
         },
     )
 
@@ -428,6 +444,9 @@ def _pruned(value: Any) -> Any:
     return value
 
 
+_OPTIONAL_REPLICATION = frozenset({"recovery_points", "failover_point"})
+
+
 def snapshot(st: State) -> dict[str, Any]:
     """A canonical, comparable copy of everything the ports can observe or change."""
 
@@ -443,7 +462,10 @@ def snapshot(st: State) -> dict[str, Any]:
             "pools": _pruned(st["pools"]),
             "grants": _pruned(st["grants"]),
             "vms": _pruned(vms),
-            "replications": st["replications"],
+            # Recovery points and the point used only when there are: the dumps of states written
+            # before they were modelled stay equal to what those states still are.
+            "replications": {vm: {k: v for k, v in r.items() if v or k not in _OPTIONAL_REPLICATION}
+                             for vm, r in st["replications"].items()},
             "failover_configs": _pruned(st["failover"]),
             "record_sets": st["dns"],
             "routes": st["routers"],

@@ -30,7 +30,8 @@ from agent.drivers.sim.faults import FaultRule, Firing, Latency, LatencyModel, a
 from agent.drivers.sim.hyperv import SimHyperV
 from agent.drivers.sim.inventory import SimInventory, load_inventory
 from agent.drivers.sim.routes import SimRoutes
-from agent.drivers.sim.state import State, seed, snapshot
+from agent.drivers.sim.specs import RecoveryPointSpec
+from agent.drivers.sim.state import State, point_dict, seed, snapshot
 from agent.drivers.sim.store import StateStore
 from agent.drivers.sim.vmm import SimVmm
 from agent.errors import AgentError, NotFoundError, TimeoutError_, UnreachableError
@@ -290,6 +291,19 @@ class SimWorld:
         with self._store.mutex:
             entries = self._store.current()["sim"]["faults"]
             return [(FaultRule.model_validate(e["rule"]), e["seen"], e["fired"]) for e in entries]
+
+    def set_recovery_points(self, vm: str, points: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the recovery points ``vm``'s replica holds (``name``, ``created``,
+        ``app_consistent``), as Hyper-V does when it takes new ones and prunes the oldest."""
+
+        checked = [RecoveryPointSpec.model_validate(dict(p)) for p in points]
+
+        def change(st: State) -> None:
+            if vm not in st["replications"]:
+                raise NotFoundError(f"the simulated world has no replication of {vm!r}", vm=vm)
+            st["replications"][vm]["recovery_points"] = [point_dict(p) for p in checked]
+
+        self._configure("sim.set_recovery_points", change)
 
     def _configure(self, kind: str, change: Callable[[State], None]) -> None:
         with self._mutating() as st:

@@ -130,7 +130,10 @@ def replicate(ctx: ActionContext, args: ReplicateArgs) -> StepResult:
         reps = ctx.call(f"hyperv.get_replications@{host}", lambda: hv.get_replications(host, [it.vm for it in items]))
         return {r.vm for r in reps if r.test_vm}
 
-    return _on_host(ctx, args, f"hyperv.replicate.{what}", lambda hv, host, vms: hv.replicate(host, what, vms),
+    points = {it.target_vm: it.recovery_point for it in args.items if it.recovery_point is not None}
+    return _on_host(ctx, args, f"hyperv.replicate.{what}",
+                    lambda hv, host, vms: hv.replicate(host, what, vms, {v: points[v] for v in vms if v in points}
+                                                       or None),
                     already_done=test_vm_exists if what == "start_test" else None)
 
 
@@ -155,10 +158,14 @@ def _cancel_where_they_are(ctx: ActionContext, args: ReplicateArgs) -> StepResul
                 f"no replication of {it.vm} on {host}: cannot tell where its failover is", vm=it.vm, host=host)))
         elif rep.state == ReplicationState.REPLICATING:
             done.append(ItemOutcome(key=it.key, vm=it.vm))
+        elif rep.state == ReplicationState.PREPARED_FOR_FAILOVER and args.to_fail_over_again:
+            done.append(_failed(it, ConflictError(
+                f"{it.vm} is prepared for failover, not failed over: there is no recovery point to change; finish "
+                "or undo the failover first", vm=it.vm, state=rep.state.value)))
         elif rep.state == ReplicationState.PREPARED_FOR_FAILOVER:
             where[(rep.primary_site, rep.primary_host)].append(it)
         elif rep.state == ReplicationState.FAILED_OVER_WAITING_COMPLETION:
-            problem = _primary_unreachable(ctx, rep)
+            problem = None if args.to_fail_over_again else _primary_unreachable(ctx, rep)
             if problem is None:
                 where[(rep.replica_site, rep.replica_host)].append(it)
             else:
@@ -166,6 +173,10 @@ def _cancel_where_they_are(ctx: ActionContext, args: ReplicateArgs) -> StepResul
                     **error_json(problem), "vm": it.vm,
                     "message": f"the failover of {it.vm} is kept, running at {rep.replica_site}: its primary host "
                                f"{rep.primary_host} cannot be reached to start it again ({problem.message})"}))
+        elif args.to_fail_over_again:
+            done.append(_failed(it, FailoverCompleted(
+                f"the failover of {it.vm} is committed ({rep.state.value} at {rep.replica_site}): its other recovery "
+                "points are gone, its point cannot change", vm=it.vm, state=rep.state.value)))
         else:
             done.append(_failed(it, FailoverCompleted(
                 f"the failover of {it.vm} is completed ({rep.state.value} at {rep.replica_site}): a cancel cannot "
