@@ -481,6 +481,7 @@ class Journal:
                            .options(defer(OperationRow.plan))).one_or_none()
             if op is None:
                 raise NotFoundError(f"no operation {op_id}", operation=op_id)
+            OpStatus(op.status)  # a damaged status raises, for storecheck to name, never shown as one
             # Columns, not StepRow objects (loading those cost more than the view itself), and not
             # the specs: the view does not show them. Outcomes only of the steps whose outcome may
             # have changed since this journal last read them (see _Outcome).

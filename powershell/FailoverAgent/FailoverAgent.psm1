@@ -110,7 +110,7 @@ function Start-FAOperation {
     param(
         [Parameter(Mandatory = $true)]
         [ValidateSet('test_failover', 'cleanup_test', 'planned_failover', 'unplanned_failover', 'commit', 'reverse',
-            'failback', 'prepare')]
+            'failback', 'prepare', 'change_recovery_point')]
         [string] $Kind,
         [Parameter(Mandatory = $true)][string] $Plan,
         [hashtable] $Options = @{},
