@@ -58,11 +58,13 @@ def test_connections_cut_mid_failover_are_retried_or_resumed_and_change_everythi
     templates = Templates.build(copy_demo(tmp_path / "demo", store_url=pg_url), store_url=pg_url)
     state, store = templates.copy_to(tmp_path / "rig")
     armed: list[bool] = []
+    armed_by: list[int] = []
     cut: list[int] = []
 
     def hook(p: str, s: str) -> None:
         if (p, s) == (phase, STEP) and not cut:
             armed.append(True)
+            armed_by.append(threading.get_ident())
 
     rig = Rig(templates.loaded, state, store, crash_hook=hook)
     database = make_url(pg_url).database or ""
@@ -73,16 +75,24 @@ def test_connections_cut_mid_failover_are_retried_or_resumed_and_change_everythi
     def cut_before_next_statement(*_: Any) -> None:  # the next journal write after the hook
         # A stage's steps run in threads: one cut, by whichever thread writes first.
         with once:
-            if armed and not cut:
+            if armed and not cut and threading.get_ident() in armed_by:
                 cut.append(cut_every_connection(database))
 
     try:
         if phase == "intent":
-            view = rig.start(OperationKind.PLANNED_FAILOVER, DEMO_PLAN)
+            try:
+                view = rig.start(OperationKind.PLANNED_FAILOVER, DEMO_PLAN)
+            except StoreUnavailable:
+                # The cut also ends the connection of a step of the same stage in another thread,
+                # if it was writing its own intent just then: that step is not in a call to retry,
+                # so the operation stops for the resume path, as in the 'acted' case.
+                [view] = rig.resume_all()
+            else:
+                [op] = rig.engine.operations()
+                [step] = [s for s in rig.engine.journal.steps(op.id) if s.name == STEP]
+                assert [r["code"] for r in step.outcome["info"]["retries"]] == ["store_unavailable"]
             assert view.status == OpStatus.SUCCEEDED.value, view.errors
             [op] = rig.engine.operations()
-            [step] = [s for s in rig.engine.journal.steps(op.id) if s.name == STEP]
-            assert [r["code"] for r in step.outcome["info"]["retries"]] == ["store_unavailable"]
         else:
             with pytest.raises(StoreUnavailable, match="terminating connection"):
                 rig.start(OperationKind.PLANNED_FAILOVER, DEMO_PLAN)
