@@ -15,6 +15,7 @@ from agent.api.auth import Tokens
 from agent.api.routes import inventory, meta, operations
 from agent.api.routes.inventory import InventoryCache
 from agent.api.served import Served
+from agent.api.viewcache import ViewCache
 from agent.remotecalls import remote_call_observers
 
 DESCRIPTION = """The local control API of failover-agent: the network side of Hyper-V / VMM disaster
@@ -29,6 +30,7 @@ def create_app(served: Served, *, tokens: Tokens | None = None) -> FastAPI:
     app.state.served = served
     app.state.tokens = tokens or Tokens(served.config.api)
     served.inventory_cache = InventoryCache(served)
+    served.views = ViewCache(served.store, lambda op_id: operations.full_view_json(served, op_id))
     app.state.remote_calls = meta.RemoteCalls()
     remote_call_observers.append(app.state.remote_calls.observe)
     problems.install(app)

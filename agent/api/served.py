@@ -63,6 +63,8 @@ class Served:
         self.engine = engine
         self.leader = leader
         """None: an agent that executes without a lease contest (tests of the API alone)."""
+        self.views: Any = None
+        """The last view of each polled operation (``agent.api.viewcache.ViewCache``)."""
         self.inventory_cache: Any = None
         """The API's last read of the sites (``agent.api.routes.inventory.InventoryCache``)."""
         self._create_lock = threading.Lock()

@@ -38,6 +38,13 @@ def view_json(s: Served, op_id: str) -> dict[str, Any]:
     return s.engine.view(op_id).to_json(utcnow())
 
 
+def full_view_json(s: Served, op_id: str) -> dict[str, Any]:
+    """``GET /v1/operations/{id}``: the view, who asked and the plan it is pinned to, as
+    'ops show --json' says them."""
+    row = s.engine.journal.operation(op_id)
+    return {**view_json(s, op_id), "requested_by": row.requested_by, "plan_checksum": row.plan_checksum}
+
+
 def _location(op_id: str) -> str:
     return f"/v1/operations/{op_id}"
 
@@ -80,9 +87,7 @@ def start_operation(body: StartOperation, response: Response, s: ServedDep,
 
 @router.get("/{op_id}", response_model=Operation, summary="One operation: steps, progress, errors")
 def get_operation(op_id: str, s: ServedDep, _caller: Annotated[Caller, Depends(require("read"))]) -> Response:
-    row = s.engine.journal.operation(op_id)
-    # Who asked and the plan it is pinned to, as 'ops show --json' says them.
-    body = {**view_json(s, op_id), "requested_by": row.requested_by, "plan_checksum": row.plan_checksum}
+    body = s.views.get(op_id, utcnow())
     # The route orchestrators poll: encoded straight from the journal's view, without a second
     # validation pass through the response model (its schema is still published, and the
     # schemathesis test checks every answer against it).
