@@ -5,9 +5,7 @@ script stops at once, and one failed item leaves the others of its batch standin
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
@@ -15,39 +13,17 @@ import pytest
 from agent.config import Endpoint, RetryPolicy
 from agent.domain.model import FailoverIpSetting, NicFailoverConfig
 from agent.drivers.ps.hyperv import PsHyperV
-from agent.drivers.remoting import PsScript, RemoteScriptError, check_parameters, script_dir
+from agent.drivers.remoting import RemoteScriptError, script_dir
 from agent.engine.retrying import RetryingPort
-from agent.errors import TransientError
 from agent.ports import HyperV
+from tests.replay import Recorded
 
 RECORDINGS = Path(__file__).parents[1] / "recordings" / "hyperv"
 SITES = {"hv-east-01": "contoso-east", "hv-west-01": "contoso-west", "hv-west-02": "contoso-west"}
 
 
-class Replay:
-    """A Remote answering one recording's answers in order; it checks each call's parameters."""
-
-    def __init__(self, name: str) -> None:
-        self.recording: dict[str, Any] = json.loads((RECORDINGS / f"{name}.json").read_text(encoding="utf-8"))
-        self.answers = list(self.recording["answers"])
-        self.sent: list[dict[str, Any]] = []
-
-    def run(self, endpoint: Endpoint, script: PsScript, parameters: Mapping[str, Any], *,
-            timeout_s: float | None = None) -> Any:
-        check_parameters(script, parameters)
-        assert script.name == self.recording["script"]
-        for name, value in self.recording["parameters"].items():
-            assert parameters[name] == value, name
-        self.sent.append(dict(parameters))
-        answer = self.answers.pop(0)
-        if answer.get("raise") == "transient":
-            raise TransientError(answer["message"], script=script.name)
-        if answer.get("raise") == "script":
-            raise RemoteScriptError(answer["message"], script=script.name, fully_qualified_error_id=answer["id"])
-        return answer
-
-    def close(self) -> None:
-        pass
+class Replay(Recorded):
+    directory = RECORDINGS
 
 
 def port(replay: Replay) -> HyperV:

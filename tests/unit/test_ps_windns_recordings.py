@@ -6,9 +6,8 @@ others of its batch applied, and what the server spells its own way reads canoni
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import jsonschema
 import pytest
@@ -17,40 +16,19 @@ from agent.config import DnsServer, Endpoint, RetryPolicy
 from agent.domain.errors import DnsBatchError
 from agent.domain.model import RecordChange, RecordType
 from agent.drivers.ps.windns import PsWindowsDns
-from agent.drivers.remoting import PsScript, RemoteScriptError, check_parameters, script_dir
+from agent.drivers.remoting import script_dir
 from agent.engine.retrying import RetryingPort
-from agent.errors import AgentError, TransientError
+from agent.errors import AgentError
 from agent.ports import Dns
+from tests.replay import Recorded
 
 RECORDINGS = Path(__file__).parents[1] / "recordings" / "dns"
 ZONE = "corp.contoso.example."
 A = RecordType.A
 
 
-class Replay:
-    """A Remote answering one recording's answers in order; it checks each call's parameters."""
-
-    def __init__(self, name: str) -> None:
-        self.recording: dict[str, Any] = json.loads((RECORDINGS / f"{name}.json").read_text(encoding="utf-8"))
-        self.answers = list(self.recording["answers"])
-        self.sent: list[dict[str, Any]] = []
-
-    def run(self, endpoint: Endpoint, script: PsScript, parameters: Mapping[str, Any], *,
-            timeout_s: float | None = None) -> Any:
-        check_parameters(script, parameters)
-        assert script.name == self.recording["script"]
-        for name, value in self.recording["parameters"].items():
-            assert parameters[name] == value, name
-        self.sent.append(dict(parameters))
-        answer = self.answers.pop(0)
-        if answer.get("raise") == "transient":
-            raise TransientError(answer["message"], script=script.name)
-        if answer.get("raise") == "script":
-            raise RemoteScriptError(answer["message"], script=script.name, fully_qualified_error_id=answer["id"])
-        return answer
-
-    def close(self) -> None:
-        pass
+class Replay(Recorded):
+    directory = RECORDINGS
 
 
 def port(replay: Replay) -> Dns:
