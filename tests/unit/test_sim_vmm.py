@@ -271,3 +271,43 @@ def test_grants_behave_like_a_simple_address_book(ops: list[tuple[str, int, str]
                     book.pop(address, None)
         held = {g.address: g.owner_id for g in vmm.read_inventory().grants if g.pool == "pool-b-app"}
         assert held == book
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["grant", "any", "revoke"]), st.integers(10, 14), st.sampled_from(OWNERS),
+                  st.booleans()),
+        max_size=16,
+    )
+)
+def test_any_address_is_the_lowest_free_one_whatever_changed_it(ops: list[tuple[str, int, str, bool]]) -> None:
+    """Granting "any address" keeps what it knows of a pool from call to call; grants and
+    revocations through this world or through another one on the same state file (another
+    process) must all show in the next answer."""
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state.json"
+        here, there = SimWorld.open(FIXTURE, state).vmm("site-b"), SimWorld.open(FIXTURE, state).vmm("site-b")
+        book: dict[int, str] = {}
+        for op, last, owner, elsewhere in ops:
+            vmm = there if elsewhere else here
+            if op == "any":
+                [r] = vmm.grant_ips([GrantRequest("pool-b-app", "", owner)])
+                free = sorted(set(range(10, 15)) - set(book))
+                if not free:
+                    assert code(r) == "pool_exhausted"
+                    continue
+                assert r.value.address == f"172.16.1.{free[0]}"
+                book[free[0]] = owner
+            elif op == "grant":
+                [r] = vmm.grant_ips([GrantRequest("pool-b-app", f"172.16.1.{last}", owner)])
+                if book.get(last, owner) == owner:
+                    book[last] = owner
+            else:
+                g = IpGrant(pool="pool-b-app", site="site-b", address=f"172.16.1.{last}", owner_id=owner)
+                vmm.revoke_ips([g])
+                if book.get(last) == owner:
+                    del book[last]
+        held = {g.address: g.owner_id for g in here.read_inventory().grants if g.pool == "pool-b-app"}
+        assert held == {f"172.16.1.{n}": o for n, o in book.items()}

@@ -17,7 +17,7 @@ from agent.domain.errors import (
     PoolExhausted,
 )
 from agent.domain.model import IpGrant, Isolation, Nic, VmNetwork
-from agent.drivers.sim.addresses import ip_int
+from agent.drivers.sim.addresses import FreeAddresses, free_addresses, ip_int, note_granted, note_revoked
 from agent.drivers.sim.state import (
     State,
     grant_value,
@@ -72,7 +72,7 @@ class SimVmm:
     def grant_ips(self, requests: Sequence[GrantRequest]) -> list[ItemResult[IpGrant]]:
         site = self.site
         owners: dict[str, str] = {}
-        free: dict[str, _FreeAddresses] = {}  # per pool, built on the first address="" request
+        free: dict[str, FreeAddresses] = {}  # per pool, looked up on the first address="" request
 
         def apply(st: State, req: GrantRequest) -> ItemResult[IpGrant]:
             pool = _pool(st, site, req.pool)
@@ -88,7 +88,7 @@ class SimVmm:
             granted = st["grants"][site].get(req.pool, {})
             if req.address == "":
                 if req.pool not in free:
-                    free[req.pool] = _FreeAddresses(pool, granted)
+                    free[req.pool] = free_addresses(site, req.pool, pool, granted)
                 address = free[req.pool].take()
                 if address is None:
                     raise PoolExhausted(
@@ -111,8 +111,10 @@ class SimVmm:
                         owner_id=held["owner_id"],
                     )
             entry = {"owner_type": "VirtualNetworkAdapter", "owner_id": req.owner_id, "description": req.description}
-            st["grants"][site].setdefault(req.pool, {})[address] = entry
-            if req.pool in free:
+            held_now = st["grants"][site].setdefault(req.pool, {})
+            held_now[address] = entry
+            note_granted(site, req.pool, pool, held_now, address)
+            if req.pool in free:  # this call's view, whether it is still the one kept or not
                 free[req.pool].taken.add(ip_int(address)[1])
             return ItemResult(f"{req.pool}:{address}", grant_value(site, req.pool, address, entry), changed=True)
 
@@ -141,6 +143,7 @@ class SimVmm:
                     owner_id=held["owner_id"],
                 )
             del held_in_pool[g.address]
+            note_revoked(site, g.pool, held_in_pool, g.address)
             if not held_in_pool:
                 del st["grants"][site][g.pool]
             return ItemResult(key, changed=True)
@@ -378,24 +381,3 @@ def _check_grantable(pool: dict[str, Any], name: str, address: str) -> None:
         )
     if address in pool["reserved"]:
         raise AddressReserved(f"{address} is in the reserved set of pool {name}", pool=name, address=address)
-
-
-class _FreeAddresses:
-    """The lowest free address of a pool, found once per call rather than once per request: a
-    call only takes addresses, so the search never needs to go back."""
-
-    def __init__(self, pool: dict[str, Any], granted: dict[str, Any]) -> None:
-        family, self.next = ip_int(pool["range_start"])
-        self.end = ip_int(pool["range_end"])[1]
-        self.cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-        self.taken = {ip_int(a)[1] for a in granted} | {ip_int(a)[1] for a in pool["reserved"]}
-
-    def take(self) -> str | None:
-        n = self.next
-        while n <= self.end and n in self.taken:
-            n += 1
-        self.next = n + 1
-        if n > self.end:
-            return None
-        self.taken.add(n)
-        return str(self.cls(n))
