@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
+import itertools
 import socket
 import struct
 from collections.abc import Hashable, Iterable, Sequence
@@ -199,19 +200,20 @@ class PoolLedger:
     been changed (:meth:`grant`, :meth:`release`).
     """
 
-    __slots__ = ("pool", "version", "_alloc", "_values", "_owners", "_by_owner", "_owner_of")
+    __slots__ = ("pool", "version", "_alloc", "_values", "_grants", "_extra", "_by_owner", "_owner_of")
 
     def __init__(self, pool: StaticIpPool, grants: Iterable[tuple[str, str]] = ()) -> None:
         alloc = PoolAllocator(pool)
         self.pool, self.version, self._alloc = pool, alloc.version, alloc
-        grants = grants if isinstance(grants, list | tuple) else list(grants)
-        values, owners = _decode(grants, alloc.version)
+        grants = tuple(grants)  # kept until indexed: a caller's list may change after (a tuple is not copied)
+        values, of_family = _decode(grants, alloc.version)
         alloc._used.update(values)
-        # The grants as they came, until the first question about an owner indexes them: a bulk
-        # allocation only looks up the owners it serves, and indexing all of them would cost more
-        # than the allocation itself.
-        self._values: list[int] | None = values
-        self._owners: list[str] | None = owners
+        # The grants as they came (values[i] is the address of of_family[i]), and those recorded
+        # since, until the first question about an owner indexes them: a bulk allocation only
+        # looks up the owners it serves, and indexing every owner would cost more than it does.
+        self._values: Sequence[int] | None = values
+        self._grants: Sequence[tuple[str, str]] | None = of_family
+        self._extra: list[tuple[int, str]] = []
         self._by_owner: dict[str, set[int]] | None = None
         self._owner_of: dict[int, str] | None = None
 
@@ -325,11 +327,14 @@ class PoolLedger:
 
     def _owned_by(self, owners: set[str]) -> dict[str, list[int]]:
         """The grants of ``owners`` alone, lowest first, without indexing every owner."""
-        if self._values is None or self._owners is None:
+        if self._values is None or self._grants is None:
             index = self._index()
             return {o: sorted(index[o]) for o in owners if o in index}
         owned: dict[str, list[int]] = {}
-        for value, owner in zip(self._values, self._owners, strict=True):
+        for value, grant in zip(self._values, self._grants, strict=True):
+            if grant[1] in owners:
+                owned.setdefault(grant[1], []).append(value)
+        for value, owner in self._extra:
             if owner in owners:
                 owned.setdefault(owner, []).append(value)
         for values in owned.values():
@@ -340,13 +345,15 @@ class PoolLedger:
         index = self._by_owner
         if index is None:
             index = self._by_owner = {}
-            for value, owner in zip(self._values or (), self._owners or (), strict=True):
+            pairs = zip(self._values or (), (owner for _, owner in self._grants or ()), strict=True)
+            for value, owner in itertools.chain(pairs, self._extra):
                 mine = index.get(owner)
                 if mine is None:
                     index[owner] = {value}
                 else:
                     mine.add(value)
-            self._values = self._owners = None
+            self._values = self._grants = None
+            self._extra = []
         return index
 
     def _holders(self) -> dict[int, str]:
@@ -357,9 +364,7 @@ class PoolLedger:
     def _record(self, value: int, owner: str) -> None:
         index = self._by_owner
         if index is None:
-            assert self._values is not None and self._owners is not None
-            self._values.append(value)
-            self._owners.append(owner)
+            self._extra.append((value, owner))
             return
         mine = index.get(owner)
         if mine is None:
@@ -396,26 +401,30 @@ def _ordered(pool: StaticIpPool, requests: Sequence[AddressRequest]) -> list[Add
     return ordered
 
 
-def _decode(grants: Sequence[tuple[str, str]], version: int) -> tuple[list[int], list[str]]:
-    """The integer values and owners of the grants of the pool's family; refuses (ValueError) an
-    address that is none, of either family, as :func:`to_int` does."""
-    if version == 4:
-        try:
+def _decode(
+    grants: Sequence[tuple[str, str]], version: int
+) -> tuple[Sequence[int], Sequence[tuple[str, str]]]:
+    """The grants of the pool's family and their integer values, in the same order; refuses
+    (ValueError) an address that is none, of either family, as :func:`to_int` does."""
+    try:
+        if version == 4:
             # One C-level pass when every address is IPv4 (the usual case): several times
             # faster than converting one by one, and it is the whole setup of a bulk allocation.
             pton, family = socket.inet_pton, socket.AF_INET
             blob = b"".join([pton(family, address) for address, _ in grants])
-            return list(struct.unpack(f">{len(grants)}I", blob)), [owner for _, owner in grants]
-        except OSError:
-            pass  # an IPv6 address among them (or no address): one by one
+            return struct.unpack(f">{len(grants)}I", blob), grants
+        pton, family, from_bytes = socket.inet_pton, socket.AF_INET6, int.from_bytes
+        return [from_bytes(pton(family, address), "big") for address, _ in grants], grants
+    except OSError:
+        pass  # an address of the other family among them (or no address): one by one
     values: list[int] = []
-    owners: list[str] = []
-    for address, owner in grants:
-        family_of, value = to_int(address)
+    of_family: list[tuple[str, str]] = []
+    for grant in grants:
+        family_of, value = to_int(grant[0])
         if family_of == version:
             values.append(value)
-            owners.append(owner)
-    return values, owners
+            of_family.append(grant)
+    return values, of_family
 
 
 def _preferred_values(ordered: Sequence[AddressRequest], version: int) -> dict[Hashable, int | None]:

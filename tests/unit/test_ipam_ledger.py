@@ -116,3 +116,15 @@ def test_an_address_given_back_is_the_lowest_free_one_again() -> None:
     [same] = ledger.allocate([AddressRequest(key=(4,), owner="nic-c")]).allocations.values()
     assert same.address == "10.0.0.10" and same.existing
     assert ledger.grants_of("nic-c") == ["10.0.0.10"] and ledger.grants_of("nic-a") == []
+
+
+def test_the_ledger_is_its_own_record_of_the_grants_it_was_given() -> None:
+    # A caller that keeps changing its list (the inventory it read) does not change the ledger.
+    pool = StaticIpPool(name="p", site="s", vm_network="n", vm_subnet="sn", prefix="10.0.0.0/24",
+                        range_start="10.0.0.10", range_end="10.0.0.20")
+    grants = [("10.0.0.10", "nic-a")]
+    ledger = PoolLedger(pool, grants)
+    grants.append(("10.0.0.11", "nic-b"))
+    grants[0] = ("10.0.0.12", "nic-a")
+    result = ledger.allocate([AddressRequest(key=(1,), owner="nic-a"), AddressRequest(key=(2,), owner="nic-b")])
+    assert [(a.address, a.existing) for a in result.allocations.values()] == [("10.0.0.10", True), ("10.0.0.11", False)]
