@@ -12,8 +12,11 @@ set from the reserved set and every grant. "After" is :class:`agent.domain.ipam.
 built once from the same grants (its setup is reported on its own), then asked one request per
 call, as a served agent would; the bulk rows compare :func:`agent.domain.ipam.allocate` with the
 reference on one call of many requests. Both sides of a row run in the same round, in
-alternating order, so a busy moment of the shared machine falls on both; each round gives a
-ratio, and the report shows min and median of the rounds.
+alternating order, so a busy moment of the shared machine falls on both (a bulk side counts the
+best of a few interleaved calls); each round gives a ratio, and the report shows min and median
+of the rounds. The simulator's own "any address" grant path keeps its free addresses the same way
+(``agent/drivers/sim/addresses.py``) but is not timed here: a simulated call's cost is its state
+store's.
 
 The pool: 10.0.0.0/16, range 10.0.0.10-10.0.255.250, twenty reserved addresses; 60,000 grants
 scattered over the first 62,000 addresses of the range (so free holes are spread among them),
@@ -151,8 +154,12 @@ def run_family(family: int, args: argparse.Namespace) -> dict[str, list[float]]:
             ("bulk_before", lambda: reference_allocate(world.pool, bulk, world.grants)),
             ("bulk_after", lambda: allocate(world.pool, bulk, world.grants))]
         got: dict[str, AllocationResult] = {}
-        for name, f in (sides if first else sides[::-1]):
-            t, got[name] = timed(f)
+        best = {name: float("inf") for name, _ in sides}
+        for _ in range(args.bulk_repeat):  # interleaved, the best of each side: one busy moment is not a round
+            for name, f in (sides if first else sides[::-1]):
+                t, got[name] = timed(f)
+                best[name] = min(best[name], t)
+        for name, t in best.items():
             rows[name].append(t)
         if got["bulk_before"] != got["bulk_after"]:
             sys.exit(f"IPv{family}: the bulk allocation differs from the reference")
@@ -180,7 +187,7 @@ def report(results: dict[int, dict[str, list[float]]], args: argparse.Namespace,
         " same round, order alternating); single: the reference on the first "
         f"{args.before_v4} (IPv4) / {args.before_v6} (IPv6) requests of the stream, the ledger on all "
         f"{args.single:,} (the results of the shared prefix compared, equal); bulk: {args.bulk:,} requests in one"
-        " call (results compared, equal)",
+        f" call, the best of {args.bulk_repeat} interleaved calls per side and round (results compared, equal)",
         "",
         "| family | phase | before: min / median | after: min / median | paired ratio: min / median |",
         "|---|---|---:|---:|---:|",
@@ -208,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--before-v4", type=int, default=60, help="single requests the reference serves (IPv4)")
     p.add_argument("--before-v6", type=int, default=20, help="single requests the reference serves (IPv6)")
     p.add_argument("--bulk", type=int, default=10_000)
+    p.add_argument("--bulk-repeat", type=int, default=3, help="bulk calls per side and round, the best counted")
     p.add_argument("--family", choices=["4", "6", "both"], default="both")
     p.add_argument("--no-write", action="store_true", help=f"print the report, leave {RESULTS.name} alone")
     args = p.parse_args(argv)
