@@ -158,7 +158,7 @@ def free_addresses(site: str, name: str, pool: dict[str, Any], granted: dict[str
         return kept
     fresh = FreeAddresses(pool, granted)
     if len(_KEPT) >= 1024:  # one entry per pool of the worlds of this process: tests open many
-        del _KEPT[next(iter(_KEPT))]
+        _KEPT.clear()
     _KEPT[(site, name)] = fresh
     return fresh
 
@@ -175,7 +175,7 @@ def note_granted(site: str, name: str, pool: dict[str, Any], granted: dict[str, 
     if kept._granted is granted and kept.size == len(granted) - 1:
         kept.granted(address)
     else:
-        del _KEPT[(site, name)]
+        _KEPT.pop((site, name), None)
 
 
 def note_revoked(site: str, name: str, granted: dict[str, Any], address: str) -> None:
@@ -186,4 +186,4 @@ def note_revoked(site: str, name: str, granted: dict[str, Any], address: str) ->
     if kept._granted is granted and kept.size == len(granted) + 1:
         kept.revoked(address)
     else:
-        del _KEPT[(site, name)]
+        _KEPT.pop((site, name), None)
