@@ -187,7 +187,8 @@ def write_results(results: list[dict[str, Any]], args: argparse.Namespace, load:
         for kind, label in (("set_power", "`hyperv.set_power` of 1 VM"), ("dns", "`dns.apply` of 1 record")):
             b, a, q = res["per"]["before"][kind], res["per"]["after"][kind], res["ratios"][kind]
             lines.append(f"| {res['vms']:,} | {label} | {min(b):.2f} / {statistics.median(b):.2f} | "
-                         f"{min(a):.3f} / {statistics.median(a):.3f} | **{min(q):.0f} x / {statistics.median(q):.0f} x** |")
+                         f"{min(a):.3f} / {statistics.median(a):.3f} | "
+                         f"**{min(q):.0f} x / {statistics.median(q):.0f} x** |")
     lines += ["", "| VMs | state file (before / after, at the end) | bytes written per `dns.apply` "
               "(before / after, median of rounds; after includes compactions) | world open (before / after) |",
               "|---|---|---|---|"]
