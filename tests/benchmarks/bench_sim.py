@@ -4,15 +4,18 @@ the state file became a snapshot plus an append-only change log.
     python tests/benchmarks/bench_sim.py                      # 1,000 and 10,000 VMs, 7 rounds
     python tests/benchmarks/bench_sim.py --vms 1000 --rounds 3 --calls 40 --no-write
 
-The world is ``bench_engine.generate``'s (two sites, 4 Hyper-V hosts each, every VM replicated,
-one A record per VM). For each size two worker processes hold the same world open: one runs the
-simulator of ``--baseline`` (by default 9514867, the last commit that rewrote the whole state on
-every change; its ``agent/`` is taken with ``git archive``), the other this tree's. Each round asks
-both, one after the other (which goes first alternates), for ``--calls`` changing calls:
-``hyperv.set_power`` of one VM (stop, then start again next time round) and ``dns.apply`` of one
-record (its TTL moved). A round's figure is the median ms per call of that worker in that round; the
-table gives min and median over rounds of each, and of the paired ratio (before / after, same
-round). Also counted: bytes the state file grew or was rewritten by per call (the after column
+The world: two sites with 4 Hyper-V hosts each, one VM network with a /16 pool at each, every VM
+replicated with its NIC mapped to the recovery site's network, one A record per VM (the shape of
+``bench_engine``'s world, whose /20 application subnet stops at 4,000 VMs). For each size two
+worker processes seed the same world, each into a state file of its own: one runs the simulator
+of ``--baseline`` (by default 9514867, the last commit that rewrote the whole state on every
+change; its ``agent/`` is taken with ``git archive``), the other this tree's. Each round asks both,
+one after the other (which goes first alternates), for ``--calls`` calls of each kind, every one
+changing something: ``hyperv.set_power`` of one VM (stop, and start next time round),
+``dns.apply`` of one record (its TTL moved) and ``vmm.grant_ips`` of one address (revoked after,
+untimed). A round's figure is the median ms per call of that worker in that round; the table
+gives min and median over rounds of each, and of the paired ratio (before / after, same round).
+Also counted: bytes the state file grew or was rewritten by per ``dns.apply`` (the after column
 includes the compactions that happened in the round). Results go to ``RESULTS-sim.md``.
 
 Latency off, faults off: the figures are the harness's own cost (lock, catch-up, mutation, write).
@@ -37,27 +40,57 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BASELINE = "9514867"
+KINDS = {"set_power": "`hyperv.set_power` of 1 VM", "dns": "`dns.apply` of 1 record",
+         "grant": "`vmm.grant_ips` of 1 address"}
 
 
 # ------------------------------------------------------------------------------ the worker
+
+
+def inventory(n_vms: int) -> dict[str, Any]:
+    def net(site: str) -> dict[str, Any]:
+        return {"name": f"{site}-net", "logical_network": "ln", "isolation": "VLANNetwork",
+                "subnets": [{"name": "s", "prefix": "10.1.0.0/16", "vlan_id": 10,
+                             "pools": [{"name": f"{site}-pool", "range": ["10.1.0.10", "10.1.255.250"],
+                                        "gateway": "10.1.0.1"}]}]}
+
+    def address(i: int) -> str:
+        k = 20 + i
+        return f"10.1.{k // 256}.{k % 256}"
+
+    vms = [{"name": f"vm{i:05d}", "host": f"a-hv{i % 4 + 1}",
+            "nics": [{"name": "nic0", "vm_network": "a-net", "vm_subnet": "s", "addresses": [f"{address(i)}/16"]}],
+            "replica": {"site": "site-b", "host": f"b-hv{i % 4 + 1}",
+                        "nics": [{"name": "nic0", "vm_network": "b-net", "vm_subnet": "s"}]}} for i in range(n_vms)]
+    return {
+        "sites": [{"name": "site-a", "hosts": [f"a-hv{h}" for h in range(1, 5)], "logical_networks": ["ln"],
+                   "vm_networks": [net("a")], "vms": vms},
+                  {"name": "site-b", "hosts": [f"b-hv{h}" for h in range(1, 5)], "logical_networks": ["ln"],
+                   "vm_networks": [net("b")]}],
+        "dns_servers": [{"name": "ns", "zones": [{"name": "corp.example", "records": [
+            {"name": f"vm{i:05d}", "type": "A", "ttl": 3600, "values": [address(i)]} for i in range(n_vms)]}]}],
+    }
 
 
 def worker(inventory: str, state: str) -> None:
     """Opens the world, then answers ``run N`` lines on stdin with one JSON line of timings."""
 
     from agent.domain.model import RecordChange
-    from agent.drivers.sim import SimWorld
+    from agent.drivers.sim import SimInventory, SimWorld
+    from agent.ports import GrantRequest
 
-    world = SimWorld.open(inventory, state)
-    hv, dns = world.hyperv("site-a"), world.dns("ns")
+    # Validated here rather than read as a file: 10,000 VMs are past the YAML reader's size limit.
+    world = SimWorld.open(SimInventory.model_validate(json.loads(Path(inventory).read_text())), state)
+    hv, dns, vmm = world.hyperv("site-a"), world.dns("ns"), world.vmm("site-b")
     vms = sorted((v.host, v.name) for v in world.vmm("site-a").read_inventory().vms if v.role == "primary")
+    replica_nic = next(n.id for v in vmm.read_inventory().vms for n in v.nics)
     ttl: dict[str, int] = {}
     stopped: set[str] = set()
     i = 0
     print(json.dumps({"ready": len(vms)}), flush=True)
     for line in sys.stdin:
         n = int(line.split()[1])
-        times: dict[str, list[float]] = {"set_power": [], "dns": []}
+        times: dict[str, list[float]] = {"set_power": [], "dns": [], "grant": []}
         size0, rewritten = os.path.getsize(state), 0
         for _ in range(n):
             host, name = vms[i % len(vms)]
@@ -80,6 +113,11 @@ def worker(inventory: str, state: str) -> None:
             after = os.path.getsize(state)
             rewritten += after if after <= before else after - before
             ttl[name] = old + 1
+            t = time.perf_counter()
+            [g] = vmm.grant_ips([GrantRequest("b-pool", "10.1.255.200", replica_nic)])
+            times["grant"].append(time.perf_counter() - t)
+            assert g.changed, g
+            vmm.revoke_ips([g.value])
         grown = os.path.getsize(state) - size0
         print(json.dumps({"times": times, "file_mb": os.path.getsize(state) / 1e6,
                           "dns_bytes_per_call": rewritten / n, "grown": grown}), flush=True)
@@ -131,17 +169,14 @@ def med_ms(xs: list[float]) -> float:
 
 
 def measure(n_vms: int, rounds: int, calls: int, tmp: Path, base: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT))
-    from tests.benchmarks.bench_engine import generate
-
     d = tmp / f"world-{n_vms}"
     d.mkdir()
-    generate(d, n_vms=n_vms)
-    inv = d / "inventory.yaml"
+    inv = d / "inventory.json"
+    inv.write_text(json.dumps(inventory(n_vms)))
     workers = {"before": Worker("before", base, inv, d / "before.state"),
                "after": Worker("after", ROOT, inv, d / "after.state")}
-    per: dict[str, dict[str, list[float]]] = {w: {"set_power": [], "dns": [], "bytes": []} for w in workers}
-    ratios: dict[str, list[float]] = {"set_power": [], "dns": []}
+    per: dict[str, dict[str, list[float]]] = {w: {**{k: [] for k in KINDS}, "bytes": []} for w in workers}
+    ratios: dict[str, list[float]] = {k: [] for k in KINDS}
     file_mb: dict[str, float] = {}
     try:
         for w in workers.values():
@@ -150,11 +185,11 @@ def measure(n_vms: int, rounds: int, calls: int, tmp: Path, base: Path) -> dict[
             order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
             got = {name: workers[name].run(calls) for name in order}
             for name, res in got.items():
-                for kind in ("set_power", "dns"):
+                for kind in KINDS:
                     per[name][kind].append(med_ms(res["times"][kind]))
                 per[name]["bytes"].append(res["dns_bytes_per_call"])
                 file_mb[name] = res["file_mb"]
-            for kind in ("set_power", "dns"):
+            for kind in KINDS:
                 ratios[kind].append(per["before"][kind][-1] / per["after"][kind][-1])
     finally:
         for w in workers.values():
@@ -184,7 +219,7 @@ def write_results(results: list[dict[str, Any]], args: argparse.Namespace, load:
         "|---|---|---|---|---|",
     ]
     for res in results:
-        for kind, label in (("set_power", "`hyperv.set_power` of 1 VM"), ("dns", "`dns.apply` of 1 record")):
+        for kind, label in KINDS.items():
             b, a, q = res["per"]["before"][kind], res["per"]["after"][kind], res["ratios"][kind]
             lines.append(f"| {res['vms']:,} | {label} | {min(b):.2f} / {statistics.median(b):.2f} | "
                          f"{min(a):.3f} / {statistics.median(a):.3f} | "
@@ -230,7 +265,7 @@ def main() -> None:
         for n in args.vms:
             res = measure(n, args.rounds, args.calls, tmp, base)
             results.append(res)
-            for kind in ("set_power", "dns"):
+            for kind in KINDS:
                 b, a = (statistics.median(res["per"][s][kind]) for s in ("before", "after"))
                 print(f"{n:>6} VMs {kind:>9}: before {b:7.2f} ms  after {a:7.3f} ms  "
                       f"paired median {statistics.median(res['ratios'][kind]):.0f} x", flush=True)

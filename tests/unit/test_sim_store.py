@@ -254,3 +254,22 @@ def test_an_old_format_file_is_converted_at_its_first_change(world: SimWorld, tm
     state.write_bytes(b"SIMSTATE9 00ff 7\n")
     with pytest.raises(StateFileError, match="format 9.*reset the world"):
         SimWorld.open(FIXTURE, state)
+
+
+def test_what_a_process_keeps_of_a_site_follows_the_changes_of_another(world: SimWorld) -> None:
+    """The NIC owners a grant checks and a site's inventory are kept while that site's VMs,
+    pools and grants stand still; a VM another process created is known at the next call."""
+
+    vmm = world.vmm("site-b")
+    assert vmm.grant_ips([GrantRequest("pool-b-web", "192.168.1.20", WEB01_B)])[0].changed
+    seen = vmm.read_inventory()
+    other = SimWorld.open(FIXTURE, world.state_path)
+    other.dns("dns-main").apply(ZONE, [RecordChange(zone=ZONE, name="z.example.com.", type="A", ttl=60,
+                                                    new_values=("10.0.0.9",))])
+    assert vmm.read_inventory() == seen  # a change elsewhere leaves the site as it was
+    [started] = other.hyperv("site-b").replicate("hv-b1", "start_test", ["web01"])
+    test_vm = next(v for v in vmm.read_inventory().vms if v.name == started.value.test_vm)
+    [g] = vmm.grant_ips([GrantRequest("pool-b-web", "192.168.1.21", test_vm.nics[0].id)])
+    assert g.changed, g.error
+    other.vmm("site-b").revoke_ips([g.value])
+    assert "192.168.1.21" not in {x.address for x in vmm.read_inventory().grants}

@@ -43,6 +43,7 @@ made to one writes it as format 3.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import marshal
 import os
@@ -98,12 +99,30 @@ class StateStore:
         """Offset just past the last whole record read."""
         self.seq = 0
         self.verify = os.environ.get(VERIFY_ENV) == "1"
+        self._loads = 0
+        self._ticks = itertools.count(1)
+        self._changed_at: dict[tuple[str, ...], int] = {}
+        """Container path (two keys at most: ``("vms", site)``) -> tick of its last change."""
 
     @property
     def token(self) -> str | None:
         """Names the state version this process holds; changes with every change."""
 
         return None if self._state is None else f"{self._file_token}:{self.seq}"
+
+    def version_of(self, path: tuple[str, ...]) -> tuple[int, int]:
+        """Changes whenever something at or under ``path`` (one or two keys: ``("vms", site)``)
+        changed, here or in a process this one caught up with: what a value derived from one
+        site's VMs is keyed by, so a change elsewhere in the world keeps it. Call with
+        :attr:`mutex` held, after :meth:`current`."""
+
+        at = self._changed_at
+        return self._loads, max(at.get(path[:i], 0) for i in range(1, len(path) + 1))
+
+    def _changed(self, ops: list[tuple[Any, ...]]) -> None:
+        tick = next(self._ticks)
+        for op in ops:
+            self._changed_at[op[0][:2]] = tick
 
     # ------------------------------------------------------------------------ reading
 
@@ -162,6 +181,8 @@ class StateStore:
 
     def _load(self, fh: BinaryIO) -> None:
         self._state, self._file_token = None, None
+        self._loads += 1
+        self._changed_at.clear()
         fh.seek(0)
         data = fh.read()
         m = self._header(data[:128])
@@ -197,6 +218,7 @@ class StateStore:
                 raise StateFileError(f"simulator state {self.path} is damaged: change {seq} follows {self.seq}; "
                                      "reset the world to re-seed it from the inventory", file=str(self.path))
             apply(state, ops)
+            self._changed(ops)
             self.seq = seq
             pos += _RECORD.size + length
         self._end = at + pos
@@ -267,6 +289,7 @@ class StateStore:
         return seq
 
     def _append_change(self, seq: int, ops: list[tuple[Any, ...]]) -> None:
+        self._changed(ops)  # before the write: a failed one drops the state, and with it the version
         body = marshal.dumps((seq, ops))
         data = _RECORD.pack(len(body), zlib.crc32(body)) + body
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
@@ -298,6 +321,8 @@ class StateStore:
             with suppress(OSError):
                 os.unlink(tmp)
             raise
+        self._loads += 1  # what the snapshot holds is not ticked per container: derived values start again
+        self._changed_at.clear()
         self._state, self._file_token, self._format, self.seq = state, token, FORMAT, seq
         self._records_at = self._end = len(head) + len(body)
 

@@ -63,7 +63,7 @@ class SimVmm:
         site = self.site
 
         def read(st: State) -> tuple[VmmInventory, Sequence[str]]:
-            return self._world._cached(("vmm", site), lambda: _inventory(st, site)), ()
+            return self._world._cached(("vmm", site), lambda: _inventory(st, site), _site_sections(site)), ()
 
         return self._world._single("vmm.read_inventory", site, [site], read, mutating=False)
 
@@ -71,13 +71,12 @@ class SimVmm:
 
     def grant_ips(self, requests: Sequence[GrantRequest]) -> list[ItemResult[IpGrant]]:
         site = self.site
-        owners: dict[str, str] = {}
         free: dict[str, _FreeAddresses] = {}  # per pool, built on the first address="" request
 
         def apply(st: State, req: GrantRequest) -> ItemResult[IpGrant]:
             pool = _pool(st, site, req.pool)
-            if not owners:
-                owners.update(_nic_owners(st, site))
+            # Kept while the site's VMs do not change: a scan of every NIC per call grew with the world.
+            owners = self._world._cached(("nic-owners", site), lambda: _nic_owners(st, site), [("vms", site)])
             if req.owner_id not in owners:
                 raise NotFoundError(
                     f"no NIC with id {req.owner_id} at {site} to grant {req.address or 'an address'} to",
@@ -335,6 +334,12 @@ class SimVmm:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _site_sections(site: str) -> list[tuple[str, ...]]:
+    """What one site's VMM inventory is made of: a change anywhere else leaves it as it was."""
+
+    return [("networks", site), ("pools", site), ("grants", site), ("vms", site)]
 
 
 def _inventory(st: State, site: str) -> VmmInventory:

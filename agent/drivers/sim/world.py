@@ -93,7 +93,7 @@ class SimWorld:
     def __init__(self, inventory: Path | SimInventory, store: StateStore) -> None:
         self._inventory_source = inventory
         self._store = store
-        self._cache: dict[Any, tuple[str | None, Any]] = {}
+        self._cache: dict[Any, tuple[Any, Any]] = {}
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -313,16 +313,17 @@ class SimWorld:
 
     # ------------------------------------------------------------------ call runner
 
-    def _cached(self, key: Any, build: Callable[[], R]) -> R:
-        """A value derived from the state, rebuilt only when the state changed. Call with the
-        store's mutex held (the values are frozen, so sharing them is safe)."""
+    def _cached(self, key: Any, build: Callable[[], R], depends: Sequence[tuple[str, ...]] | None = None) -> R:
+        """A value derived from the state, rebuilt only when the state changed, or, with
+        ``depends``, only when something under those containers (``("vms", site)``) changed. Call
+        with the store's mutex held (the values are frozen or never mutated, so sharing them is safe)."""
 
-        token = self._store.token
+        version = self._store.token if depends is None else tuple(self._store.version_of(p) for p in depends)
         hit = self._cache.get(key)
-        if hit is not None and hit[0] == token:
+        if hit is not None and hit[0] == version:
             return hit[1]
         value = build()
-        self._cache[key] = (token, value)
+        self._cache[key] = (version, value)
         return value
 
     @contextmanager
