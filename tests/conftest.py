@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -14,6 +15,11 @@ import pytest
 from tests import leakcheck
 from tests.rigs import Rig, Templates, copy_demo
 from tests.stores import store_url  # noqa: F401  (a fixture, for every test)
+
+# Every simulator commit re-reads its state file and compares it with the state in memory, in
+# this process and the ones tests start: a driver mutation the change record missed fails the
+# test that made it (agent/drivers/sim/changes.py), instead of a process that resumes later.
+os.environ.setdefault("FA_SIM_VERIFY_CHANGES", "1")
 
 
 @pytest.fixture

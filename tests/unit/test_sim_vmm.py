@@ -282,9 +282,9 @@ def test_grants_behave_like_a_simple_address_book(ops: list[tuple[str, int, str]
     )
 )
 def test_any_address_is_the_lowest_free_one_whatever_changed_it(ops: list[tuple[str, int, str, bool]]) -> None:
-    """Granting "any address" keeps what it knows of a pool from call to call; grants and
+    """Granting "any address" takes the lowest free one, whatever changed the pool: grants and
     revocations through this world or through another one on the same state file (another
-    process) must all show in the next answer."""
+    process, whose changes are replayed into this world's state) must all show in the next answer."""
 
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state.json"

@@ -2,8 +2,9 @@
 
 Used by the demo and by every test. It refuses what VMM, Hyper-V, a DNS server or a router
 would refuse, each with the named error of ``agent.domain.errors``; it persists the world in a
-JSON state file shared safely by several processes; it records every call; and it can be made
-slow (latency) or unreliable (fault injection). ::
+state file (a snapshot and the changes appended since: :mod:`agent.drivers.sim.store`) shared
+safely by several processes; it records every call; and it can be made slow (latency) or
+unreliable (fault injection). ::
 
     world = SimWorld.open("inventory.yaml", "var/sim-state.json")
     vmm = world.vmm("site-b")                 # agent.ports.Vmm

@@ -6,9 +6,9 @@ inventory refuses exactly what the simulated systems would refuse at run time.
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
 import socket
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -87,33 +87,23 @@ def failover_setting_problem(setting: FailoverIpSetting) -> str | None:
 
 
 class FreeAddresses:
-    """The lowest free address of one simulated pool: every address of ``[start, next)`` is
-    taken (granted or reserved) except those in ``holes``, revoked after ``next`` passed them.
-    Kept from call to call (:func:`free_addresses`), so granting "any address" costs the same
-    in a pool of 60,000 grants as in an empty one, instead of a pass over every grant."""
+    """The lowest free address of one simulated pool, for the grants of one call: every address
+    of ``[start, next)`` is taken (granted or reserved). Built once per call and pool, so a batch
+    granting "any address" to many NICs makes one pass over the pool's grants, not one per NIC.
+    Not kept across calls: another process's changes are replayed into the same state objects,
+    so a structure kept from an earlier call could offer an address granted since."""
 
-    __slots__ = ("_pool", "_granted", "_shape", "size", "start", "end", "next", "cls", "reserved", "taken", "holes")
+    __slots__ = ("end", "next", "cls", "taken")
 
-    def __init__(self, pool: dict[str, Any], granted: dict[str, Any]) -> None:
-        family, self.start = ip_int(pool["range_start"])
+    def __init__(self, pool: Mapping[str, Any], granted: Iterable[str]) -> None:
+        family, self.next = ip_int(pool["range_start"])
         self.end = ip_int(pool["range_end"])[1]
-        self.next = self.start
         self.cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-        self.reserved = {ip_int(a)[1] for a in pool["reserved"]}
-        self.taken = {ip_int(a)[1] for a in granted} | self.reserved
-        self.holes: list[int] = []
-        # What the structure was built from: the same objects, of the size last seen, for it to hold.
-        self._pool, self._granted, self._shape, self.size = pool, granted, _shape(pool), len(granted)
+        self.taken = {ip_int(a)[1] for a in granted} | {ip_int(a)[1] for a in pool["reserved"]}
 
     def take(self) -> str | None:
         """Claim the lowest free address (the caller then grants it); None when the pool is full."""
-        taken, holes = self.taken, self.holes
-        while holes:
-            n = heapq.heappop(holes)
-            if n not in taken:  # else granted by address since it was revoked
-                taken.add(n)
-                return str(self.cls(n))
-        n, end = self.next, self.end
+        n, end, taken = self.next, self.end, self.taken
         while n <= end and n in taken:
             n += 1
         self.next = n + 1
@@ -123,67 +113,5 @@ class FreeAddresses:
         return str(self.cls(n))
 
     def granted(self, address: str) -> None:
+        """``address`` was granted by address in this call: no longer free."""
         self.taken.add(ip_int(address)[1])
-        self.size = len(self._granted)
-
-    def revoked(self, address: str) -> None:
-        n = ip_int(address)[1]
-        if n not in self.reserved and n in self.taken:
-            self.taken.discard(n)
-            if self.start <= n < self.next:
-                heapq.heappush(self.holes, n)
-        self.size = len(self._granted)
-
-    def holds_for(self, pool: dict[str, Any], granted: dict[str, Any]) -> bool:
-        return (self._granted is granted and self._pool is pool and self.size == len(granted)
-                and self._shape == _shape(pool))
-
-
-def _shape(pool: dict[str, Any]) -> tuple[Any, ...]:
-    return pool["range_start"], pool["range_end"], tuple(pool["reserved"])
-
-
-_KEPT: dict[tuple[str, str], FreeAddresses] = {}
-"""Per (site, pool), the structure of the grants dict it was built from. The simulator changes a
-grants dict only in :class:`~agent.drivers.sim.vmm.SimVmm`, which reports each change here
-(:func:`note_granted`, :func:`note_revoked`); a state loaded again (another process changed it, a
-failed call was rolled back) is made of new objects, so the identity check sends it to a rebuild."""
-
-
-def free_addresses(site: str, name: str, pool: dict[str, Any], granted: dict[str, Any]) -> FreeAddresses:
-    """The kept structure of the pool whose state is ``pool`` and ``granted``, rebuilt when it is
-    not the one kept (a state loaded again, a pool made anew, a change it was not told of)."""
-    kept = _KEPT.get((site, name))
-    if kept is not None and kept.holds_for(pool, granted):
-        return kept
-    fresh = FreeAddresses(pool, granted)
-    if len(_KEPT) >= 1024:  # one entry per pool of the worlds of this process: tests open many
-        _KEPT.clear()
-    _KEPT[(site, name)] = fresh
-    return fresh
-
-
-def note_granted(site: str, name: str, pool: dict[str, Any], granted: dict[str, Any], address: str) -> None:
-    """``address`` was just added to ``granted``, the grants dict of ``pool``."""
-    kept = _KEPT.get((site, name))
-    if kept is None:
-        return
-    if kept._granted is not granted and kept._pool is pool and not kept._granted and len(granted) == 1:
-        # The pool held no grant (its structure was built from an empty stand-in) and this first
-        # one made its dict: the same state, one grant on.
-        kept._granted = granted
-    if kept._granted is granted and kept.size == len(granted) - 1:
-        kept.granted(address)
-    else:
-        _KEPT.pop((site, name), None)
-
-
-def note_revoked(site: str, name: str, granted: dict[str, Any], address: str) -> None:
-    """``address`` was just removed from ``granted``, the grants dict of the pool."""
-    kept = _KEPT.get((site, name))
-    if kept is None:
-        return
-    if kept._granted is granted and kept.size == len(granted) + 1:
-        kept.revoked(address)
-    else:
-        _KEPT.pop((site, name), None)

@@ -17,7 +17,7 @@ from agent.domain.errors import (
     PoolExhausted,
 )
 from agent.domain.model import IpGrant, Isolation, Nic, VmNetwork
-from agent.drivers.sim.addresses import FreeAddresses, free_addresses, ip_int, note_granted, note_revoked
+from agent.drivers.sim.addresses import FreeAddresses
 from agent.drivers.sim.state import (
     State,
     grant_value,
@@ -63,7 +63,7 @@ class SimVmm:
         site = self.site
 
         def read(st: State) -> tuple[VmmInventory, Sequence[str]]:
-            return self._world._cached(("vmm", site), lambda: _inventory(st, site)), ()
+            return self._world._cached(("vmm", site), lambda: _inventory(st, site), _site_sections(site)), ()
 
         return self._world._single("vmm.read_inventory", site, [site], read, mutating=False)
 
@@ -71,13 +71,12 @@ class SimVmm:
 
     def grant_ips(self, requests: Sequence[GrantRequest]) -> list[ItemResult[IpGrant]]:
         site = self.site
-        owners: dict[str, str] = {}
         free: dict[str, FreeAddresses] = {}  # per pool, looked up on the first address="" request
 
         def apply(st: State, req: GrantRequest) -> ItemResult[IpGrant]:
             pool = _pool(st, site, req.pool)
-            if not owners:
-                owners.update(_nic_owners(st, site))
+            # Kept while the site's VMs do not change: a scan of every NIC per call grew with the world.
+            owners = self._world._cached(("nic-owners", site), lambda: _nic_owners(st, site), [("vms", site)])
             if req.owner_id not in owners:
                 raise NotFoundError(
                     f"no NIC with id {req.owner_id} at {site} to grant {req.address or 'an address'} to",
@@ -88,7 +87,7 @@ class SimVmm:
             granted = st["grants"][site].get(req.pool, {})
             if req.address == "":
                 if req.pool not in free:
-                    free[req.pool] = free_addresses(site, req.pool, pool, granted)
+                    free[req.pool] = FreeAddresses(pool, granted)
                 address = free[req.pool].take()
                 if address is None:
                     raise PoolExhausted(
@@ -113,9 +112,8 @@ class SimVmm:
             entry = {"owner_type": "VirtualNetworkAdapter", "owner_id": req.owner_id, "description": req.description}
             held_now = st["grants"][site].setdefault(req.pool, {})
             held_now[address] = entry
-            note_granted(site, req.pool, pool, held_now, address)
-            if req.pool in free:  # this call's view, whether it is still the one kept or not
-                free[req.pool].taken.add(ip_int(address)[1])
+            if req.pool in free:
+                free[req.pool].granted(address)
             return ItemResult(f"{req.pool}:{address}", grant_value(site, req.pool, address, entry), changed=True)
 
         return self._world._batch(
@@ -143,7 +141,6 @@ class SimVmm:
                     owner_id=held["owner_id"],
                 )
             del held_in_pool[g.address]
-            note_revoked(site, g.pool, held_in_pool, g.address)
             if not held_in_pool:
                 del st["grants"][site][g.pool]
             return ItemResult(key, changed=True)
@@ -338,6 +335,12 @@ class SimVmm:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _site_sections(site: str) -> list[tuple[str, ...]]:
+    """What one site's VMM inventory is made of: a change anywhere else leaves it as it was."""
+
+    return [("networks", site), ("pools", site), ("grants", site), ("vms", site)]
 
 
 def _inventory(st: State, site: str) -> VmmInventory:

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from agent.drivers.sim.changes import Tracked
 from agent.drivers.sim.dns import SimDns
 from agent.drivers.sim.errors import InjectedFault
 from agent.drivers.sim.faults import FaultRule, Firing, Latency, LatencyModel, any_rule_for, decide, fault_entry
@@ -92,7 +93,7 @@ class SimWorld:
     def __init__(self, inventory: Path | SimInventory, store: StateStore) -> None:
         self._inventory_source = inventory
         self._store = store
-        self._cache: dict[Any, tuple[str | None, Any]] = {}
+        self._cache: dict[Any, tuple[Any, Any]] = {}
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -114,7 +115,7 @@ class SimWorld:
             with store.locked():
                 if not store.exists():  # another process may have seeded it while we waited
                     store.remove_stale_temp_files()
-                    store.commit(world._seed_state(inv), _internal("sim.seed"))
+                    store.replace_all(world._seed_state(inv), _internal("sim.seed"))
         elif store.has_stale_temp_files():
             with store.locked():  # no writer is mid-write while we hold the lock
                 store.remove_stale_temp_files()
@@ -132,7 +133,7 @@ class SimWorld:
             if self._store.exists():
                 self._store.current()  # continue the version sequence
             self._store.truncate_log()
-            self._store.commit(fresh, _internal("sim.reset"))
+            self._store.replace_all(fresh, _internal("sim.reset"))
         self._cache.clear()
 
     def inventory(self) -> SimInventory:
@@ -308,32 +309,34 @@ class SimWorld:
     def _configure(self, kind: str, change: Callable[[State], None]) -> None:
         with self._mutating() as st:
             change(st)
-            self._store.commit(st, _internal(kind))
+            self._store.commit(cast(Tracked, st), _internal(kind))
 
     # ------------------------------------------------------------------ call runner
 
-    def _cached(self, key: Any, build: Callable[[], R]) -> R:
-        """A value derived from the state, rebuilt only when the state changed. Call with the
-        store's mutex held (the values are frozen, so sharing them is safe)."""
+    def _cached(self, key: Any, build: Callable[[], R], depends: Sequence[tuple[str, ...]] | None = None) -> R:
+        """A value derived from the state, rebuilt only when the state changed, or, with
+        ``depends``, only when something under those containers (``("vms", site)``) changed. Call
+        with the store's mutex held (the values are frozen or never mutated, so sharing them is safe)."""
 
-        token = self._store.token
+        version = self._store.token if depends is None else tuple(self._store.version_of(p) for p in depends)
         hit = self._cache.get(key)
-        if hit is not None and hit[0] == token:
+        if hit is not None and hit[0] == version:
             return hit[1]
         value = build()
-        self._cache[key] = (token, value)
+        self._cache[key] = (version, value)
         return value
 
     @contextmanager
     def _mutating(self) -> Iterator[State]:
-        """The current state, under the cross-process lock, to change and commit. A call that
-        fails halfway may have mutated it already, so the cached copy is dropped and the next
-        call reloads the last committed state."""
+        """The current state, under the cross-process lock, to change and commit; it notes what
+        the call touches (:mod:`agent.drivers.sim.changes`), so the commit writes only that. A
+        call that fails halfway may have mutated it already, so the cached copy is dropped and
+        the next call reloads the last committed state."""
 
         with self._store.locked():
-            st = self._store.current()
+            st = self._store.begin()
             try:
-                yield st
+                yield cast(State, st)
             except BaseException:
                 self._store.invalidate()
                 raise
@@ -343,7 +346,7 @@ class SimWorld:
         world (or a fault rule's counters), else the call record alone."""
 
         if persist:
-            self._store.commit(st, line)
+            self._store.commit(cast(Tracked, st), line)
         else:
             self._store.append_log(line)
 
