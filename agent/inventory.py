@@ -189,10 +189,11 @@ def gather_inventory(
     :class:`RecordSet` does not name its server, so the same zone held by a production and a
     test server would otherwise show both servers' records as one.
 
-    The reads overlap as far as what they need allows: both VMM servers and every router at once,
-    each site's Hyper-V hosts (replications and failover configurations side by side) as soon as
-    its VMM has said which hosts hold VMs, the DNS zones once every host has answered (the PTR
-    names include the failover IPs found there). At most ``limits`` at a time (default: the
+    The reads overlap as far as what they need allows: both VMM servers, every router and the
+    forward DNS zones (the host names come from the config) at once; each site's Hyper-V hosts
+    (replications and failover configurations side by side) as soon as its VMM has said which
+    hosts hold VMs; the reverse zones once every host has answered (their PTR names include the
+    failover IPs found there). At most ``limits`` at a time (default: the
     config's ``policies.concurrency``; the engine passes its own, shared with running operations).
     Whichever answers first, the inventory is assembled in one fixed order, and a failure raises
     the error that reading one endpoint after another would have met first.
@@ -218,6 +219,7 @@ def _gather(config: AgentConfig, ports: Ports, dns_purpose: str | None, reader: 
                                        partial(reader.read, (0, i), site.name, "vmm", "VMM", _dump_vmm, _load_vmm))
                  for i, site in enumerate(config.sites)}
     route_reads = _start_routes(config, ports, reader, calls)
+    dns = _DnsReads(config, ports, dns_purpose, calls)
     host_reads: dict[tuple[str, str], Future[_HostRead]] = {}
     pending: set[Future[VmmInventory]] = set(vmm_reads.values())
     while pending:
@@ -239,7 +241,7 @@ def _gather(config: AgentConfig, ports: Ports, dns_purpose: str | None, reader: 
         log.debug("vmm inventory read", site=site.name, vms=len(inv.vms), pools=len(inv.pools))
 
     replications, failover_configs, unreadable = _hosts_read(host_reads)
-    record_sets = _read_dns(config, ports, vms, pools, grants, failover_configs, dns_purpose, calls)
+    record_sets = dns.finish(vms, pools, grants, failover_configs)
     routes = [route for read in route_reads for route in read.result()]
     return Inventory(
         stale=tuple(reader.stale),
@@ -355,65 +357,87 @@ def _plan_vms(config: AgentConfig) -> list[str]:
     return sorted({vm for plan in config.recovery_plans for vm in plan.vms})
 
 
-def _read_dns(
-    config: AgentConfig,
-    ports: Ports,
-    vms: list[VirtualMachine],
-    pools: list[StaticIpPool],
-    grants: list[IpGrant],
-    failover_configs: list[NicFailoverConfig],
-    purpose: str | None,
-    calls: _Calls,
-) -> list[RecordSet]:
-    if not config.dns.zones:
-        return []
-    from agent.domain.planning import host_name, ptr_name
+class _DnsReads:
+    """The DNS reads: one per (server, zone) holding a name the plan may write. The host names'
+    A/AAAA records are known from the config alone, so a zone no PTR name can fall in is read at
+    once, beside the VMM servers; the others wait for the addresses, which include the failover
+    IPs the hosts hold."""
 
-    plan_vms = _plan_vms(config)
-    wanted_vms = Names((vm, True) for vm in plan_vms)  # as VMM matches: case-insensitively
-    names: set[tuple[str, RecordType]] = set()
-    for name in plan_vms:
-        try:
-            fqdn = host_name(config, name)
-        except HostNameError:  # a self-registering VM: the agent does not touch its records
-            continue
-        if fqdn is not None:
-            names.add((fqdn, RecordType.A))
-            names.add((fqdn, RecordType.AAAA))
+    def __init__(self, config: AgentConfig, ports: Ports, purpose: str | None, calls: _Calls) -> None:
+        self.config, self.ports, self.calls = config, ports, calls
+        self.plan_vms = _plan_vms(config)
+        # Each name goes to the longest configured zone it falls in, on every server of that zone.
+        self.zones_by_server: dict[str, list[str]] = defaultdict(list)
+        servers = {s.name: s for s in config.dns.servers}
+        for z in config.dns.zones:
+            if purpose is None or servers[z.server].purpose == purpose:
+                self.zones_by_server[z.server].append(z.name)
+        self.host_names = self._host_names() if config.dns.zones else set()
+        early = {key: names for key, names in self._by_zone(self.host_names).items() if not _may_hold_ptr(key[1])}
+        self.reads = {key: self._start(key, names) for key, names in early.items()}
 
-    addresses: set[str] = set()
-    nic_ids: set[str] = set()
-    for vm in vms:
-        if vm.name not in wanted_vms:
-            continue
-        for nic in vm.nics:
-            nic_ids.add(nic.id)
-            addresses.update(c.address for c in nic.ip_configurations if c.address)
-    addresses.update(g.address for g in grants if g.owner_id in nic_ids)
-    addresses.update(s.address for c in failover_configs if c.vm in wanted_vms for s in c.settings)
-    addresses.update(_addresses_that_may_be_given(config, pools))
-    names.update((ptr_name(a), RecordType.PTR) for a in addresses)
+    def _host_names(self) -> set[tuple[str, RecordType]]:
+        from agent.domain.planning import host_name
 
-    # Each name goes to the longest configured zone it falls in, on every server of that zone.
-    by_zone: dict[tuple[str, str], list[tuple[str, RecordType]]] = defaultdict(list)
-    zones_by_server: dict[str, list[str]] = defaultdict(list)
-    servers = {s.name: s for s in config.dns.servers}
-    for z in config.dns.zones:
-        if purpose is None or servers[z.server].purpose == purpose:
-            zones_by_server[z.server].append(z.name)
-    for server, zones in zones_by_server.items():
-        for name, rtype in sorted(names):
-            zone = _longest_zone(name, zones)
-            if zone is not None:
-                by_zone[(server, zone)].append((name, rtype))
+        names: set[tuple[str, RecordType]] = set()
+        for name in self.plan_vms:
+            try:
+                fqdn = host_name(self.config, name)
+            except HostNameError:  # a self-registering VM: the agent does not touch its records
+                continue
+            if fqdn is not None:
+                names.add((fqdn, RecordType.A))
+                names.add((fqdn, RecordType.AAAA))
+        return names
 
-    reads = [(server, zone, len(zone_names), calls.call(server, partial(ports.dns[server].read, zone, zone_names)))
-             for (server, zone), zone_names in sorted(by_zone.items())]
-    found: list[RecordSet] = []
-    for server, zone, count, read in reads:
-        found += read.result()
-        log.debug("dns read", server=server, zone=zone, names=count)
-    return found
+    def _by_zone(self, names: set[tuple[str, RecordType]]) -> dict[tuple[str, str], list[tuple[str, RecordType]]]:
+        by_zone: dict[tuple[str, str], list[tuple[str, RecordType]]] = defaultdict(list)
+        for server, zones in self.zones_by_server.items():
+            for name, rtype in sorted(names):
+                zone = _longest_zone(name, zones)
+                if zone is not None:
+                    by_zone[(server, zone)].append((name, rtype))
+        return by_zone
+
+    def _start(self, key: tuple[str, str], names: list[tuple[str, RecordType]]
+               ) -> tuple[int, Future[list[RecordSet]]]:
+        server, zone = key
+        return len(names), self.calls.call(server, partial(self.ports.dns[server].read, zone, names))
+
+    def finish(self, vms: list[VirtualMachine], pools: list[StaticIpPool], grants: list[IpGrant],
+               failover_configs: list[NicFailoverConfig]) -> list[RecordSet]:
+        """The zones left, once the sites' addresses are known; every zone's records, in zone order."""
+        if not self.config.dns.zones:
+            return []
+        from agent.domain.planning import ptr_name
+
+        wanted_vms = Names((vm, True) for vm in self.plan_vms)  # as VMM matches: case-insensitively
+        addresses: set[str] = set()
+        nic_ids: set[str] = set()
+        for vm in vms:
+            if vm.name not in wanted_vms:
+                continue
+            for nic in vm.nics:
+                nic_ids.add(nic.id)
+                addresses.update(c.address for c in nic.ip_configurations if c.address)
+        addresses.update(g.address for g in grants if g.owner_id in nic_ids)
+        addresses.update(s.address for c in failover_configs if c.vm in wanted_vms for s in c.settings)
+        addresses.update(_addresses_that_may_be_given(self.config, pools))
+        names = self.host_names | {(ptr_name(a), RecordType.PTR) for a in addresses}
+        for key, zone_names in self._by_zone(names).items():
+            if key not in self.reads:
+                self.reads[key] = self._start(key, zone_names)
+        found: list[RecordSet] = []
+        for (server, zone), (count, read) in sorted(self.reads.items(), key=lambda kv: kv[0]):
+            found += read.result()
+            log.debug("dns read", server=server, zone=zone, names=count)
+        return found
+
+
+def _may_hold_ptr(zone: str) -> bool:
+    """Whether a reverse-lookup name (``...in-addr.arpa.``, ``...ip6.arpa.``) can fall in ``zone``."""
+    name = zone.rstrip(".").lower()
+    return name in ("", "arpa") or name.endswith(".arpa")
 
 
 def _addresses_that_may_be_given(config: AgentConfig, pools: list[StaticIpPool]) -> Iterable[str]:

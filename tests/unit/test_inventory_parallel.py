@@ -35,15 +35,15 @@ class Flights:
     """What the wrapped ports saw: calls in flight at most, overall and per target."""
 
     delay: Callable[[str, str], float] = lambda kind, target: 0.0
-    gates: dict[str, threading.Barrier] = field(default_factory=dict)
-    """Per call kind: every call of that kind waits there until all the barrier's parties are in."""
+    gate: Callable[[str, tuple[Any, ...]], threading.Barrier | None] = lambda kind, args: None
+    """Where a call (kind, arguments) waits until all the barrier's parties are in, if anywhere."""
     most: int = 0
     most_per_target: Counter[str] = field(default_factory=Counter)
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     _now: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def around(self, kind: str, target: str, fn: Callable[[], Any]) -> Any:
+    def around(self, kind: str, target: str, args: tuple[Any, ...], fn: Callable[[], Any]) -> Any:
         with self._lock:
             self.calls[(kind, target)] += 1
             self._now[""] += 1
@@ -51,8 +51,9 @@ class Flights:
             self.most = max(self.most, self._now[""])
             self.most_per_target[target] = max(self.most_per_target[target], self._now[target])
         try:
-            if kind in self.gates:
-                self.gates[kind].wait(timeout=10)  # broken (an error) unless all are in flight together
+            gate = self.gate(kind, args)
+            if gate is not None:
+                gate.wait(timeout=10)  # broken (an error) unless all are in flight together
             time.sleep(self.delay(kind, target))
             return fn()
         finally:
@@ -73,7 +74,7 @@ class _Watched:
         def call(*args: Any, **kwargs: Any) -> Any:
             target = {"vmm": lambda: self._port.site, "dns": lambda: self._port.name}.get(
                 self._kind, lambda: str(args[0]))()
-            return self._flights.around(f"{self._kind}.{name}", target, lambda: attr(*args, **kwargs))
+            return self._flights.around(f"{self._kind}.{name}", target, args, lambda: attr(*args, **kwargs))
 
         return call
 
@@ -110,17 +111,19 @@ def test_every_read_of_a_phase_is_in_flight_at_once(new_rig: Callable[..., Rig])
     counted = Flights()
     gather_inventory(config, watched(rig.ports, counted), dns_purpose="production")
     per_kind = Counter(kind for kind, _ in counted.calls.elements())
-    # Both VMM servers and every router at once; then every Hyper-V host's two reads; then every zone.
-    first = per_kind["vmm.read_inventory"] + per_kind["routes.read_routes"]
-    assert (per_kind["vmm.read_inventory"], per_kind["routes.read_routes"]) == (2, 3)
+    assert (per_kind["vmm.read_inventory"], per_kind["routes.read_routes"], per_kind["dns.read"]) == (2, 3, 4)
     hosts = per_kind["hyperv.get_replications"] + per_kind["hyperv.get_failover_configs"]
-    assert hosts == 6 and per_kind["dns.read"] >= 2
-    gate_first = threading.Barrier(first)
-    flights = Flights(gates={"vmm.read_inventory": gate_first, "routes.read_routes": gate_first,
-                             "dns.read": threading.Barrier(per_kind["dns.read"])})
-    hyperv = threading.Barrier(hosts)
-    flights.gates.update({"hyperv.get_replications": hyperv, "hyperv.get_failover_configs": hyperv})
+    assert hosts == 6
+    # Both VMM servers, every router and the forward zone at once (its names are the config's);
+    # then every Hyper-V host's two reads; then the three reverse zones (PTRs of what the hosts hold).
+    first, hyperv, reverse = threading.Barrier(2 + 3 + 1), threading.Barrier(hosts), threading.Barrier(3)
 
+    def gate(kind: str, args: tuple[Any, ...]) -> threading.Barrier | None:
+        if kind == "dns.read":
+            return reverse if str(args[0]).endswith(".arpa.") else first
+        return {"vmm": first, "routes": first, "hyperv": hyperv}.get(kind.split(".")[0])
+
+    flights = Flights(gate=gate)
     inventory = gather_inventory(config, watched(rig.ports, flights), dns_purpose="production")
 
     assert flights.most >= hosts
@@ -206,8 +209,8 @@ def test_the_plan_state_reads_both_sites_and_their_hosts_at_once(new_rig: Callab
     rig = new_rig()
     vms = rig.config.plan(DEMO_PLAN).vms
     reference = read_vm_states(with_limits(rig.config, 1, 1), rig.ports, vms)
-    flights = Flights(gates={"vmm.read_inventory": threading.Barrier(2),
-                             "hyperv.get_replications": threading.Barrier(4)})
+    vmm, hosts = threading.Barrier(2), threading.Barrier(4)
+    flights = Flights(gate=lambda kind, args: {"vmm.read_inventory": vmm, "hyperv.get_replications": hosts}.get(kind))
     states = read_vm_states(rig.config, watched(rig.ports, flights), vms)
     assert states == reference and states.unread == ()
     assert {r.vm for r in states.replications} == set(vms)
