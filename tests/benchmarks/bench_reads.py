@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # warnings and up
     res = run(args)
-    text = report(res, args, "python tests/benchmarks/bench_reads.py " + " ".join(argv or sys.argv[1:]))
+    text = report(res, args, " ".join(["python tests/benchmarks/bench_reads.py", *(argv or sys.argv[1:])]))
     args.output.write_text(text, encoding="utf-8")
     print(text)
 
