@@ -195,10 +195,12 @@ def run_operation(
         preflight_before_run(loaded, kind, plan_name, actor=current_user(), as_json=as_json)
         with open_session(loaded, as_json=as_json) as sess:
             resume_unfinished(sess)
-            expect = checksum
+            expect, reading = checksum, None
             if kind in CONFIRMED:
-                expect = review(sess, kind, plan_name, yes=yes, checksum=checksum, recovery_point=recovery_point)
-            op_id = create_operation(sess, kind, plan_name, expect, take_over=take_over, recovery_point=recovery_point)
+                expect, reading = review(sess, kind, plan_name, yes=yes, checksum=checksum,
+                                         recovery_point=recovery_point)
+            op_id = create_operation(sess, kind, plan_name, expect, take_over=take_over, recovery_point=recovery_point,
+                                     reading=reading)
             if kind in CONFIRMED:  # who let it change production, and how
                 sess.journal.store.audit(actor=current_user(), action="operation.confirmed", operation_id=op_id,
                                          target=plan_name, details={"by": "--yes" if yes else "answer at the terminal",

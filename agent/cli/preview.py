@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from agent.domain.plan import Plan
     from agent.engine.model import StepSpec
     from agent.engine.planstate import PlanStatus
+    from agent.engine.reading import Reading
     from agent.engine.service import Engine
     from agent.engine.store import OperationRow
 
@@ -33,6 +34,8 @@ class Preview:
     """Lines of at most 80 characters, ending in a newline (a failover's diff may be wider)."""
     body: dict[str, Any]
     """The JSON form: the plan's, with what the operation would do under ``operation``."""
+    reading: Reading | None = None
+    """What it was planned from: ``Engine.create`` of this plan plans from it, not from a new read."""
 
     @property
     def checksum(self) -> str:
@@ -113,21 +116,22 @@ def preview(engine: Engine, kind: str, plan_name: str, *, strict: bool = False,
     op_kind = OperationKind(kind)
     parent = None
     try:
-        plan = engine.preview(op_kind, plan_name, strict=strict, recovery_point=recovery_point)
+        plan, reading = engine.review(op_kind, plan_name, strict=strict, recovery_point=recovery_point)
         if kind in FULL_DIFF or kind == "prepare":
             steps = steps_for(op_kind, engine.config, plan, None)
         else:
             parent, steps = engine.follow_up(op_kind, plan_name, recovery_point)
         step_lines, step_body = _steps(steps)
-        text = render_diff(plan) if kind in FULL_DIFF else \
-            _operation_text(kind, plan, parent, engine.status(plan.plan), step_lines)
+        # The VMs shown are those the plan was checked against (one read), not a second read's.
+        text = render_diff(plan) if kind in FULL_DIFF else _operation_text(
+            kind, plan, parent, engine.status(plan.plan, reading.inventory, reading.states), step_lines)
     except (NotFoundError, ConflictError) as exc:  # nothing to follow up: a refused request
         raise RefusedError(exc.message, **exc.fields) from exc
     body = {**plan.to_json(), "operation": {
         "kind": kind, "checksum": plan.checksum(),
         "follows": {"id": parent.id, "kind": parent.kind, "status": parent.status} if parent else None,
         "steps": step_body}}
-    return Preview(kind, plan, text, body)
+    return Preview(kind, plan, text, body, reading)
 
 
 def cancel_preview(engine: Engine, op: OperationRow) -> str:

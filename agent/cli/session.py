@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from agent.engine.journal import Journal
     from agent.engine.lease import Holder, LeaseHeld
     from agent.engine.model import OperationView
+    from agent.engine.reading import Reading
     from agent.engine.service import Engine
     from agent.engine.store import OperationRow, Store
     from agent.scheduler import Scheduler
@@ -428,15 +429,16 @@ def resume_unfinished(sess: Session) -> None:
 
 
 def review(sess: Session, kind: str, plan_name: str, *, yes: bool, checksum: str | None,
-           recovery_point: str | None = None) -> str | None:
+           recovery_point: str | None = None) -> tuple[str | None, Reading | None]:
     """An operation that changes production is previewed and confirmed before anything changes;
-    returns the checksum to pin it to (the plan the operator saw or named)."""
+    returns the checksum to pin it to (the plan the operator saw or named) and what that plan was
+    read from, for the operation to be planned from the same read."""
 
     from agent.cli.preview import preview
     from agent.engine.service import PlanChanged
 
     if yes and checksum is None:
-        return None  # reviewed elsewhere (or accepted blind, as asked): plan once, at create
+        return None, None  # reviewed elsewhere (or accepted blind, as asked): plan once, at create
     shown = preview(sess.engine, kind, plan_name, strict=True, recovery_point=recovery_point)
     actual = shown.checksum
     if checksum is not None and checksum != actual:
@@ -445,7 +447,7 @@ def review(sess: Session, kind: str, plan_name: str, *, yes: bool, checksum: str
                           f"'failover-agent plan --plan {plan_name} --kind {kind}'",
                           plan=plan_name, expected=checksum, actual=actual)
     if yes:
-        return actual  # the plan line is printed once the operation is created
+        return actual, shown.reading  # the plan line is printed once the operation is created
     label = kind.replace("_", " ")
     _confirm(sess, lambda: shown.text,
              f"Run this {label} of {plan_name} now ({len(shown.plan.vms)} VMs, "
@@ -453,7 +455,7 @@ def review(sess: Session, kind: str, plan_name: str, *, yes: bool, checksum: str
              f"a {label} changes production and needs a confirmation",
              f"Review it {f'with failover-agent plan --kind {kind}' if sess.as_json else 'above'}, then run again "
              f"with --yes --checksum {actual}")
-    return actual
+    return actual, shown.reading
 
 
 def confirm_cancel(sess: Session, op: OperationRow, *, yes: bool) -> None:
@@ -487,9 +489,11 @@ def _confirm(sess: Operator, shown: Callable[[], str], question: str, needs: str
 
 
 def create_operation(sess: Session, kind: str, plan_name: str, expect: str | None, *,
-                     take_over: bool = False, recovery_point: str | None = None) -> str:
+                     take_over: bool = False, recovery_point: str | None = None,
+                     reading: Reading | None = None) -> str:
     """A new operation in the store (its id); a VM already busy, or nothing to follow up, is
-    refused with the command that would clear the way."""
+    refused with the command that would clear the way. ``reading``: the review's, which the
+    operation is planned from (the sites are read once per run)."""
 
     from agent.engine.journal import VmBusy
     from agent.engine.model import OperationKind
@@ -497,7 +501,8 @@ def create_operation(sess: Session, kind: str, plan_name: str, expect: str | Non
 
     try:
         return sess.engine.create(OperationKind(kind), plan_name, requested_by=current_user(),
-                                  expect_checksum=expect, take_over=take_over, recovery_point=recovery_point)
+                                  expect_checksum=expect, take_over=take_over, recovery_point=recovery_point,
+                                  reading=reading)
     except VmBusy as exc:
         ops = exc.fields.get("operations") or ["OP"]
         first = ops[0]

@@ -18,7 +18,7 @@ import structlog
 
 from agent.config import AgentConfig
 from agent.domain.matching import same_name
-from agent.domain.model import Inventory, RecordType, Replication, VirtualMachine
+from agent.domain.model import Inventory, RecordType
 from agent.domain.plan import Change, DnsChange, Plan, PlanKind, ReserveIp
 from agent.domain.planning import build_plan, host_name
 from agent.domain.recovery import LATEST
@@ -46,13 +46,14 @@ from agent.engine.planstate import (  # the refusals are caught from here too
     refusal,
 )
 from agent.engine.poollock import allocation_lock
+from agent.engine.reading import Reading, reviewed_reading
 from agent.engine.repoint import repoint
 from agent.engine.retrying import retrying_ports
 from agent.engine.runner import HostLimits, Runner
 from agent.engine.store import OperationRow, Store, StoreUnavailable, store_error, utcnow
-from agent.errors import AgentError, ConflictError, NotFoundError, RefusedError, TransientError
+from agent.errors import AgentError, ConflictError, NotFoundError, RefusedError
 from agent.events import MAX_LISTED, EventKind, EventSink, emit_safely, operation_event
-from agent.inventory import gather_inventory
+from agent.inventory import VmStates, gather_inventory, read_vm_states
 from agent.ports import Ports
 from agent.remotecalls import observed_ports
 
@@ -144,7 +145,7 @@ class Engine:
         # refuse the whole operation); a site still unreachable after that falls back, as above.
         ports = retrying_ports(self.ports, self.config.policies.retry, self.runner.sleep)
         return gather_inventory(self.config, ports, dns_purpose="test" if kind == "test" else "production",
-                                memory=self.journal, fallback=kind == "unplanned")
+                                memory=self.journal, fallback=kind == "unplanned", limits=self.runner.limits)
 
     def plan(self, plan_name: str, kind: PlanKind, recovery_point: str | None = None) -> Plan:
         return self._plan(plan_name, kind, recovery_point=recovery_point)[0]
@@ -161,19 +162,21 @@ class Engine:
 
     def create(self, kind: OperationKind, plan_name: str | None = None, *, parent_id: str | None = None,
                requested_by: str = "cli", expect_checksum: str | None = None, take_over: bool = False,
-               recovery_point: str | None = None) -> str:
+               recovery_point: str | None = None, reading: Reading | None = None) -> str:
         """Record a new operation with its steps (nothing outside changes yet).
 
         ``take_over``: the operator takes over DNS record sets the plan would change that hold
         data the agent does not manage (refused otherwise, naming them). ``recovery_point``: a
-        failover's (``agent.domain.recovery``; None: the recovery plan's ``recovery_point``)."""
+        failover's (``agent.domain.recovery``; None: the recovery plan's ``recovery_point``).
+        ``reading``: :meth:`review`'s, planned from rather than read again (``reviewed_reading``)."""
+        reused, states = reviewed_reading(kind, plan_name, reading, expect_checksum)
         if kind == OperationKind.CANCEL:
             raise RefusedError("cancel an operation with Engine.cancel(operation id)")
         refuse_point_for(kind, recovery_point)
         if kind in FOLLOW_UP_OF:
             parent = self._parent(kind, plan_name, parent_id)
             if kind != OperationKind.CLEANUP_TEST:
-                self._refuse_if_in_progress(kind, self.status(parent.plan_name))
+                self._refuse_if_in_progress(kind, self.status(parent.plan_name, states=states))
             plan = self._followed_plan(kind, parent, recovery_point)
             # A change of point pins its own plan (the failover's, repointed); the others their parent's.
             pinned = plan.checksum() if kind == OperationKind.CHANGE_RECOVERY_POINT else parent.plan_checksum
@@ -189,7 +192,7 @@ class Engine:
         else:
             if plan_name is None:
                 raise RefusedError(f"{kind.value} needs a recovery plan name")
-            inventory = self.inventory(PLAN_KIND[kind])
+            inventory = reused if reused is not None else self.inventory(PLAN_KIND[kind])
             if self.config.plan(plan_name) is not None:  # else the planner says it is unknown
                 self._refuse_if_in_progress(kind, self.status(plan_name, inventory))
             plan, inventory = self._plan(plan_name, PLAN_KIND[kind], inventory, point_for(kind, recovery_point))
@@ -241,10 +244,10 @@ class Engine:
         if refused is not None:
             raise refused
 
-    def status(self, plan_name: str, inventory: Inventory | None = None) -> PlanStatus:
+    def status(self, plan_name: str, inventory: Inventory | None = None, states: VmStates | None = None) -> PlanStatus:
         """Where recovery plan ``plan_name`` stands: its journal, confirmed against what Hyper-V
-        Replica reports now (from ``inventory`` when given; else read here, a site that cannot be
-        read said in ``stale``)."""
+        Replica reports now (from ``inventory`` or ``states`` when given; else read here, a site
+        that cannot be read said in ``stale``)."""
         recovery_plan = self.config.plan(plan_name)
         if recovery_plan is None:
             reason = unknown_plan(plan_name, [p.name for p in self.config.recovery_plans])
@@ -252,7 +255,8 @@ class Engine:
                               plan=plan_name)
         unread: list[str] = []
         if inventory is None:
-            replications, machines, unread = self._read_vms(recovery_plan.vms)
+            states = states if states is not None else self.vm_states(plan_name)
+            replications, machines, unread = list(states.replications), list(states.machines), list(states.unread)
             stale = [f"{site} could not be read: its VMs are shown as the other site reports them" for site in unread]
         else:
             replications, machines, stale = list(inventory.replications), list(inventory.vms), list(inventory.stale)
@@ -262,30 +266,11 @@ class Engine:
                       reservations=self.journal.reservations(vms=recovery_plan.vms), replications=replications,
                       machines=machines, stale=stale, unread_sites=unread)
 
-    def _read_vms(self, names: Iterable[str]) -> tuple[list[Replication], list[VirtualMachine], list[str]]:
-        """The VMs and their replications as the sites report them now. A site that cannot be
-        read is left out (named in the third list): a remembered state is no confirmation, and
-        the other end of each relationship reports it too. (Why it could not be read is logged.)"""
+    def vm_states(self, plan_name: str) -> VmStates:
+        """The VMs of ``plan_name`` and their replications as the sites report them now."""
+        plan = self.config.plan(plan_name)
         ports = retrying_ports(self.ports, self.config.policies.retry, self.runner.sleep)
-        wanted = set(names)
-        replications: list[Replication] = []
-        machines: list[VirtualMachine] = []
-        unread: list[str] = []
-        for site in self.config.sites:
-            try:
-                vms = [v for v in ports.vmm[site.name].read_inventory().vms if v.name in wanted]
-                by_host: dict[str, list[str]] = {}
-                for v in vms:
-                    if v.role != "test":
-                        by_host.setdefault(v.host, []).append(v.name)
-                for host, on_host in sorted(by_host.items()):
-                    replications += ports.hyperv[site.name].get_replications(host, sorted(on_host))
-            except TransientError as exc:
-                log.warning("site not read for the plan state", site=site.name, code=exc.code)
-                unread.append(site.name)
-                continue
-            machines += vms
-        return replications, machines, unread
+        return read_vm_states(self.config, ports, plan.vms if plan else [], limits=self.runner.limits)
 
     def _supersede_test(self, parent: OperationRow, *, actor: str) -> None:
         """A cleanup takes over a test failover that stopped before its end (waiting at a pause,
@@ -390,20 +375,29 @@ class Engine:
         that plan is their preview (:meth:`follow_up` gives its steps). A kind the plan's state
         does not allow now is refused (``strict``) or said so in the plan's first note (notes
         are not part of the checksum)."""
+        return self.review(kind, plan_name, strict=strict, recovery_point=recovery_point)[0]
+
+    def review(self, kind: OperationKind, plan_name: str, *, strict: bool = False,
+               recovery_point: str | None = None) -> tuple[Plan, Reading]:
+        """:meth:`preview` and the reading it planned from, for :meth:`create` to plan it from too."""
         if kind == OperationKind.CANCEL:
             raise RefusedError("a cancel undoes the operation it follows: 'failover-agent ops cancel OP' shows "
                                "what it would undo")
         refuse_point_for(kind, recovery_point)
         full = self.config.agent.mode == "full"
+        began = time.monotonic()
         if kind in FOLLOW_UP_OF:
             parent = self._parent(kind, plan_name, None)
-            refused = None if kind == OperationKind.CLEANUP_TEST else refusal(
-                kind, self.status(parent.plan_name), full_mode=full)
+            states = None if kind == OperationKind.CLEANUP_TEST else self.vm_states(parent.plan_name)
+            reading = Reading(kind, plan_name, began, states=states)
+            refused = None if states is None else refusal(kind, self.status(parent.plan_name, states=states),
+                                                          full_mode=full)
             if refused is not None and strict:
                 raise refused
             plan = self._followed_plan(kind, parent, recovery_point)
         else:
             inventory = self.inventory(PLAN_KIND[kind])
+            reading = Reading(kind, plan_name, began, inventory=inventory)
             refused = None if self.config.plan(plan_name) is None else refusal(
                 kind, self.status(plan_name, inventory), full_mode=full)
             if refused is not None and strict:
@@ -419,7 +413,7 @@ class Engine:
                 plan = self._restore_original_dns(plan)
         if refused is not None:
             plan = replace(plan, notes=(f"refused now: {refused.message}", *plan.notes))
-        return plan
+        return plan, reading
 
     def follow_up(self, kind: OperationKind, plan_name: str,
                   recovery_point: str | None = None) -> tuple[OperationRow, list[StepSpec]]:
