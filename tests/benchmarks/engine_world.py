@@ -56,6 +56,8 @@ def generate(d: Path, n_vms: int = 1000, groups: int = 10, hosts: int = 4, retai
     """Write config.yaml and inventory.yaml (JSON is YAML) into ``d``; return the config path."""
 
     per_group = n_vms // groups
+    # The application subnet: a /20 (4,096 addresses) as always up to 4,000 VMs, a /18 beyond.
+    plen, top = (20, 15) if n_vms <= 4000 else (18, 63)
     sites: dict[str, dict[str, Any]] = {}
     for site, pre, apps in ((A, "a", "192.168"), (B, "b", "172.16")):
         sites[site] = {
@@ -68,8 +70,8 @@ def generate(d: Path, n_vms: int = 1000, groups: int = 10, hosts: int = 4, retai
                                          "gateway": f"10.10.{g}.1"}]} for g in range(groups)]},
                 # The application network: another subnet at the recovery site.
                 {"name": f"{pre}-apps", "logical_network": "ln-apps", "isolation": "VLANNetwork",
-                 "subnets": [{"name": "apps", "prefix": f"{apps}.0.0/20", "vlan_id": 20,
-                              "pools": [{"name": f"{pre}-apps", "range": [f"{apps}.0.10", f"{apps}.15.250"],
+                 "subnets": [{"name": "apps", "prefix": f"{apps}.0.0/{plen}", "vlan_id": 20,
+                              "pools": [{"name": f"{pre}-apps", "range": [f"{apps}.0.10", f"{apps}.{top}.250"],
                                          "gateway": f"{apps}.0.1"}]}]},
             ],
             "vms": [],
@@ -89,7 +91,7 @@ def generate(d: Path, n_vms: int = 1000, groups: int = 10, hosts: int = 4, retai
         else:
             k = 20 + i
             addr = f"192.168.{k // 256}.{k % 256}"
-            nic = {"name": "nic0", "vm_network": "a-apps", "vm_subnet": "apps", "addresses": [f"{addr}/20"]}
+            nic = {"name": "nic0", "vm_network": "a-apps", "vm_subnet": "apps", "addresses": [f"{addr}/{plen}"]}
             ptr_apps.append({"name": f"{k % 256}.{k // 256}", "type": "PTR", "ttl": 3600,
                              "values": [f"{name}.corp.example."]})
         a_records.append({"name": name, "type": "A", "ttl": 3600, "values": [addr]})
