@@ -5,8 +5,10 @@ Run: ``python tests/benchmarks/bench_engine.py`` (from the repository root; a fe
 paired rounds at scale 1/10, one at scale 1, the naive subset). Writes
 ``tests/benchmarks/RESULTS-engine.md``. Nothing here asserts: a benchmark reports numbers and says
 plainly whether each target is met. ``--help`` lists the knobs. Other shapes are recorded as
-sections of the same file: ``--hosts 32 --section hosts-32`` (the end-to-end judgement: reads of
-32 Hyper-V hosts per site), ``--vms 10000 --section vms-10000`` (peak memory).
+sections of the same file: ``--hosts 32 --scale 1 --repeat 1 --full-scale 0 --cli 1 --naive-vms 0
+--section hosts-32`` (the end-to-end judgement: reads of 32 Hyper-V hosts per site, also through
+the CLI in its own process) and ``--vms 10000 --repeat 1 --full-scale 0 --naive-vms 0 --section
+vms-10000`` (peak memory); about 7 and 14 minutes on a loaded 2-core machine.
 
 The world, the latency model and the call recorder are in ``engine_world.py``; the yardstick is
 ``schedule.py``. Each round, on a fresh world and journal: ``Engine.create`` at the round's
@@ -140,8 +142,9 @@ def analyse(rows: list[Any], calls: list[Call], scale: float, per_target: int, g
         a[0] += 1
         a[1] += price["all"][r.ordinal] * 1000
         a[2] += price["measured"][r.ordinal] * 1000
-        if r.intent_at is not None and r.finished_at is not None:
-            a[3] += (r.finished_at - r.intent_at).total_seconds() * 1000
+        began, ended = getattr(r, "intent_at", None), getattr(r, "finished_at", None)
+        if began is not None and ended is not None:
+            a[3] += (ended - began).total_seconds() * 1000
     out["per_action"] = {k: [a[0], a[1] / a[0], a[2] / a[0], a[3] / a[0]] for k, a in per.items()}
     out["declared"] = sum(1 for r in rows if getattr(r, "needs", None) is not None)
     out["steps"], out["stages"] = len(rows), len({stage_of(r) for r in rows})
