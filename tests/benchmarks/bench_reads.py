@@ -49,7 +49,7 @@ from agent.engine.runner import HostLimits  # noqa: E402
 from agent.engine.service import Engine  # noqa: E402
 from agent.engine.store import Store  # noqa: E402
 from agent.wiring import connect  # noqa: E402
-from tests.benchmarks.bench_engine import PLAN, generate, set_latency  # noqa: E402
+from tests.benchmarks.engine_world import PLAN, generate, set_latency  # noqa: E402
 from tests.benchmarks.machine import describe  # noqa: E402
 
 READS = ("vmm.read_inventory", "hyperv.get_replications", "hyperv.get_failover_configs", "dns.read",

@@ -47,7 +47,7 @@ from agent.engine.model import OperationKind  # noqa: E402
 from agent.engine.service import Engine  # noqa: E402
 from agent.engine.store import AuditRow, Store  # noqa: E402
 from agent.wiring import connect  # noqa: E402
-from tests.benchmarks.bench_engine import PLAN, generate, set_latency  # noqa: E402
+from tests.benchmarks.engine_world import PLAN, generate, set_latency  # noqa: E402
 from tests.benchmarks.machine import describe  # noqa: E402
 from tests.rigs import changes, normalised, sim_of  # noqa: E402
 from tests.stores import new_pg_database  # noqa: E402
