@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from agent import __version__
 from agent.api import pages, problems
 from agent.api.auth import Tokens
+from agent.api.polled import PolledOperations
 from agent.api.routes import inventory, meta, operations
 from agent.api.routes.inventory import InventoryCache
 from agent.api.served import Served
@@ -34,6 +35,7 @@ def create_app(served: Served, *, tokens: Tokens | None = None) -> FastAPI:
     app.state.remote_calls = meta.RemoteCalls()
     remote_call_observers.append(app.state.remote_calls.observe)
     problems.install(app)
+    app.add_middleware(PolledOperations, views=served.views, tokens=app.state.tokens)
     for router in (meta.router, operations.router, inventory.router):
         _publish_scopes(router)
         app.include_router(router, responses=problems.RESPONSES)

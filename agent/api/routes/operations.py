@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from agent.api.auth import Caller, require
+from agent.api.polled import view_response
 from agent.api.schemas import Note, Operation, Operations, StartableKind, StartOperation
 from agent.api.served import Served
 from agent.engine.model import FINAL_STATUSES, OperationKind, OpStatus
@@ -26,7 +27,7 @@ SETTLED = {s.value for s in FINAL_STATUSES} | {OpStatus.FAILED.value, OpStatus.W
 EVENT_POLL_S = 0.25
 
 
-def served(request: Request) -> Served:
+async def served(request: Request) -> Served:  # async: a sync dependency costs a thread hop
     served_by: Served = request.app.state.served
     return served_by
 
@@ -85,13 +86,19 @@ def start_operation(body: StartOperation, response: Response, s: ServedDep,
     return view_json(s, started.op_id)
 
 
-@router.get("/{op_id}", response_model=Operation, summary="One operation: steps, progress, errors")
-def get_operation(op_id: str, s: ServedDep, _caller: Annotated[Caller, Depends(require("read"))]) -> Response:
-    body = s.views.get(op_id, utcnow())
-    # The route orchestrators poll: encoded straight from the journal's view, without a second
-    # validation pass through the response model (its schema is still published, and the
-    # schemathesis test checks every answer against it).
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+@router.get("/{op_id}", response_model=Operation, summary="One operation: steps, progress, errors",
+            description="The answer carries a weak `ETag`: send it back in `If-None-Match` and the answer is "
+                        "304 with no body while nothing but the elapsed time changed.",
+            responses={304: {"description": "Nothing but the elapsed time changed since the ETag given"}})
+async def get_operation(op_id: str, s: ServedDep, _caller: Annotated[Caller, Depends(require("read"))],
+                        if_none_match: Annotated[str | None, Header(max_length=2000)] = None) -> Response:
+    # Polls of a view that did not change are answered before routing (agent.api.polled); this
+    # is the rest: the first poll, a changed view (rebuilt off the event loop), and every refusal.
+    # Encoded straight from the journal's view, without a second validation pass through the
+    # response model (its schema is still published, and the schemathesis test checks every
+    # answer against it).
+    encoded = await run_in_threadpool(s.views.current, op_id)
+    return view_response(encoded, if_none_match, utcnow())
 
 
 @router.post("/{op_id}/resume", status_code=202, response_model=Operation,
