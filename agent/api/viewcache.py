@@ -173,6 +173,7 @@ class ViewCache:
         self._lock = threading.Lock()
         self._views: OrderedDict[str, Encoded] = OrderedDict()
         self._loop_reader: _LoopReader | None = None
+        self._building: dict[str, threading.Lock] = {}
 
     def signature(self, op_id: str) -> tuple[Any, ...] | None:
         try:
@@ -203,23 +204,39 @@ class ViewCache:
         return known
 
     def current(self, op_id: str) -> Encoded:
-        """The view of ``op_id`` as the store has it now: kept, or built and kept."""
-        signature = self.signature(op_id)
+        """The view of ``op_id`` as the store has it now: kept, or built and kept.
+
+        One build at a time per operation: while a running operation changes at every poll,
+        concurrent polls would otherwise each rebuild the same view. A poll that waited reads the
+        signature after its wait, so it is answered with what the store held after it arrived
+        (the view the build before it left, or a build of its own), never an older one."""
         with self._lock:
-            known = self._views.get(op_id)
-        if signature is not None and known is not None and known.signature == signature:
-            return known
-        # The signature is read before the view: a write between the two leaves a view newer than
-        # its signature, which the next request's signature no longer matches (rebuilt, not stale).
-        body = self.build(op_id)  # raises NotFoundError for an unknown id
-        made = Encoded.of(signature if signature is not None else (), body)
-        if signature is not None:
+            building = self._building.setdefault(op_id, threading.Lock())
+        try:
+            return self._current(op_id, building)
+        finally:
+            with self._lock:  # bounded: only the kept views' locks stay (a spray of unknown ids leaves none)
+                for gone in [k for k, lock in self._building.items() if k not in self._views and not lock.locked()]:
+                    del self._building[gone]
+
+    def _current(self, op_id: str, building: threading.Lock) -> Encoded:
+        with building:
+            signature = self.signature(op_id)
             with self._lock:
-                self._views[op_id] = made
-                self._views.move_to_end(op_id)
-                while len(self._views) > CACHED:
-                    self._views.popitem(last=False)
-        return made
+                known = self._views.get(op_id)
+            if signature is not None and known is not None and known.signature == signature:
+                return known
+            # The signature is read before the view: a write between the two leaves a view newer
+            # than its signature, which the next signature no longer matches (rebuilt, not stale).
+            body = self.build(op_id)  # raises NotFoundError for an unknown id
+            made = Encoded.of(signature if signature is not None else (), body)
+            if signature is not None:
+                with self._lock:
+                    self._views[op_id] = made
+                    self._views.move_to_end(op_id)
+                    while len(self._views) > CACHED:
+                        self._views.popitem(last=False)
+            return made
 
     def get(self, op_id: str, now: datetime) -> dict[str, Any]:
         return self.current(op_id).view(now)
