@@ -40,7 +40,15 @@ from sqlalchemy import Connection, Engine, Select, bindparam, case, create_engin
 from sqlalchemy.exc import DatabaseError, DBAPIError
 
 from agent.engine.model import StepStatus
-from agent.engine.store import NoteRow, OperationRow, StepRow, Store, store_error
+from agent.engine.store import (
+    BUSY_TIMEOUT_S,
+    POOL_RECYCLE_S,
+    NoteRow,
+    OperationRow,
+    StepRow,
+    Store,
+    store_error,
+)
 
 CACHED = 64
 
@@ -109,6 +117,25 @@ def elapsed(created: datetime, now: datetime) -> float:
     return round((now - created).total_seconds(), 3)
 
 
+READ_POOL = 4
+"""Connections of the API's own pool for views (:func:`read_store`)."""
+
+
+def read_store(store: Store) -> Store:
+    """The same store through a pool of the API's own, for reading views.
+
+    The engine runs every step of a stage in a thread of its own (a hundred at once in a
+    1,000-VM failover), each taking a connection from the store's pool for its journal writes;
+    behind them in that pool a poll waited for its connection up to the pool's timeout (tens of
+    seconds measured). It writes nothing, so it has no fence."""
+    url = store.engine.url
+    if url.get_backend_name() == "sqlite":  # the file is in WAL already: its writer set it
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}}
+    else:
+        kwargs = {"pool_pre_ping": True, "pool_recycle": POOL_RECYCLE_S}
+    return Store(create_engine(url, pool_size=READ_POOL, max_overflow=READ_POOL, **kwargs))
+
+
 class _LoopReader:
     """One connection to the store, in autocommit (no transaction held between two polls), used
     only by the event loop's thread; replaced after any error.
@@ -167,9 +194,11 @@ class _LoopReader:
 
 
 class ViewCache:
-    def __init__(self, store: Store, build: Callable[[str], dict[str, Any]]) -> None:
+    def __init__(self, store: Store, build: Callable[[str], dict[str, Any]], *, owned: bool = False) -> None:
+        """``owned``: ``store`` is this cache's own (:func:`read_store`), closed with it."""
         self.store = store
         self.build = build
+        self._owned = owned
         self._lock = threading.Lock()
         self._views: OrderedDict[str, Encoded] = OrderedDict()
         self._loop_reader: _LoopReader | None = None
@@ -245,3 +274,5 @@ class ViewCache:
         if self._loop_reader is not None:
             self._loop_reader.dispose()
             self._loop_reader = None
+        if self._owned:
+            self.store.close()
