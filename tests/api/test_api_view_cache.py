@@ -6,14 +6,24 @@ byte for byte, with the view encoded afresh."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from agent.api.routes.operations import full_view_json
 from agent.api.viewcache import encode
 from agent.cli.serve import QuietPolls
-from tests.apiserver import ApiServer
+from tests.apiserver import ApiServer, serving
+from tests.rigs import Rig, Templates
+
+
+@pytest.fixture
+def api_on_store(new_rig: Callable[..., Rig], store_demo: Templates) -> Iterator[ApiServer]:
+    """The API on the demo with its store on SQLite, then on PostgreSQL."""
+    with serving(new_rig(store_demo)) as server:
+        yield server
 
 
 def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -57,7 +67,8 @@ def test_every_answer_is_the_journal_s_view(api: ApiServer) -> None:
             assert client.get(f"/v1/operations/{op_id}").content == encode(full_view_json(served, op_id))
 
 
-def test_the_etag_answers_304_until_something_shown_changes(api: ApiServer) -> None:
+def test_the_etag_answers_304_until_something_shown_changes(api_on_store: ApiServer) -> None:
+    api = api_on_store
     with api.client("operate") as client:
         op_id = client.post("/v1/operations", json={"kind": "test_failover", "plan": "contoso-apps"}).json()["id"]
         api.wait(client, op_id, until=lambda op: op["status"] == "waiting_for_manual_action")
@@ -67,6 +78,7 @@ def test_the_etag_answers_304_until_something_shown_changes(api: ApiServer) -> N
 
         unchanged = client.get(f"/v1/operations/{op_id}", headers={"If-None-Match": etag})
         assert unchanged.status_code == 304 and unchanged.content == b"" and unchanged.headers["etag"] == etag
+        assert api.served.views._loop_reader is not None, "answered by the fast path, on this store too"
         listed = client.get(f"/v1/operations/{op_id}", headers={"If-None-Match": f'W/"other", {etag}'})
         assert listed.status_code == 304
         other = client.get(f"/v1/operations/{op_id}", headers={"If-None-Match": 'W/"other"'})
@@ -76,6 +88,7 @@ def test_the_etag_answers_304_until_something_shown_changes(api: ApiServer) -> N
         noted = client.get(f"/v1/operations/{op_id}", headers={"If-None-Match": etag})
         assert noted.status_code == 200 and noted.headers["etag"] != etag
         assert [n["text"] for n in noted.json()["notes"]] == ["seen at the console"]
+        assert noted.content == as_fresh(api, op_id, noted)
 
         client.post(f"/v1/operations/{op_id}/resume")
         done = api.wait(client, op_id)
