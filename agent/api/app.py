@@ -12,10 +12,12 @@ from fastapi.routing import APIRoute
 from agent import __version__
 from agent.api import pages, problems
 from agent.api.auth import Tokens
+from agent.api.polled import PolledOperations
 from agent.api.routes import inventory, meta, operations
 from agent.api.routes.inventory import InventoryCache
 from agent.api.served import Served
-from agent.api.viewcache import ViewCache
+from agent.api.viewcache import ViewCache, read_store
+from agent.engine.journal import Journal
 from agent.remotecalls import remote_call_observers
 
 DESCRIPTION = """The local control API of failover-agent: the network side of Hyper-V / VMM disaster
@@ -30,10 +32,13 @@ def create_app(served: Served, *, tokens: Tokens | None = None) -> FastAPI:
     app.state.served = served
     app.state.tokens = tokens or Tokens(served.config.api)
     served.inventory_cache = InventoryCache(served)
-    served.views = ViewCache(served.store, lambda op_id: operations.full_view_json(served, op_id))
+    reads = read_store(served.store)
+    journal = Journal(reads)
+    served.views = ViewCache(reads, lambda op_id: operations.full_view_json(served, op_id, journal), owned=True)
     app.state.remote_calls = meta.RemoteCalls()
     remote_call_observers.append(app.state.remote_calls.observe)
     problems.install(app)
+    app.add_middleware(PolledOperations, views=served.views, tokens=app.state.tokens)
     for router in (meta.router, operations.router, inventory.router):
         _publish_scopes(router)
         app.include_router(router, responses=problems.RESPONSES)

@@ -161,6 +161,9 @@ def _serving_api(loaded: LoadedConfig, served: Served, host: str, port: int,
 
     sock = _listening_socket(host, port)
     tokens = _tokens(loaded, sock.getsockname()[1], say)
+    access = logging.getLogger("uvicorn.access")
+    quiet = QuietPolls()
+    access.addFilter(quiet)
     server = uvicorn.Server(_uvicorn_config(loaded, create_app(served, tokens=tokens)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
     thread.start()
@@ -174,6 +177,26 @@ def _serving_api(loaded: LoadedConfig, served: Served, host: str, port: int,
         server.should_exit = True
         thread.join(10)
         sock.close()
+        access.removeFilter(quiet)
+        if served.views is not None:
+            served.views.close()  # the event loop's own connection to the store
+
+
+class QuietPolls(logging.Filter):
+    """Keeps answered polls of one operation out of the access log: an orchestrator polling every
+    second writes 86,400 lines a day of the same GET, and at 200 requests/s writing them cost
+    the server more CPU than answering them. Every other request is logged, and so is a poll
+    that was refused or failed (any status but 200 and 304)."""
+
+    PREFIX = "/v1/operations/"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args  # uvicorn's: client, method, path with query, HTTP version, status
+        if not (isinstance(args, tuple) and len(args) == 5 and args[1] == "GET" and args[4] in (200, 304)):
+            return True
+        path = str(args[2]).split("?", 1)[0]
+        rest = path[len(self.PREFIX):] if path.startswith(self.PREFIX) else ""
+        return not rest or "/" in rest
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

@@ -83,15 +83,17 @@ def world(d: Path, args: argparse.Namespace) -> tuple[Path, dict[str, str]]:
     return config, tokens
 
 
-def serve(config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``failover-agent serve`` on ``config`` at a free port; the process and its base URL."""
+def serve(config: Path, log: Path, profile: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``failover-agent serve`` on ``config`` at a free port; the process and its base URL.
+    ``profile``: run it under cProfile in every thread (:func:`profiled_serve`), stats written there."""
     # This checkout's agent, not whichever one is installed (the serve runs in the world's directory).
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     # stderr to a file, not a pipe: nobody would drain a pipe while measuring, and a full pipe
     # would stall the server's logging.
     with log.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--config", str(config)],
+        program = ["-m", "agent"] if profile is None else [__file__, "--profiled-serve", str(profile), "--"]
+        proc = subprocess.Popen([sys.executable, *program, "serve", "--port", "0", "--config", str(config)],
                                 cwd=config.parent, stdout=subprocess.DEVNULL, stderr=err, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -103,6 +105,44 @@ def serve(config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"serve did not start: {log.read_text(errors='replace')[-2000:]}")
+
+
+def profiled_serve(out: Path, argv: list[str]) -> None:
+    """The agent's CLI with every thread under cProfile (cProfile alone sees only the main one:
+    uvicorn's loop, the thread pool of sync routes and the step workers are threads); the merged
+    stats go to ``out`` at exit."""
+    import atexit
+    import contextlib
+    import cProfile
+    import pstats
+
+    profiles: list[cProfile.Profile] = []
+
+    def start(*_: Any) -> None:  # each new thread's first profile event: a profiler of its own
+        prof = cProfile.Profile(time.thread_time)  # CPU, not wall: the threads wait on each other's GIL
+        profiles.append(prof)
+        prof.enable()  # replaces this hook in that thread
+
+    def dump() -> None:
+        for prof in profiles:
+            prof.disable()  # daemon threads still running at exit
+        stats = pstats.Stats(main_prof)
+        for prof in profiles:
+            with contextlib.suppress(TypeError, ValueError):  # a profile that never ran
+                stats.add(prof)
+        stats.dump_stats(str(out))
+
+    threading.setprofile(start)
+    main_prof = cProfile.Profile(time.thread_time)
+    atexit.register(dump)
+    sys.argv = ["failover-agent", *argv]
+    from agent.cli import main as cli_main
+
+    main_prof.enable()
+    try:
+        cli_main()
+    finally:
+        main_prof.disable()
 
 
 def cpu_s(pid: int) -> float:
@@ -281,15 +321,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="bench-api-"))
     config, tokens = world(base, args)
     sim_state = json.loads(config.read_text())["simulator"]["state"]
-    proc, url = serve(config, base / "serve.log")
+    proc, url = serve(config, base / "serve.log", args.profile)
     res: dict[str, Any] = {"url": url}
     try:
         posted = time.time()
         op_id, res["post_s"] = start_failover(url, tokens["operate"])
         accepted = time.time()
         print(f"{op_id} accepted after {res['post_s']:.1f} s; measuring under load", file=sys.stderr)
-        res["load"] = measure(url, tokens["read"], op_id, proc.pid, args)
-        print(f"under load: {_line(res['load'])}", file=sys.stderr)
+        res["load"] = (measure(url, tokens["read"], op_id, proc.pid, args) if not args.baseline_only
+                       else None)
+        if res["load"] is not None:
+            print(f"under load: {_line(res['load'])}", file=sys.stderr)
         op = wait_ended(url, tokens["read"], op_id)
         ended = time.time()
         res["op"] = {"id": op_id, "status": op["status"], "steps": len(op["steps"]), "posted": posted,
@@ -316,7 +358,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _line(m: dict[str, Any]) -> str:
     lat = m["latency_ms"]
     return (f"p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f}, p99 {lat['p99']:.1f}, max {lat['max']:.1f}; "
-            f"{m['achieved_rps']:.1f} req/s, {m['errors']} errors")
+            f"{m['achieved_rps']:.1f} req/s, {m['errors']} errors; server CPU {m['server_cpu_ms_per_answer']:.2f} ms "
+            f"per answer, {m['server_cpu_share']:.2f} cores")
 
 
 # --------------------------------------------------------------------------------- report
@@ -398,10 +441,22 @@ def main(argv: list[str] | None = None) -> None:
                    help="latency model scale (default 0.5: the failover runs about a minute, past the window)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (config, journal, serve.log)")
     p.add_argument("--no-write", action="store_true", help="print the report, leave RESULTS-api.md alone")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="run the server under cProfile (all threads) and write the stats here")
+    p.add_argument("--baseline-only", action="store_true", help="measure only with nothing running (profiling)")
+    p.add_argument("--profiled-serve", type=Path, help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--profiled-serve":  # the server's side of --profile
+        profiled_serve(Path(argv[1]), argv[3:])
+        return
     args = p.parse_args(argv)
     given = " ".join(argv if argv is not None else sys.argv[1:])
     command = ("python tests/benchmarks/bench_api.py " + given).rstrip()
-    text = report(run(args), args, command)
+    res = run(args)
+    if res["load"] is None:  # --baseline-only: a profiling run, not a result
+        print(f"baseline: {_line(res['baseline'])}")
+        return
+    text = report(res, args, command)
     if not args.no_write:
         RESULTS.write_text(text, encoding="utf-8")
     print(text)
