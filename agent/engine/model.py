@@ -80,9 +80,11 @@ ERROR_POLICY: dict[OperationKind, ErrorPolicy] = {
 class StepSpec:
     """One journalled step: one action against one target, for a batch of items.
 
-    Steps with the same ``stage`` run concurrently (they target different hosts); stages run in
-    order. ``args`` is the action's typed arguments (``agent.engine.steps``), fixed when the
-    operation is created, so a resumed operation does exactly what was planned.
+    ``needs`` names the steps of the same operation this one waits for (it starts as soon as
+    every one of them has finished); ``None`` is the stage barrier: every step of the previous
+    stage. ``stage`` is the display order and, among steps ready at once, the priority.
+    ``args`` is the action's typed arguments (``agent.engine.steps``), fixed when the operation
+    is created, so a resumed operation does exactly what was planned.
     """
 
     name: str
@@ -91,6 +93,7 @@ class StepSpec:
     target: str | None
     args: StepArgs
     group: str | None = None
+    needs: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
