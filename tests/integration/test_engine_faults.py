@@ -55,7 +55,6 @@ def test_a_permanent_fault_stops_a_planned_failover_at_that_vm_and_a_restart_fin
     assert view.failed_vms == ["app02"]
     assert [(e["step"], e["vm"], e["code"]) for e in view.errors] == [
         ("applications/failover/hv-west-02", "app02", "injected_fault")]
-    statuses = {s.name: s.status for s in view.steps}
     after = [s.name for s in view.steps if s.ordinal > next(x.ordinal for x in view.steps
                                                             if x.name == "applications/failover/hv-west-02")]
     # Nothing after it ran but what needs nothing of it: the next group's VMM work and failover
