@@ -12,6 +12,7 @@ gives up after a minute and fails the run).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -162,3 +163,41 @@ def test_an_operation_journalled_without_needs_runs_stage_by_stage(new_rig, worl
     assert view.status == OpStatus.SUCCEEDED.value, view.errors
     assert early == [], "a step started before an earlier stage had finished"
     assert len({stage[n] for n in stage}) > GROUPS * 5, "the barrier is judged on many stages"
+
+
+@pytest.fixture(scope="module")
+def one_per_host(tmp_path_factory: pytest.TempPathFactory) -> Templates:
+    where = Path(tmp_path_factory.mktemp("one-per-host"))
+    config = generate(where, n_vms=GROUPS * PER_GROUP, groups=GROUPS, hosts=HOSTS, retain_per_group=2)
+    data = json.loads(config.read_text())
+    data["policies"] = {"concurrency": {"per_host": 1}}
+    config.write_text(json.dumps(data))
+    return Templates.build(config)
+
+
+def test_a_step_taken_ahead_never_takes_a_hosts_slot_before_the_critical_path(new_rig, one_per_host: Templates) -> None:
+    """One call at a time per target: the site's VMM is wanted by every group's reservation at
+    once, and the first group's NIC connections (what its failover waits for) go before the
+    later groups' reservations. What the journal shows running at a target is really talking
+    to it: never more steps than the target's limit, none queued behind another as running."""
+    rig = new_rig(templates=one_per_host)
+    op_id = rig.engine.create(OperationKind.PLANNED_FAILOVER, PLAN)
+    target = {r.name: r.target for r in rig.engine.journal.steps(op_id)}
+    order: list[str] = []
+    crowded: list[tuple[str, list[str]]] = []
+
+    def watch(phase: str, step: str) -> None:
+        if phase == "intent":
+            running = [r.name for r in rig.engine.journal.steps(op_id)
+                       if r.status == StepStatus.RUNNING.value and r.target == target[step]]
+            if running != [step]:
+                crowded.append((step, running))
+            if target[step] == "vmm:site-b":
+                order.append(step)
+
+    rig.engine.runner.crash_hook = watch
+    view = rig.through_pauses(rig.engine.run(op_id))
+
+    assert view.status == OpStatus.SUCCEEDED.value, view.errors
+    assert crowded == []
+    assert order[:3] == ["g0/reserve", "g0/connect", "g1/reserve"]
