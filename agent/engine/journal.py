@@ -33,6 +33,7 @@ from agent.engine.model import (
     StepSpec,
     StepStatus,
     StepView,
+    needed_ordinals,
 )
 from agent.engine.steps import SPEC_VERSION
 from agent.engine.store import (
@@ -135,7 +136,7 @@ class Journal:
         names = [s.name for s in steps]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate step names in {kind}: {sorted(n for n in names if names.count(n) > 1)}")
-        needs = _needed_ordinals(steps)
+        needs = needed_ordinals(steps)
         with self.store.session() as s:
             s.add(OperationRow(
                 id=op_id, kind=kind.value, plan_name=plan_name,
@@ -260,11 +261,11 @@ class Journal:
         """:meth:`mark_intent` for steps that start together, in one transaction."""
         if not step_ids:
             return
-        now = utcnow()
+        at = utcnow()
         with self.store.session() as s:
             s.execute(update(StepRow).where(StepRow.id.in_(list(step_ids))).values(
                 status=StepStatus.RUNNING.value, attempts=StepRow.attempts + 1,
-                intent_at=now, started_at=func.coalesce(StepRow.started_at, now)))
+                intent_at=at, started_at=func.coalesce(StepRow.started_at, at)))
 
     def record_outcome(self, step_id: int, status: StepStatus, result: StepResult) -> None:
         with self.store.session() as s:
@@ -566,19 +567,3 @@ def _chunks(values: list, size: int = 500) -> Iterable[list]:
 
 def now() -> datetime:
     return utcnow()
-
-
-def _needed_ordinals(steps: Sequence[StepSpec]) -> list[list[int] | None]:
-    """Each step's ``needs`` as the ordinals the journal keeps. A step may only need steps listed
-    before it: the order is then a schedule the runner can always finish, never a cycle."""
-    ordinal = {st.name: i for i, st in enumerate(steps)}
-    out: list[list[int] | None] = []
-    for i, st in enumerate(steps):
-        if st.needs is None:
-            out.append(None)
-            continue
-        wrong = [n for n in st.needs if ordinal.get(n, i) >= i]
-        if wrong:
-            raise ValueError(f"step {st.name} needs steps that are not listed before it: {sorted(wrong)}")
-        out.append(sorted({ordinal[n] for n in st.needs}))
-    return out

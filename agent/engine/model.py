@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -94,6 +95,22 @@ class StepSpec:
     args: StepArgs
     group: str | None = None
     needs: tuple[str, ...] | None = None
+
+
+def needed_ordinals(steps: Sequence[StepSpec]) -> list[list[int] | None]:
+    """Each step's ``needs`` as the ordinals the journal keeps. A step may only need steps listed
+    before it: the order is then a schedule the runner can always finish, never a cycle."""
+    ordinal = {st.name: i for i, st in enumerate(steps)}
+    out: list[list[int] | None] = []
+    for i, st in enumerate(steps):
+        if st.needs is None:
+            out.append(None)
+            continue
+        wrong = [n for n in st.needs if ordinal.get(n, i) >= i]
+        if wrong:
+            raise ValueError(f"step {st.name} needs steps that are not listed before it: {sorted(wrong)}")
+        out.append(sorted({ordinal[n] for n in st.needs}))
+    return out
 
 
 @dataclass(slots=True)
