@@ -335,8 +335,9 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
       as the grants say): it runs while the sources shut down.
     - failover(g, T) needs set-failover-ip(g, T), connect(g) and every prepare(g, *) -- unplanned:
       shutdown-source(g, *) -- of the group: a replica host holds VMs of several source hosts.
-    - start(g, T) needs failover(g, T). Network-only: ``await-failover`` (g) needs what
-      shutdown-source would (the orchestrator fails the group over once told) and every
+    - start(g, T) needs every failover(g, *): a failover stopped at an error starts none of the
+      group's VMs, whichever host finished first. Network-only: ``await-failover`` (g) needs
+      what shutdown-source would (the orchestrator fails the group over once told) and every
       set-failover-ip(g, *); it pauses the operation until the VMs are failed over.
     - routes-withdraw(g, r) needs the group's ``start`` steps (a subnet moves once its last VM
       has failed over); routes-announce(g, r) every withdrawal of g. DNS(g, zone) needs the
@@ -390,10 +391,9 @@ def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list
             site=target, host=host, items=_setip_items(cs, reserves)), group)
             for host, cs in by(setips, lambda c: c.host).items()], vmm)
         if full:
-            b.add_stage(_replicate_steps(group, "failover", target, vms, _target_host, "failover"),
-                        vmm + stopped, each=f"{group}/set-failover-ip/{{host}}")
-            up = b.add_stage(_power_steps(group, "start", target, vms, _target_host, "start"), [],
-                             each=f"{group}/failover/{{host}}")
+            failed_over = b.add_stage(_replicate_steps(group, "failover", target, vms, _target_host, "failover"),
+                                      vmm + stopped, each=f"{group}/set-failover-ip/{{host}}")
+            up = b.add_stage(_power_steps(group, "start", target, vms, _target_host, "start"), failed_over)
         else:
             up = b.add_stage([step(f"{group}/await-failover", "hyperv.await_failover", None, AwaitFailoverArgs(
                 site=target, states=FAILED_OVER,
