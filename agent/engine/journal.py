@@ -33,6 +33,7 @@ from agent.engine.model import (
     StepSpec,
     StepStatus,
     StepView,
+    needed_ordinals,
 )
 from agent.engine.steps import SPEC_VERSION
 from agent.engine.store import (
@@ -135,6 +136,7 @@ class Journal:
         names = [s.name for s in steps]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate step names in {kind}: {sorted(n for n in names if names.count(n) > 1)}")
+        needs = needed_ordinals(steps)
         with self.store.session() as s:
             s.add(OperationRow(
                 id=op_id, kind=kind.value, plan_name=plan_name,
@@ -157,7 +159,7 @@ class Journal:
             s.add_all(
                 StepRow(operation_id=op_id, ordinal=i, name=st.name, group_name=st.group, action=st.action,
                         target=st.target, stage=st.stage, spec=st.args.model_dump(mode="json"),
-                        spec_version=SPEC_VERSION)
+                        spec_version=SPEC_VERSION, needs=needs[i])
                 for i, st in enumerate(steps)
             )
             try:
@@ -254,6 +256,16 @@ class Journal:
             s.execute(update(StepRow).where(StepRow.id == step_id).values(
                 status=StepStatus.RUNNING.value, attempts=StepRow.attempts + 1,
                 intent_at=utcnow(), started_at=func.coalesce(StepRow.started_at, utcnow())))
+
+    def mark_intents(self, step_ids: Sequence[int]) -> None:
+        """:meth:`mark_intent` for steps that start together, in one transaction."""
+        if not step_ids:
+            return
+        at = utcnow()
+        with self.store.session() as s:
+            s.execute(update(StepRow).where(StepRow.id.in_(list(step_ids))).values(
+                status=StepStatus.RUNNING.value, attempts=StepRow.attempts + 1,
+                intent_at=at, started_at=func.coalesce(StepRow.started_at, at)))
 
     def record_outcome(self, step_id: int, status: StepStatus, result: StepResult) -> None:
         with self.store.session() as s:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -80,9 +81,11 @@ ERROR_POLICY: dict[OperationKind, ErrorPolicy] = {
 class StepSpec:
     """One journalled step: one action against one target, for a batch of items.
 
-    Steps with the same ``stage`` run concurrently (they target different hosts); stages run in
-    order. ``args`` is the action's typed arguments (``agent.engine.steps``), fixed when the
-    operation is created, so a resumed operation does exactly what was planned.
+    ``needs`` names the steps of the same operation this one waits for (it starts as soon as
+    every one of them has finished); ``None`` is the stage barrier: every step of the previous
+    stage. ``stage`` is the display order and, among steps ready at once, the priority.
+    ``args`` is the action's typed arguments (``agent.engine.steps``), fixed when the operation
+    is created, so a resumed operation does exactly what was planned.
     """
 
     name: str
@@ -91,6 +94,23 @@ class StepSpec:
     target: str | None
     args: StepArgs
     group: str | None = None
+    needs: tuple[str, ...] | None = None
+
+
+def needed_ordinals(steps: Sequence[StepSpec]) -> list[list[int] | None]:
+    """Each step's ``needs`` as the ordinals the journal keeps. A step may only need steps listed
+    before it: the order is then a schedule the runner can always finish, never a cycle."""
+    ordinal = {st.name: i for i, st in enumerate(steps)}
+    out: list[list[int] | None] = []
+    for i, st in enumerate(steps):
+        if st.needs is None:
+            out.append(None)
+            continue
+        wrong = [n for n in st.needs if ordinal.get(n, i) >= i]
+        if wrong:
+            raise ValueError(f"step {st.name} needs steps that are not listed before it: {sorted(wrong)}")
+        out.append(sorted({ordinal[n] for n in st.needs}))
+    return out
 
 
 @dataclass(slots=True)

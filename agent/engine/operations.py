@@ -7,7 +7,9 @@ what this agent would do.
 
 Batching for recovery time: within a group, every action becomes one step per target host (or
 site VMM, DNS zone, router) carrying all the group's items, so a group of 100 VMs on 4 hosts
-costs 4 round trips per action, not 100. Steps of one stage run concurrently.
+costs 4 round trips per action, not 100. A step declares the steps it needs (the failovers:
+:func:`failover_steps`, :func:`test_failover_steps`) and starts as soon as they have finished;
+the other kinds keep the stage barrier (every step of the previous stage).
 """
 
 from __future__ import annotations
@@ -80,16 +82,30 @@ T = TypeVar("T")
 
 @dataclass
 class Steps:
-    """Steps in the making: each :meth:`add_stage` is one stage (its steps run concurrently)."""
+    """Steps in the making: each :meth:`add_stage` is one stage (its display order, and the
+    priority among steps ready at once)."""
 
     steps: list[StepSpec] = field(default_factory=list)
     stage: int = 0
 
-    def add_stage(self, specs: Iterable[StepSpec | None]) -> None:
-        staged = [replace(s, stage=self.stage) for s in specs if s is not None]
+    def add_stage(self, specs: Iterable[StepSpec | None], needs: Iterable[str] | None = None,
+                  each: str | None = None) -> list[str]:
+        """Add a stage. Its steps need ``needs`` and, per step, the step named ``each`` with
+        ``{host}`` the step's host, if there is one; neither given: the needs the specs carry
+        (by default the stage barrier). Returns the names added."""
+        known = {s.name for s in self.steps} if each else set()
+        staged = [replace(s, stage=self.stage, needs=s.needs if needs is None and each is None else tuple(sorted(
+            {*(needs or ()), *({each.format(host=_host_of(s))} & known if each else set())})))
+            for s in specs if s is not None]
         if staged:
             self.steps += staged
             self.stage += 1
+        return [s.name for s in staged]
+
+
+def _host_of(spec: StepSpec) -> str:
+    """The host of a per-host step (named ``group/label/host``)."""
+    return spec.name.rsplit("/", 1)[1]
 
 
 def by(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:
@@ -224,21 +240,25 @@ def script_context(plan: Plan, kind: OperationKind, group: str) -> dict[str, Any
 
 
 def _group_steps(b: Steps, config: AgentConfig, plan: Plan, group: str, kind: OperationKind,
-                 when: Literal["before", "after"]) -> None:
+                 when: Literal["before", "after"], needs: list[str] | None = None) -> list[str]:
     """A group's own script and manual steps, ``before`` anything of it changes or ``after`` its
-    VMs are up (the recovery plan's order: the next group waits for them)."""
+    VMs are up (the recovery plan's order: the next group waits for them). One after the other,
+    the first needing ``needs`` (``None``: the stage barrier). Returns their names."""
     rp = config.plan(plan.plan)
     g = next((g for g in rp.groups if g.name == group), None) if rp else None
+    names: list[str] = []
     for i, each in enumerate((g.before if when == "before" else g.after) if g else []):
+        wanted = None if needs is None else names[-1:] or needs
         if each.manual:
-            b.add_stage([step(f"{group}/{when}/{i}/manual", "manual", None,
-                              ManualArgs(instruction=each.manual.instruction), group)])
+            names += b.add_stage([step(f"{group}/{when}/{i}/manual", "manual", None,
+                                       ManualArgs(instruction=each.manual.instruction), group)], wanted)
         elif each.script:
             s = each.script
             host = script_host(config, plan, group, s.host)
-            b.add_stage([step(f"{group}/{when}/{i}/script", "script", host, ScriptArgs(
+            names += b.add_stage([step(f"{group}/{when}/{i}/script", "script", host, ScriptArgs(
                 host=host, path=s.path, timeout_s=s.timeout_s, parameters=dict(s.parameters),
-                context=script_context(plan, kind, group)), group)])
+                context=script_context(plan, kind, group)), group)], wanted)
+    return names
 
 
 def _route_group(plan: Plan, move: MoveRoute, group_index: dict[str, int]) -> int:
@@ -249,15 +269,41 @@ def _route_group(plan: Plan, move: MoveRoute, group_index: dict[str, int]) -> in
     return max(indexes) if indexes else max(group_index.values(), default=0)
 
 
-def _route_stages(b: Steps, moves: list[MoveRoute], group: str, tolerate_old_site: bool) -> None:
+def _route_stages(b: Steps, moves: list[MoveRoute], group: str, tolerate_old_site: bool, up: list[str],
+                  last: dict[str, str]) -> list[str]:
+    """Withdraw, then announce, the group's subnets: withdrawing needs ``up`` (the group's VMs
+    failed over), announcing every withdrawal; each step also needs the one before it at its
+    router (``last``, updated), so one router is changed by one step at a time, in plan order."""
     withdraw = [(r, m) for m in moves for r in m.withdraw]
     announce = [(r, m) for m in moves for r in m.announce]
+    names: list[str] = []
     for label, action, pairs in (("withdraw", "routes.withdraw", withdraw), ("announce", "routes.announce", announce)):
-        b.add_stage([step(f"{group}/routes-{label}/{router}", action, f"router:{router}", RouteArgs(
-            router=router,
-            items=tuple(RouteItem(key=f"{r.prefix}@{r.router}", prefix=r.prefix, route=r) for r, _ in rs),
-            tolerate_unreachable=tolerate_old_site and action == "routes.withdraw"), group)
+        before = tuple(names or up)
+        added = b.add_stage([replace(step(
+            f"{group}/routes-{label}/{router}", action, f"router:{router}", RouteArgs(
+                router=router,
+                items=tuple(RouteItem(key=f"{r.prefix}@{r.router}", prefix=r.prefix, route=r) for r, _ in rs),
+                tolerate_unreachable=tolerate_old_site and action == "routes.withdraw"), group),
+            needs=(*before, *([last[router]] if router in last else [])))
             for router, rs in by(pairs, lambda p: p[0].router).items()])
+        last.update((n.rsplit("/", 1)[1], n) for n in added)
+        names += added
+    return names
+
+
+def _zone_of(spec: StepSpec) -> str:
+    """The server and zone of a DNS step (named ``group/label/server/zone``)."""
+    return "/".join(spec.name.split("/")[-2:])
+
+
+def _dns_stage(b: Steps, specs: list[StepSpec | None], needs: list[str], last: dict[str, str]) -> list[str]:
+    """A group's DNS steps: each needs ``needs`` and the step of an earlier group in the same
+    zone (``last``, updated), so one zone is written by one step at a time, in plan order."""
+    added = b.add_stage([replace(s, needs=(*needs, *([last[_zone_of(s)]] if _zone_of(s) in last else [])))
+                         for s in specs if s is not None])
+    for spec in b.steps[len(b.steps) - len(added):]:
+        last[_zone_of(spec)] = spec.name
+    return added
 
 
 def _vmm_step(name: str, action: str, site: str, args: StepArgs, group: str | None = None) -> StepSpec:
@@ -265,57 +311,101 @@ def _vmm_step(name: str, action: str, site: str, args: StepArgs, group: str | No
 
 
 def failover_steps(config: AgentConfig, plan: Plan, kind: OperationKind) -> list[StepSpec]:
-    """Planned, unplanned and failback failovers. Per group, in order: reserve, connect the
-    replica NICs, [full: shut down the sources and prepare], set failover IPs just before
-    failover, [full: fail over and start | network-only: wait for the orchestrator], move the
-    subnets whose last VM has now failed over, update DNS, then the group's script/manual steps."""
+    """Planned, unplanned and failback failovers. Per group, in plan order: reserve, connect the
+    replica NICs, [full: shut down the sources and prepare], set failover IPs, [full: fail over
+    and start | network-only: wait for the orchestrator], move the subnets whose last VM has now
+    failed over, update DNS, then the group's script/manual steps.
+
+    What each step needs (it starts as soon as those have finished; everything else overlaps).
+    Before the groups: the TTL lowering, its wait (``before/wait-old-ttl``) needing it, and
+    ``left-out``, needing nothing. For group g:
+
+    - its ``before:`` steps, one after the other, the first needing everything of group g-1
+      (for the first group: everything before the groups). No step of g or of a later group
+      starts before them: the *gate* of g is its last ``before:`` step, else g-1's gate (for
+      the first group: ``left-out``).
+    - reserve(g) needs the gate; connect(g) needs reserve(g). So the next groups' reservations
+      and NIC connections are made while earlier groups fail over: they change the replicas'
+      VMM side only, which nobody uses before the failover.
+    - shutdown-source(g, h) needs connect(g) (a pool or NIC that fails stops the operation
+      before a production VM goes down), every ``start`` and ``after:`` step of group g-1 (its
+      VMs are up: the recovery plan's order is a promise) and the TTL wait.
+      prepare(g, h) needs shutdown-source(g, h), the same source host's VMs (planned only).
+    - set-failover-ip(g, T) needs connect(g) (it sets the granted addresses, on NICs connected
+      as the grants say): it runs while the sources shut down.
+    - failover(g, T) needs set-failover-ip(g, T), connect(g) and every prepare(g, *) -- unplanned:
+      shutdown-source(g, *) -- of the group: a replica host holds VMs of several source hosts.
+    - start(g, T) needs every failover(g, *): a failover stopped at an error starts none of the
+      group's VMs, whichever host finished first. Network-only: ``await-failover`` (g) needs
+      what shutdown-source would (the orchestrator fails the group over once told) and every
+      set-failover-ip(g, *); it pauses the operation until the VMs are failed over.
+    - routes-withdraw(g, r) needs the group's ``start`` steps (a subnet moves once its last VM
+      has failed over); routes-announce(g, r) every withdrawal of g. DNS(g, zone) needs the
+      group's ``start`` steps, not the routes. Each route step also needs the one before it at
+      its router, each DNS step the one before it in its zone: one writer at a time, in order.
+    - its ``after:`` steps, one after the other, the first needing everything of g.
+    """
 
     full = config.agent.mode == "full"
     unplanned = kind == OperationKind.UNPLANNED_FAILOVER
     target = plan.target_site
     b = Steps()
+    ttl_wait: list[str] = []
     if not unplanned and config.dns.ttl.lower_before_planned:
         lowered, wait_s = ttl_lowering(plan, config.dns.ttl.failover_ttl)
-        b.add_stage(_dns_steps("before", lowered, "lower-ttl"))
+        lower = b.add_stage(_dns_steps("before", lowered, "lower-ttl"), [])
         if lowered:
-            b.add_stage([step("before/wait-old-ttl", "dns.wait_ttl", None,
-                              WaitTtlArgs(seconds=wait_s, key="before/wait-old-ttl"), "before")])
-    b.add_stage([step("left-out", "left_out", None, LeftOutArgs(items=tuple(
+            ttl_wait = b.add_stage([step("before/wait-old-ttl", "dns.wait_ttl", None,
+                                         WaitTtlArgs(seconds=wait_s, key="before/wait-old-ttl"), "before")], lower)
+    gate = b.add_stage([step("left-out", "left_out", None, LeftOutArgs(items=tuple(
         LeftOutItem(key=vm, vm=vm, reason=f"its Hyper-V state could not be read ({why})")
-        for vm, why in plan.excluded))) if plan.excluded else None])
+        for vm, why in plan.excluded))) if plan.excluded else None], [])
     group_index = {v.name: v.group_index for v in plan.vms}
     moves_by_group = by(plan.of(MoveRoute), lambda m: _route_group(plan, m, group_index))
     reserves = plan.of(ReserveIp)
     sources = _Sources(config, reserves)
+    previous = [s.name for s in b.steps]  # everything of the group before (here: before the groups)
+    previous_up = list(ttl_wait)  # what the next group's VMs wait for before they go down
+    last_route: dict[str, str] = {}
+    last_zone: dict[str, str] = {}
     for (gi, group), vms in by(plan.vms, lambda v: (v.group_index, v.group)).items():
         names = {v.name for v in vms}
-        _group_steps(b, config, plan, group, kind, "before")
+        first = len(b.steps)
+        gate = _group_steps(b, config, plan, group, kind, "before", previous)[-1:] or gate
         mine = [r for r in reserves if r.vm in names and not r.existing]
-        b.add_stage([_vmm_step(f"{group}/reserve", "vmm.reserve", target, ReserveArgs(
-            site=target, items=_reserve_items(mine, test=False)), group) if mine else None])
+        vmm = b.add_stage([_vmm_step(f"{group}/reserve", "vmm.reserve", target, ReserveArgs(
+            site=target, items=_reserve_items(mine, test=False)), group) if mine else None], gate) or gate
         conns = [c for c in plan.of(ConnectNic) if c.vm in names]
-        b.add_stage([_vmm_step(f"{group}/connect", "vmm.connect", target, ConnectArgs(
-            site=target, items=_connect_items(conns)), group) if conns else None])
+        vmm = b.add_stage([_vmm_step(f"{group}/connect", "vmm.connect", target, ConnectArgs(
+            site=target, items=_connect_items(conns)), group) if conns else None], vmm) or vmm
+        down = vmm + previous_up + gate
+        stopped: list[str] = []
         if full:
-            b.add_stage(_power_steps(group, "shutdown-source", plan.source_site, vms, _source_host, "stop",
-                                     tolerate_unreachable=unplanned))
+            stopped = b.add_stage(_power_steps(group, "shutdown-source", plan.source_site, vms, _source_host, "stop",
+                                               tolerate_unreachable=unplanned), down)
             if not unplanned:
-                b.add_stage(_replicate_steps(group, "prepare", plan.source_site, vms, _source_host, "prepare"))
+                stopped = b.add_stage(_replicate_steps(group, "prepare", plan.source_site, vms, _source_host,
+                                                       "prepare"), [], each=f"{group}/shutdown-source/{{host}}")
         setips = [c for c in plan.of(SetFailoverIp) if c.vm in names]
-        b.add_stage([step(f"{group}/set-failover-ip/{host}", "hyperv.set_failover", host, SetFailoverArgs(
+        set_ip = b.add_stage([step(f"{group}/set-failover-ip/{host}", "hyperv.set_failover", host, SetFailoverArgs(
             site=target, host=host, items=_setip_items(cs, reserves)), group)
-            for host, cs in by(setips, lambda c: c.host).items()])
+            for host, cs in by(setips, lambda c: c.host).items()], vmm)
         if full:
-            b.add_stage(_replicate_steps(group, "failover", target, vms, _target_host, "failover"))
-            b.add_stage(_power_steps(group, "start", target, vms, _target_host, "start"))
+            failed_over = b.add_stage(_replicate_steps(group, "failover", target, vms, _target_host, "failover"),
+                                      vmm + stopped, each=f"{group}/set-failover-ip/{{host}}")
+            up = b.add_stage(_power_steps(group, "start", target, vms, _target_host, "start"), failed_over)
         else:
-            b.add_stage([step(f"{group}/await-failover", "hyperv.await_failover", None, AwaitFailoverArgs(
+            up = b.add_stage([step(f"{group}/await-failover", "hyperv.await_failover", None, AwaitFailoverArgs(
                 site=target, states=FAILED_OVER,
                 instruction="fail over {vms} to " + target + " with your orchestrator, then resume this operation",
-                items=tuple(AwaitItem(key=v.name, vm=v.name, host=v.target_host) for v in vms)), group)])
-        _route_stages(b, moves_by_group.get(gi, []), group, tolerate_old_site=unplanned)
-        b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names], "dns", sources))
-        _group_steps(b, config, plan, group, kind, "after")
+                items=tuple(AwaitItem(key=v.name, vm=v.name, host=v.target_host) for v in vms)), group)],
+                down + set_ip)
+        _route_stages(b, moves_by_group.get(gi, []), group, unplanned, up, last_route)
+        _dns_stage(b, _dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names], "dns", sources), up,
+                   last_zone)
+        after = _group_steps(b, config, plan, group, kind, "after", [s.name for s in b.steps[first:]])
+        previous = [s.name for s in b.steps[first:]]
+        previous_up = up + after + ttl_wait
     return b.steps
 
 
@@ -330,37 +420,64 @@ def prepare_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
 
 def test_failover_steps(config: AgentConfig, plan: Plan) -> list[StepSpec]:
     """Test failover: isolated networks, test VMs, test addresses, test DNS only. Production
-    networks, failover IPs, routes and production DNS are never touched."""
+    networks, failover IPs, routes and production DNS are never touched.
+
+    What each step needs: ``create-test-networks`` nothing. For group g, in plan order:
+
+    - its ``before:`` steps, one after the other, the first needing everything of group g-1
+      (for the first group: the test networks); the gate of g as in :func:`failover_steps`.
+    - start-test(g, T) (network-only: ``await-test-vms``) needs the gate, the test networks and
+      every ``start-test-vms`` and ``after:`` step of g-1: the test VMs come up in the recovery
+      plan's order, as the real ones would.
+    - reserve-test(g) needs every start-test(g, *): the test VMs' NICs are the grants' owners,
+      and do not exist before. connect-test(g) needs reserve-test(g) and the test networks.
+    - start-test-vms(g, T) needs connect-test(g) and start-test(g, T).
+    - test-dns(g, zone) needs every start-test-vms(g, *) (network-only: connect-test(g)), and
+      the step before it in its zone. So the next group's test VMs are made while this group's
+      test DNS is written: test records are only ever seen in the test bubble.
+    - its ``after:`` steps, one after the other, the first needing everything of g.
+    """
     full = config.agent.mode == "full"
     target = plan.target_site
     b = Steps()
     nets = plan.of(CreateTestNetwork)
     test_sources = _Sources(config, plan.of(ReserveIp))
-    b.add_stage([_vmm_step("create-test-networks", "vmm.create_test_networks", target, CreateTestNetworksArgs(
-        site=target, items=tuple(TestNetworkItem(key=n.name, name=n.name, copy_of=n.copy_of) for n in nets)))
-        if nets else None])
+    networks = b.add_stage([_vmm_step("create-test-networks", "vmm.create_test_networks", target,
+                                      CreateTestNetworksArgs(site=target, items=tuple(
+                                          TestNetworkItem(key=n.name, name=n.name, copy_of=n.copy_of) for n in nets)))
+                            if nets else None], [])
+    previous, previous_up, gate = list(networks), list(networks), list[str]()
+    last_zone: dict[str, str] = {}
     for (_, group), vms in by(plan.vms, lambda v: (v.group_index, v.group)).items():
         names = {v.name for v in vms}
-        _group_steps(b, config, plan, group, OperationKind.TEST_FAILOVER, "before")
+        first = len(b.steps)
+        gate = _group_steps(b, config, plan, group, OperationKind.TEST_FAILOVER, "before", previous)[-1:] or gate
         if full:
-            b.add_stage(_replicate_steps(group, "start-test", target, vms, _target_host, "start_test"))
+            tested = b.add_stage(_replicate_steps(group, "start-test", target, vms, _target_host, "start_test"),
+                                 gate + networks + previous_up)
         else:
-            b.add_stage([step(f"{group}/await-test-vms", "hyperv.await_failover", None, AwaitFailoverArgs(
+            tested = b.add_stage([step(f"{group}/await-test-vms", "hyperv.await_failover", None, AwaitFailoverArgs(
                 site=target, states=(ReplicationState.REPLICATING.value,), require_test_vm=True,
                 instruction="start the test failover of {vms} with your orchestrator, then resume",
-                items=tuple(AwaitItem(key=v.name, vm=v.name, host=v.target_host) for v in vms)), group)])
+                items=tuple(AwaitItem(key=v.name, vm=v.name, host=v.target_host) for v in vms)), group)],
+                gate + networks + previous_up)
         mine = [r for r in plan.of(ReserveIp) if r.vm in names and r.purpose == "test"]
-        b.add_stage([_vmm_step(f"{group}/reserve-test", "vmm.reserve", target, ReserveArgs(
-            site=target, items=_reserve_items(mine, test=True)), group) if mine else None])
+        ready = b.add_stage([_vmm_step(f"{group}/reserve-test", "vmm.reserve", target, ReserveArgs(
+            site=target, items=_reserve_items(mine, test=True)), group) if mine else None], tested) or tested
         conns = [c for c in plan.of(ConnectNic) if c.vm in names and c.purpose == "test"]
-        b.add_stage([_vmm_step(f"{group}/connect-test", "vmm.connect", target, ConnectArgs(
-            site=target, items=_connect_items(conns)), group) if conns else None])
+        ready = b.add_stage([_vmm_step(f"{group}/connect-test", "vmm.connect", target, ConnectArgs(
+            site=target, items=_connect_items(conns)), group) if conns else None], ready + networks) or ready
+        up = ready
         if full:
-            b.add_stage(_power_steps(group, "start-test-vms", target, vms, _target_host, "start",
-                                     target_vm=lambda v: name_test_vm(v.name)))
-        b.add_stage(_dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names and c.purpose == "test"],
-                               "test-dns", test_sources))
-        _group_steps(b, config, plan, group, OperationKind.TEST_FAILOVER, "after")
+            up = b.add_stage(_power_steps(group, "start-test-vms", target, vms, _target_host, "start",
+                                          target_vm=lambda v: name_test_vm(v.name)),
+                             ready, each=f"{group}/start-test/{{host}}")
+        _dns_stage(b, _dns_steps(group, [c for c in plan.of(DnsChange) if c.vm in names and c.purpose == "test"],
+                                 "test-dns", test_sources), up, last_zone)
+        after = _group_steps(b, config, plan, group, OperationKind.TEST_FAILOVER, "after",
+                             [s.name for s in b.steps[first:]])
+        previous = [s.name for s in b.steps[first:]]
+        previous_up = up + after
     return b.steps
 
 

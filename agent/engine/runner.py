@@ -1,4 +1,4 @@
-"""Runs a journalled operation: stage after stage, the steps of a stage concurrently.
+"""Runs a journalled operation: each step as soon as the steps it needs have finished.
 
 The runner owns no state of its own: everything it knows comes from the journal, so a runner
 started on a store left by a killed agent continues exactly where the dead one stopped.
@@ -7,12 +7,14 @@ started on a store left by a killed agent continues exactly where the dead one s
 from __future__ import annotations
 
 import contextvars
+import heapq
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -75,7 +77,8 @@ class Runner:
         self.config = config
         self.ports = ports
         self.stopping = threading.Event()
-        """Set when the agent stops: operations end at their next stage boundary, interrupted."""
+        """Set when the agent stops: operations start no new step, finish the ones begun, and
+        end interrupted."""
         pol = config.policies.concurrency
         self.limits = limits or HostLimits(pol.per_host, pol.global_limit)
         self.sleep = sleep
@@ -93,66 +96,73 @@ class Runner:
         op = self.journal.operation(op_id)
         if OpStatus(op.status) in FINAL_STATUSES:
             return self.journal.view(op_id)
-        policy = ErrorPolicy(op.error_policy)
         self.journal.set_status(op_id, OpStatus.RUNNING)
         rows = self.journal.steps(op_id)
-        failed_vms = self._replayed_failures(rows)
-        # A step that failed without naming a VM (a test network VMM would not delete, a route
-        # the router refused) leaves the operation partly done just as a failed VM does.
-        failed_steps = {r.name for r in rows if r.status == StepStatus.FAILED.value}
-        stages: dict[int, list[StepRow]] = defaultdict(list)
-        for r in rows:
-            stages[stage_of(r)].append(r)
         log.info("operation running", operation=op_id, kind=op.kind, steps=len(rows))
+        run = _Schedule(rows, ErrorPolicy(op.error_policy), self._replayed_failures(rows))
+        workers = max(1, self.config.policies.concurrency.global_limit)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=op_id) as pool:
+            running: dict[Future[tuple[StepStatus, StepResult]], StepRow] = {}
+            crashed: BaseException | None = None
+            while True:
+                if run.halt is None and run.pending:
+                    if self.journal.cancel_requested(op_id):
+                        run.halt = _Halt.CANCEL
+                    elif self.stopping.is_set():
+                        run.halt = _Halt.STOPPING
+                if run.halt is None and crashed is None:
+                    batch = run.take(set(running.values()), self.limits.per_host, workers - len(running))
+                    if batch:
+                        self.journal.mark_intents([r.id for r in batch])
+                    for row in batch:
+                        ctx = ActionContext(op=op, journal=self.journal, config=self.config, ports=self.ports,
+                                            retry=self.config.policies.retry, failed_vms=set(run.failed_vms),
+                                            sleep=self.sleep)
+                        # A worker thread does not inherit the submitter's context variables: each
+                        # step runs in a copy of this one, so its log lines name the operation.
+                        running[pool.submit(contextvars.copy_context().run, self._run_step, ctx, row)] = row
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in sorted(finished, key=lambda f: (stage_of(running[f]), running[f].ordinal)):
+                    row = running.pop(future)
+                    try:
+                        status, result = future.result()
+                    except BaseException as exc:  # a kill, a lost store: the others finish, then it is raised
+                        crashed = crashed or exc
+                        continue
+                    run.finished(row, status, result)
+                    self.on_progress(op_id)
+            if crashed is not None:
+                raise crashed
+        return self._conclude(op_id, op, run)
 
-        for stage in sorted(stages):
-            if self.journal.cancel_requested(op_id):
-                return self._cancel(op_id, op)
-            if self.stopping.is_set():
-                # A graceful stop of the agent: the steps begun are finished and journalled, the
-                # rest wait for the next leader, which resumes interrupted operations.
-                log.info("operation interrupted by the agent's stop", operation=op_id, stage=stage)
-                self.journal.set_status(op_id, OpStatus.INTERRUPTED)
-                return self.journal.view(op_id)
-            todo = [r for r in stages[stage] if r.status not in (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value)]
-            if not todo:
-                continue
-            ctx = ActionContext(op=op, journal=self.journal, config=self.config, ports=self.ports,
-                                retry=self.config.policies.retry, failed_vms=set(failed_vms), sleep=self.sleep)
-            if len(todo) == 1:
-                results = [self._run_step(ctx, todo[0])]
-            else:
-                with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix=f"{op_id}-s{stage}") as pool:
-                    # A worker thread does not inherit the submitter's context variables: each
-                    # step runs in a copy of this one, so its log lines name the operation.
-                    futures = [pool.submit(contextvars.copy_context().run, self._run_step, ctx, row)
-                               for row in todo]
-                    results = [f.result() for f in futures]
-            self.on_progress(op_id)
-            stage_failed = False
-            for row, (status, result) in zip(todo, results, strict=True):
-                if status == StepStatus.WAITING:
-                    self.journal.set_status(op_id, OpStatus.WAITING)
-                    log.info("operation waiting for an operator", operation=op_id, step=row.name,
-                             instruction=result.waiting)
-                    return self.journal.view(op_id)
-                for item in result.items:
-                    if item.error and item.vm:
-                        failed_vms.add(item.vm)
-                if status == StepStatus.FAILED:
-                    stage_failed = True
-                    failed_steps.add(row.name)
-                else:
-                    failed_steps.discard(row.name)
-            if stage_failed and policy == ErrorPolicy.STOP_AT_FIRST_ERROR:
-                self.journal.set_status(op_id, OpStatus.FAILED, result={"failed_vms": sorted(failed_vms)})
-                log.error("operation stopped at the first error", operation=op_id, failed_vms=sorted(failed_vms))
-                return self.journal.view(op_id)
-
-        final = OpStatus.PARTIAL if failed_vms or failed_steps else OpStatus.SUCCEEDED
-        outcome: dict[str, Any] = {"failed_vms": sorted(failed_vms)}
-        if failed_steps:
-            outcome["failed_steps"] = sorted(failed_steps)
+    def _conclude(self, op_id: str, op: OperationRow, run: _Schedule) -> OperationView:
+        failed_vms = sorted(run.failed_vms)
+        if run.halt == _Halt.CANCEL:
+            return self._cancel(op_id, op)
+        if run.halt == _Halt.STOPPING:
+            # A graceful stop of the agent: the steps begun are finished and journalled, the
+            # rest wait for the next leader, which resumes interrupted operations.
+            log.info("operation interrupted by the agent's stop", operation=op_id, pending=len(run.pending))
+            self.journal.set_status(op_id, OpStatus.INTERRUPTED)
+            return self.journal.view(op_id)
+        if run.halt == _Halt.WAITING:
+            self.journal.set_status(op_id, OpStatus.WAITING)
+            log.info("operation waiting for an operator", operation=op_id, step=run.waiting_step,
+                     instruction=run.waiting_for)
+            return self.journal.view(op_id)
+        if run.halt == _Halt.FAILED:
+            self.journal.set_status(op_id, OpStatus.FAILED, result={"failed_vms": failed_vms})
+            log.error("operation stopped at the first error", operation=op_id, failed_vms=failed_vms)
+            return self.journal.view(op_id)
+        if run.pending:
+            raise RuntimeError(f"operation {op_id}: steps {sorted(r.name for r in run.pending.values())} "
+                               "wait for steps that can never finish")
+        final = OpStatus.PARTIAL if run.failed_vms or run.failed_steps else OpStatus.SUCCEEDED
+        outcome: dict[str, Any] = {"failed_vms": failed_vms}
+        if run.failed_steps:
+            outcome["failed_steps"] = sorted(run.failed_steps)
         self.journal.set_status(op_id, final, result=outcome)
         log.info("operation finished", operation=op_id, status=final.value, **outcome)
         return self.journal.view(op_id)
@@ -192,8 +202,9 @@ class Runner:
         audit = StepAudit(self.journal.store, ctx.op_id, ctx.owner, row.ordinal, row.name)
         ctx = replace(ctx, retries=[], ports=audited_ports(ctx.ports, audit))
         args: StepArgs | None = None
+        # The runner journalled the intent before handing the step over (with the others that
+        # started with it): the slot only decides when the host is talked to.
         with self.limits.slot(row.target):
-            self.journal.mark_intent(row.id)
             self.crash_hook("intent", row.name)
             try:
                 act = ACTIONS.get(row.action)
@@ -231,6 +242,98 @@ class Runner:
         self.journal.set_status(op_id, OpStatus.CANCELLED, result={"compensation": info})
         log.info("operation cancelled", operation=op_id)
         return self.journal.view(op_id)
+
+
+class _Halt(StrEnum):
+    CANCEL = "cancel"
+    STOPPING = "stopping"
+    WAITING = "waiting"
+    FAILED = "failed"
+
+
+_DONE = (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value)
+
+
+class _Schedule:
+    """Which journalled steps may start: a step is ready once every step it needs has finished
+    -- succeeded or skipped, or failed when the policy carries on (its actions then skip the
+    failed VMs' items). A step without journalled ``needs`` needs every step of the previous
+    stage: the barrier of agents before revision 0007. Ready steps start lowest (stage, ordinal)
+    first, and never more than ``per_host`` of this operation's at one target, so a step taken
+    ahead of its stage never holds a host slot the critical path is about to want."""
+
+    def __init__(self, rows: Sequence[StepRow], policy: ErrorPolicy, failed_vms: set[str]) -> None:
+        self.policy = policy
+        self.failed_vms = failed_vms
+        # A step that failed without naming a VM (a test network VMM would not delete, a route
+        # the router refused) leaves the operation partly done just as a failed VM does.
+        self.failed_steps = {r.name for r in rows if r.status == StepStatus.FAILED.value}
+        self.halt: _Halt | None = None
+        self.waiting_step: str | None = None
+        self.waiting_for: str | None = None
+        done = {r.ordinal for r in rows if r.status in _DONE}
+        self.pending = {r.ordinal: r for r in rows if r.status not in _DONE}
+        # The barrier waits for the nearest earlier stage with a step still to run: the stages
+        # between are done, and that stage's steps wait in turn for theirs -- so a step journalled
+        # without needs starts after every earlier step, as the stage-by-stage runner ran it.
+        open_stages: dict[int, set[int]] = defaultdict(set)
+        for o, r in self.pending.items():
+            open_stages[stage_of(r)].add(o)
+        order = sorted(open_stages)
+        barrier = {stage: open_stages[before] for before, stage in zip(order, order[1:], strict=False)}
+        self._blocked: dict[int, set[int]] = {}
+        self._dependents: dict[int, list[int]] = defaultdict(list)
+        self._ready: list[tuple[int, int]] = []
+        for o, r in self.pending.items():
+            stage = stage_of(r)
+            needs = set(r.needs) if r.needs is not None else barrier.get(stage, set())
+            self._blocked[o] = needs - done
+            for n in self._blocked[o]:
+                self._dependents[n].append(o)
+            if not self._blocked[o]:
+                heapq.heappush(self._ready, (stage, o))
+
+    def take(self, running: set[StepRow], per_host: int, room: int) -> list[StepRow]:
+        """The ready steps to start now, best first, within the per-target and overall room."""
+        busy = Counter(r.target or "" for r in running)
+        out: list[StepRow] = []
+        held: list[tuple[int, int]] = []
+        while self._ready and len(out) < room:
+            key = heapq.heappop(self._ready)
+            row = self.pending[key[1]]
+            target = row.target or ""
+            if busy[target] >= per_host:
+                held.append(key)
+                continue
+            busy[target] += 1
+            out.append(row)
+        for key in held:
+            heapq.heappush(self._ready, key)
+        for row in out:
+            del self.pending[row.ordinal]
+        return out
+
+    def finished(self, row: StepRow, status: StepStatus, result: StepResult) -> None:
+        """A step's outcome is journalled: what it releases, or why the operation stops."""
+        for item in result.items:
+            if item.error and item.vm:
+                self.failed_vms.add(item.vm)
+        if status == StepStatus.WAITING:
+            if self.halt is None:
+                self.halt, self.waiting_step, self.waiting_for = _Halt.WAITING, row.name, result.waiting
+            return
+        if status == StepStatus.FAILED:
+            self.failed_steps.add(row.name)
+            if self.policy == ErrorPolicy.STOP_AT_FIRST_ERROR:
+                self.halt = self.halt or _Halt.FAILED
+                return
+        else:
+            self.failed_steps.discard(row.name)
+        for o in self._dependents.pop(row.ordinal, ()):
+            blocked = self._blocked[o]
+            blocked.discard(row.ordinal)
+            if not blocked:
+                heapq.heappush(self._ready, (stage_of(self.pending[o]), o))
 
 
 def stage_of(row: StepRow) -> int:

@@ -113,6 +113,9 @@ class StepRow(Base):
     """The host, site, server or router the step talks to."""
     stage: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """Steps of one stage run concurrently, stages in order. None: kept in ``spec`` (version 1)."""
+    needs: Mapped[Any] = mapped_column(JsonText, nullable=True)
+    """The ordinals of the steps this one waits for. None (rows of agents before revision 0007):
+    the stage barrier, every step of the previous stage."""
     spec: Mapped[Any] = mapped_column(JsonText)
     """The step's arguments (``agent.engine.steps``); fixed when the operation is created."""
     spec_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

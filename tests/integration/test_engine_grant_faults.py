@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.engine.model import OperationKind, OpStatus
+from agent.ports import GrantRequest
 from tests.integration.test_engine_reserve import (
     assert_journal_is_vmm,
     failover_ip,
@@ -175,16 +176,25 @@ def test_killed_at_any_step_that_reserves_or_follows_the_grant(new_rig, taken: C
         rig.close()
 
 
-def test_an_address_taken_during_a_manual_pause_is_followed_by_dns(new_rig, jump_templates: Templates,  # noqa: F811
-                                                                    tmp_path: Path) -> None:
-    """One process, no race: the operator pauses between the groups, someone takes the address."""
+def test_an_address_reserved_ahead_is_held_through_a_manual_pause(new_rig, jump_templates: Templates,  # noqa: F811
+                                                                   tmp_path: Path) -> None:
+    """One process, no race: the operator pauses between the groups, someone tries to take the
+    address. The next group's reservations are made while the groups before it fail over, so
+    the pause finds app01's address already granted to it: the other team is refused, and app01
+    comes up with its planned address, its DNS following."""
     rig = new_rig(templates=jump_templates)
     view = rig.engine.start(OperationKind.PLANNED_FAILOVER, "contoso-apps")
     assert view.status == OpStatus.WAITING.value  # after the databases group
-    take(rig.ports, "west-apps-pool", PLANNED)
+    assert [r.address for r in rig.engine.journal.reservations(purpose="failover") if r.vm == "app01"] == [PLANNED]
+    vmm = rig.ports.vmm["contoso-west"]
+    [nic] = [n.id for vm in vmm.read_inventory().vms if vm.name == "jump01" for n in vm.nics]
+    [refused] = vmm.grant_ips([GrantRequest(pool="west-apps-pool", address=PLANNED, owner_id=nic)])
+    assert not refused.ok and not refused.changed
 
     view = rig.through_pauses(view)
 
     assert view.status == OpStatus.SUCCEEDED.value, view.errors
-    [granted] = granted_to(rig, "app01")
-    assert_right(rig, granted)
+    assert granted_to(rig, "app01") == [PLANNED]
+    assert failover_ip(rig, "app01") == [PLANNED]
+    assert records(rig, "app01", PLANNED) == {"A": (PLANNED,), "PTR": ("app01.corp.contoso.example.",)}
+    assert_journal_is_vmm(rig)

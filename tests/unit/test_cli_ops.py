@@ -418,21 +418,30 @@ def demo_copy(tmp_path: Path, edit) -> Path:
     return path
 
 
-def test_ops_show_says_where_the_failover_did_otherwise_than_its_preview() -> None:
-    paused = run("run", "--plan", DEMO_PLAN, "--kind", "planned", "--yes")
+def test_ops_show_says_where_the_failover_did_otherwise_than_its_preview(tmp_path: Path) -> None:
+    # The applications group starts with a manual step: nothing of it, its reservations
+    # included, is done before the operator resumes it.
+    def before_applications(data: dict) -> None:
+        [group] = [g for p in data["recovery_plans"] if p["name"] == DEMO_PLAN for g in p["groups"]
+                   if g["name"] == "applications"]
+        group["before"] = [{"manual": {"instruction": "Tell the application owners, then resume."}}]
+
+    config = str(demo_copy(tmp_path, before_applications))
+    paused = run("run", "--config", config, "--plan", DEMO_PLAN, "--kind", "planned", "--yes")
     assert paused.exit_code == EXIT_WAITING, paused.output  # after the databases group
     op = op_id_in(paused.stdout)
+    assert run("ops", "resume", "--config", config, op).exit_code == EXIT_WAITING  # before applications
     # Meanwhile app01's planned address goes to another NIC of the recovery site.
     from agent.ports import GrantRequest
 
-    with connect(load_config(None)) as connection:
+    with connect(load_config(Path(config))) as connection:
         vmm = connection.ports.vmm["contoso-west"]
         [other] = [n.id for vm in vmm.read_inventory().vms if vm.name == "web01" for n in vm.nics if n.name == "nic1"]
         [taken] = vmm.grant_ips([GrantRequest(pool="west-apps-pool", address="172.16.1.10", owner_id=other)])
         assert taken.changed
-    assert run("ops", "resume", op).exit_code == EXIT_OK
+    assert run("ops", "resume", "--config", config, op).exit_code == EXIT_OK
 
-    shown = run("ops", "show", op)
+    shown = run("ops", "show", "--config", config, op)
 
     assert shown.exit_code == EXIT_OK, shown.output
     text = " ".join(shown.stdout.split())
@@ -442,5 +451,5 @@ def test_ops_show_says_where_the_failover_did_otherwise_than_its_preview() -> No
         in text
     assert ("DNS dns-contoso/12.1.16.172.in-addr.arpa./PTR: wrote ['app01.corp.contoso.example.'] in place of "
             "10.1.16.172.in-addr.arpa.") in text
-    shown_json = json.loads(run("ops", "show", op, "--json").stdout)
+    shown_json = json.loads(run("ops", "show", "--config", config, op, "--json").stdout)
     assert {d["kind"] for d in shown_json["deviations"]} == {"grant", "dns"}
