@@ -90,12 +90,12 @@ class Runner:
             return self._run(op_id)
 
     def _run(self, op_id: str) -> OperationView:
-        op = self.journal.operation(op_id)
+        op = self.journal.operation(op_id, plan=False)  # the steps carry what they need of it
         if OpStatus(op.status) in FINAL_STATUSES:
             return self.journal.view(op_id)
         policy = ErrorPolicy(op.error_policy)
         self.journal.set_status(op_id, OpStatus.RUNNING)
-        rows = self.journal.steps(op_id)
+        rows = self.journal.steps(op_id, lean=True)  # each step's spec is read when it runs
         failed_vms = self._replayed_failures(rows)
         # A step that failed without naming a VM (a test network VMM would not delete, a route
         # the router refused) leaves the operation partly done just as a failed VM does.
@@ -199,7 +199,7 @@ class Runner:
                 act = ACTIONS.get(row.action)
                 if act is None:
                     raise PermanentError(f"step {row.name}: unknown action {row.action}", step=row.name)
-                args = parse_args(act.args, row.spec, row.spec_version, step=row.name)
+                args = parse_args(act.args, self.journal.step_spec(row.id), row.spec_version, step=row.name)
                 result = act.run(ctx, args)
             except Exception as exc:
                 if not isinstance(exc, AgentError):
@@ -227,7 +227,7 @@ class Runner:
     def _cancel(self, op_id: str, op: OperationRow) -> OperationView:
         from agent.engine.compensation import compensate
 
-        info = compensate(self, op)
+        info = compensate(self, self.journal.operation(op_id))  # with its plan: the undo follows it
         self.journal.set_status(op_id, OpStatus.CANCELLED, result={"compensation": info})
         log.info("operation cancelled", operation=op_id)
         return self.journal.view(op_id)
