@@ -144,9 +144,13 @@ def one(n_vms: int, scale: float, profile: int, trace: bool) -> dict[str, Any]:
     try:
         cfg = world_of(work, n_vms)
         loaded = dataclasses.replace(load_config(cfg), simulator_state=sim_dir / "state.json")
+        gc.collect()
+        rss_agent = _status_mb("VmRSS")
         connection = connect(loaded)
         world = connection.simulator
         assert world is not None
+        gc.collect()
+        sim_mb = _status_mb("VmRSS") - rss_agent
         set_latency(world, 0)
         clock = PortClock()
         store = Store.for_path(work / "journal.sqlite")
@@ -178,7 +182,8 @@ def one(n_vms: int, scale: float, profile: int, trace: bool) -> dict[str, Any]:
         out = {"vms": n_vms, "scale": scale, "status": view.status, "succeeded_vms": len(view.succeeded_vms),
                "failed_vms": len(view.failed_vms), "wall_s": wall, "cpu_s": cpu, "sim_cpu_s": clock.cpu,
                "port_calls": clock.calls, "agent_cpu_s": cpu - clock.cpu, "rss_before_mb": rss_before,
-               "peak_rss_mb": peak, "steps": len(view.steps), "profiled": bool(profiler), "traced": trace}
+               "peak_rss_mb": peak, "sim_world_mb": sim_mb, "steps": len(view.steps), "profiled": bool(profiler),
+               "traced": trace}
         connection.close()
         store.close()
         return out
@@ -246,21 +251,26 @@ def report(rows: list[dict[str, Any]], command: str, load: tuple[float, float, f
         f"latency scale {rows[0]['scale'] if rows else 0} (the simulator answers at once)",
         f"- before: {BEFORE}",
         "",
-        "| VMs | steps | status | peak RSS during the run | RSS at start | process CPU | simulator CPU "
-        "| **agent CPU** | **agent CPU per VM** | wall |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| VMs | steps | status | peak RSS during the run | RSS at start | of which the simulated world "
+        "| **peak less the simulated world** | process CPU | simulator CPU | **agent CPU** | **agent CPU per VM** "
+        "| wall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['vms']:,} | {r['steps']} | {r['status']} ({r['succeeded_vms']:,} ok, {r['failed_vms']} failed) "
-            f"| **{r['peak_rss_mb']:.0f} MB** | {r['rss_before_mb']:.0f} MB | {r['cpu_s']:.2f} s "
+            f"| {r['peak_rss_mb']:.0f} MB | {r['rss_before_mb']:.0f} MB | {r['sim_world_mb']:.0f} MB "
+            f"| **{r['peak_rss_mb'] - r['sim_world_mb']:.0f} MB** | {r['cpu_s']:.2f} s "
             f"| {r['sim_cpu_s']:.2f} s ({r['port_calls']} calls) | {r['agent_cpu_s']:.2f} s "
             f"| **{1000 * r['agent_cpu_s'] / r['vms']:.2f} ms** | {r['wall_s']:.2f} s |")
     lines += [
         "",
         "Peak RSS is VmHWM reset just before `Engine.run`; it includes what is resident before the run "
-        "(the simulated world, the config, the interpreter: \"RSS at start\"). Agent CPU is the process's CPU "
-        "time during the run less the CPU time measured inside the simulated port calls.",
+        "(the simulated world, the config, the interpreter, what creating the operation left: \"RSS at start\"). "
+        "The simulated world stands in for the remote VMM, Hyper-V, DNS and routers, in this process: its "
+        "share is the RSS it added when it was opened (before the operation was created), and the peak less it "
+        "is the agent's. Agent CPU is the process's CPU time during the run less the CPU time measured inside "
+        "the simulated port calls.",
         "",
     ]
     return "\n".join(lines)
