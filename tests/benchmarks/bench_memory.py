@@ -55,7 +55,11 @@ from agent.wiring import connect  # noqa: E402
 from tests.benchmarks.bench_engine import PLAN, generate, reset_peak_rss, set_latency  # noqa: E402
 from tests.benchmarks.machine import describe  # noqa: E402
 
-BEFORE = "1.5-1.8 ms per VM, 577 MB peak at 10,000 VMs (issue 13, measured on main before this change)"
+BEFORE = ("measured with this script on main as of 9514867 (before the lean journal), 2026-12-04, load average "
+          "2-12: 1,000 VMs: peak 142 MB (123 MB at start), agent CPU 6.24 ms per VM (simulator 3.70 s); 10,000 VMs: "
+          "peak 622 MB (485 MB at start, of which the simulated world ~333 MB), agent CPU 5.22 ms per VM (simulator "
+          "46.80 s). The issue's 1.5-1.8 ms per VM was measured otherwise (not the process's CPU time less the "
+          "simulator's); compare like with like")
 
 
 class PortClock:
