@@ -21,11 +21,11 @@ was there before and what is there after, whichever action made it.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 
 from agent.domain.model import (
     FailoverIpSetting,
@@ -36,8 +36,9 @@ from agent.domain.model import (
     Route,
     VirtualMachine,
 )
+from agent.engine.bookkeeping import chunks as _chunks
 from agent.engine.steps import CONTEXT_PARAMETER
-from agent.engine.store import AuditRow, Store
+from agent.engine.store import AuditRow, JsonText, Store
 from agent.errors import AgentError, PermanentError
 from agent.logging import REDACTED, redact_secrets
 from agent.ports import (
@@ -54,6 +55,12 @@ from agent.ports import (
 )
 
 P = TypeVar("P")
+
+_AUDIT: Table = AuditRow.__table__  # type: ignore[assignment]
+_DETAILS_BY_KEY = (update(_AUDIT)
+                   .where(_AUDIT.c.operation_id == bindparam("b_op"), _AUDIT.c.key == bindparam("b_key"))
+                   .values(details=bindparam("b_details", type_=JsonText())))
+"""Completes one change's row by its (unique) operation and key: run for many at once."""
 
 PENDING = "pending"
 CHANGED = "changed"
@@ -182,6 +189,11 @@ class StepAudit:
     seen: dict[tuple[str, ...], Any] = field(default_factory=dict)
     fresh: set[str] = field(default_factory=set)
     """Keys of the rows this run of the step wrote (the others are an earlier attempt's)."""
+    inventories: dict[str, list[Any]] = field(default_factory=dict)
+    """Site -> the VMM inventories the step read there, oldest first."""
+    written: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Key -> the details this run of the step last wrote in that row: completing it needs no
+    read of what was just written (an earlier attempt's row is read)."""
 
     def begin(self, action: str, changes: Sequence[Change]) -> None:
         """Commit a pending row per change not already in the trail (an earlier attempt's)."""
@@ -190,12 +202,14 @@ class StepAudit:
             have = set(s.scalars(select(AuditRow.key).where(AuditRow.operation_id == self.operation_id,
                                                             AuditRow.key.in_(keys))))
             new = [(k, c) for k, c in zip(keys, changes, strict=True) if k not in have]
-            if new:
-                s.execute(insert(AuditRow), [
-                    {"actor": self.actor, "action": action, "target": c.target, "operation_id": self.operation_id,
-                     "key": k, "details": {"step": self.step, "before": c.before, "after": c.after,
-                                           "result": PENDING}} for k, c in new])
+            rows: list[dict[str, Any]] = [
+                {"actor": self.actor, "action": action, "target": c.target, "operation_id": self.operation_id,
+                 "key": k, "details": {"step": self.step, "before": c.before, "after": c.after, "result": PENDING}}
+                for k, c in new]
+            if rows:
+                s.execute(insert(AuditRow), rows)
         self.fresh.update(k for k, _ in new)
+        self.written.update((r["key"], r["details"]) for r in rows)
 
     def finish(self, action: str, changes: Sequence[Change], results: Sequence[Done]) -> None:
         """Complete each change's row. A change an earlier attempt made stays ``changed`` when
@@ -203,17 +217,20 @@ class StepAudit:
         that attempt saw before it (kept in the row)."""
         done = {f"{self.ordinal}:{action}:{c.key}": r for c, r in zip(changes, results, strict=True)}
         with self.store.session() as s:
-            found = s.execute(select(AuditRow.id, AuditRow.key, AuditRow.details).where(
-                AuditRow.operation_id == self.operation_id, AuditRow.key.in_(list(done))))
-            updates, withdrawn = [], []
-            for row_id, key, details in found:
+            rows = {k: self.written[k] for k in done if k in self.written}
+            for chunk in _chunks([k for k in done if k not in rows]):
+                rows.update((k, d) for k, d in s.execute(select(AuditRow.key, AuditRow.details).where(
+                    AuditRow.operation_id == self.operation_id, AuditRow.key.in_(chunk))))
+            updates: list[dict[str, Any]] = []
+            withdrawn: list[str] = []
+            for key, details in rows.items():
                 d, old = done[key], dict(details or {})
                 before, after, result = d.before, d.after, d.result
                 was = old.get("result")
                 if was == CHANGED and result != CHANGED:
                     continue  # it was made; what a later attempt finds does not undo that
                 if result == UNCHANGED and was == PENDING and key in self.fresh:
-                    withdrawn.append(row_id)  # asked for what already held: no change to record
+                    withdrawn.append(key)  # asked for what already held: no change to record
                     continue
                 if was in (PENDING, FAILED) and result == UNCHANGED:
                     # An earlier attempt was cut off (killed, or its call failed) after the call
@@ -232,20 +249,48 @@ class StepAudit:
                     old["before"] = before
                 if after is not None:
                     old["after"] = after
-                updates.append({"id": row_id, "details": old})
+                updates.append({"b_op": self.operation_id, "b_key": key, "b_details": old})
             if updates:
-                s.execute(update(AuditRow), updates)
-            if withdrawn:
-                s.execute(delete(AuditRow).where(AuditRow.id.in_(withdrawn)))
+                s.connection().execute(_DETAILS_BY_KEY, updates)
+            for chunk in _chunks(withdrawn):
+                s.execute(delete(AuditRow).where(AuditRow.operation_id == self.operation_id,
+                                                 AuditRow.key.in_(chunk)))
+        self.written.update((u["b_key"], u["b_details"]) for u in updates)
+        for key in withdrawn:
+            self.written.pop(key, None)
 
-    def made_earlier(self, prefix: str) -> dict[str, Any]:
+    def made_earlier(self, prefix: str, names: Collection[str]) -> dict[str, Any]:
         """target -> the "after" of the last change this operation's earlier steps made with an
-        action starting ``prefix`` (what a VM's replication became, a step ago)."""
+        action starting ``prefix`` (what a VM's replication became, a step ago), of the targets
+        whose last part is one of ``names``. Only those rows' details are read: an operation's
+        earlier changes are thousands of rows at 10,000 VMs, and this is asked at every step."""
         with self.store.session() as s:
-            rows = s.execute(select(AuditRow.target, AuditRow.details).where(
+            ids = [i for i, t in s.execute(select(AuditRow.id, AuditRow.target).where(
                 AuditRow.operation_id == self.operation_id, AuditRow.action.startswith(prefix),
-                AuditRow.key.is_not(None)).order_by(AuditRow.id))
-            return {t: d["after"] for t, d in rows if d.get("result") == CHANGED and d.get("step") != self.step}
+                AuditRow.key.is_not(None))) if t is not None and t.rsplit("/", 1)[-1] in names]
+            rows: list[Any] = []
+            for chunk in _chunks(ids):
+                rows += s.execute(select(AuditRow.id, AuditRow.target, AuditRow.details).where(
+                    AuditRow.id.in_(chunk))).all()
+        rows.sort(key=lambda r: r.id)
+        return {r.target: r.details["after"] for r in rows
+                if r.details.get("result") == CHANGED and r.details.get("step") != self.step}
+
+    def saw_inventory(self, where: str, inv: Any) -> None:
+        """A site's VMM inventory as the step read it. Its NICs are looked up only if the step
+        changes one: most steps that read it (the reserve, every stop) connect none, and indexing
+        every NIC of a 10,000-VM site at each read was most of what the trail cost them."""
+        self.inventories.setdefault(where, []).append(inv)
+        self.seen.pop(("nics", where), None)
+
+    def nic(self, where: str, vm: str, nic: str) -> Nic | None:
+        """The NIC as the step last read it in ``where``'s inventory (None: not read)."""
+        index = self.seen.get(("nics", where))
+        if index is None:
+            index = {(v.name, n.name): n for inv in self.inventories.get(where, ()) for v in inv.vms for n in v.nics}
+            self.seen[("nics", where)] = index
+        found: Nic | None = index.get((vm, nic))
+        return found
 
     def remember(self, what: tuple[str, ...], value: Any) -> None:
         self.seen[what] = value
@@ -391,9 +436,7 @@ class _Audited:
     # -- reads: remember what the step saw
 
     def _saw_read_inventory(self, inv: Any) -> None:
-        for vm in inv.vms:
-            for nic in vm.nics:
-                self._audit.remember(("nic", self._where, vm.name, nic.name), nic)
+        self._audit.saw_inventory(self._where, inv)
 
     def _saw_get_failover_configs(self, host: str, nics: Any, configs: Any) -> None:
         for c in configs:
@@ -437,7 +480,7 @@ class _Audited:
 
     def _connect_nics(self, conns: Any) -> list[Change]:
         return [Change(c.key, f"{self._where}/{c.vm}/{c.nic}",
-                       _nic_state(self._audit.recall(("nic", self._where, c.vm, c.nic))),
+                       _nic_state(self._audit.nic(self._where, c.vm, c.nic)),
                        _connection(c.vm_network, c.vm_subnet, [f"{a}/{p}" for a, p in c.addresses]))
                 for c in conns]
 
@@ -460,10 +503,13 @@ class _Audited:
     def _replicate(self, host: str, action: str, vms: Any, points: Any = None) -> list[Change]:
         # A relationship is one for both hosts: what an earlier step (prepare, on the other
         # host) left is what this one finds, when the step read nothing itself.
-        earlier = {t.rsplit("/", 1)[-1]: v for t, v in self._audit.made_earlier("hyperv.replicate.").items()}
+        seen_of = {vm: self._audit.recall(("replica", self._where, host, vm)) for vm in vms}
+        unseen = {vm for vm, seen in seen_of.items() if seen is None}
+        earlier = {t.rsplit("/", 1)[-1]: v for t, v in self._audit.made_earlier("hyperv.replicate.", unseen).items()
+                   } if unseen else {}
         out = []
         for vm in vms:
-            seen = self._audit.recall(("replica", self._where, host, vm))
+            seen = seen_of[vm]
             wanted = f"{action} to recovery point {points[vm]}" if points and vm in points else action
             out.append(Change(f"{host}:{vm}", f"{self._where}/{host}/{vm}",
                               _replica(seen) if seen is not None else earlier.get(vm), wanted,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
 
 from agent.domain.errors import AddressAlreadyGranted
+from agent.engine.bookkeeping import Bookkeeping, chunks
 from agent.engine.model import (
     FINAL_STATUSES,
     ErrorPolicy,
@@ -35,15 +37,12 @@ from agent.engine.model import (
     StepView,
     needed_ordinals,
 )
-from agent.engine.steps import SPEC_VERSION
+from agent.engine.steps import SPEC_VERSION, upgrade
 from agent.engine.store import (
-    AuditRow,
-    ManagedRecordRow,
     NoteRow,
     OperationRow,
     ReservationRow,
     SiteViewRow,
-    SnapshotRow,
     StepRow,
     Store,
     VmLockRow,
@@ -70,6 +69,10 @@ STEP_OUTCOMES_CACHED = 50_000
 _VIEW_COLUMNS = (StepRow.id, StepRow.ordinal, StepRow.name, StepRow.action, StepRow.group_name, StepRow.target,
                  StepRow.status, StepRow.attempts, StepRow.intent_at, StepRow.errors, StepRow.started_at,
                  StepRow.finished_at, func.length(StepRow.outcome).label("outcome_length"))
+
+
+_ViewRow = namedtuple("_ViewRow", [str(c.key) for c in _VIEW_COLUMNS])  # type: ignore[misc]
+"""A step as the view shows it: the view's columns without the outcome."""
 
 
 def _signature(row: Any) -> tuple[Any, ...]:
@@ -99,7 +102,7 @@ class _Outcome:
                    waiting=outcome.get("waiting"))
 
 
-class Journal:
+class Journal(Bookkeeping):
     def __init__(self, store: Store, actor: str = "agent") -> None:
         self.store = store
         self.actor = actor
@@ -133,6 +136,7 @@ class Journal:
         is held by another unfinished operation, nothing is written and :class:`VmBusy` names it."""
 
         op_id = "op-" + uuid.uuid4().hex[:12]
+        vms = list(dict.fromkeys(vms))  # in the plan's order, for the view (plan_vms)
         names = [s.name for s in steps]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate step names in {kind}: {sorted(n for n in names if names.count(n) > 1)}")
@@ -141,13 +145,12 @@ class Journal:
             s.add(OperationRow(
                 id=op_id, kind=kind.value, plan_name=plan_name,
                 plan_kind=(plan or {}).get("kind"), plan_checksum=(plan or {}).get("checksum"), plan=plan,
-                mode=mode, error_policy=error_policy.value, status=OpStatus.PENDING.value,
+                vms=vms, mode=mode, error_policy=error_policy.value, status=OpStatus.PENDING.value,
                 source_site=source_site, target_site=target_site, parent_id=parent_id,
                 requested_by=requested_by,
             ))
             s.flush()
             if lock_vms:
-                vms = sorted(set(vms))
                 held = {r.vm: r.operation_id for r in s.scalars(select(VmLockRow).where(VmLockRow.vm.in_(vms)))}
                 if held:
                     raise VmBusy(
@@ -155,7 +158,7 @@ class Journal:
                         + ", ".join(f"{vm} ({op})" for vm, op in sorted(held.items())),
                         vms=sorted(held), operations=sorted(set(held.values())),
                     )
-                s.add_all(VmLockRow(vm=vm, operation_id=op_id) for vm in vms)
+                s.add_all(VmLockRow(vm=vm, operation_id=op_id) for vm in sorted(vms))
             s.add_all(
                 StepRow(operation_id=op_id, ordinal=i, name=st.name, group_name=st.group, action=st.action,
                         target=st.target, stage=st.stage, spec=st.args.model_dump(mode="json"),
@@ -170,9 +173,13 @@ class Journal:
                          operation_id=op_id, details={"steps": len(steps)})
         return op_id
 
-    def operation(self, op_id: str) -> OperationRow:
+    def operation(self, op_id: str, *, plan: bool = True) -> OperationRow:
+        """The operation's row; without its ``plan`` (not loaded: reading it raises) unless asked.
+        The plan is the largest value in the journal and most readers never look at it."""
         with self.store.session() as s:
-            row = s.get(OperationRow, op_id)
+            row = (s.get(OperationRow, op_id) if plan else s.scalars(
+                select(OperationRow).where(OperationRow.id == op_id).options(defer(OperationRow.plan),
+                                                                             defer(OperationRow.vms))).one_or_none())
             if row is None:
                 raise NotFoundError(f"no operation {op_id}", operation=op_id)
             return row
@@ -225,9 +232,37 @@ class Journal:
 
     # ------------------------------------------------------------------------ steps
 
-    def steps(self, op_id: str) -> list[StepRow]:
+    def steps(self, op_id: str, *, lean: bool = False) -> list[StepRow]:
+        """The operation's steps in order. ``lean``: what a runner schedules by, not the rest --
+        rows (not in the store's session) without ``spec`` (:meth:`step_spec` reads it when the
+        step is about to run), with ``stage`` wherever the schema version keeps it, and an
+        ``outcome`` only for a step that succeeded or failed, holding only its items' VMs and
+        errors (what a resumed run replays). A 10,000-VM operation's specs and outcomes are tens
+        of megabytes: a runner holding them all while it runs was most of its memory."""
+        if not lean:
+            with self.store.session() as s:
+                return list(s.scalars(select(StepRow).where(StepRow.operation_id == op_id)
+                                      .order_by(StepRow.ordinal)))
         with self.store.session() as s:
-            return list(s.scalars(select(StepRow).where(StepRow.operation_id == op_id).order_by(StepRow.ordinal)))
+            rows = s.execute(select(*_LEAN_COLUMNS).where(StepRow.operation_id == op_id)
+                             .order_by(StepRow.ordinal)).all()
+            # Schema version 1 kept the stage in the spec; done steps' outcomes only as summaries.
+            stages = {r.id: _stage(r.spec, r.spec_version, r.ordinal) for r in _by_chunks(
+                s, (StepRow.id, StepRow.ordinal, StepRow.spec, StepRow.spec_version),
+                [r.id for r in rows if r.stage is None])}
+            replayed = {r.id: _replayed(r.outcome) for r in _by_chunks(
+                s, (StepRow.id, StepRow.outcome), [r.id for r in rows if r.status in _REPLAYED])}
+        out = []
+        for r in rows:
+            values = r._asdict()
+            values["stage"] = stages.get(r.id, r.stage)
+            out.append(StepRow(**values, spec=None, outcome=replayed.get(r.id)))
+        return out
+
+    def step_spec(self, step_id: int) -> Any:
+        """A step's journalled arguments (as stored: ``agent.engine.steps.parse_args`` reads them)."""
+        with self.store.session() as s:
+            return s.scalar(select(StepRow.spec).where(StepRow.id == step_id))
 
     def check_sequence(self, op_id: str, expected: Sequence[StepSpec], recorded_rows: Sequence[StepRow]) -> None:
         """Refuse to resume an operation whose journalled steps (name and action, in order) are
@@ -325,7 +360,7 @@ class Journal:
         with self.store.session() as s:
             held: dict[tuple[str, str, str], dict[str, Any]] = {}
             sites = sorted({e["site"] for e in entries})
-            for chunk in _chunks(sorted({e["address"] for e in entries})):
+            for chunk in chunks(sorted({e["address"] for e in entries})):
                 for row in s.execute(select(ReservationRow.site, ReservationRow.pool, ReservationRow.address,
                                             ReservationRow.owner_id, ReservationRow.vm, ReservationRow.nic).where(
                         ReservationRow.site.in_(sites), ReservationRow.address.in_(chunk),
@@ -373,95 +408,6 @@ class Journal:
                 q = q.where(ReservationRow.vm.in_(list(vms)))
             return list(s.scalars(q))
 
-    # ------------------------------------------------------------------- snapshots
-
-    def snapshot(self, *, scope: str, kind: str, key: str, data: Any) -> bool:
-        """Store what was there before the first change. First write wins: returns False (and
-        keeps the original) if a snapshot of that key already exists in the scope."""
-        with self.store.session() as s:
-            exists = s.scalar(select(func.count()).select_from(SnapshotRow).where(
-                SnapshotRow.scope == scope, SnapshotRow.kind == kind, SnapshotRow.key == key))
-            if exists:
-                return False
-            s.add(SnapshotRow(scope=scope, kind=kind, key=key, data=data))
-            return True
-
-    def snapshot_many(self, *, scope: str, kind: str, data: dict[str, Any]) -> set[str]:
-        """:meth:`snapshot` for many keys in one transaction: first write wins per key. Returns
-        the keys stored now (those not already snapshotted in the scope)."""
-        with self.store.session() as s:
-            existing: set[str] = set()
-            for chunk in _chunks(list(data)):
-                existing.update(s.scalars(select(SnapshotRow.key).where(
-                    SnapshotRow.scope == scope, SnapshotRow.kind == kind, SnapshotRow.key.in_(chunk))))
-            new = [k for k in data if k not in existing]
-            if new:
-                s.execute(insert(SnapshotRow), [{"scope": scope, "kind": kind, "key": k, "data": data[k]} for k in new])
-        return set(new)
-
-    def set_written_many(self, *, scope: str, kind: str, written: dict[str, Any]) -> None:
-        """:meth:`set_written` for many keys in one transaction."""
-        with self.store.session() as s:
-            for chunk in _chunks(list(written)):
-                found = s.execute(select(SnapshotRow.id, SnapshotRow.key).where(
-                    SnapshotRow.scope == scope, SnapshotRow.kind == kind, SnapshotRow.key.in_(chunk)))
-                rows = [{"id": i, "written": written[k]} for i, k in found]
-                if rows:
-                    s.execute(update(SnapshotRow), rows)
-
-    def set_written(self, *, scope: str, kind: str, key: str, written: Any) -> None:
-        with self.store.session() as s:
-            s.execute(update(SnapshotRow).where(SnapshotRow.scope == scope, SnapshotRow.kind == kind,
-                                                SnapshotRow.key == key).values(written=written))
-
-    def snapshots(self, *, scope: str, kind: str | None = None,
-                  keys: Iterable[str] | None = None) -> list[SnapshotRow]:
-        with self.store.session() as s:
-            q = select(SnapshotRow).where(SnapshotRow.scope == scope).order_by(SnapshotRow.id)
-            if kind is not None:
-                q = q.where(SnapshotRow.kind == kind)
-            if keys is not None:
-                q = q.where(SnapshotRow.key.in_(list(keys)))
-            return list(s.scalars(q))
-
-    # ------------------------------------------------------------- managed records
-
-    def manage_record(self, zone: str, name: str, rtype: str, reason: str) -> None:
-        with self.store.session() as s:
-            exists = s.scalar(select(func.count()).select_from(ManagedRecordRow).where(
-                ManagedRecordRow.zone == zone, ManagedRecordRow.name == name, ManagedRecordRow.type == rtype))
-            if not exists:
-                s.add(ManagedRecordRow(zone=zone, name=name, type=rtype, reason=reason))
-
-    def manage_records(self, records: Iterable[tuple[str, str, str]], reason: str) -> None:
-        """:meth:`manage_record` for many (zone, name, type) in one transaction."""
-        wanted = list(dict.fromkeys(records))
-        if not wanted:
-            return
-        with self.store.session() as s:
-            have: set[tuple[str, str, str]] = set()
-            zones = sorted({z for z, _, _ in wanted})
-            for chunk in _chunks(sorted({n for _, n, _ in wanted})):
-                have.update((r.zone, r.name, r.type) for r in s.execute(select(
-                    ManagedRecordRow.zone, ManagedRecordRow.name, ManagedRecordRow.type).where(
-                    ManagedRecordRow.zone.in_(zones), ManagedRecordRow.name.in_(chunk))))
-            new = [{"zone": z, "name": n, "type": t, "reason": reason} for z, n, t in wanted if (z, n, t) not in have]
-            if new:
-                s.execute(insert(ManagedRecordRow), new)
-
-    def audit_many(self, *, actor: str, action: str, operation_id: str | None,
-                   entries: Iterable[tuple[str | None, Any]]) -> None:
-        """Audit records (target, details) of one kind in one transaction, like ``Store.audit``."""
-        rows = [{"actor": actor, "action": action, "target": target, "operation_id": operation_id, "details": details}
-                for target, details in entries]
-        if rows:
-            with self.store.session() as s:
-                s.execute(insert(AuditRow), rows)
-
-    def managed_records(self) -> set[tuple[str, str, str]]:
-        with self.store.session() as s:
-            return {(r.zone, r.name, r.type) for r in s.scalars(select(ManagedRecordRow))}
-
     # ------------------------------------------------------------------ site views
 
     def save_site_view(self, site: str, part: str, data: Any) -> None:
@@ -490,7 +436,7 @@ class Journal:
     def view(self, op_id: str) -> OperationView:
         with self.store.session() as s:
             op = s.scalars(select(OperationRow).where(OperationRow.id == op_id)
-                           .options(defer(OperationRow.plan))).one_or_none()
+                           .options(defer(OperationRow.plan), defer(OperationRow.vms))).one_or_none()
             if op is None:
                 raise NotFoundError(f"no operation {op_id}", operation=op_id)
             OpStatus(op.status)  # a damaged status raises, for storecheck to name, never shown as one
@@ -507,22 +453,23 @@ class Journal:
                     outcomes[r.id] = known[1]
                 else:
                     stale.append(r.id)
-            fresh = {}
-            for chunk in _chunks(stale):
-                for r in s.execute(select(*_VIEW_COLUMNS, StepRow.outcome).where(StepRow.id.in_(chunk))):
-                    fresh[r.id] = r
-                    outcomes[r.id] = _Outcome.of(r.outcome)
+            fresh: dict[int, Any] = {}
+            # A few outcomes at a time, each kept only as its summary: all of a 10,000-VM
+            # operation's outcomes at once are tens of megabytes decoded.
+            for got in _by_chunks(s, (*_VIEW_COLUMNS, StepRow.outcome), stale):
+                outcomes[got.id] = _Outcome.of(got.outcome)
+                fresh[got.id] = _ViewRow(*got[:-1])
             # In this session too: each session is a transaction, ended by the lease's fence query.
             notes = [{"author": n.author, "text": n.text, "at": n.created_at.isoformat()}
                      for n in s.scalars(select(NoteRow).where(NoteRow.operation_id == op_id).order_by(NoteRow.id))]
         if len(self._outcomes) + len(fresh) > STEP_OUTCOMES_CACHED:
             self._outcomes.clear()
-        for r in fresh.values():
-            self._outcomes[r.id] = (_signature(r), outcomes[r.id])
+        for got in fresh.values():
+            self._outcomes[got.id] = (_signature(got), outcomes[got.id])
         steps = []
         failed: set[str] = set()
         waiting = None
-        for r in (fresh.get(r.id, r) for r in rows):  # a step re-read is shown as re-read
+        for r in [fresh.get(r.id, r) for r in rows]:  # a step re-read is shown as re-read
             summary = outcomes[r.id]
             failed.update(summary.failed_vms)
             if r.status == StepStatus.WAITING.value:
@@ -550,8 +497,11 @@ class Journal:
         if cached is not None:
             return cached
         with self.store.session() as s:
-            plan = s.scalar(select(OperationRow.plan).where(OperationRow.id == op_id))
-        names = tuple(v["name"] for v in (plan or {}).get("vms", []))
+            listed = s.scalar(select(OperationRow.vms).where(OperationRow.id == op_id))
+            if listed is None:  # created before migration 0008: only its plan names them
+                plan = s.scalar(select(OperationRow.plan).where(OperationRow.id == op_id))
+                listed = [v["name"] for v in (plan or {}).get("vms", [])]
+        names = tuple(listed)
         with self._plan_vms_lock:
             if len(self._plan_vms) >= PLAN_VMS_CACHED:
                 self._plan_vms.pop(next(iter(self._plan_vms)))  # the oldest: dicts keep insertion order
@@ -559,10 +509,28 @@ class Journal:
         return names
 
 
-def _chunks(values: list, size: int = 500) -> Iterable[list]:
-    """Slices small enough for any database's limit on bound parameters in one IN list."""
-    for i in range(0, len(values), size):
-        yield values[i:i + size]
+_LEAN_COLUMNS = (StepRow.id, StepRow.operation_id, StepRow.ordinal, StepRow.name, StepRow.group_name, StepRow.action,
+                 StepRow.target, StepRow.stage, StepRow.spec_version, StepRow.status, StepRow.attempts,
+                 StepRow.intent_at, StepRow.errors, StepRow.started_at, StepRow.finished_at, StepRow.needs)
+_REPLAYED = (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value)
+
+
+def _by_chunks(s: Any, columns: tuple[Any, ...], ids: list[int], size: int = 50) -> Iterable[Any]:
+    """Rows of ``columns`` of the steps ``ids``, a few at a time: each holds a spec or an outcome,
+    and only one chunk of those is decoded at once."""
+    for chunk in chunks(ids, size):
+        yield from s.execute(select(*columns).where(StepRow.id.in_(chunk))).all()
+
+
+def _stage(spec: Any, version: int, ordinal: int) -> int:
+    stage, _ = upgrade(spec, version)
+    return int(stage if stage is not None else ordinal)
+
+
+def _replayed(outcome: dict[str, Any] | None) -> dict[str, Any]:
+    """What a resumed run takes from a done step's outcome: which items of which VMs failed."""
+    return {"items": [{"key": it.get("key"), "vm": it["vm"], **({"error": it["error"]} if it.get("error") else {})}
+                      for it in (outcome or {}).get("items", []) if it.get("vm")]}
 
 
 def now() -> datetime:

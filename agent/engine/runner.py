@@ -93,11 +93,11 @@ class Runner:
             return self._run(op_id)
 
     def _run(self, op_id: str) -> OperationView:
-        op = self.journal.operation(op_id)
+        op = self.journal.operation(op_id, plan=False)  # the steps carry what they need of it
         if OpStatus(op.status) in FINAL_STATUSES:
             return self.journal.view(op_id)
         self.journal.set_status(op_id, OpStatus.RUNNING)
-        rows = self.journal.steps(op_id)
+        rows = self.journal.steps(op_id, lean=True)  # each step's spec is read when it runs
         log.info("operation running", operation=op_id, kind=op.kind, steps=len(rows))
         run = _Schedule(rows, ErrorPolicy(op.error_policy), self._replayed_failures(rows))
         workers = max(1, self.config.policies.concurrency.global_limit)
@@ -210,7 +210,7 @@ class Runner:
                 act = ACTIONS.get(row.action)
                 if act is None:
                     raise PermanentError(f"step {row.name}: unknown action {row.action}", step=row.name)
-                args = parse_args(act.args, row.spec, row.spec_version, step=row.name)
+                args = parse_args(act.args, self.journal.step_spec(row.id), row.spec_version, step=row.name)
                 result = act.run(ctx, args)
             except Exception as exc:
                 if not isinstance(exc, AgentError):
@@ -238,7 +238,7 @@ class Runner:
     def _cancel(self, op_id: str, op: OperationRow) -> OperationView:
         from agent.engine.compensation import compensate
 
-        info = compensate(self, op)
+        info = compensate(self, self.journal.operation(op_id))  # with its plan: the undo follows it
         self.journal.set_status(op_id, OpStatus.CANCELLED, result={"compensation": info})
         log.info("operation cancelled", operation=op_id)
         return self.journal.view(op_id)

@@ -446,7 +446,7 @@ class Engine:
                 self._running[op_id] -= 1
         if before is not None:
             self._ended(before, view)
-        op = self.journal.operation(op_id)
+        op = self.journal.operation(op_id, plan=False)
         if view.status in (OpStatus.SUCCEEDED.value, OpStatus.PARTIAL.value):
             # Only a complete cleanup ends the drill's expiry: after a partial one the forced
             # cleanup still comes, for what was left behind.

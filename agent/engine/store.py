@@ -84,6 +84,9 @@ class OperationRow(Base):
     plan_kind: Mapped[str | None] = mapped_column(String(16))
     plan_checksum: Mapped[str | None] = mapped_column(String(80))
     plan: Mapped[Any] = mapped_column(JsonText)
+    vms: Mapped[Any] = mapped_column(JsonText, nullable=True)
+    """The names of the plan's VMs, in its order, so that listing them decodes no plan. None:
+    created before migration 0008 (they are in ``plan``)."""
     mode: Mapped[str] = mapped_column(String(16))
     error_policy: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(32), index=True)

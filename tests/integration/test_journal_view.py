@@ -132,3 +132,20 @@ def test_an_unknown_operation_is_not_found() -> None:
             Journal(store).view("op-000000000000")
     finally:
         store.close()
+
+
+def test_an_operation_created_before_its_vms_were_listed_apart_still_shows_them(new_rig) -> None:
+    """Migration 0008 lists an operation's VMs beside its plan; one created before has none
+    there, and its view names the VMs that succeeded from its plan, as before."""
+    from sqlalchemy import update
+
+    from agent.engine.store import OperationRow
+
+    rig = new_rig()
+    done = rig.start(OperationKind.PLANNED_FAILOVER)
+    planned = [v["name"] for v in rig.engine.journal.operation(done.id).plan["vms"]]
+    assert done.status == OpStatus.SUCCEEDED.value and done.succeeded_vms == planned
+
+    with rig.store.session() as s:
+        s.execute(update(OperationRow).where(OperationRow.id == done.id).values(vms=None))
+    assert fresh_view(rig, done.id).succeeded_vms == planned

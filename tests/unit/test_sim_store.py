@@ -11,7 +11,9 @@ from __future__ import annotations
 import ipaddress
 import multiprocessing
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -191,12 +193,17 @@ def test_a_writer_killed_mid_compaction_leaves_every_change_it_made(world: SimWo
     assert not list(world.state_path.parent.glob(".state.json.*.tmp"))  # ... is gone at the next open
 
 
-def _change_both_ttls(state: str, n: int) -> None:
+def _change_both_ttls(state: str, n: int, reads: Any) -> None:
     store.COMPACT_MIN_BYTES = 0  # a compaction every few changes
     dns = SimWorld.open(FIXTURE, state).dns("dns-main")
-    for ttl in range(61, 61 + n):
+    for k, ttl in enumerate(range(61, 61 + n), start=1):
         dns.apply(ZONE, [RecordChange(zone=ZONE, name=f"{x}.example.com.", type="A", ttl=ttl,
                                       expected=("10.0.0.1",), new_values=("10.0.0.1",)) for x in ("x", "y")])
+        # Paced by the reader (never more than one change ahead of its reads), so that on a fast
+        # machine too it reads between changes and across compactions; bounded if it stalls.
+        deadline = time.monotonic() + 5
+        while reads.value < k and time.monotonic() < deadline:
+            time.sleep(0.0005)
 
 
 @fork
@@ -204,19 +211,24 @@ def test_readers_see_whole_changes_while_another_process_compacts(world: SimWorl
     monkeypatch.setattr(store, "COMPACT_MIN_BYTES", 0)
     world.dns("dns-main").apply(ZONE, [RecordChange(zone=ZONE, name=f"{x}.example.com.", type="A", ttl=60,
                                                     new_values=("10.0.0.1",)) for x in ("x", "y")])
-    writer = multiprocessing.get_context("fork").Process(target=_change_both_ttls, args=(str(world.state_path), 300))
+    reads = multiprocessing.get_context("fork").Value("i", 0)
+    writer = multiprocessing.get_context("fork").Process(target=_change_both_ttls,
+                                                         args=(str(world.state_path), 300, reads))
     writer.start()
     reader = SimWorld.open(FIXTURE, world.state_path)
     dns, names = reader.dns("dns-main"), [("x.example.com.", "A"), ("y.example.com.", "A")]
     seen: list[int] = []
-    files: set[int] = set()
+    files: set[bytes] = set()
 
     def read() -> None:
         x, y = dns.read(ZONE, names)
         assert x.ttl == y.ttl, "half a change"
         assert not seen or x.ttl >= seen[-1], "a change went back"
         seen.append(x.ttl)
-        files.add(os.stat(world.state_path).st_ino)
+        with open(world.state_path, "rb") as fh:  # each compaction writes a snapshot of a new token
+            files.add(fh.readline().split()[1])
+        with reads.get_lock():
+            reads.value += 1
 
     while writer.is_alive():
         read()

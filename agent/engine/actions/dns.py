@@ -12,6 +12,7 @@ the zone's servers answer it; a lagging server is reported with the step, not fa
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from agent.domain.model import RecordChange, RecordSet, RecordType
 from agent.engine.actions.base import ActionContext, action, error_json, log
 from agent.engine.actions.grants import DNS_DEVIATION, follow_grants, moved_deviation, moved_ptrs
 from agent.engine.model import ItemOutcome, StepResult
-from agent.engine.steps import DnsApplyArgs, DnsRestoreArgs, WaitTtlArgs
+from agent.engine.steps import DnsApplyArgs, DnsRestoreArgs, RecordItem, WaitTtlArgs
 from agent.engine.store import SnapshotRow, utcnow
 from agent.errors import AgentError
 
@@ -112,27 +113,30 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
     items += added
     deviations = followed.deviations | {m.key: moved_deviation(m) for m in followed.moved}
     done: list[ItemOutcome] = list(skipped) + followed.outcomes + refused_moves
-    changes, pending = [], []
     snaps: dict[str, Any] = {}
+    in_place: set[str] = set()
     for it in items:
         now = current.get((it.name, it.type))
-        snaps.setdefault(dns_snapshot_key(server, zone, it.name, it.type),
-                         {"values": list(_values(now)), "ttl": now.ttl if now else None})
-    ctx.journal.snapshot_many(scope=ctx.op_id, kind="dns", data=snaps)
-    originals = {s.key: s.data for s in ctx.journal.snapshots(scope=ctx.op_id, kind="dns", keys=snaps)}
-    recovered: dict[str, Any] = {}
+        key = dns_snapshot_key(server, zone, it.name, it.type)
+        snaps.setdefault(key, {"values": list(_values(now)), "ttl": now.ttl if now else None})
+        if _holds(now, it.ttl, tuple(sorted(it.new_values))):
+            in_place.add(key)
+    # Durable before the write it guards; the originals are read only of the sets already in
+    # place (a re-run may find its own earlier write there), not of every set just snapshotted.
+    originals = ctx.journal.snapshot_originals(scope=ctx.op_id, kind="dns", data=snaps, wanted=in_place)
+    marks = _Marks()
+    changes, pending = [], []
     for it in items:
         now = current.get((it.name, it.type))
         now_values = _values(now)
         new = tuple(sorted(it.new_values))
-        if now_values == new and (not new or (now is not None and now.ttl == it.ttl)):
-            key = dns_snapshot_key(server, zone, it.name, it.type)
-            first = originals.get(key)
+        if _holds(now, it.ttl, new):
+            first = originals.get(dns_snapshot_key(server, zone, it.name, it.type))
             if first is not None and (tuple(first["values"]) != now_values
                                       or (new and now is not None and first["ttl"] != now.ttl)):
                 # This operation wrote it and was cut off before journalling that: record it now,
                 # or a later restore would not know the record is the agent's to put back.
-                recovered[key] = {"values": list(new), "ttl": it.ttl}
+                marks.add(zone, it.name, it.type, {"values": list(new), "ttl": it.ttl})
             done.append(ItemOutcome(key=it.key, vm=it.vm))
             continue
         if now_values != tuple(sorted(it.old_values)) and not it.force:
@@ -144,46 +148,72 @@ def apply(ctx: ActionContext, args: DnsApplyArgs) -> StepResult:
         changes.append(RecordChange(zone=zone, name=it.name, type=RecordType(it.type), ttl=it.ttl,
                                     expected=now_values, new_values=new))
         pending.append(it)
-    if recovered:
-        ctx.journal.manage_records([(zone, name, rtype) for name, rtype in (_name_type(k) for k in recovered)],
-                                   "written")
-        ctx.journal.set_written_many(scope=ctx.op_id, kind="dns", written=recovered)
+    # Whatever happens to the write, what is the agent's is journalled after it, all in one
+    # transaction: the sets found in place (even when the write then fails) and those written.
+    written: list[tuple[RecordItem, RecordChange]] | None = []
+    try:
+        if changes:
+            written = _write(ctx, server, zone, changes, pending, done)
+        for it, ch in written or []:
+            marks.add(zone, ch.name, ch.type.value, {"values": list(ch.new_values), "ttl": ch.ttl})
+            if it.key in deviations:
+                # The step's ports audit each write; what differs from the preview is recorded beside it.
+                marks.audit.append((f"{server}/{it.name}/{it.type}", {
+                    "new": list(ch.new_values), **{k: v for k, v in deviations[it.key].items() if k != "written"}}))
+    finally:
+        ctx.journal.mark_written(
+            scope=ctx.op_id, kind="dns", managed=marks.managed, audit=(ctx.owner, DNS_DEVIATION, marks.audit),
+            written={dns_snapshot_key(server, zone, n, t): v for (n, t), v in marks.written.items()})
     if not changes:
         return _with_deviations(StepResult(items=done), deviations)
-    refused = _send(ctx, server, zone, changes)
-    written = list(zip(pending, changes, strict=True))
-    if refused is not None:
-        if refused.get("code") != "dns_batch_failed":
-            return StepResult(items=done + [ItemOutcome(key=it.key, vm=it.vm, error=refused) for it in pending])
-        # Part of the batch failed, and what succeeded stays applied (the port's promise): what
-        # the zone holds now decides which sets are the agent's to put back. Journalling them
-        # all as unwritten left a cleanup that did not restore the ones in effect.
-        after = {(r.name, r.type.value): r for r in ctx.call(
-            f"dns.read@{server}", lambda: dns.read(zone, [(ch.name, ch.type) for ch in changes]))}
-        held = [(it, ch) for it, ch in written if _holds(after.get((ch.name, ch.type.value)), ch)]
-        done += [ItemOutcome(key=it.key, vm=it.vm, error=refused) for it, ch in written if (it, ch) not in held]
-        written = held
-        if not written:
-            return StepResult(items=done)
-    ctx.journal.manage_records([(zone, ch.name, ch.type.value) for _, ch in written], "written")
-    ctx.journal.set_written_many(scope=ctx.op_id, kind="dns", written={
-        dns_snapshot_key(server, zone, it.name, it.type): {"values": list(ch.new_values), "ttl": ch.ttl}
-        for it, ch in written})
-    # The step's ports audit each write; what differs from the preview is recorded beside it.
-    ctx.journal.audit_many(actor=ctx.owner, action=DNS_DEVIATION, operation_id=ctx.op_id, entries=[
-        (f"{server}/{it.name}/{it.type}", {"new": list(ch.new_values),
-                                           **{k: v for k, v in deviations[it.key].items() if k != "written"}})
-        for it, ch in written if it.key in deviations])
+    if written is None:
+        return StepResult(items=done)
     done += [ItemOutcome(key=it.key, vm=it.vm, changed=True) for it, _ in written]
     # Verified only once the write is journalled: a crash while waiting on a slow secondary must
     # not leave the agent unsure whose record it is.
     return _with_deviations(StepResult(items=done, info=_verify(ctx, server, zone, changes)), deviations)
 
 
-def _holds(now: Any, change: RecordChange) -> bool:
-    """Whether a record set read back holds what ``change`` wrote (values, and TTL when set)."""
-    return _values(now) == tuple(change.new_values) and (not change.new_values or (now is not None
-                                                                                   and now.ttl == change.ttl))
+@dataclass
+class _Marks:
+    """What a DNS step journals as the agent's after its write: per (name, type) what it wrote,
+    the record sets it now manages, and the audit records of writes that differ from the preview."""
+
+    written: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    managed: list[tuple[str, str, str]] = field(default_factory=list)
+    audit: list[tuple[str | None, Any]] = field(default_factory=list)
+
+    def add(self, zone: str, name: str, rtype: str, value: dict[str, Any]) -> None:
+        self.written[(name, rtype)] = value
+        self.managed.append((zone, name, rtype))
+
+
+def _write(ctx: ActionContext, server: str, zone: str, changes: list[RecordChange], pending: list[RecordItem],
+           done: list[ItemOutcome]) -> list[tuple[RecordItem, RecordChange]] | None:
+    """Send the zone's batch: the (item, change) pairs in effect after it, or None when none is
+    (the refusal is then each pending item's outcome, added to ``done``)."""
+    refused = _send(ctx, server, zone, changes)
+    written = list(zip(pending, changes, strict=True))
+    if refused is None:
+        return written
+    if refused.get("code") != "dns_batch_failed":
+        done += [ItemOutcome(key=it.key, vm=it.vm, error=refused) for it in pending]
+        return None
+    # Part of the batch failed, and what succeeded stays applied (the port's promise): what
+    # the zone holds now decides which sets are the agent's to put back. Journalling them
+    # all as unwritten left a cleanup that did not restore the ones in effect.
+    dns = ctx.ports.dns[server]
+    after = {(r.name, r.type.value): r for r in ctx.call(
+        f"dns.read@{server}", lambda: dns.read(zone, [(ch.name, ch.type) for ch in changes]))}
+    held = [(it, ch) for it, ch in written
+            if _holds(after.get((ch.name, ch.type.value)), ch.ttl, tuple(ch.new_values))]
+    done += [ItemOutcome(key=it.key, vm=it.vm, error=refused) for it, ch in written if (it, ch) not in held]
+    return held or None
+
+
+def _holds(now: RecordSet | None, ttl: int, new_values: tuple[str, ...]) -> bool:
+    """Whether a record set read holds ``new_values`` (sorted), and ``ttl`` when it holds any."""
+    return _values(now) == new_values and (not new_values or (now is not None and now.ttl == ttl))
 
 
 def _with_deviations(result: StepResult, deviations: dict[str, dict[str, Any]]) -> StepResult:
