@@ -184,9 +184,9 @@ class Served:
             return [op for op, t in self._workers.items() if t.is_alive()]
 
     def stop(self, grace_s: float) -> list[str]:
-        """Ask the running operations to end at their next stage boundary and wait up to
-        ``grace_s`` for them; returns those still running (their step in hand is journalled as
-        begun: the next leader runs it again)."""
+        """Ask the running operations to start no new step and end once the steps in hand are
+        journalled; wait up to ``grace_s`` for them; returns those still running (their steps in
+        hand are journalled as begun: the next leader runs them again)."""
         self.engine.runner.stopping.set()
         with self._workers_lock:
             workers = list(self._workers.values())

@@ -442,8 +442,9 @@ def _say_cancel_requested(loaded: LoadedConfig, op_id: str, who: str, as_json: b
         with open_journal(loaded) as journal:
             print_json(journal.view(op_id).to_json(current_time()))
     else:
-        out.print(f"cancel requested: {escape(who)} stops after its current stage and undoes what it did. If no "
-                  f"agent runs it any more, {command_line(loaded, f'ops resume {op_id}')} carries out the cancel.")
+        out.print(f"cancel requested: {escape(who)} starts no new step, finishes the ones in hand and undoes "
+                  f"what it did. If no agent runs it any more, {command_line(loaded, f'ops resume {op_id}')} "
+                  "carries out the cancel.")
     raise typer.Exit(EXIT_OK)
 
 

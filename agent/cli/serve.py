@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from agent.preflight_job import PreflightReport
 
 STOP_GRACE_S = 30.0
-"""How long a stop waits for the operations the API started to reach a stage boundary."""
+"""How long a stop waits for the operations the API started to journal the steps in hand."""
 
 DEMO_TOKEN_FILE = "demo-api-token"
 
@@ -261,8 +261,8 @@ def _write_private(path: Path, text: str) -> None:
 @contextmanager
 def _stopped_by_signals(leader: Leader, say: Callable[[str], None] = _say) -> Iterator[None]:
     """SIGTERM and SIGINT end the loop (:func:`agent.cli.stopping.stop_leader`): operations the
-    API started end at their next stage boundary, journalled; the leader's own resume is
-    interrupted at the step in hand, which stays journalled as started (the next leader runs it
+    API started start no new step and end once the steps in hand are journalled; the leader's
+    own resume is interrupted at the step in hand, which stays journalled as started (the next leader runs it
     again: every step is idempotent); the lease is released on the way out."""
 
     if threading.current_thread() is not threading.main_thread():

@@ -20,7 +20,8 @@ def stop_leader(leader: Leader, why: str, say: Callable[[str], None], *, interru
     second stop does not cut into the way out, which releases the lease)."""
     first = not leader.stopping
     leader.stop()
-    leader.engine.runner.stopping.set()  # what the API started ends at its next stage boundary
+    # What the API started starts no new step and ends once its steps in hand are journalled.
+    leader.engine.runner.stopping.set()
     say(f"{why}: stopping")
     if leader.executing and first:
         interrupt()

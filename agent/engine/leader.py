@@ -47,7 +47,8 @@ class Leader:
         self.say = say
         self.drain = drain
         """Called at the end of each term as leader, lease still held: the served agent stops
-        the operations its API started there (each ends at a stage boundary, journalled)."""
+        the operations its API started there (each starts no new step and ends once the steps
+        in hand are journalled)."""
         self.poll_s = poll_s if poll_s is not None else min(1.0, lease.lease_s / 5)
         self.role: Role = "starting"
         self.terms = 0

@@ -69,6 +69,10 @@ class _Both:
         self.b.release()
 
 
+WAKE_S = 0.25
+"""How often the runner looks up from the steps in hand when none finishes."""
+
+
 class Runner:
     def __init__(self, journal: Journal, config: AgentConfig, ports: Ports, limits: HostLimits | None = None,
                  sleep: Callable[[float], None] = time.sleep, on_progress: Callable[[str], None] | None = None,
@@ -123,7 +127,10 @@ class Runner:
                         running[pool.submit(contextvars.copy_context().run, self._run_step, ctx, row)] = row
                 if not running:
                     break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                # Bounded, so that a cancel or a stop is seen while a long step runs, and an
+                # interruption sent to this thread (agent.cli.stopping) lands at once: pending while
+                # it blocks, it slows every thread of the process.
+                finished, _ = wait(running, timeout=WAKE_S, return_when=FIRST_COMPLETED)
                 for future in sorted(finished, key=lambda f: (stage_of(running[f]), running[f].ordinal)):
                     row = running.pop(future)
                     try:
