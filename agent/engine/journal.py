@@ -140,7 +140,8 @@ class Journal(Bookkeeping):
         names = [s.name for s in steps]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate step names in {kind}: {sorted(n for n in names if names.count(n) > 1)}")
-        needs = needed_ordinals(steps)
+        # Journalled needs make the runner schedule by them; without, it keeps the stage barrier.
+        needs = needed_ordinals(steps) if SCHEDULE_BY_NEEDS else [None] * len(steps)
         with self.store.session() as s:
             s.add(OperationRow(
                 id=op_id, kind=kind.value, plan_name=plan_name,
@@ -531,6 +532,16 @@ def _replayed(outcome: dict[str, Any] | None) -> dict[str, Any]:
     """What a resumed run takes from a done step's outcome: which items of which VMs failed."""
     return {"items": [{"key": it.get("key"), "vm": it["vm"], **({"error": it["error"]} if it.get("error") else {})}
                       for it in (outcome or {}).get("items", []) if it.get("vm")]}
+
+
+SCHEDULE_BY_NEEDS = False
+"""Off until a takeover bug is fixed: a standby that took over a planned failover whose
+lookahead steps (the next groups' reservations and NIC connections) were in flight in the paused
+leader finished it with web01's replica NIC on DHCP instead of its static failover address
+(tests/integration/test_lease_processes.py, the paused-leader test, fails with this on). The
+dependency-driven runner and the steps' declared needs stay built and tested
+(tests/integration/test_engine_dependencies.py turns this on); operations journal no needs, so
+they run stage by stage as before."""
 
 
 def now() -> datetime:

@@ -25,6 +25,14 @@ from agent.engine.store import StepRow
 from tests.benchmarks.bench_engine import PLAN, generate
 from tests.rigs import Rig, Templates
 
+
+@pytest.fixture(autouse=True)
+def schedule_by_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent journals no needs for now (agent.engine.journal.SCHEDULE_BY_NEEDS says why):
+    these tests judge the runner and the declared needs as they will be once it is on."""
+    monkeypatch.setattr("agent.engine.journal.SCHEDULE_BY_NEEDS", True)
+
+
 GROUPS, PER_GROUP, HOSTS = 3, 6, 2
 GIVE_UP_S = 60.0
 """How long a held step waits for the one it is held for: a deadlock guard, not a measurement."""
