@@ -350,18 +350,17 @@ class SimWorld:
         else:
             self._store.append_log(line)
 
-    def _prelude(self, kind: str, items: int, mutating: bool) -> tuple[bool, float]:
-        """Whether the call must run under the cross-process lock, and its latency: slept outside
-        any lock (so parallel calls overlap), before a read answers and *after* a change is made.
-        The simulated sites stand in for remote systems, which carry out a request once it is
-        sent even if the agent that sent it is paused or killed while waiting for the answer; a
-        change made only at the end of its latency would land whenever the paused agent woke,
-        after another agent had taken over."""
+    def _prelude(self, kind: str, items: int, mutating: bool) -> bool:
+        """Sleeps the call's latency (outside any lock, so parallel calls overlap) and says
+        whether the call must run under the cross-process lock."""
 
         with self._store.mutex:
             sim = self._store.current()["sim"]
             delay = LatencyModel.model_validate(sim["latency"]).delay(kind, items) if sim["latency"]["calls"] else 0.0
-            return mutating or any_rule_for(sim, kind), delay
+            needs_lock = mutating or any_rule_for(sim, kind)
+        if delay > 0:
+            time.sleep(delay)
+        return needs_lock
 
     def _batch(
         self,
@@ -381,8 +380,7 @@ class SimWorld:
 
         keys = [key(i) for i in items]
         t0, started = time.monotonic(), time.time()
-        _, delay = self._prelude(kind, len(items), mutating=True)
-        t0 -= delay  # its duration, recorded with the change, includes the wait for the answer
+        self._prelude(kind, len(items), mutating=True)
         item_names = [(key(i), *names(i)) for i in items]
         with self._mutating() as st:
             firings, dirty = decide(st["sim"], kind, target, item_names)
@@ -415,7 +413,6 @@ class SimWorld:
                 t0,
             )
             self._settle(st, line, persist=dirty or bool(changed))
-        _answer_after(delay)
         if error is not None:
             raise error
         return results
@@ -436,11 +433,7 @@ class SimWorld:
         rules' targets match; an injected permanent fault raises for the whole call."""
 
         t0, started = time.monotonic(), time.time()
-        locked, delay = self._prelude(kind, items, mutating)
-        if not mutating:  # a read answers from the state as it is at the end of its latency
-            _answer_after(delay)
-        else:
-            t0 -= delay  # recorded with the change, which is made before the wait for the answer
+        locked = self._prelude(kind, items, mutating)
 
         def record(changed: Sequence[str], error: AgentError | None) -> dict[str, Any]:
             return _record(kind, target, list(keys), list(changed), {}, error, started, t0)
@@ -468,17 +461,10 @@ class SimWorld:
             error = error or late_error
             changed = outcome[1] if outcome is not None else ()
             self._settle(st, record(changed, error), persist=dirty or bool(changed))
-        if mutating:
-            _answer_after(delay)
         if error is not None:
             raise error
         assert outcome is not None  # no error: apply ran and returned
         return outcome[0]
-
-
-def _answer_after(delay: float) -> None:
-    if delay > 0:
-        time.sleep(delay)
 
 
 def _call_faults(
