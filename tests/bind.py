@@ -325,6 +325,13 @@ class BindServer:
         """SIGSTOP named: connections are still accepted by the kernel, nothing answers."""
         assert self._proc is not None, "named is not running"
         os.kill(self._proc.pid, signal.SIGSTOP)
+        # The signal is delivered asynchronously: until the kernel reports the process stopped
+        # ('T' in /proc/PID/stat), named may still answer a query sent now.
+        deadline = time.monotonic() + 5
+        stat = Path(f"/proc/{self._proc.pid}/stat")
+        while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "T":
+            assert time.monotonic() < deadline, "named did not stop on SIGSTOP"
+            time.sleep(0.01)
         try:
             yield
         finally:
