@@ -9,7 +9,7 @@ is the answer, with only its elapsed time brought up to now.
 
 Every write the view reflects moves the signature: a status change updates the operation row
 (its ``updated_at`` moves on every update), a step's outcome and errors are written with its
-status or attempts (``Journal.mark_intent``, ``record_outcome``, ``complete_manual``), a note adds
+status or attempts (``Journal.mark_intents``, ``record_outcome``, ``complete_manual``), a note adds
 a row. The query is one statement, so its parts are one snapshot of the store, and it runs
 outside :meth:`Store.session`: it writes nothing, so the lease's fence (which guards writes) has
 nothing to guard, and a standby answers from the same query.

@@ -77,7 +77,7 @@ _ViewRow = namedtuple("_ViewRow", [str(c.key) for c in _VIEW_COLUMNS])  # type: 
 
 def _signature(row: Any) -> tuple[Any, ...]:
     """What changes whenever a step's outcome is written: ``record_outcome`` follows a
-    ``mark_intent`` (attempts, intent) and sets status and finish, ``complete_manual`` moves a
+    ``mark_intents`` (attempts, intent) and sets status and finish, ``complete_manual`` moves a
     waiting step on (status, finish); the outcome's length also catches a change by any other hand."""
     return row.status, row.attempts, row.intent_at, row.finished_at, row.outcome_length
 
@@ -287,14 +287,8 @@ class Journal(Bookkeeping):
             f"Resume it with the config and version it was created with, or cancel it (ops cancel {op_id})",
             operation=op_id, step=at + 1, journalled=shown(recorded), now=shown(wanted))
 
-    def mark_intent(self, step_id: int) -> None:
-        with self.store.session() as s:
-            s.execute(update(StepRow).where(StepRow.id == step_id).values(
-                status=StepStatus.RUNNING.value, attempts=StepRow.attempts + 1,
-                intent_at=utcnow(), started_at=func.coalesce(StepRow.started_at, utcnow())))
-
     def mark_intents(self, step_ids: Sequence[int]) -> None:
-        """:meth:`mark_intent` for steps that start together, in one transaction."""
+        """The intent of the steps that start together (running, one attempt more), in one transaction."""
         if not step_ids:
             return
         at = utcnow()
