@@ -213,11 +213,14 @@ class Runner:
         # started with it): the slot only decides when the host is talked to.
         with self.limits.slot(row.target):
             self.crash_hook("intent", row.name)
+            # The store failing under this read is not the step's failure: it is retried as a
+            # call is, and if the store stays away the operation stops for the resume path.
+            spec = ctx.call("read the step's arguments", lambda: self.journal.step_spec(row.id))
             try:
                 act = ACTIONS.get(row.action)
                 if act is None:
                     raise PermanentError(f"step {row.name}: unknown action {row.action}", step=row.name)
-                args = parse_args(act.args, self.journal.step_spec(row.id), row.spec_version, step=row.name)
+                args = parse_args(act.args, spec, row.spec_version, step=row.name)
                 result = act.run(ctx, args)
             except Exception as exc:
                 if not isinstance(exc, AgentError):

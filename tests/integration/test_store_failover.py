@@ -50,8 +50,9 @@ def cut_every_connection(database: str) -> int:
 @pytest.mark.parametrize("phase", ["intent", "acted"])
 def test_connections_cut_mid_failover_are_retried_or_resumed_and_change_everything_once(
         pg_url: str, phase: str, uninterrupted: Uninterrupted, tmp_path: Path) -> None:  # noqa: F811
-    """``intent``: cut before the step's call, at the audit write that precedes it -- the call's
-    retry (a transient error) writes it again on a new connection and the operation runs on.
+    """``intent``: cut before the step's call, at its first read of the journal (its arguments)
+    -- retried as a call is (a transient error) on a new connection, and the operation runs on,
+    never failing the step for the store's blip.
     ``acted``: cut after the call took effect, at the write of the step's outcome -- the
     operation stops with the store's error, still ``running`` in the journal, and the resume
     path (the next start, ``ops resume``) re-runs the step, which finds the change made."""
