@@ -37,7 +37,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from agent.domain.model import StaticIpPool
+from agent.domain.model import IpGrant, StaticIpPool
 
 T = TypeVar("T")
 
@@ -380,6 +380,18 @@ class PoolLedger:
         mine.discard(value)
         if not mine:
             del index[owner]
+
+
+def pool_usage(pools: Iterable[StaticIpPool], grants: Iterable[IpGrant]) -> list[tuple[StaticIpPool, int, int]]:
+    """(pool, used, free) for each pool: grants are grouped once, not filtered again per pool."""
+    by_pool: dict[tuple[str, str], list[str]] = {}
+    for g in grants:
+        by_pool.setdefault((g.site, g.pool), []).append(g.address)
+    out = []
+    for pool in pools:
+        used = by_pool.get((pool.site, pool.name), [])
+        out.append((pool, len(used), PoolAllocator(pool, used).free_count()))
+    return out
 
 
 def allocate(

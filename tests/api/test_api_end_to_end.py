@@ -169,3 +169,24 @@ def test_ready_and_the_last_preflight(api: ApiServer) -> None:
         report = client.get("/v1/preflight").json()["report"]
         assert report["ok"] is True and report["plans"] == ["contoso-apps"]
         assert client.get("/v1/ready").json()["checks"]["drivers"]["checked"] == report["at"]
+
+
+def test_pool_counts_follow_the_reservations_a_drill_makes(api: ApiServer) -> None:
+    """What a site admin reads in /v1/pools: each pool's used and free counts move by exactly
+    the addresses the agent reserved in it."""
+    def counts(client: httpx.Client) -> dict[tuple[str, str], tuple[int, int]]:
+        pools = client.get("/v1/pools", params={"refresh": True}).json()["pools"]
+        return {(p["site"], p["name"]): (p["used"], p["free"]) for p in pools}
+
+    with api.client("operate") as client:
+        before = counts(client)
+        assert all(free > 0 for _used, free in before.values())
+        op_id = start(client, "test_failover")
+        assert through_pauses(api, client, op_id)["status"] == "succeeded"
+        after = counts(client)
+        held = client.get("/v1/reservations").json()["reservations"]
+    mine = [(r["site"], r["pool"]) for r in held if r["operation"] == op_id]
+    assert mine, "the drill reserved addresses"
+    for key, (used, free) in before.items():
+        taken = mine.count(key)
+        assert after[key] == (used + taken, free - taken), key

@@ -16,7 +16,7 @@ from agent.api.auth import Caller, require
 from agent.api.routes.operations import ServedDep
 from agent.api.schemas import Plans, Preview
 from agent.api.served import Served
-from agent.domain.ipam import PoolAllocator
+from agent.domain.ipam import pool_usage
 from agent.domain.model import Inventory
 from agent.engine.planstate import kinds_allowed
 from agent.engine.store import utcnow
@@ -90,12 +90,8 @@ def vm_networks(s: ServedDep, _c: Read, refresh: Refresh = False) -> dict[str, A
 @router.get("/pools", summary="Static IP pools with used and free address counts")
 def pools(s: ServedDep, _c: Read, refresh: Refresh = False) -> dict[str, Any]:
     inv = inventory(s, refresh)
-    out = []
-    for pool in inv.pools:
-        used = [g.address for g in inv.grants if g.pool == pool.name and g.site == pool.site]
-        out.append({**pool.model_dump(mode="json"), "used": len(used),
-                    "free": PoolAllocator(pool, used).free_count()})
-    return {"pools": out}
+    return {"pools": [{**pool.model_dump(mode="json"), "used": used, "free": free}
+                      for pool, used, free in pool_usage(inv.pools, inv.grants)]}
 
 
 @router.get("/subnets", summary="Whole subnets the agent moves, with the site where each is active")

@@ -212,11 +212,10 @@ class StoreCollector(Collector):
         yield leader
         inv = s.inventory_cache.last if s.inventory_cache is not None else None
         if inv is not None:
-            from agent.domain.ipam import PoolAllocator
+            from agent.domain.ipam import pool_usage
 
             free = GaugeMetricFamily("failover_agent_pool_free_addresses",
                                      "Free addresses per static IP pool, as last read", labels=["site", "pool"])
-            for pool in inv.pools:
-                used = [g.address for g in inv.grants if g.pool == pool.name and g.site == pool.site]
-                free.add_metric([pool.site, pool.name], PoolAllocator(pool, used).free_count())
+            for pool, _used, count in pool_usage(inv.pools, inv.grants):
+                free.add_metric([pool.site, pool.name], count)
             yield free
