@@ -94,6 +94,7 @@ def run_served(config: Path | None, stop: StopRequest | None = None, *, say: Cal
     from agent.engine.leader import Leader
     from agent.engine.lease import Lease
     from agent.engine.service import Engine
+    from agent.gcpause import freeze_survivors
     from agent.notify import Notifier
     from agent.scheduler import Scheduler
 
@@ -127,6 +128,7 @@ def run_served(config: Path | None, stop: StopRequest | None = None, *, say: Cal
             try:
                 with _serving_api(loaded, served, host, api.port if port is None else port, say):
                     with stop.serving(leader, say), _stopped_by_signals(leader, say):
+                        freeze_survivors()  # started: what lives now lives as long as the process
                         leader.run()
             finally:
                 notifier.close(timeout_s=NOTIFY_DRAIN_S)
