@@ -37,3 +37,14 @@ def gc_paused() -> Iterator[None]:
             _depth -= 1
             if _depth == 0 and _was_enabled:
                 gc.enable()
+
+
+def freeze_survivors() -> None:
+    """Move every object alive now out of the collector's sight (``gc.freeze``), after one full
+    collection. For a long-running server once its start-up is done: the config, the sites, the
+    modules and the app live as long as the process, yet each full collection walked all of them
+    again (~200,000 objects: 120-230 ms with the GIL held, measured under a 1,000-VM failover,
+    every few seconds), and every request of the API waited for it. Frozen objects are still
+    freed by reference counting; only a cycle among them is never collected."""
+    gc.collect()
+    gc.freeze()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,6 +204,9 @@ class ViewCache:
         self._views: OrderedDict[str, Encoded] = OrderedDict()
         self._loop_reader: _LoopReader | None = None
         self._building: dict[str, threading.Lock] = {}
+        self._read_at: dict[str, float] = {}
+        """Operation id -> when (``time.monotonic``) the signature of its kept view was last read
+        from the store (before the read): the kept view holds everything committed before then."""
 
     def signature(self, op_id: str) -> tuple[Any, ...] | None:
         try:
@@ -236,24 +240,35 @@ class ViewCache:
         """The view of ``op_id`` as the store has it now: kept, or built and kept.
 
         One build at a time per operation: while a running operation changes at every poll,
-        concurrent polls would otherwise each rebuild the same view. A poll that waited reads the
-        signature after its wait, so it is answered with what the store held after it arrived
-        (the view the build before it left, or a build of its own), never an older one."""
+        concurrent polls would otherwise each rebuild the same view. Every poll is answered with
+        what the store held after it arrived, never an older one: a poll that waited for a build
+        whose signature was read after it arrived takes that build (the store moved on since, but
+        only past what it asked for); otherwise it reads the signature itself after its wait (the
+        view the build before it left, or a build of its own). Taking the build it waited for
+        matters while a 1,000-VM failover runs: the store moves between any two polls, and each
+        waiter reading it again rebuilt the view again, one after the other."""
+        arrived = time.monotonic()
         with self._lock:
             building = self._building.setdefault(op_id, threading.Lock())
         try:
-            return self._current(op_id, building)
+            return self._current(op_id, building, arrived)
         finally:
             with self._lock:  # bounded: only the kept views' locks stay (a spray of unknown ids leaves none)
                 for gone in [k for k, lock in self._building.items() if k not in self._views and not lock.locked()]:
                     del self._building[gone]
 
-    def _current(self, op_id: str, building: threading.Lock) -> Encoded:
+    def _current(self, op_id: str, building: threading.Lock, arrived: float) -> Encoded:
         with building:
-            signature = self.signature(op_id)
             with self._lock:
                 known = self._views.get(op_id)
+                if known is not None and self._read_at.get(op_id, arrived) > arrived:
+                    return known
+            read_at = time.monotonic()
+            signature = self.signature(op_id)
             if signature is not None and known is not None and known.signature == signature:
+                with self._lock:
+                    if self._views.get(op_id) is known:
+                        self._read_at[op_id] = read_at
                 return known
             # The signature is read before the view: a write between the two leaves a view newer
             # than its signature, which the next signature no longer matches (rebuilt, not stale).
@@ -262,9 +277,11 @@ class ViewCache:
             if signature is not None:
                 with self._lock:
                     self._views[op_id] = made
+                    self._read_at[op_id] = read_at
                     self._views.move_to_end(op_id)
                     while len(self._views) > CACHED:
-                        self._views.popitem(last=False)
+                        gone, _ = self._views.popitem(last=False)
+                        self._read_at.pop(gone, None)
             return made
 
     def get(self, op_id: str, now: datetime) -> dict[str, Any]:

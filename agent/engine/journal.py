@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
+from sqlalchemy.types import NullType
 
 from agent.domain.errors import AddressAlreadyGranted
 from agent.engine.bookkeeping import Bookkeeping, chunks
@@ -71,6 +72,12 @@ _VIEW_COLUMNS = (StepRow.id, StepRow.ordinal, StepRow.name, StepRow.action, Step
                  StepRow.finished_at, func.length(StepRow.outcome).label("outcome_length"))
 
 
+_STEP_KEY = tuple(type_coerce(c, NullType()).label(f"key_{c.key}") for c in (
+    StepRow.status, StepRow.attempts, StepRow.intent_at, StepRow.started_at, StepRow.finished_at))
+"""What moves whenever a step's row does (its outcome and errors are written with its status or
+attempts), as the store returns it: covered by the index ``ix_steps_view``, so on SQLite reading
+it does not walk the overflow pages of the spec stored before them."""
+
 _ViewRow = namedtuple("_ViewRow", [str(c.key) for c in _VIEW_COLUMNS])  # type: ignore[misc]
 """A step as the view shows it: the view's columns without the outcome."""
 
@@ -111,8 +118,9 @@ class Journal(Bookkeeping):
         operation is created, and is the largest value in the journal (a 1,000-VM plan is over a
         megabyte of JSON); parsing it on every view made an API poll cost tens of milliseconds."""
         self._plan_vms_lock = threading.Lock()  # the API's threads share one journal
-        self._outcomes: dict[int, tuple[tuple[Any, ...], _Outcome]] = {}
-        """Step id -> (its signature, what the view takes from its outcome) as last read."""
+        self._steps: dict[int, tuple[tuple[Any, ...], Any, _Outcome]] = {}
+        """Step id -> (its ``_STEP_KEY`` columns, its ``_VIEW_COLUMNS``, what the view takes from
+        its outcome) as last read, for :meth:`view`."""
 
     # ------------------------------------------------------------------ operations
 
@@ -435,37 +443,41 @@ class Journal(Bookkeeping):
             if op is None:
                 raise NotFoundError(f"no operation {op_id}", operation=op_id)
             OpStatus(op.status)  # a damaged status raises, for storecheck to name, never shown as one
-            # Columns, not StepRow objects (loading those cost more than the view itself), and not
-            # the specs: the view does not show them. Outcomes only of the steps whose outcome may
-            # have changed since this journal last read them (see _Outcome).
-            rows = s.execute(select(*_VIEW_COLUMNS).where(StepRow.operation_id == op_id)
+            # Each step's changing columns first, untyped (converting 290 rows' datetimes and JSON
+            # on every view cost more than the rest of it); only the steps whose columns moved since
+            # this journal last read them are read in full, typed, and their outcome only if its
+            # signature moved too (see _Outcome). Columns, not StepRow objects, and not the specs.
+            keys = s.execute(select(StepRow.id, *_STEP_KEY).where(StepRow.operation_id == op_id)
                              .order_by(StepRow.ordinal)).all()
-            outcomes: dict[int, _Outcome] = {}
-            stale = []
-            for r in rows:
-                known = self._outcomes.get(r.id)
-                if known is not None and known[0] == _signature(r):
-                    outcomes[r.id] = known[1]
-                else:
-                    stale.append(r.id)
-            fresh: dict[int, Any] = {}
+            kept = {k.id: self._steps.get(k.id) for k in keys}
+            moved = [k.id for k in keys if (was := kept[k.id]) is None or was[0] != tuple(k[1:])]
+            # Each re-read takes the key again with the row: a step that moved between two reads is
+            # kept under the key of what was read, so the next view reads it again, never an old one.
+            width = len(_VIEW_COLUMNS)
+            read: dict[int, tuple[tuple[Any, ...], Any, _Outcome | None]] = {}
+            for got in _by_chunks(s, (*_VIEW_COLUMNS, *_STEP_KEY), moved):
+                row, was = _ViewRow(*got[:width]), kept[got.id]
+                same = was is not None and _signature(was[1]) == _signature(row)
+                read[got.id] = (tuple(got[width:]), row, was[2] if was is not None and same else None)
             # A few outcomes at a time, each kept only as its summary: all of a 10,000-VM
             # operation's outcomes at once are tens of megabytes decoded.
-            for got in _by_chunks(s, (*_VIEW_COLUMNS, StepRow.outcome), stale):
-                outcomes[got.id] = _Outcome.of(got.outcome)
-                fresh[got.id] = _ViewRow(*got[:-1])
+            for got in _by_chunks(s, (*_VIEW_COLUMNS, *_STEP_KEY, StepRow.outcome),
+                                  [i for i, r in read.items() if r[2] is None]):
+                read[got.id] = (tuple(got[width:-1]), _ViewRow(*got[:width]), _Outcome.of(got.outcome))
             # In this session too: each session is a transaction, ended by the lease's fence query.
             notes = [{"author": n.author, "text": n.text, "at": n.created_at.isoformat()}
                      for n in s.scalars(select(NoteRow).where(NoteRow.operation_id == op_id).order_by(NoteRow.id))]
-        if len(self._outcomes) + len(fresh) > STEP_OUTCOMES_CACHED:
-            self._outcomes.clear()
-        for got in fresh.values():
-            self._outcomes[got.id] = (_signature(got), outcomes[got.id])
+        # Every step read has its outcome by now (the filter says so to the type checker).
+        done = {i: (key, row, outcome) for i, (key, row, outcome) in read.items() if outcome is not None}
+        if len(self._steps) + len(done) > STEP_OUTCOMES_CACHED:
+            self._steps.clear()
+        self._steps.update(done)
+        # Kept: its key did not move. Neither: the step was deleted between the two reads, so is gone.
+        entries = [e for k in keys if (e := done.get(k.id) or kept[k.id]) is not None]
         steps = []
         failed: set[str] = set()
         waiting = None
-        for r in [fresh.get(r.id, r) for r in rows]:  # a step re-read is shown as re-read
-            summary = outcomes[r.id]
+        for _key, r, summary in entries:
             failed.update(summary.failed_vms)
             if r.status == StepStatus.WAITING.value:
                 waiting = summary.waiting

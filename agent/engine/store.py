@@ -104,7 +104,13 @@ class OperationRow(Base):
 
 class StepRow(Base):
     __tablename__ = "steps"
-    __table_args__ = (UniqueConstraint("operation_id", "ordinal", name="uq_step_ordinal"),)
+    __table_args__ = (
+        UniqueConstraint("operation_id", "ordinal", name="uq_step_ordinal"),
+        # What a polled view reads on every change (its signature, each step's moving columns),
+        # without the rows: on SQLite a row keeps its spec before its status (migration 0009).
+        Index("ix_steps_view", "operation_id", "ordinal", "status", "attempts", "intent_at", "started_at",
+              "finished_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), index=True)

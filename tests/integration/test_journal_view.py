@@ -120,7 +120,7 @@ def test_what_a_reader_keeps_is_bounded_and_views_stay_right_past_the_bound(new_
     for op in (first, second, first, second):
         assert reader.view(op.id) == fresh_view(rig, op.id)
     assert len(reader._plan_vms) == 1
-    assert len(reader._outcomes) <= max(3, len(second.steps))
+    assert len(reader._steps) <= max(3, len(second.steps))
 
 
 def test_an_unknown_operation_is_not_found() -> None:
