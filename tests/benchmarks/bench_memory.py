@@ -25,11 +25,13 @@ Each size runs in a process of its own, so one size's heap does not inflate the 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import gc
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -135,8 +137,78 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def one(n_vms: int, scale: float, profile: int, trace: bool) -> dict[str, Any]:
-    """One size, in this process: build the world, create the operation, measure its run."""
+PASSWORD = "bench-s3cret"
+
+
+def psrp_config(cfg: Path, port: int | None, *, keep_simulator: bool) -> Path:
+    """``cfg`` with every VMM server, Hyper-V host, DNS server and router a ``<name>.sim.test``
+    endpoint of the PSRP test server (``tests.remotesim.over_psrp``). The agent's copy has no
+    ``simulator`` section: nothing of the simulated world is in the agent's process; the server's
+    copy keeps it, as its handlers answer from that world."""
+    from tests.remotesim import ALL_ROLES, over_psrp
+
+    data = json.loads(cfg.read_text(encoding="utf-8"))
+    over_psrp(ALL_ROLES, port=port)(data)
+    if not keep_simulator:
+        del data["simulator"]
+    out = cfg.with_name("config-psrp-server.yaml" if keep_simulator else "config-psrp-agent.yaml")
+    out.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    return out
+
+
+def serve(cfg: Path, state: Path) -> None:
+    """The remote sites: the PSRP test server, in this (separate) process, answering from the
+    simulated world of ``cfg``. Prints its port, then serves until its stdin closes."""
+    from tests.psrpserver.server import PsrpTestServer
+    from tests.remotesim import open_world, targets_for
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    agent.yamlfile.MAX_FILE_BYTES = 64 * 1024 * 1024
+    agent.yamlfile.MAX_VALUES = 10_000_000
+    loaded = dataclasses.replace(load_config(psrp_config(cfg, None, keep_simulator=True)), simulator_state=state)
+    world = open_world(loaded)
+    set_latency(world, 0)
+    server = PsrpTestServer(password=PASSWORD)
+    # Every pipeline's script and parameters would be kept for a test to inspect: not wanted here.
+    server.received = collections.deque(maxlen=0)  # type: ignore[assignment]
+    server.world, server.targets = world, targets_for(loaded.config)
+    profiler = _ThreadProfiles() if os.environ.get("BENCH_PROFILE_SERVER") else None
+    if profiler is not None:
+        profiler.enable()
+    server.start()
+    print(server.port, flush=True)
+    sys.stdin.read()
+    server.stop()
+    if profiler is not None:
+        profiler.disable()
+        profiler.print(int(os.environ["BENCH_PROFILE_SERVER"]))
+
+
+def _sim_test_is_loopback() -> None:
+    """``<name>.sim.test`` resolves to 127.0.0.1 in the agent's process (the test server's
+    names), as ``tests.psrpserver`` does for a test, without importing pytest here."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.lower().endswith(".sim.test"):
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one(n_vms: int, scale: float, profile: int, trace: bool, mode: str = "psrp") -> dict[str, Any]:
+    """One size, in this process: build the world, create the operation, measure its run.
+
+    ``mode`` psrp: this process is the agent alone, with the PowerShell drivers over PSRP to the
+    test server, which holds the simulated world in a process of its own (as the remote sites are
+    on a real site). ``inproc``: the ``sim`` drivers, the world in this process."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # warnings off: not measured
     # The simulator's inventory of 10,000 VMs (~6 MB, ~400,000 values) is over the loader's caps
     # on a file an operator hands the agent; this benchmark's own generated file is not such a file.
@@ -145,32 +217,44 @@ def one(n_vms: int, scale: float, profile: int, trace: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     shm = Path("/dev/shm")
     sim_dir = Path(tempfile.mkdtemp(prefix="bench-memory-sim-", dir=shm if shm.is_dir() else None))
+    remote: subprocess.Popen[str] | None = None
     try:
         cfg = world_of(work, n_vms)
-        loaded = dataclasses.replace(load_config(cfg), simulator_state=sim_dir / "state.json")
+        if mode == "psrp":
+            remote = subprocess.Popen([sys.executable, __file__, "--serve", str(cfg), str(sim_dir / "state.json")],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert remote.stdout is not None
+            port = int(remote.stdout.readline())
+            _sim_test_is_loopback()
+            os.environ["FA_SIM_PASSWORD"] = PASSWORD
+            loaded = load_config(psrp_config(cfg, port, keep_simulator=False))
+        else:
+            loaded = dataclasses.replace(load_config(cfg), simulator_state=sim_dir / "state.json")
         gc.collect()
         rss_agent = _status_mb("VmRSS")
         connection = connect(loaded)
-        world = connection.simulator
-        assert world is not None
-        gc.collect()
-        sim_mb = _status_mb("VmRSS") - rss_agent
-        set_latency(world, 0)
+        world = connection.simulator if mode == "inproc" else None
+        if world is not None:
+            gc.collect()
+            sim_mb = _status_mb("VmRSS") - rss_agent
+            set_latency(world, 0)
+        else:
+            sim_mb = 0.0
         clock = PortClock()
         store = Store.for_path(work / "journal.sqlite")
-        engine = Engine(loaded.config, timed(connection.ports, clock), store)
+        ports = timed(connection.ports, clock) if world is not None else connection.ports
+        engine = Engine(loaded.config, ports, store)
         op_id = engine.create(OperationKind.PLANNED_FAILOVER, PLAN, requested_by="bench")
-        world.set_latency_scale(scale)
+        if world is not None:
+            world.set_latency_scale(scale)
         clock.cpu, clock.calls = 0.0, 0
         gc.collect()
         rss_before = _status_mb("VmRSS")
         if not reset_peak_rss():
             raise RuntimeError("cannot reset VmHWM (/proc/self/clear_refs): peak RSS would not be the run's")
         profiler = _ThreadProfiles() if profile else None
-        if trace:
-            import tracemalloc
-
-            tracemalloc.start(12)
+        tracer = _PeakTrace() if trace else None
+        remote_cpu0 = _cpu_of(remote.pid) if remote is not None else 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -178,20 +262,27 @@ def one(n_vms: int, scale: float, profile: int, trace: bool) -> dict[str, Any]:
         if profiler is not None:
             profiler.disable()
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        remote_cpu = _cpu_of(remote.pid) - remote_cpu0 if remote is not None else 0.0
         peak = _status_mb("VmHWM")
-        if trace:
-            _print_trace()
+        if tracer is not None:
+            tracer.print()
         if profiler is not None:
             profiler.print(profile)
-        out = {"vms": n_vms, "scale": scale, "status": view.status, "succeeded_vms": len(view.succeeded_vms),
-               "failed_vms": len(view.failed_vms), "wall_s": wall, "cpu_s": cpu, "sim_cpu_s": clock.cpu,
-               "port_calls": clock.calls, "agent_cpu_s": cpu - clock.cpu, "rss_before_mb": rss_before,
-               "peak_rss_mb": peak, "sim_world_mb": sim_mb, "steps": len(view.steps), "profiled": bool(profiler),
-               "traced": trace}
+        # In psrp mode the whole process is the agent (drivers, transport and all); the sites'
+        # CPU is the server process's, measured from /proc.
+        sim_cpu = clock.cpu if world is not None else remote_cpu
+        out = {"mode": mode, "vms": n_vms, "scale": scale, "status": view.status,
+               "succeeded_vms": len(view.succeeded_vms), "failed_vms": len(view.failed_vms), "wall_s": wall,
+               "cpu_s": cpu, "sim_cpu_s": sim_cpu, "port_calls": clock.calls,
+               "agent_cpu_s": cpu - clock.cpu, "rss_before_mb": rss_before, "peak_rss_mb": peak,
+               "sim_world_mb": sim_mb, "steps": len(view.steps), "profiled": bool(profiler), "traced": trace,
+               "errors": list(view.errors)[:5]}
         connection.close()
         store.close()
         return out
     finally:
+        if remote is not None:
+            remote.communicate("", timeout=60)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(sim_dir, ignore_errors=True)
 
@@ -229,16 +320,40 @@ class _ThreadProfiles:
         stats.sort_stats("cumulative").print_stats(top)
 
 
-def _print_trace() -> None:
-    import tracemalloc
+class _PeakTrace:
+    """tracemalloc's view at the run's highest point: a thread looks at the traced total every
+    50 ms and keeps a snapshot whenever it is 2 MB above the last one kept (the end alone would
+    show what is left, not what peaked)."""
 
-    current, peak = tracemalloc.get_traced_memory()
-    print(f"tracemalloc: {current / 1e6:.1f} MB held at the end, {peak / 1e6:.1f} MB at the peak", file=sys.stderr)
-    for stat in tracemalloc.take_snapshot().statistics("traceback")[:8]:
-        print(f"{stat.size / 1e6:8.1f} MB in {stat.count} blocks", file=sys.stderr)
-        for line in stat.traceback.format()[-8:]:
-            print("    " + line, file=sys.stderr)
-    tracemalloc.stop()
+    def __init__(self, frames: int = 8) -> None:
+        import tracemalloc
+
+        self.tm = tracemalloc
+        tracemalloc.start(frames)
+        self.snapshot: Any = None
+        self.kept = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.05):
+            current, _ = self.tm.get_traced_memory()
+            if current > self.kept + 2_000_000:
+                self.snapshot, self.kept = self.tm.take_snapshot(), current
+
+    def print(self) -> None:
+        self.done.set()
+        self.thread.join()
+        current, peak = self.tm.get_traced_memory()
+        print(f"tracemalloc: {current / 1e6:.1f} MB held at the end, {peak / 1e6:.1f} MB at the peak, "
+              f"{self.kept / 1e6:.1f} MB in the snapshot below", file=sys.stderr)
+        snapshot = self.snapshot or self.tm.take_snapshot()
+        for stat in snapshot.statistics("traceback")[:12]:
+            print(f"{stat.size / 1e6:8.1f} MB in {stat.count} blocks", file=sys.stderr)
+            for line in stat.traceback.format()[-8:]:
+                print("    " + line, file=sys.stderr)
+        self.tm.stop()
 
 
 def report(rows: list[dict[str, Any]], command: str, load: tuple[float, float, float]) -> str:
@@ -287,20 +402,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions (cProfile)")
     parser.add_argument("--tracemalloc", action="store_true", help="print where the memory at the peak is held")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--modes", nargs="+", choices=("psrp", "inproc"), default=["psrp", "inproc"],
+                        help="psrp: the agent alone, the sites in a PSRP test server process (the headline); "
+                             "inproc: the sim drivers, the world in the agent's process")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-memory.md"))
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS-memory.md alone")
     args = parser.parse_args(argv)
+    if args.serve:
+        serve(*args.serve)
+        return
     if args.one:
-        print(json.dumps(one(args.vms[0], args.scale, args.profile, args.tracemalloc)))
+        print(json.dumps(one(args.vms[0], args.scale, args.profile, args.tracemalloc, args.modes[0])))
         return
     load = os.getloadavg()
     rows = []
-    for n in args.vms:
-        cmd = [sys.executable, __file__, "--one", "--vms", str(n), "--scale", str(args.scale),
-               "--profile", str(args.profile)] + (["--tracemalloc"] if args.tracemalloc else [])
-        done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), file=sys.stderr)
+    for mode in args.modes:
+        for n in args.vms:
+            cmd = [sys.executable, __file__, "--one", "--modes", mode, "--vms", str(n), "--scale", str(args.scale),
+                   "--profile", str(args.profile)] + (["--tracemalloc"] if args.tracemalloc else [])
+            done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), file=sys.stderr)
     command = "python tests/benchmarks/bench_memory.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(rows, command.strip(), load)
     print(text)
