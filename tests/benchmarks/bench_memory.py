@@ -1,25 +1,36 @@
 """Benchmark: the agent's own memory and CPU for a planned failover of 1,000 and 10,000 VMs.
 
-Run: ``python tests/benchmarks/bench_memory.py`` (from the repository root; a few minutes at the
-default sizes). Writes ``tests/benchmarks/RESULTS-memory.md``. Nothing here asserts; the targets
+Run: ``python tests/benchmarks/bench_memory.py`` (from the repository root; ten minutes or more at
+the default sizes). Writes ``tests/benchmarks/RESULTS-memory.md``. Nothing here asserts; the targets
 (issue 13) are a peak RSS under 300 MB through ``Engine.run`` at 10,000 VMs, and an agent CPU per
-VM no higher than the 1.5-1.8 ms measured before.
+VM no higher than measured before.
 
 The world is ``bench_engine``'s (two sites, 4 Hyper-V hosts each, 10 groups, a SQLite journal on
 disk, the simulator's state in /dev/shm), but the simulator answers without its latency model
 (``--scale``, default 0): this benchmark measures what the agent spends, not what it waits for.
-Each size runs in a process of its own, so one size's heap does not inflate the next's peak.
+Each size and mode runs in a process of its own, so one's heap does not inflate the next's peak.
+
+Modes (``--modes``):
+
+* **psrp** (the headline): the agent as on a real site. Its config has no ``simulator`` section;
+  every VMM server, Hyper-V host, DNS server and router is a ``<name>.sim.test`` endpoint of the
+  PSRP test server (``tests/psrpserver``), run by this script (``--serve``) in a process of its
+  own that holds the simulated world. The agent's process is the engine, the journal, the
+  PowerShell drivers and the PSRP transport, nothing else.
+* **psrp-tuned**: the same, with glibc's malloc tunables that ``service/failover-agent.service``
+  sets (``MALLOC_TUNING``) in the agent's environment.
+* **inproc**: the ``sim`` drivers, the simulated world in the agent's process.
 
 * **peak RSS** is VmHWM, reset just before ``Engine.run`` (Linux ``clear_refs``), so it counts
-  what the process held at its highest during the run -- the simulator's world and the loaded
-  config included (they are there before the run starts: "at start").
-* **agent CPU** is the process's CPU time during ``Engine.run`` less the CPU time spent inside
+  what the process held at its highest during the run -- in inproc mode the simulator's world
+  and the loaded config included (they are there before the run starts: "at start").
+* **agent CPU**: psrp, the agent process's CPU time during ``Engine.run`` (the server's is read
+  from /proc and reported apart); inproc, the process's CPU time less the CPU time spent inside
   the simulated ports (each call measured with its thread's CPU clock by a proxy on the ports).
-  The simulator rewrites its whole state on every change, so at 10,000 VMs it is most of the
-  process's CPU; what is left is the engine, the journal and the actions.
 
 ``--profile N`` prints the N functions with the most cumulative time (cProfile) of one size;
-``--tracemalloc`` prints the allocation sites holding most memory at the run's peak.
+``--tracemalloc`` prints the allocation sites holding most memory at the run's peak;
+``BENCH_PROFILE_SERVER=N`` in the environment has the psrp server print its top N (cProfile).
 """
 
 from __future__ import annotations
@@ -138,6 +149,9 @@ def _status_mb(field: str) -> float:
 
 
 PASSWORD = "bench-s3cret"
+MODES = ("psrp", "psrp-tuned", "inproc")
+MALLOC_TUNING = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+"""What service/failover-agent.service sets (keep the two alike): see the comment there."""
 
 
 def psrp_config(cfg: Path, port: int | None, *, keep_simulator: bool) -> Path:
@@ -356,40 +370,51 @@ class _PeakTrace:
         self.tm.stop()
 
 
-def report(rows: list[dict[str, Any]], command: str, load: tuple[float, float, float]) -> str:
+MODE_LABEL = {"psrp": "psrp: agent alone, sites over PSRP", "psrp-tuned": "psrp, malloc as the systemd unit",
+              "inproc": "inproc: sim drivers, world in process"}
+
+
+def report(rows: list[dict[str, Any]], command: str, load: tuple[float, float, float],
+           load_end: tuple[float, float, float]) -> str:
     lines = [
         "# Memory and agent CPU benchmark: planned failover through `Engine.run`",
         "",
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {describe()}",
-        f"- load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores shared with other "
-        "sessions: CPU times are the process's own, wall times are not comparable)",
+        f"- load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, at the end: {load_end[0]:.2f} "
+        f"{load_end[1]:.2f} {load_end[2]:.2f} (2 cores shared with other sessions: CPU times are the process's "
+        "own, wall times are not comparable)",
         f"- command: `{command}`",
         "- world: `bench_engine.py`'s (10 groups, 4 Hyper-V hosts per site, 20 % retained and 80 % changed "
         "addresses, mode full), SQLite journal on disk (WAL, synchronous=FULL), simulator state in /dev/shm; "
         f"latency scale {rows[0]['scale'] if rows else 0} (the simulator answers at once)",
         f"- before: {BEFORE}",
         "",
-        "| VMs | steps | status | peak RSS during the run | RSS at start | of which the simulated world "
-        "| **peak less the simulated world** | process CPU | simulator CPU | **agent CPU** | **agent CPU per VM** "
+        "| mode | VMs | steps | status | **peak RSS during the run** | RSS at start | of which the simulated world "
+        "| peak less the simulated world | agent process CPU | sites' CPU | **agent CPU** | **agent CPU per VM** "
         "| wall |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        inproc = r["mode"] == "inproc"
+        sites = (f"{r['sim_cpu_s']:.2f} s in the ports ({r['port_calls']} calls)" if inproc
+                 else f"{r['sim_cpu_s']:.2f} s (server process)")
         lines.append(
-            f"| {r['vms']:,} | {r['steps']} | {r['status']} ({r['succeeded_vms']:,} ok, {r['failed_vms']} failed) "
-            f"| {r['peak_rss_mb']:.0f} MB | {r['rss_before_mb']:.0f} MB | {r['sim_world_mb']:.0f} MB "
-            f"| **{r['peak_rss_mb'] - r['sim_world_mb']:.0f} MB** | {r['cpu_s']:.2f} s "
-            f"| {r['sim_cpu_s']:.2f} s ({r['port_calls']} calls) | {r['agent_cpu_s']:.2f} s "
-            f"| **{1000 * r['agent_cpu_s'] / r['vms']:.2f} ms** | {r['wall_s']:.2f} s |")
+            f"| {MODE_LABEL[r['mode']]} | {r['vms']:,} | {r['steps']} | {r['status']} ({r['succeeded_vms']:,} ok, "
+            f"{r['failed_vms']} failed) | **{r['peak_rss_mb']:.0f} MB** | {r['rss_before_mb']:.0f} MB "
+            f"| {r['sim_world_mb']:.0f} MB | {r['peak_rss_mb'] - r['sim_world_mb']:.0f} MB | {r['cpu_s']:.2f} s "
+            f"| {sites} | {r['agent_cpu_s']:.2f} s | **{1000 * r['agent_cpu_s'] / r['vms']:.2f} ms** "
+            f"| {r['wall_s']:.2f} s |")
     lines += [
         "",
-        "Peak RSS is VmHWM reset just before `Engine.run`; it includes what is resident before the run "
-        "(the simulated world, the config, the interpreter, what creating the operation left: \"RSS at start\"). "
-        "The simulated world stands in for the remote VMM, Hyper-V, DNS and routers, in this process: its "
-        "share is the RSS it added when it was opened (before the operation was created), and the peak less it "
-        "is the agent's. Agent CPU is the process's CPU time during the run less the CPU time measured inside "
-        "the simulated port calls.",
+        "Peak RSS is VmHWM of the agent's process, reset just before `Engine.run`; it includes what is resident "
+        "before the run (the config, the interpreter, what creating the operation left: \"RSS at start\"). "
+        "psrp: the agent's process holds no simulated world (its config has no `simulator` section); the "
+        "PowerShell drivers talk PSRP over HTTP to the wire test server (`tests/psrpserver`) in another "
+        "process, which answers from the simulated world: every figure of the agent row is the agent's, "
+        "transport included, and the sites' CPU is the server process's. inproc: the `sim` drivers, the world "
+        "in the agent's process; its share is the RSS it added when it was opened, and agent CPU is the "
+        "process's CPU time less the CPU time measured inside the simulated port calls.",
         "",
     ]
     return "\n".join(lines)
@@ -403,9 +428,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracemalloc", action="store_true", help="print where the memory at the peak is held")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve", nargs=2, type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--modes", nargs="+", choices=("psrp", "inproc"), default=["psrp", "inproc"],
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                         help="psrp: the agent alone, the sites in a PSRP test server process (the headline); "
-                             "inproc: the sim drivers, the world in the agent's process")
+                             "psrp-tuned: the same with glibc's malloc set as service/failover-agent.service "
+                             "sets it; inproc: the sim drivers, the world in the agent's process")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-memory.md"))
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS-memory.md alone")
     args = parser.parse_args(argv)
@@ -419,13 +445,16 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for mode in args.modes:
         for n in args.vms:
-            cmd = [sys.executable, __file__, "--one", "--modes", mode, "--vms", str(n), "--scale", str(args.scale),
-                   "--profile", str(args.profile)] + (["--tracemalloc"] if args.tracemalloc else [])
-            done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            cmd = [sys.executable, __file__, "--one", "--modes", mode.removesuffix("-tuned"), "--vms", str(n),
+                   "--scale", str(args.scale), "--profile", str(args.profile)] + (
+                       ["--tracemalloc"] if args.tracemalloc else [])
+            # glibc reads its tunables when the process starts: they go in the child's environment.
+            env = {**os.environ, **MALLOC_TUNING} if mode.endswith("-tuned") else None
+            done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
+            rows.append({**json.loads(done.stdout.strip().splitlines()[-1]), "mode": mode})
             print(json.dumps(rows[-1]), file=sys.stderr)
     command = "python tests/benchmarks/bench_memory.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(rows, command.strip(), load)
+    text = report(rows, command.strip(), load, os.getloadavg())
     print(text)
     if not args.no_write and not args.profile and not args.tracemalloc:
         args.out.write_text(text, encoding="utf-8")
