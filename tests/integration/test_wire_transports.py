@@ -277,6 +277,22 @@ def test_close_closes_every_pool_and_an_idle_pool_is_reopened(server: PsrpTestSe
     assert server.shells == {}
 
 
+def test_each_finished_pipeline_is_terminated_and_the_pool_kept(server: PsrpTestServer) -> None:
+    """A WinRM client must terminate a finished command: a long-lived pool that did not kept
+    every answer it had received (pypsrp's registry) and the server as many open commands."""
+    remote = PsrpRemote()
+    try:
+        for _ in range(5):
+            remote.run(endpoint(server), PROBE, {})
+        assert len(server.opened) == 1, "terminating a pipeline must not cost the pool"
+        [shell] = server.shells.values()
+        assert shell.pool.pipeline_table == {}, "the server still holds finished commands"
+        [worker] = remote._workers.values()
+        assert worker.pool.pipelines == {}, "the client still holds finished pipelines and their output"
+    finally:
+        remote.close()
+
+
 def test_a_winrm_quota_fault_is_transient_and_another_fault_is_permanent(server: PsrpTestServer) -> None:
     remote = PsrpRemote()
     try:

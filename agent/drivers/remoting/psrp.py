@@ -202,6 +202,19 @@ def invoke(pool: Any, script: PsScript, parameters: Mapping[str, Any], timeout_s
     return ps
 
 
+def release(worker: _Worker, ps: Any) -> None:
+    """Terminate the finished pipeline (WSMan Signal terminate), as a WinRM client must: until
+    then the server keeps the command, and pypsrp keeps the ``PowerShell`` -- every output it
+    received -- in its pool's registry. Unreleased, a long-lived pool held every answer it ever
+    got (at 10,000 VMs, hundreds of MB of inventories) and the server as many open commands.
+    The answer is already in hand: a failed terminate costs the pool, not the call."""
+    try:
+        ps.close()
+    except Exception as exc:
+        log.debug("terminating a finished pipeline at %s failed: %s", worker.endpoint.address, exc)
+        worker.broken()
+
+
 class PsrpRemote:
     """:class:`~agent.drivers.remoting.Remote` over PSRP: one worker and pool per endpoint."""
 
@@ -231,6 +244,7 @@ class PsrpRemote:
             except Exception as exc:
                 worker.broken()
                 raise classify(exc, endpoint, script) from exc
+            release(worker, ps)
             return ps
 
         ps = worker.submit(call)
